@@ -1,0 +1,135 @@
+//! Graphs on the n samples for graph networks: a compressed sparse-row matrix, the k-nearest-
+//! neighbour graph of the inputs (symmetrised), and Kipf & Welling's normalised adjacency
+//! Â = D̃^{−1/2}(A + I)D̃^{−1/2}, D̃ the degrees of A + I.
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+
+/// A square sparse matrix in compressed sparse-row form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SparseMatrix {
+    n: usize,
+    row_start: Vec<usize>,
+    cols: Vec<usize>,
+    vals: Vec<f64>,
+}
+
+impl SparseMatrix {
+    /// From (row, col, value) triplets; duplicates are summed.
+    pub fn from_triplets(n: usize, mut t: Vec<(usize, usize, f64)>) -> Self {
+        t.sort_by_key(|&(i, j, _)| (i, j));
+        let mut row_start = vec![0; n + 1];
+        let mut cols = Vec::with_capacity(t.len());
+        let mut vals: Vec<f64> = Vec::with_capacity(t.len());
+        let mut last = None;
+        for (i, j, v) in t {
+            assert!(i < n && j < n, "SparseMatrix: index out of range");
+            if last == Some((i, j)) {
+                *vals.last_mut().unwrap() += v;
+                continue;
+            }
+            last = Some((i, j));
+            cols.push(j);
+            vals.push(v);
+            row_start[i + 1] += 1;
+        }
+        for i in 0..n {
+            row_start[i + 1] += row_start[i];
+        }
+        Self {
+            n,
+            row_start,
+            cols,
+            vals,
+        }
+    }
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    pub fn nnz(&self) -> usize {
+        self.vals.len()
+    }
+    /// The non-zeros (column, value) of row i.
+    pub fn row(&self, i: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
+        let r = self.row_start[i]..self.row_start[i + 1];
+        self.cols[r.clone()]
+            .iter()
+            .copied()
+            .zip(self.vals[r].iter().copied())
+    }
+    /// Dense copy, row-major (for tests and small exports).
+    pub fn to_dense(&self) -> Vec<f64> {
+        let mut d = vec![0.0; self.n * self.n];
+        for i in 0..self.n {
+            for (j, v) in self.row(i) {
+                d[i * self.n + j] = v;
+            }
+        }
+        d
+    }
+}
+
+/// An undirected simple graph on n nodes: each edge once as (i, j) with i < j.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    pub n: usize,
+    pub edges: Vec<(usize, usize)>,
+}
+
+impl Graph {
+    /// Symmetrises and deduplicates a list of (possibly directed) edges; self-loops are dropped
+    /// (the normalisation adds them back as A + I).
+    pub fn from_edges(n: usize, edges: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        let mut e: Vec<(usize, usize)> = edges
+            .into_iter()
+            .filter(|(i, j)| i != j)
+            .map(|(i, j)| (i.min(j), i.max(j)))
+            .collect();
+        e.sort_unstable();
+        e.dedup();
+        Self { n, edges: e }
+    }
+
+    /// The k-nearest-neighbour graph of the samples (Euclidean), symmetrised: i ~ j when j is
+    /// among i's k nearest or i among j's. Ties are broken by the smaller index.
+    pub fn knn(x: &Batch, k: usize) -> Result<Self> {
+        let n = x.n();
+        if k == 0 || k >= n {
+            return Err(Error::Invalid(format!(
+                "graph.k = {k} must satisfy 1 ≤ k < n = {n}: choose a smaller k or more samples"
+            )));
+        }
+        let norms: Vec<f64> = (0..n)
+            .map(|i| x.col(i).iter().map(|v| v * v).sum())
+            .collect();
+        let mut edges = Vec::with_capacity(n * k);
+        let mut dist: Vec<(f64, usize)> = Vec::with_capacity(n);
+        for i in 0..n {
+            dist.clear();
+            let xi = x.col(i);
+            for j in (0..n).filter(|&j| j != i) {
+                let dot: f64 = xi.iter().zip(x.col(j)).map(|(a, b)| a * b).sum();
+                dist.push((norms[i] + norms[j] - 2.0 * dot, j));
+            }
+            dist.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            edges.extend(dist[..k].iter().map(|&(_, j)| (i, j)));
+        }
+        Ok(Self::from_edges(n, edges))
+    }
+
+    /// Â = D̃^{−1/2}(A + I)D̃^{−1/2}.
+    pub fn normalized_adjacency(&self) -> SparseMatrix {
+        let mut deg = vec![1.0; self.n];
+        for &(i, j) in &self.edges {
+            deg[i] += 1.0;
+            deg[j] += 1.0;
+        }
+        let s: Vec<f64> = deg.iter().map(|d| 1.0 / f64::sqrt(*d)).collect();
+        let mut t: Vec<(usize, usize, f64)> = (0..self.n).map(|i| (i, i, s[i] * s[i])).collect();
+        for &(i, j) in &self.edges {
+            t.push((i, j, s[i] * s[j]));
+            t.push((j, i, s[i] * s[j]));
+        }
+        SparseMatrix::from_triplets(self.n, t)
+    }
+}

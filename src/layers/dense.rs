@@ -1,0 +1,107 @@
+//! The affine layer y = W x + b (PyTorch's `nn.Linear`): W is out×in, stored row-major in θ,
+//! followed by b — the layout of `Linear.weight` and `Linear.bias`, so saved tensors load in
+//! PyTorch unchanged. Polynomial (bilinear) in its input and parameters, as eq. (1) requires.
+
+use super::{no_tape, Batch, Layer, ParamRole, ParamSpec, Tape};
+use crate::batch::par;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef};
+
+#[derive(Clone, Debug)]
+pub struct Dense {
+    pub inp: usize,
+    pub out: usize,
+}
+
+impl Dense {
+    pub fn new(inp: usize, out: usize) -> Self {
+        Self { inp, out }
+    }
+    fn split<'a>(&self, theta: &'a [f64]) -> (MatRef<'a, f64>, &'a [f64]) {
+        let (w, b) = theta.split_at(self.inp * self.out);
+        (MatRef::from_row_major_slice(w, self.out, self.inp), b)
+    }
+    fn add_bias(y: &mut Batch, b: &[f64]) {
+        for i in 0..y.n() {
+            for (v, bi) in y.col_mut(i).iter_mut().zip(b) {
+                *v += bi;
+            }
+        }
+    }
+}
+
+impl Layer for Dense {
+    fn describe(&self) -> String {
+        format!("dense {} → {}", self.inp, self.out)
+    }
+    fn in_dim(&self) -> usize {
+        self.inp
+    }
+    fn out_dim(&self) -> usize {
+        self.out
+    }
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec {
+                name: "weight".into(),
+                shape: vec![self.out, self.inp],
+                role: ParamRole::Weight { fan_in: self.inp },
+            },
+            ParamSpec {
+                name: "bias".into(),
+                shape: vec![self.out],
+                role: ParamRole::Bias { fan_in: self.inp },
+            },
+        ]
+    }
+    fn num_params(&self) -> usize {
+        self.out * (self.inp + 1)
+    }
+
+    fn forward(&self, theta: &[f64], x: &Batch) -> (Batch, Tape) {
+        let (w, b) = self.split(theta);
+        let mut y = Batch::zeros(self.out, x.n());
+        matmul(y.mat_mut(), Accum::Replace, w, x.mat(), 1.0, par());
+        Self::add_bias(&mut y, b);
+        (y, no_tape())
+    }
+
+    fn vjp(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        _: &Tape,
+        y_bar: &Batch,
+        theta_bar: &mut [f64],
+    ) -> Batch {
+        let (w, _) = self.split(theta);
+        let mut x_bar = Batch::zeros(self.inp, x.n());
+        matmul(
+            x_bar.mat_mut(),
+            Accum::Replace,
+            w.transpose(),
+            y_bar.mat(),
+            1.0,
+            par(),
+        );
+        let (gw, gb) = theta_bar.split_at_mut(self.inp * self.out);
+        let gw = MatMut::from_row_major_slice_mut(gw, self.out, self.inp);
+        matmul(gw, Accum::Add, y_bar.mat(), x.mat().transpose(), 1.0, par());
+        for i in 0..y_bar.n() {
+            for (g, v) in gb.iter_mut().zip(y_bar.col(i)) {
+                *g += v;
+            }
+        }
+        x_bar
+    }
+
+    fn jvp(&self, theta: &[f64], x: &Batch, _: &Tape, x_dot: &Batch, theta_dot: &[f64]) -> Batch {
+        let (w, _) = self.split(theta);
+        let (w_dot, b_dot) = self.split(theta_dot);
+        let mut y_dot = Batch::zeros(self.out, x.n());
+        matmul(y_dot.mat_mut(), Accum::Replace, w, x_dot.mat(), 1.0, par());
+        matmul(y_dot.mat_mut(), Accum::Add, w_dot, x.mat(), 1.0, par());
+        Self::add_bias(&mut y_dot, b_dot);
+        y_dot
+    }
+}

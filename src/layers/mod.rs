@@ -1,0 +1,124 @@
+//! The layer abstraction of eq. (1): every layer knows, on a whole batch at once, its `forward`,
+//! its `vjp` (reverse mode) and its `jvp` (forward mode). Everything else — the loss gradient, NTK
+//! products, finite-difference tests — is built from these three.
+//!
+//! Batches ([`Batch`]) are (features × n) column-major blocks: column i holds sample i, so the
+//! memory order is sample-major (i·features + a), the convention of THEORY.md for outputs.
+//! Parameters are one flat vector θ; each layer sees only its own contiguous slice and describes
+//! it by named [`ParamSpec`]s (used for initialisation and for safetensors names).
+//! Composites (serial, residual) are layers too, so models nest like JAX's `stax` combinators.
+
+pub mod activation;
+pub mod dense;
+pub mod propagate;
+pub mod residual;
+pub mod serial;
+
+pub use activation::ActivationLayer;
+pub use dense::Dense;
+pub use propagate::Propagate;
+pub use residual::Residual;
+pub use serial::Serial;
+
+use crate::activation::Activation;
+pub use crate::batch::Batch;
+use std::any::Any;
+
+/// What a layer remembers between `forward` and `vjp`/`jvp` (its input is passed separately).
+pub type Tape = Box<dyn Any + Send + Sync>;
+
+/// An empty tape, for layers that need nothing beyond their input.
+pub fn no_tape() -> Tape {
+    Box::new(())
+}
+
+/// How a parameter tensor is initialised: which fan-in it sees and what kind of tensor it is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamRole {
+    /// A weight whose fan-in is `fan_in` (PyTorch: in_features, or C_in·k_h·k_w).
+    Weight { fan_in: usize },
+    /// A bias next to a weight with fan-in `fan_in`.
+    Bias { fan_in: usize },
+    /// A scalar or vector set to a constant (PReLU's slope).
+    Constant { value: f64 },
+}
+
+/// One named tensor in a layer's slice of θ, in row-major (C) order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub role: ParamRole,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A pre-activation batch seen by an activation, reported for kink diagnostics.
+pub struct PreActivation<'a> {
+    pub z: &'a Batch,
+    pub activation: &'a Activation,
+}
+
+/// A differentiable map from a batch to a batch with parameters θ_layer.
+///
+/// Contracts (tested by finite differences for every implementation):
+/// - `forward(θ, x) = (y, tape)`;
+/// - `vjp(θ, x, tape, ȳ, θ̄)` returns x̄ = (∂y/∂x)ᵀ ȳ and **adds** (∂y/∂θ)ᵀ ȳ into θ̄
+///   (adding lets shared weights accumulate);
+/// - `jvp(θ, x, tape, ẋ, θ̇)` returns ẏ = (∂y/∂x) ẋ + (∂y/∂θ) θ̇.
+pub trait Layer: Send + Sync + std::fmt::Debug {
+    /// A one-line description, e.g. `dense 500 → 250`.
+    fn describe(&self) -> String;
+    /// Features per sample going in.
+    fn in_dim(&self) -> usize;
+    /// Features per sample coming out.
+    fn out_dim(&self) -> usize;
+    /// The named tensors of this layer's θ slice, in order.
+    fn param_specs(&self) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+    /// Number of parameters (length of this layer's θ slice).
+    fn num_params(&self) -> usize {
+        self.param_specs().iter().map(ParamSpec::len).sum()
+    }
+    fn forward(&self, theta: &[f64], x: &Batch) -> (Batch, Tape);
+    fn vjp(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        tape: &Tape,
+        y_bar: &Batch,
+        theta_bar: &mut [f64],
+    ) -> Batch;
+    fn jvp(&self, theta: &[f64], x: &Batch, tape: &Tape, x_dot: &Batch, theta_dot: &[f64])
+        -> Batch;
+    /// Calls `visit` with every pre-activation batch inside this layer (for kink diagnostics).
+    fn visit_pre_activations(
+        &self,
+        _x: &Batch,
+        _tape: &Tape,
+        _visit: &mut dyn FnMut(PreActivation<'_>),
+    ) {
+    }
+    /// The layers inside a composite (empty for a leaf), for printing architectures.
+    fn children(&self) -> Vec<&dyn Layer> {
+        Vec::new()
+    }
+    /// True when output column i depends on input columns other than i (graph propagation).
+    fn mixes_samples(&self) -> bool {
+        false
+    }
+}
+
+/// Downcasts a tape to the type a layer stored in it.
+pub fn tape_ref<T: 'static>(tape: &Tape) -> &T {
+    tape.downcast_ref::<T>()
+        .expect("internal error: a layer received a tape of another layer")
+}

@@ -1,0 +1,15 @@
+//! gradflow: gradient flow on networks built from polynomial layers and piecewise-polynomial
+//! activations — training, the neural tangent kernel, and the checks of the paper's Theorem 3.1.
+//!
+//! The public API mirrors what a researcher does: build a [`model::Model`] (from a preset or
+//! from layers), make or load data, train it by gradient descent, compute NTK spectra, and read
+//! back every number from a run directory.
+
+pub mod activation;
+pub mod batch;
+pub mod error;
+pub mod graph;
+pub mod layers;
+
+pub use batch::Batch;
+pub use error::{Error, Result};
