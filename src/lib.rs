@@ -7,9 +7,20 @@
 
 pub mod activation;
 pub mod batch;
+pub mod config;
 pub mod error;
 pub mod graph;
+pub mod data;
+pub mod init;
+pub mod io;
+pub mod kinks;
 pub mod layers;
+pub mod loss;
+pub mod model;
+pub mod ntk;
+pub mod presets;
+pub mod rng;
+pub mod train;
 
 pub use batch::Batch;
 pub use error::{Error, Result};

@@ -87,6 +87,38 @@ impl Layer for ActivationLayer {
         y_dot
     }
 
+    /// Structured NTK pass: x̄_c = ȳ_c ⊙ σ'(z_{c/reps}); PReLU's slope cotangent per column is
+    /// s_c = Σ ȳ_c ⊙ min(z, 0), contributing s sᵀ.
+    fn vjp_gram(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        _: &Tape,
+        y_bar: &Batch,
+        reps: usize,
+        gram: &mut faer::Mat<f64>,
+    ) -> Batch {
+        let a = self.slope(theta);
+        let mut x_bar = y_bar.clone();
+        let mut s = vec![0.0; y_bar.n()];
+        for (c, sc) in s.iter_mut().enumerate() {
+            let z = x.col(c / reps);
+            for (g, &zi) in x_bar.col_mut(c).iter_mut().zip(z) {
+                *sc += *g * self.activation.slope_derivative(zi);
+                *g *= self.activation.derivative(zi, a);
+            }
+        }
+        if self.num_params() > 0 {
+            for (j, &sj) in s.iter().enumerate() {
+                let mut col = gram.as_mut().col_mut(j);
+                for (i, &si) in s.iter().enumerate() {
+                    col[i] += si * sj;
+                }
+            }
+        }
+        x_bar
+    }
+
     fn visit_pre_activations(&self, x: &Batch, _: &Tape, visit: &mut dyn FnMut(PreActivation<'_>)) {
         visit(PreActivation {
             z: x,

@@ -95,6 +95,44 @@ impl Layer for Dense {
         x_bar
     }
 
+    /// Structured NTK term (Novak et al. 2022): per column c the weight cotangent is ȳ_c x_cᵀ and
+    /// the bias cotangent ȳ_c, so ⟨θ̄_c, θ̄_c'⟩ = (ȳ_c·ȳ_c')(x_c·x_c' + 1). Computed in column tiles
+    /// so the extra memory is N × 256, not N × N.
+    fn vjp_gram(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        _: &Tape,
+        y_bar: &Batch,
+        reps: usize,
+        gram: &mut faer::Mat<f64>,
+    ) -> Batch {
+        let (w, _) = self.split(theta);
+        let big_n = y_bar.n();
+        let mut x_bar = Batch::zeros(self.inp, big_n);
+        matmul(x_bar.mat_mut(), Accum::Replace, w.transpose(), y_bar.mat(), 1.0, par());
+        let mut k = faer::Mat::<f64>::zeros(x.n(), x.n());
+        matmul(k.as_mut(), Accum::Replace, x.mat().transpose(), x.mat(), 1.0, par());
+        const TILE: usize = 256;
+        let mut a = faer::Mat::<f64>::zeros(big_n, TILE);
+        for c0 in (0..big_n).step_by(TILE) {
+            let t = TILE.min(big_n - c0);
+            let mut at = a.as_mut().subcols_mut(0, t);
+            let yt = y_bar.mat().subcols(c0, t);
+            matmul(at.as_mut(), Accum::Replace, y_bar.mat().transpose(), yt, 1.0, par());
+            for j in 0..t {
+                let cj = c0 + j;
+                let kj = k.col(cj / reps);
+                let src = at.as_ref().col(j);
+                let mut dst = gram.as_mut().col_mut(cj);
+                for c in 0..big_n {
+                    dst[c] += src[c] * (kj[c / reps] + 1.0);
+                }
+            }
+        }
+        x_bar
+    }
+
     fn jvp(&self, theta: &[f64], x: &Batch, _: &Tape, x_dot: &Batch, theta_dot: &[f64]) -> Batch {
         let (w, _) = self.split(theta);
         let (w_dot, b_dot) = self.split(theta_dot);

@@ -99,6 +99,25 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     ) -> Batch;
     fn jvp(&self, theta: &[f64], x: &Batch, tape: &Tape, x_dot: &Batch, theta_dot: &[f64])
         -> Batch;
+    /// The NTK's reverse pass. `y_bar` holds N = x.n()·reps output cotangents; column c belongs
+    /// to sample c / reps and is one independent (sample, output-direction) pair. Returns the
+    /// input cotangents (out of the same N columns) and **adds** into `gram` (N × N) the Gram
+    /// matrix of per-column parameter cotangents, gram[c, c'] += ⟨θ̄_c, θ̄_c'⟩.
+    ///
+    /// Only for layers that do not mix samples. The default handles parameter-free layers with
+    /// one call per sample-independent column block and parametrised ones column by column (the
+    /// generic route); dense and activation layers override it with structured products.
+    fn vjp_gram(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        tape: &Tape,
+        y_bar: &Batch,
+        reps: usize,
+        gram: &mut faer::Mat<f64>,
+    ) -> Batch {
+        generic_vjp_gram(self, theta, x, tape, y_bar, reps, gram)
+    }
     /// Calls `visit` with every pre-activation batch inside this layer (for kink diagnostics).
     fn visit_pre_activations(
         &self,
@@ -121,4 +140,55 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
 pub fn tape_ref<T: 'static>(tape: &Tape) -> &T {
     tape.downcast_ref::<T>()
         .expect("internal error: a layer received a tape of another layer")
+}
+
+/// The generic route behind [`Layer::vjp_gram`]: for each of the `reps` output directions, the
+/// cotangents of all samples go through one ordinary `vjp` (input cotangents); per-column
+/// parameter cotangents come from one `vjp` per column, gathered into a matrix P and added as PᵀP.
+pub fn generic_vjp_gram<L: Layer + ?Sized>(
+    layer: &L,
+    theta: &[f64],
+    x: &Batch,
+    tape: &Tape,
+    y_bar: &Batch,
+    reps: usize,
+    gram: &mut faer::Mat<f64>,
+) -> Batch {
+    let (n, out) = (x.n(), y_bar.features());
+    let big_n = n * reps;
+    assert_eq!(y_bar.n(), big_n, "vjp_gram: y_bar must have x.n()·reps columns");
+    let np = layer.num_params();
+    let mut x_bar = Batch::zeros(layer.in_dim(), big_n);
+    let mut scratch = vec![0.0; np];
+    for r in 0..reps {
+        let mut yb = Batch::zeros(out, n);
+        for i in 0..n {
+            yb.col_mut(i).copy_from_slice(y_bar.col(i * reps + r));
+        }
+        let xb = layer.vjp(theta, x, tape, &yb, &mut scratch);
+        for i in 0..n {
+            x_bar.col_mut(i * reps + r).copy_from_slice(xb.col(i));
+        }
+    }
+    if np > 0 {
+        let mut p = faer::Mat::<f64>::zeros(np, big_n);
+        for c in 0..big_n {
+            let mut yb = Batch::zeros(out, n);
+            yb.col_mut(c / reps).copy_from_slice(y_bar.col(c));
+            let mut g = vec![0.0; np];
+            layer.vjp(theta, x, tape, &yb, &mut g);
+            for (k, v) in g.into_iter().enumerate() {
+                p[(k, c)] = v;
+            }
+        }
+        faer::linalg::matmul::matmul(
+            gram.as_mut(),
+            faer::Accum::Add,
+            p.transpose(),
+            p.as_ref(),
+            1.0,
+            crate::batch::par(),
+        );
+    }
+    x_bar
 }

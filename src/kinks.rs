@@ -1,0 +1,101 @@
+//! Kink diagnostics: where the trajectory leaves the smooth pieces the proof relies on.
+//!
+//! Every pre-activation z (one per sample and unit) sits in one piece of σ. Between two
+//! evaluations we count the pre-activations whose piece changed (kink crossings), and those that
+//! changed on two consecutive steps (chattering: back and forth across z = 0, the discrete trace
+//! of a Filippov sliding mode). Per-unit flip counts give the worst offenders for the summary.
+
+use crate::layers::PreActivation;
+use crate::model::{Evaluation, Model};
+use crate::batch::Batch;
+use serde::Serialize;
+
+/// Counts at one step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct KinkStep {
+    /// Pre-activations whose piece changed since the previous evaluation.
+    pub crossings: usize,
+    /// Of those, the ones that had also changed on the step before (chattering).
+    pub chattering: usize,
+}
+
+/// Totals over a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KinkSummary {
+    /// Number of pre-activations tracked (samples × units, over all activation layers).
+    pub tracked: usize,
+    pub total_crossings: u64,
+    /// Pre-activations that crossed at least once.
+    pub units_crossed: usize,
+    /// Pre-activations that changed piece more than 100 times.
+    pub units_over_100_flips: usize,
+    /// The most flips of any single pre-activation.
+    pub max_flips: u64,
+    /// The longest run of consecutive steps on which one pre-activation flipped.
+    pub longest_chatter: u64,
+    /// Steps with at least one chattering pre-activation.
+    pub steps_with_chattering: u64,
+}
+
+#[derive(Default)]
+pub struct KinkTracker {
+    pieces: Vec<u16>,
+    flipped_last: Vec<bool>,
+    flips: Vec<u64>,
+    streak: Vec<u64>,
+    summary: KinkSummary,
+    scratch: Vec<u16>,
+}
+
+impl KinkTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the pieces of every pre-activation of `ev` and returns the changes since the last call.
+    pub fn observe(&mut self, model: &Model, x: &Batch, ev: &Evaluation) -> KinkStep {
+        let mut cur = std::mem::take(&mut self.scratch);
+        cur.clear();
+        model.visit_pre_activations(x, ev, &mut |pa: PreActivation<'_>| {
+            let kinks = pa.activation.kinks();
+            cur.extend(pa.z.as_slice().iter().map(|&z| kinks.partition_point(|&b| b < z) as u16));
+        });
+        let mut step = KinkStep::default();
+        if self.pieces.len() != cur.len() {
+            self.flipped_last = vec![false; cur.len()];
+            self.flips = vec![0; cur.len()];
+            self.streak = vec![0; cur.len()];
+            self.summary = KinkSummary { tracked: cur.len(), ..Default::default() };
+        } else {
+            for k in 0..cur.len() {
+                let flipped = cur[k] != self.pieces[k];
+                if flipped {
+                    step.crossings += 1;
+                    self.flips[k] += 1;
+                    if self.flipped_last[k] {
+                        step.chattering += 1;
+                        self.streak[k] += 1;
+                    } else {
+                        self.streak[k] = 1;
+                    }
+                    self.summary.longest_chatter = self.summary.longest_chatter.max(self.streak[k]);
+                } else {
+                    self.streak[k] = 0;
+                }
+                self.flipped_last[k] = flipped;
+            }
+            self.summary.total_crossings += step.crossings as u64;
+            self.summary.steps_with_chattering += (step.chattering > 0) as u64;
+        }
+        self.scratch = std::mem::replace(&mut self.pieces, cur);
+        step
+    }
+
+    pub fn summary(&self) -> KinkSummary {
+        let mut s = self.summary.clone();
+        s.units_crossed = self.flips.iter().filter(|&&f| f > 0).count();
+        s.units_over_100_flips = self.flips.iter().filter(|&&f| f > 100).count();
+        s.max_flips = self.flips.iter().copied().max().unwrap_or(0);
+        s
+    }
+}

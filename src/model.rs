@@ -1,0 +1,118 @@
+//! A model: one network (a [`Layer`], usually a composite) over one flat parameter vector θ ∈ R^p,
+//! with the operations the theory needs — outputs u(θ), the loss and its gradient (one vjp),
+//! Jacobian–vector products J v (one jvp) and Jᵀ w (one vjp), and the named tensors of θ.
+
+use crate::activation::Activation;
+use crate::batch::Batch;
+use crate::layers::{Layer, ParamSpec, PreActivation, Tape};
+use crate::loss::LossKind;
+
+#[derive(Debug)]
+pub struct Model {
+    /// The network f(θ, ·).
+    pub net: Box<dyn Layer>,
+    /// The preset it was built from ("dnn", "resnet", "gcn", or "custom").
+    pub preset: String,
+    /// The activation σ used throughout (for the theorem's hypothesis).
+    pub activation: Activation,
+}
+
+/// A forward pass kept for the reverse and forward modes.
+pub struct Evaluation {
+    pub outputs: Batch,
+    tape: Tape,
+}
+
+impl Model {
+    pub fn new(net: Box<dyn Layer>, preset: &str, activation: Activation) -> Self {
+        Self { net, preset: preset.to_string(), activation }
+    }
+    /// p, the number of parameters.
+    pub fn p(&self) -> usize {
+        self.net.num_params()
+    }
+    pub fn in_dim(&self) -> usize {
+        self.net.in_dim()
+    }
+    pub fn out_dim(&self) -> usize {
+        self.net.out_dim()
+    }
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        self.net.param_specs()
+    }
+
+    pub fn evaluate(&self, theta: &[f64], x: &Batch) -> Evaluation {
+        debug_assert_eq!(theta.len(), self.p());
+        let (outputs, tape) = self.net.forward(theta, x);
+        Evaluation { outputs, tape }
+    }
+    /// u(θ) as an (m × n) batch, i.e. the vector of THEORY.md in order i·m + a.
+    pub fn outputs(&self, theta: &[f64], x: &Batch) -> Batch {
+        self.evaluate(theta, x).outputs
+    }
+
+    /// Jᵀ w: the parameter cotangent of an output cotangent w (m × n), added into `grad`;
+    /// also returns the input cotangent.
+    pub fn vjp(&self, theta: &[f64], x: &Batch, ev: &Evaluation, w: &Batch, grad: &mut [f64]) -> Batch {
+        self.net.vjp(theta, x, &ev.tape, w, grad)
+    }
+    /// J v: the output tangent of a parameter tangent v (inputs held fixed).
+    pub fn jvp(&self, theta: &[f64], x: &Batch, ev: &Evaluation, v: &[f64]) -> Batch {
+        let zero = Batch::zeros(x.features(), x.n());
+        self.net.jvp(theta, x, &ev.tape, &zero, v)
+    }
+
+    /// The NTK's reverse pass (see [`Layer::vjp_gram`]): adds the per-column parameter Gram of
+    /// output cotangents `y_bar` (m × n·reps) into `gram`.
+    pub fn vjp_gram(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        ev: &Evaluation,
+        y_bar: &Batch,
+        reps: usize,
+        gram: &mut faer::Mat<f64>,
+    ) -> Batch {
+        self.net.vjp_gram(theta, x, &ev.tape, y_bar, reps, gram)
+    }
+
+    /// L(θ) and ∇L(θ) (written into `grad`, overwritten), plus the evaluation for diagnostics.
+    pub fn loss_and_grad(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        y: &Batch,
+        loss: LossKind,
+        grad: &mut [f64],
+    ) -> (f64, Evaluation) {
+        let ev = self.evaluate(theta, x);
+        let (l, cot) = loss.value_and_cotangent(&ev.outputs, y);
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        self.vjp(theta, x, &ev, &cot, grad);
+        (l, ev)
+    }
+
+    pub fn loss(&self, theta: &[f64], x: &Batch, y: &Batch, loss: LossKind) -> f64 {
+        loss.value(&self.outputs(theta, x), y)
+    }
+
+    /// Calls `visit` with every pre-activation batch of the evaluated network.
+    pub fn visit_pre_activations(&self, x: &Batch, ev: &Evaluation, visit: &mut dyn FnMut(PreActivation<'_>)) {
+        self.net.visit_pre_activations(x, &ev.tape, visit);
+    }
+
+    /// The architecture as indented lines (one per layer, with parameter counts).
+    pub fn summary_lines(&self) -> Vec<String> {
+        fn walk(l: &dyn Layer, depth: usize, out: &mut Vec<String>) {
+            let np = l.num_params();
+            let params = if np > 0 { format!("  [{np} params]") } else { String::new() };
+            out.push(format!("{}{}{}", "  ".repeat(depth), l.describe(), params));
+            for c in l.children() {
+                walk(c, depth + 1, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.net.as_ref(), 0, &mut out);
+        out
+    }
+}

@@ -1,0 +1,147 @@
+//! The empirical NTK H = J Jᵀ (nm × nm, index i·m + a) without forming J where a cheaper route
+//! exists, plus the products H v = J(Jᵀ v) for matrix-free methods.
+//!
+//! Routes:
+//! - **structured** (networks that do not mix samples: dnn, resnet, …): one reverse pass whose
+//!   cotangent batch has N = nm columns, column i·m + a carrying e_a for sample i; every layer adds
+//!   its own term through [`Layer::vjp_gram`] — for a dense layer (Ḡᵀ Ḡ) ⊙ (xᵀx + 1) — so the
+//!   cost is (nm)² per unit of width instead of (nm)²·p, and the Jacobian never exists.
+//! - **jacobian** (graph networks, where an output depends on every node): J row by row, one
+//!   vjp per output, then J Jᵀ. Memory nm·p.
+//! - **matrix-free**: H v = J (Jᵀ v) by one vjp and one jvp; memory O(nm + p).
+
+use crate::batch::{par, Batch};
+use crate::model::Model;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat};
+use serde::Serialize;
+
+/// How a Gram matrix or spectrum was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GramRoute {
+    Structured,
+    Jacobian,
+}
+
+impl GramRoute {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Structured => "structured",
+            Self::Jacobian => "jacobian",
+        }
+    }
+}
+
+/// Which route `gram` takes for this model.
+pub fn gram_route(model: &Model) -> GramRoute {
+    if model.net.mixes_samples() {
+        GramRoute::Jacobian
+    } else {
+        GramRoute::Structured
+    }
+}
+
+/// Bytes the Gram matrix needs by the route `gram` takes (the matrix itself plus working memory).
+pub fn gram_bytes(model: &Model, n: usize) -> u64 {
+    let nm = (n * model.out_dim()) as u64;
+    let base = nm * nm * 8;
+    match gram_route(model) {
+        GramRoute::Structured => {
+            let widest = model.p().min(4096) as u64; // activations of N columns, bounded by width
+            base + nm * 256 * 8 + 4 * nm * widest * 8
+        }
+        GramRoute::Jacobian => base + nm * model.p() as u64 * 8,
+    }
+}
+
+/// H = J Jᵀ at θ on inputs x, by the cheapest exact route.
+pub fn gram(model: &Model, theta: &[f64], x: &Batch) -> (Mat<f64>, GramRoute) {
+    match gram_route(model) {
+        GramRoute::Structured => (gram_structured(model, theta, x), GramRoute::Structured),
+        GramRoute::Jacobian => {
+            let j = jacobian(model, theta, x);
+            let mut h = Mat::<f64>::zeros(j.nrows(), j.nrows());
+            matmul(h.as_mut(), Accum::Replace, j.as_ref(), j.transpose(), 1.0, par());
+            (h, GramRoute::Jacobian)
+        }
+    }
+}
+
+/// The structured route; panics if the network mixes samples (use [`gram`]).
+pub fn gram_structured(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
+    assert!(!model.net.mixes_samples(), "gram_structured: the network mixes samples");
+    let (n, m) = (x.n(), model.out_dim());
+    let ev = model.evaluate(theta, x);
+    let mut y_bar = Batch::zeros(m, n * m);
+    for i in 0..n {
+        for a in 0..m {
+            y_bar.col_mut(i * m + a)[a] = 1.0;
+        }
+    }
+    let mut h = Mat::<f64>::zeros(n * m, n * m);
+    model.vjp_gram(theta, x, &ev, &y_bar, m, &mut h);
+    symmetrize(&mut h);
+    h
+}
+
+/// The explicit Jacobian J = ∂u/∂θ (nm × p, row i·m + a), one vjp per output: the reference
+/// route, and the one for networks that mix samples.
+pub fn jacobian(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
+    let (n, m, p) = (x.n(), model.out_dim(), model.p());
+    let ev = model.evaluate(theta, x);
+    let mut j = Mat::<f64>::zeros(n * m, p);
+    let mut w = Batch::zeros(m, n);
+    let mut row = vec![0.0; p];
+    for i in 0..n {
+        for a in 0..m {
+            w.col_mut(i)[a] = 1.0;
+            row.iter_mut().for_each(|v| *v = 0.0);
+            model.vjp(theta, x, &ev, &w, &mut row);
+            w.col_mut(i)[a] = 0.0;
+            for (k, &v) in row.iter().enumerate() {
+                j[(i * m + a, k)] = v;
+            }
+        }
+    }
+    j
+}
+
+/// Matrix-free H v = J (Jᵀ v) at a fixed θ (one vjp and one jvp per product).
+pub struct NtkOperator<'a> {
+    model: &'a Model,
+    theta: &'a [f64],
+    x: &'a Batch,
+    ev: crate::model::Evaluation,
+    scratch: Vec<f64>,
+}
+
+impl<'a> NtkOperator<'a> {
+    pub fn new(model: &'a Model, theta: &'a [f64], x: &'a Batch) -> Self {
+        let ev = model.evaluate(theta, x);
+        Self { model, theta, x, ev, scratch: vec![0.0; theta.len()] }
+    }
+    pub fn dim(&self) -> usize {
+        self.x.n() * self.model.out_dim()
+    }
+    /// out = H v (both of length nm, index i·m + a).
+    pub fn apply(&mut self, v: &[f64], out: &mut [f64]) {
+        let w = Batch::from_vec(self.model.out_dim(), self.x.n(), v.to_vec());
+        self.scratch.iter_mut().for_each(|g| *g = 0.0);
+        self.model.vjp(self.theta, self.x, &self.ev, &w, &mut self.scratch);
+        let u = self.model.jvp(self.theta, self.x, &self.ev, &self.scratch);
+        out.copy_from_slice(u.as_slice());
+    }
+}
+
+/// Makes h exactly symmetric: h ← (h + hᵀ)/2.
+pub fn symmetrize(h: &mut Mat<f64>) {
+    let n = h.nrows();
+    for j in 0..n {
+        for i in j + 1..n {
+            let v = 0.5 * (h[(i, j)] + h[(j, i)]);
+            h[(i, j)] = v;
+            h[(j, i)] = v;
+        }
+    }
+}
