@@ -82,7 +82,6 @@ impl Dataset {
     }
 
     /// Loads x (n × d) and y (n × m) from .npy files (f64 or f32).
-    #[cfg(any())]
     pub fn from_npy(x_path: &Path, y_path: &Path) -> Result<Self> {
         let (x, xn, d) = crate::io::npy::read_matrix(x_path)?;
         let (y, yn, m) = crate::io::npy::read_matrix(y_path)?;

@@ -18,8 +18,11 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod ntk;
+pub mod params;
 pub mod presets;
 pub mod rng;
+pub mod run;
+pub mod theory;
 pub mod train;
 
 pub use batch::Batch;

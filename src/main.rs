@@ -1,1 +1,186 @@
-fn main() {}
+//! The `gradflow` command line: a thin layer over the library. Each subcommand parses its
+//! arguments, calls one library function, prints a short human summary, and maps errors to a
+//! message on stderr and a non-zero exit code.
+
+use clap::{Parser, Subcommand};
+use gradflow::config::Config;
+use gradflow::error::{Error, Result};
+use gradflow::ntk::{self, NtkOptions};
+use gradflow::run::{self, RunOptions};
+use gradflow::theory::overparametrized;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gradflow", version, about = "Put the gradient-flow convergence theorem on trial: train, track the NTK, check the bound.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train by full-batch gradient descent and write a run directory.
+    Train {
+        /// The run's TOML config (see examples/).
+        config: PathBuf,
+        /// Output directory (default: runs/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace an existing output directory.
+        #[arg(long)]
+        force: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Print the architecture, p, n, m, p/(nm) and the activation's class, without training.
+    Inspect { config: PathBuf },
+    /// The NTK spectrum of one state: λ_min, λ_max, condition number.
+    Ntk {
+        config: PathBuf,
+        /// Parameters to evaluate at (safetensors); default: the config's initialisation.
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Save the Gram matrix H as .npy (nm × nm, f64, index i·m + a).
+        #[arg(long)]
+        save_gram: Option<PathBuf>,
+        /// Print every eigenvalue (dense route only).
+        #[arg(long)]
+        full: bool,
+        /// Write the summary as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Train { config, out, force, quiet } => train(&config, out, force, quiet),
+        Command::Inspect { config } => inspect(&config),
+        Command::Ntk { config, params, save_gram, full, json } => {
+            ntk_cmd(&config, params.as_deref(), save_gram.as_deref(), full, json.as_deref())
+        }
+    }
+}
+
+fn default_out(config: &Path) -> PathBuf {
+    let stem = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+    PathBuf::from("runs").join(stem)
+}
+
+fn train(config_path: &Path, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<()> {
+    let config = Config::from_path(config_path)?;
+    let out = out.unwrap_or_else(|| default_out(config_path));
+    run::check_output_dir(&out, force)?;
+    let prep = run::prepare(&config)?;
+    eprintln!(
+        "training {} (p = {}, nm = {}, p/nm = {:.3}) for {} epochs → {}",
+        prep.model.preset,
+        prep.model.p(),
+        prep.nm(),
+        prep.model.p() as f64 / prep.nm() as f64,
+        config.train.epochs,
+        out.display()
+    );
+    let s = run::execute(&prep, &out, &RunOptions { progress: !quiet, force })?;
+    println!("loss {:.6e} → {:.6e} in {:.2} s", s.initial_loss, s.final_loss, s.seconds);
+    if let (Some(a), Some(b)) = (&s.ntk_initial, &s.ntk_final) {
+        println!("λ_min(H): {:.6e} at t = 0, {:.6e} at t = {}", a.lambda_min, b.lambda_min, s.t_final);
+    }
+    if s.bound_checks > 0 {
+        println!(
+            "bound L(t) ≤ L(0)·exp(−4c∫λ_min): {} of {} checkpoints violate it",
+            s.bound_violations.len(),
+            s.bound_checks
+        );
+    }
+    println!(
+        "kinks: {} crossings, {} pre-activations chattered (longest run {} steps)",
+        s.kinks.total_crossings, s.kinks.units_crossed, s.kinks.longest_chatter
+    );
+    println!("results in {}", out.display());
+    Ok(())
+}
+
+fn inspect(config_path: &Path) -> Result<()> {
+    let config = Config::from_path(config_path)?;
+    let prep = run::prepare(&config)?;
+    let (p, n, m) = (prep.model.p(), prep.n(), prep.m());
+    println!("{}: preset {}", config_path.display(), prep.model.preset);
+    for line in prep.model.summary_lines() {
+        println!("  {line}");
+    }
+    println!("p = {p}");
+    println!("n = {n}, d = {}, m = {m}, nm = {}", prep.data.d(), n * m);
+    println!("p/(nm) = {:.4}", p as f64 / (n * m) as f64);
+    println!(
+        "p ≥ nm: {}",
+        if overparametrized(p, n, m) {
+            "yes — over-parametrised, λ_min(H) > 0 is possible"
+        } else {
+            "no — rank(H) ≤ p < nm, so λ_min(H) = 0: Theorem 3.1 does not apply"
+        }
+    );
+    let class = prep.model.activation.classify();
+    println!("activation {}: {}", prep.model.activation, class.describe());
+    if let Some(g) = &prep.data.graph {
+        println!("graph: {} nodes, {} undirected edges", g.n, g.edges.len());
+    }
+    Ok(())
+}
+
+fn ntk_cmd(config_path: &Path, params: Option<&Path>, save_gram: Option<&Path>, full: bool, json: Option<&Path>) -> Result<()> {
+    let config = Config::from_path(config_path)?;
+    let prep = run::prepare(&config)?;
+    let theta = match params {
+        Some(p) => gradflow::params::load(p, &prep.model.param_specs())?,
+        None => prep.theta0.clone(),
+    };
+    let budget = (config.ntk.memory_budget_gb * (1u64 << 30) as f64) as u64;
+    if let Some(path) = save_gram {
+        let bytes = ntk::gram_bytes(&prep.model, prep.n());
+        if bytes > budget {
+            return Err(Error::Invalid(format!(
+                "--save-gram needs the dense NTK: about {:.2} GB, over the budget of {:.2} GB \
+                 (ntk.memory_budget_gb); raise the budget or drop --save-gram (λ_min is then found matrix-free)",
+                bytes as f64 / 1e9,
+                budget as f64 / 1e9
+            )));
+        }
+        let (h, _) = ntk::gram(&prep.model, &theta, &prep.data.x);
+        let dim = h.nrows();
+        let data: Vec<f64> = (0..dim).flat_map(|i| (0..dim).map(move |j| (i, j))).map(|(i, j)| h[(i, j)]).collect();
+        gradflow::io::write_matrix(path, &data, dim, dim)?;
+        eprintln!("saved H ({dim} × {dim}) to {}", path.display());
+    }
+    let opts = NtkOptions { memory_budget_bytes: budget, full_spectrum: full, ..Default::default() };
+    let s = ntk::ntk_spectrum(&prep.model, &theta, &prep.data.x, &opts);
+    println!("NTK of {} at {}: {} × {} (p = {})", prep.model.preset, params.map_or("initialisation".into(), |p| p.display().to_string()), s.dim, s.dim, s.p);
+    println!("route: {} ({}), {:.3} s", s.route, s.method, s.seconds);
+    println!("λ_min = {:.10e}  (an eigenvalue lies within {:.2e})", s.lambda_min, s.lambda_min_accuracy);
+    println!("λ_max = {:.10e}", s.lambda_max);
+    println!("condition number = {:.6e}", s.condition);
+    if let Some(eig) = &s.eigenvalues {
+        println!("eigenvalues (ascending):");
+        for v in eig {
+            println!("{v:.10e}");
+        }
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&s).map_err(|e| Error::Invalid(e.to_string()))?;
+        gradflow::io::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
+}

@@ -63,10 +63,11 @@ fn parse_edges(text: &str, n: usize) -> std::result::Result<Vec<(usize, usize)>,
     Ok(edges)
 }
 
-/// Whether a field reads as a number of any kind (so that a line of them is data, not a header).
+/// Whether a field starts like a number (`3`, `-1`, `1.5`, `0 1`), so that a line containing
+/// one is data, not a header. Header names such as `source`, `node1`, `inf` do not.
 fn looks_numeric(f: &str) -> bool {
-    // Require a digit so that header names like `inf` or `nan` still count as a header.
-    f.bytes().any(|b| b.is_ascii_digit()) && f.parse::<f64>().is_ok()
+    let b = f.trim_start_matches(['+', '-', '.']).as_bytes();
+    b.first().is_some_and(u8::is_ascii_digit)
 }
 
 fn parse_index(field: &str, line_no: usize, n: usize) -> std::result::Result<usize, String> {

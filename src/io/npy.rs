@@ -743,7 +743,7 @@ mod tests {
 
     #[test]
     fn large_header_uses_version_2() {
-        let shape = vec![1usize; 20000];
+        let shape = vec![1usize; 30000];
         let bytes = to_npy_bytes(&[4.0], &shape);
         assert_eq!(&bytes[6..8], &[2, 0]);
         let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
