@@ -117,7 +117,8 @@ impl PiecewisePolynomial {
             .any(|c| c.iter().all(|&v| v == 0.0))
     }
 
-    /// True when this is exactly ReLU: one breakpoint at 0, pieces 0 and z.
+    /// True when this function is ReLU, max(z, 0), however its pieces are split: every piece left
+    /// of 0 is the zero polynomial, every piece right of 0 is z, and no piece straddles 0.
     pub fn is_relu(&self) -> bool {
         let trim = |c: &[f64]| {
             let mut v = c.to_vec();
@@ -126,15 +127,30 @@ impl PiecewisePolynomial {
             }
             v
         };
-        self.breakpoints == [0.0]
-            && trim(&self.coefficients[0]) == [0.0]
-            && trim(&self.coefficients[1]) == [0.0, 1.0]
+        let k = self.coefficients.len();
+        (0..k).all(|i| {
+            let lo = if i == 0 { f64::NEG_INFINITY } else { self.breakpoints[i - 1] };
+            let hi = if i + 1 == k { f64::INFINITY } else { self.breakpoints[i] };
+            let c = trim(&self.coefficients[i]);
+            if hi <= 0.0 {
+                c == [0.0]
+            } else if lo >= 0.0 {
+                c == [0.0, 1.0]
+            } else {
+                false
+            }
+        })
     }
 
     /// The piecewise-linear interpolant of `f` on `pieces` equal intervals of [lo, hi], constant
     /// outside — a continuous piecewise polynomial that converges uniformly to a continuous `f`
     /// as the pieces shrink (used for Cor. 3.1.2's sigmoid approximations).
-    pub fn interpolate(f: impl Fn(f64) -> f64, lo: f64, hi: f64, pieces: usize) -> Self {
+    ///
+    /// Errors when [lo, hi] is not a proper finite interval or f is not finite at the nodes.
+    pub fn interpolate(f: impl Fn(f64) -> f64, lo: f64, hi: f64, pieces: usize) -> Result<Self, PiecewiseError> {
+        if !(lo.is_finite() && hi.is_finite() && hi > lo) {
+            return Err(PiecewiseError::Breakpoints { index: 0 });
+        }
         let pieces = pieces.max(1);
         let h = (hi - lo) / pieces as f64;
         let xs: Vec<f64> = (0..=pieces).map(|k| lo + h * k as f64).collect();
@@ -146,10 +162,7 @@ impl PiecewisePolynomial {
             coefficients.push(vec![y0 - slope * x0, slope]);
         }
         coefficients.push(vec![f(hi)]);
-        Self {
-            breakpoints: xs,
-            coefficients,
-        }
+        Self::new(xs, coefficients)
     }
 }
 

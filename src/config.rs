@@ -415,8 +415,9 @@ impl Config {
                 field,
                 message,
             } => {
-                let message = match line_of_field(text, doc.get_ref(), &field) {
-                    Some(line) => format!("{message} (line {line})"),
+                let message = match locate_field(text, doc.get_ref(), &field) {
+                    Some((line, found)) if found == field => format!("{message} (line {line})"),
+                    Some((line, found)) => format!("{message} (in `{found}` at line {line})"),
                     None => message,
                 };
                 Error::Config {
@@ -620,6 +621,7 @@ impl Config {
                 }
                 (None, Some(e)) => GraphConfig::Edges { path: resolve(&e) },
                 (k, None) => {
+                    let defaulted = k.is_none();
                     let k = k.unwrap_or(DEFAULT_K);
                     if k == 0 {
                         return Err(err("graph.k", "`graph.k` must be at least 1".into()));
@@ -628,7 +630,14 @@ impl Config {
                         if k >= n {
                             return Err(err(
                                 "graph.k",
-                                format!("`graph.k` = {k} must be smaller than `data.n` = {n}; lower k or raise n"),
+                                format!(
+                                    "`graph.k` = {k} must be smaller than `data.n` = {n}; {}",
+                                    if defaulted {
+                                        format!("{DEFAULT_K} is the default: add a [graph] section with a smaller k, or raise n")
+                                    } else {
+                                        "lower k or raise n".to_string()
+                                    }
+                                ),
                             ));
                         }
                     }
@@ -1029,22 +1038,28 @@ fn toml_error_field(doc: &toml::de::DeTable<'_>, e: &toml::de::Error) -> String 
     }
 }
 
-/// The 1-based line of `field` (or of its deepest existing parent) in the document.
-fn line_of_field(text: &str, doc: &toml::de::DeTable<'_>, field: &str) -> Option<usize> {
-    let mut table = doc;
+/// Where `field` is in the document: the 1-based line of its key and the dotted path found there,
+/// which is `field` itself or, for a missing key, its deepest existing parent.
+fn locate_field(text: &str, doc: &toml::de::DeTable<'_>, field: &str) -> Option<(usize, String)> {
+    let mut table = Some(doc);
+    let mut found: Vec<&str> = Vec::new();
     let mut span = None;
     for part in field.split('.') {
-        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part) else {
+        let Some((key, value)) =
+            table.and_then(|t| t.iter().find(|(k, _)| k.get_ref().as_ref() == part))
+        else {
             break;
         };
+        found.push(part);
         span = Some(key.span());
-        match value.get_ref() {
-            toml::de::DeValue::Table(t) => table = t,
-            _ => break,
-        }
+        table = match value.get_ref() {
+            toml::de::DeValue::Table(t) => Some(t),
+            _ => None,
+        };
     }
     let start = span?.start.min(text.len());
-    Some(text[..start].bytes().filter(|&b| b == b'\n').count() + 1)
+    let line = text[..start].bytes().filter(|&b| b == b'\n').count() + 1;
+    Some((line, found.join(".")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1237,6 +1252,7 @@ hidden = [8, 8]
         );
         assert_eq!(field, "data.n");
         assert!(message.contains("required"), "{message}");
+        assert!(message.contains("(in `data` at line 1)"), "{message}");
         let (field, _) = fail(&MINIMAL.replace("d = 4", "d = 0"));
         assert_eq!(field, "data.d");
         let (field, _) = fail(&MINIMAL.replace("m = 2", "m = 2\nx = \"x.npy\""));

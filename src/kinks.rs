@@ -20,7 +20,7 @@ pub struct KinkStep {
 }
 
 /// Totals over a run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct KinkSummary {
     /// Number of pre-activations tracked (samples × units, over all activation layers).
     pub tracked: usize,

@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 use gradflow::config::Config;
 use gradflow::error::{Error, Result};
+use gradflow::experiment::{self, ReproduceIndex, ReproduceOptions, Scale, Shard};
 use gradflow::ntk::{self, NtkOptions};
 use gradflow::run::{self, RunOptions};
 use gradflow::theory::overparametrized;
@@ -52,6 +53,39 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Reproduce the paper's Section 4: DNN, ResNet and GCN sweeps across p = nm, with verdicts,
+    /// plots and a report. Re-running the same command resumes: finished runs are kept.
+    Reproduce {
+        /// quick (about two minutes on 2 cores) or paper (the paper's sizes).
+        #[arg(long, default_value = "quick")]
+        scale: String,
+        /// Run only these ablations (repeat or comma-separate): dnn, resnet, gcn.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Repeat every run over seeds 0..N.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Output directory (default: runs/reproduce-<scale>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run only slice i of N (e.g. `--shard $SLURM_ARRAY_TASK_ID/8`); join with `gradflow merge`.
+        #[arg(long)]
+        shard: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Rebuild report.html, report.md and plots/ of a reproduce directory from its saved results.
+    Report { dir: PathBuf },
+    /// Join the outputs of `reproduce --shard` runs into one index and report.
+    Merge {
+        /// Shard output directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged index and report go.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +105,15 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Inspect { config } => inspect(&config),
         Command::Ntk { config, params, save_gram, full, json } => {
             ntk_cmd(&config, params.as_deref(), save_gram.as_deref(), full, json.as_deref())
+        }
+        Command::Reproduce { scale, only, seeds, out, shard, quiet } => {
+            reproduce(&scale, only, seeds, out, shard.as_deref(), quiet)
+        }
+        Command::Report { dir } => report(&dir),
+        Command::Merge { dirs, out } => {
+            let idx = experiment::merge(&dirs, &out)?;
+            print_verdicts(&idx);
+            report(&out)
         }
     }
 }
@@ -171,7 +214,10 @@ fn ntk_cmd(config_path: &Path, params: Option<&Path>, save_gram: Option<&Path>, 
     println!("route: {} ({}), {:.3} s", s.route, s.method, s.seconds);
     println!("λ_min = {:.10e}  (an eigenvalue lies within {:.2e})", s.lambda_min, s.lambda_min_accuracy);
     println!("λ_max = {:.10e}", s.lambda_max);
-    println!("condition number = {:.6e}", s.condition);
+    match s.condition {
+        Some(c) => println!("condition number = {c:.6e}"),
+        None => println!("condition number = ∞ (λ_min ≤ 0: H is singular to working precision)"),
+    }
     if let Some(eig) = &s.eigenvalues {
         println!("eigenvalues (ascending):");
         for v in eig {
@@ -182,5 +228,40 @@ fn ntk_cmd(config_path: &Path, params: Option<&Path>, save_gram: Option<&Path>, 
         let text = serde_json::to_string_pretty(&s).map_err(|e| Error::Invalid(e.to_string()))?;
         gradflow::io::write_atomic(path, text.as_bytes())?;
     }
+    Ok(())
+}
+
+fn reproduce(scale: &str, only: Vec<String>, seeds: u64, out: Option<PathBuf>, shard: Option<&str>, quiet: bool) -> Result<()> {
+    let scale = Scale::parse(scale)?;
+    if seeds == 0 {
+        return Err(Error::Invalid("--seeds must be at least 1".into()));
+    }
+    let shard = shard.map(Shard::parse).transpose()?;
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", scale.name())));
+    eprintln!("reproducing Section 4 at {} scale → {}", scale.name(), out.display());
+    let opts = ReproduceOptions { scale, only, seeds, out: out.clone(), shard, progress: !quiet };
+    let idx = experiment::reproduce(&opts)?;
+    print_verdicts(&idx);
+    if shard.is_some() {
+        println!("shard done: join all shards with `gradflow merge DIR... --out DIR`");
+        return Ok(());
+    }
+    report(&out)
+}
+
+fn print_verdicts(idx: &ReproduceIndex) {
+    for a in &idx.ablations {
+        let ok = a.runs.iter().filter(|r| r.verdict.consistent).count();
+        println!("{} — {} of {} runs as the theorem predicts", a.name, ok, a.runs.len());
+        for r in &a.runs {
+            let mark = if r.verdict.consistent { "  ✓" } else { "  ✗" };
+            println!("{mark} {:<16} {}", r.label, r.verdict.line);
+        }
+    }
+}
+
+fn report(dir: &Path) -> Result<()> {
+    // TODO(report module): build plots and report.html once src/report exists.
+    println!("results in {}", dir.join(experiment::INDEX_FILE).display());
     Ok(())
 }

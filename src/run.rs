@@ -3,7 +3,8 @@
 //!
 //! `config.toml` (resolved), `x.npy`, `y.npy`, `edges.csv` (graph presets), `params_init.safetensors`,
 //! `params_final.safetensors`, `metrics.csv` (`epoch,t,loss,grad_norm,kink_crossings,chattering`),
-//! `ntk.csv` (`epoch,t,loss,lambda_min,lambda_max,condition,lambda_min_accuracy,integral,bound,bound_holds`)
+//! `ntk.csv` (`epoch,t,loss,lambda_min,lambda_max,condition,lambda_min_accuracy,integral_lambda_min,
+//! bound,bound_holds,gd_stability`)
 //! and `summary.json`.
 //!
 //! The directory is built under a hidden staging name next to the target and renamed into place
@@ -87,7 +88,7 @@ fn knn_graph(data: &Dataset, k: usize) -> Result<Graph> {
 }
 
 /// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Completed,
@@ -95,7 +96,7 @@ pub enum Status {
 }
 
 /// `summary.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct RunSummary {
     pub status: Status,
     pub message: Option<String>,
@@ -129,6 +130,15 @@ pub struct RunSummary {
     pub certified_rate: Option<f64>,
     pub bound_checks: usize,
     pub bound_violations: Vec<BoundCheck>,
+    /// max over checkpoints of η·c·λ_max(H): GD on L = c‖e‖² is stable only below 1 (the loss
+    /// Hessian's Gauss–Newton part has top eigenvalue 2c·λ_max), and tracks the flow well only
+    /// far below it.
+    #[serde(default)]
+    pub gd_stability_max: Option<f64>,
+    /// Graph presets: the smallest |eigenvalue| of Â (≤ 5,000 nodes), a ceiling on how
+    /// non-singular the NTK can be.
+    #[serde(default)]
+    pub graph_min_abs_eigenvalue: Option<f64>,
 }
 
 /// Options that do not change results.
@@ -141,7 +151,7 @@ pub struct RunOptions {
 }
 
 const METRICS_HEADER: [&str; 6] = ["epoch", "t", "loss", "grad_norm", "kink_crossings", "chattering"];
-const NTK_HEADER: [&str; 10] = [
+const NTK_HEADER: [&str; 11] = [
     "epoch",
     "t",
     "loss",
@@ -152,6 +162,7 @@ const NTK_HEADER: [&str; 10] = [
     "integral_lambda_min",
     "bound",
     "bound_holds",
+    "gd_stability",
 ];
 
 /// Refuses to overwrite a non-empty `out` unless `force`.
@@ -252,6 +263,7 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
     let mut tracker: Option<BoundTracker> = None;
     let (mut ntk_first, mut ntk_last) = (None::<NtkSummary>, None::<NtkSummary>);
     let mut series = (Vec::new(), Vec::new());
+    let mut max_lambda_max: Option<f64> = None;
     let mut io_error = None;
     let every = cfg.ntk.every;
     let log_every = cfg.train.log_every.max(1);
@@ -286,16 +298,18 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
                     rec.loss,
                     s.lambda_min,
                     s.lambda_max,
-                    s.condition,
+                    s.condition.unwrap_or(f64::INFINITY),
                     s.lambda_min_accuracy,
                     chk.integral,
                     chk.bound,
                     chk.holds as u8 as f64,
+                    gd.lr * c * s.lambda_max,
                 ];
                 if let Err(e) = csv.row(&row).and_then(|_| csv.flush()) {
                     io_error = Some(e);
                     return Control::Stop;
                 }
+                max_lambda_max = Some(max_lambda_max.map_or(s.lambda_max, |v: f64| v.max(s.lambda_max)));
                 if ntk_first.is_none() {
                     ntk_first = Some(s.clone());
                 }
@@ -353,6 +367,12 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
         certified_rate: min_lambda.map(|lm| 4.0 * c * lm),
         bound_checks: tracker.as_ref().map_or(0, |tr| tr.checks.len()),
         bound_violations: tracker.as_ref().map(|tr| tr.violations()).unwrap_or_default(),
+        gd_stability_max: max_lambda_max.map(|l| gd.lr * c * l),
+        graph_min_abs_eigenvalue: data
+            .graph
+            .as_ref()
+            .filter(|g| g.n <= 5000)
+            .map(|g| crate::graph::min_abs_eigenvalue(&g.normalized_adjacency())),
     };
     if status == Status::Completed {
         params::save(&dir.join("params_final.safetensors"), &specs, &theta_run, &md)?;

@@ -14,7 +14,7 @@ pub fn overparametrized(p: usize, n: usize, m: usize) -> bool {
 }
 
 /// One checkpoint of the bound.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
 pub struct BoundCheck {
     pub epoch: usize,
     pub t: f64,

@@ -5,9 +5,7 @@
 mod common;
 
 use common::rng;
-use gradflow::activation::{
-    Activation, ActivationClass, PiecewiseError, PiecewisePolynomial,
-};
+use gradflow::activation::{Activation, ActivationClass, PiecewiseError, PiecewisePolynomial};
 use rand::RngExt;
 
 const H: f64 = 1e-6;
@@ -53,7 +51,9 @@ fn points_away_from(kinks: &[f64], count: usize, seed: u64) -> Vec<f64> {
 }
 
 /// (activation, slope passed as the PReLU parameter, closed form of σ(z)).
-fn cases() -> Vec<(Activation, f64, Box<dyn Fn(f64) -> f64>)> {
+type ClosedForm = Box<dyn Fn(f64) -> f64>;
+
+fn cases() -> Vec<(Activation, f64, ClosedForm)> {
     vec![
         (
             Activation::LeakyRelu { slope: 0.01 },
@@ -123,7 +123,11 @@ fn prelu_slope_derivative_matches_finite_differences() {
         assert!((got - want).abs() < 1e-15);
     }
     // The others have no slope parameter.
-    for act in [Activation::leaky_relu(), Activation::Relu, Activation::Sigmoid] {
+    for act in [
+        Activation::leaky_relu(),
+        Activation::Relu,
+        Activation::Sigmoid,
+    ] {
         assert_eq!(act.slope_derivative(-1.5), 0.0);
         assert_eq!(act.num_params(), 0);
     }
@@ -133,7 +137,10 @@ fn prelu_slope_derivative_matches_finite_differences() {
 #[test]
 fn derivative_at_a_kink_is_the_left_one() {
     // PyTorch's convention (documented in src/activation.rs): at z = b use the left piece.
-    assert_eq!(Activation::LeakyRelu { slope: 0.2 }.derivative(0.0, 0.0), 0.2);
+    assert_eq!(
+        Activation::LeakyRelu { slope: 0.2 }.derivative(0.0, 0.0),
+        0.2
+    );
     assert_eq!(Activation::Relu.derivative(0.0, 0.0), 0.0);
     assert_eq!(Activation::Prelu { init: 0.25 }.derivative(0.0, 0.4), 0.4);
     let p = cubic_piecewise();
@@ -179,9 +186,11 @@ fn piecewise_rejects_discontinuity() {
         other => panic!("expected Discontinuous, got {other:?}"),
     }
     // A jump at the second breakpoint only.
-    let err =
-        PiecewisePolynomial::new(vec![0.0, 1.0], vec![vec![0.0, 1.0], vec![0.0, 1.0], vec![2.0]])
-            .unwrap_err();
+    let err = PiecewisePolynomial::new(
+        vec![0.0, 1.0],
+        vec![vec![0.0, 1.0], vec![0.0, 1.0], vec![2.0]],
+    )
+    .unwrap_err();
     assert!(
         matches!(err, PiecewiseError::Discontinuous { at, .. } if at == 1.0),
         "{err:?}"
@@ -258,7 +267,6 @@ fn classification_matches_the_paper() {
 /// ReLU written with a redundant breakpoint (0 on (−∞, −1], 0 on (−1, 0], z on (0, ∞)) is the
 /// same function as ReLU, so it should be covered by Corollary 3.1.1 like ReLU itself.
 #[test]
-#[ignore = "bug: PiecewisePolynomial::is_relu only recognises the canonical form (one breakpoint at 0), so this ReLU is classified NotCovered"]
 fn relu_with_redundant_breakpoint_is_still_relu() {
     let p = PiecewisePolynomial::new(vec![-1.0, 0.0], vec![vec![0.0], vec![0.0], vec![0.0, 1.0]])
         .unwrap();
@@ -287,8 +295,9 @@ fn sigmoid_interpolation_converges() {
     let mut prev_inner = f64::INFINITY;
     let mut prev_total = f64::INFINITY;
     for k in [4usize, 8, 16, 32, 64, 128] {
-        let p = PiecewisePolynomial::interpolate(sig, -8.0, 8.0, k);
-        p.validate().expect("the interpolant is a valid continuous piecewise polynomial");
+        let p = PiecewisePolynomial::interpolate(sig, -8.0, 8.0, k).unwrap();
+        p.validate()
+            .expect("the interpolant is a valid continuous piecewise polynomial");
         assert_eq!(p.breakpoints.len(), k + 1);
         // Exact at the nodes.
         for j in 0..=k {
@@ -320,7 +329,7 @@ fn sigmoid_interpolation_converges() {
 
 #[test]
 fn interpolated_sigmoid_is_classified_as_theorem31() {
-    let p = PiecewisePolynomial::interpolate(sig, -8.0, 8.0, 16);
+    let p = PiecewisePolynomial::interpolate(sig, -8.0, 8.0, 16).unwrap();
     assert_eq!(
         Activation::Piecewise(p).classify(),
         ActivationClass::Theorem31

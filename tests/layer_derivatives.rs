@@ -62,7 +62,10 @@ fn dense_forward_is_row_major_weight_then_bias() {
     let theta = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 20.0];
     let x = gradflow::Batch::from_vec(3, 1, vec![1.0, -1.0, 2.0]);
     let y = layer.forward(&theta, &x).0;
-    assert_eq!(y.as_slice(), &[1.0 - 2.0 + 6.0 + 10.0, 4.0 - 5.0 + 12.0 + 20.0]);
+    assert_eq!(
+        y.as_slice(),
+        &[1.0 - 2.0 + 6.0 + 10.0, 4.0 - 5.0 + 12.0 + 20.0]
+    );
 }
 
 #[test]
@@ -151,10 +154,8 @@ fn propagate_on_knn_graph() {
 #[test]
 fn propagate_with_non_symmetric_matrix() {
     // A non-symmetric matrix exposes a vjp that forgot to transpose.
-    let m = SparseMatrix::from_triplets(
-        3,
-        vec![(0, 1, 2.0), (1, 2, -1.0), (2, 0, 0.5), (2, 2, 3.0)],
-    );
+    let m =
+        SparseMatrix::from_triplets(3, vec![(0, 1, 2.0), (1, 2, -1.0), (2, 0, 0.5), (2, 2, 3.0)]);
     let layer = Propagate::new(Arc::new(m), 2);
     check_layer(&layer, 3, 501);
 }

@@ -531,7 +531,7 @@ mod tests {
     /// padded with spaces to a multiple of 64 bytes in total and ending in '\n', then `payload`.
     fn hand_made(dict: &str, payload: &[u8]) -> Vec<u8> {
         let mut header = dict.as_bytes().to_vec();
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(b' ');
         }
         header.push(b'\n');

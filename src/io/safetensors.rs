@@ -247,7 +247,7 @@ mod tests {
     /// A hand-built safetensors file (header JSON padded to 8 bytes, then `payload`).
     fn hand_made(header: &str, payload: &[u8]) -> Vec<u8> {
         let mut h = header.as_bytes().to_vec();
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let mut out = (h.len() as u64).to_le_bytes().to_vec();

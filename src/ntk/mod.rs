@@ -34,7 +34,7 @@ impl Default for NtkOptions {
 }
 
 /// The spectrum summary of one state.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct NtkSummary {
     /// "structured", "jacobian" or "matrix-free".
     pub route: String,
@@ -43,7 +43,8 @@ pub struct NtkSummary {
     pub p: usize,
     pub lambda_min: f64,
     pub lambda_max: f64,
-    pub condition: f64,
+    /// λ_max/λ_min; None when λ_min ≤ 0 (singular to working precision).
+    pub condition: Option<f64>,
     pub lambda_min_accuracy: f64,
     pub method: String,
     pub seconds: f64,
@@ -72,7 +73,7 @@ pub fn ntk_spectrum(model: &Model, theta: &[f64], x: &Batch, opts: &NtkOptions) 
         p: model.p(),
         lambda_min: ext.lambda_min,
         lambda_max: ext.lambda_max,
-        condition: ext.condition(),
+        condition: Some(ext.condition()).filter(|c| c.is_finite()),
         lambda_min_accuracy: ext.lambda_min_accuracy,
         method: ext.method.clone(),
         seconds: start.elapsed().as_secs_f64(),

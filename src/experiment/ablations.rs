@@ -1,0 +1,168 @@
+//! The paper's Section 4 ablations as lists of configs, at two scales.
+//!
+//! - `paper`: THEORY.md's sizes — n = 1000; DNN d = 500 → [w, w] → 50, w = 50…250; ResNet
+//!   d = m = 100, depth 8…16; GCN d = 500 → [w, w] → 50, w = 25…200 on a 10-NN graph;
+//!   10,000 epochs of GD.
+//! - `quick`: the same structure shrunk so that every sweep still crosses p = nm and the whole
+//!   reproduction (NTK included) takes about two minutes on 2 cores.
+//!
+//! The step η is not in the paper's text; the values here were chosen well inside GD's stability
+//! limit at these sizes (2/λ_max of the loss Hessian ≈ 1/(c·λ_max(H))) and are reported with
+//! every run.
+
+use crate::activation::Activation;
+use crate::config::{Config, DataConfig, GraphConfig, ModelConfig, NtkConfig, Preset, TrainConfig};
+use crate::error::{Error, Result};
+use crate::init::InitScheme;
+use crate::loss::LossKind;
+use std::path::PathBuf;
+
+/// How big the reproduction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    Quick,
+    Paper,
+}
+
+impl Scale {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "quick" => Ok(Self::Quick),
+            "paper" => Ok(Self::Paper),
+            other => Err(Error::Invalid(format!("--scale `{other}` is unknown: use quick or paper"))),
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Quick => "quick",
+            Self::Paper => "paper",
+        }
+    }
+}
+
+/// One run of a sweep.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// Directory name inside the ablation, e.g. `w=100-seed0`.
+    pub label: String,
+    /// The swept value (width or depth).
+    pub value: usize,
+    pub seed: u64,
+    pub config: Config,
+}
+
+/// A sweep over one architecture.
+#[derive(Clone, Debug)]
+pub struct Ablation {
+    pub name: String,
+    pub title: String,
+    /// "width" or "depth".
+    pub variable: String,
+    /// Epochs the loss figure leaves out (the paper's ResNet figure skips 100).
+    pub skip_epochs: usize,
+    pub runs: Vec<RunSpec>,
+}
+
+/// The names `--only` accepts.
+pub const ABLATIONS: [&str; 3] = ["dnn", "resnet", "gcn"];
+
+struct Sizes {
+    n: usize,
+    d: usize,
+    m: usize,
+    values: Vec<usize>,
+    lr: f64,
+    epochs: usize,
+    ntk_every: usize,
+}
+
+fn base_config(preset: Preset, n: usize, d: usize, m: usize, lr: f64, epochs: usize, ntk_every: usize) -> Config {
+    Config {
+        seed: 0,
+        data: DataConfig::Ball { n, d, m },
+        graph: preset.is_graph().then_some(GraphConfig::Knn { k: 10 }),
+        model: ModelConfig {
+            preset,
+            hidden: vec![],
+            depth: 0,
+            activation: Activation::leaky_relu(),
+            init: InitScheme::Torch,
+        },
+        train: TrainConfig { lr, epochs, loss: LossKind::Mse, ..TrainConfig::default() },
+        ntk: NtkConfig { every: ntk_every, ..NtkConfig::default() },
+        base_dir: PathBuf::new(),
+    }
+}
+
+fn sizes(name: &str, scale: Scale) -> Sizes {
+    match (name, scale) {
+        ("dnn", Scale::Quick) => {
+            Sizes { n: 100, d: 20, m: 5, values: vec![6, 10, 14, 24, 48, 96], lr: 0.1, epochs: 6000, ntk_every: 500 }
+        }
+        ("resnet", Scale::Quick) => {
+            Sizes { n: 50, d: 10, m: 10, values: vec![2, 3, 4, 6, 8, 12], lr: 0.005, epochs: 6000, ntk_every: 500 }
+        }
+        ("gcn", Scale::Quick) => {
+            Sizes { n: 100, d: 20, m: 5, values: vec![6, 10, 14, 24, 48, 96], lr: 0.1, epochs: 6000, ntk_every: 500 }
+        }
+        ("dnn", Scale::Paper) => Sizes {
+            n: 1000,
+            d: 500,
+            m: 50,
+            values: vec![50, 100, 150, 200, 250],
+            lr: 0.05,
+            epochs: 10_000,
+            ntk_every: 1000,
+        },
+        ("resnet", Scale::Paper) => Sizes {
+            n: 1000,
+            d: 100,
+            m: 100,
+            values: vec![8, 10, 12, 14, 16],
+            lr: 0.005,
+            epochs: 10_000,
+            ntk_every: 1000,
+        },
+        (_, Scale::Paper) => Sizes {
+            n: 1000,
+            d: 500,
+            m: 50,
+            values: vec![25, 50, 100, 150, 200],
+            lr: 0.05,
+            epochs: 10_000,
+            ntk_every: 1000,
+        },
+        (_, Scale::Quick) => unreachable!("checked by ablation()"),
+    }
+}
+
+/// The sweep `name` at `scale`, each run repeated for seeds 0..seeds.
+pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
+    let (preset, title, variable, skip) = match name {
+        "dnn" => (Preset::Dnn, "DNN: loss against epoch, one curve per hidden width", "width", 0),
+        "resnet" => (Preset::Resnet, "ResNet: loss against epoch, one curve per depth", "depth", 100),
+        "gcn" => (Preset::Gcn, "GCN: loss against epoch, one curve per hidden width", "width", 0),
+        other => {
+            return Err(Error::Invalid(format!(
+                "--only `{other}` is not an ablation: choose one of {}",
+                ABLATIONS.join(", ")
+            )))
+        }
+    };
+    let s = sizes(name, scale);
+    let mut runs = Vec::new();
+    for &v in &s.values {
+        for seed in 0..seeds.max(1) {
+            let mut c = base_config(preset, s.n, s.d, s.m, s.lr, s.epochs, s.ntk_every);
+            c.seed = seed;
+            match preset {
+                Preset::Resnet => c.model.depth = v,
+                _ => c.model.hidden = vec![v, v],
+            }
+            let tag = if preset == Preset::Resnet { "depth" } else { "w" };
+            runs.push(RunSpec { label: format!("{tag}={v}-seed{seed}"), value: v, seed, config: c });
+        }
+    }
+    Ok(Ablation { name: name.into(), title: title.into(), variable: variable.into(), skip_epochs: skip, runs })
+}

@@ -1,0 +1,234 @@
+//! `gradflow reproduce`: the paper's Section 4 ablations (and sweeps like them) as sets of runs,
+//! with a verdict per run, an index (`reproduce.json`) that the report is built from, deterministic
+//! shards for cluster array jobs, merging of shard outputs, and resumption (a run whose directory
+//! already holds a `summary.json` is read back instead of re-run).
+//!
+//! Small runs go in parallel, one per core, with faer single-threaded inside; large runs go one
+//! after another with faer using every core.
+
+pub mod ablations;
+pub mod verdict;
+
+pub use ablations::{ablation, Ablation, RunSpec, Scale, ABLATIONS};
+pub use verdict::{verdict, Verdict};
+
+use crate::error::{Error, Result};
+use crate::run::{self, RunOptions, RunSummary};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A slice i of N of the global run list (runs with index ≡ i mod N).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `i/N` (0 ≤ i < N).
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::Invalid(format!("--shard `{s}` must be i/N with 0 ≤ i < N, e.g. 0/4"));
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReproduceOptions {
+    pub scale: Scale,
+    /// Ablations to run (empty = all of [`ABLATIONS`]).
+    pub only: Vec<String>,
+    pub seeds: u64,
+    pub out: PathBuf,
+    pub shard: Option<Shard>,
+    pub progress: bool,
+}
+
+/// One finished run in the index.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub label: String,
+    pub value: usize,
+    pub seed: u64,
+    /// The run directory, relative to the index file's directory (or absolute after a merge).
+    pub dir: PathBuf,
+    pub summary: RunSummary,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AblationRecord {
+    pub name: String,
+    pub title: String,
+    pub variable: String,
+    pub skip_epochs: usize,
+    pub runs: Vec<RunRecord>,
+}
+
+/// `reproduce.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReproduceIndex {
+    pub scale: Scale,
+    pub seeds: u64,
+    pub shard: Option<Shard>,
+    pub ablations: Vec<AblationRecord>,
+}
+
+pub const INDEX_FILE: &str = "reproduce.json";
+
+impl ReproduceIndex {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(INDEX_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::input(&path, format!("not a gradflow reproduce index: {e}")))
+    }
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        crate::io::write_atomic(&dir.join(INDEX_FILE), text.as_bytes())
+    }
+    /// Every run, in order.
+    pub fn all_runs(&self) -> impl Iterator<Item = (&AblationRecord, &RunRecord)> {
+        self.ablations.iter().flat_map(|a| a.runs.iter().map(move |r| (a, r)))
+    }
+}
+
+fn read_summary(dir: &Path) -> Option<RunSummary> {
+    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Runs (or resumes) the requested ablations and writes `reproduce.json` in `opts.out`.
+pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
+    let names: Vec<String> =
+        if opts.only.is_empty() { ABLATIONS.iter().map(|s| s.to_string()).collect() } else { opts.only.clone() };
+    let ablations: Vec<Ablation> = names.iter().map(|n| ablation(n, opts.scale, opts.seeds)).collect::<Result<_>>()?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    // The global run list, then this shard's slice of it.
+    let mut jobs: Vec<(usize, &RunSpec)> = Vec::new();
+    let mut k = 0;
+    for (ai, a) in ablations.iter().enumerate() {
+        for r in &a.runs {
+            if opts.shard.is_none_or(|s| k % s.count == s.index) {
+                jobs.push((ai, r));
+            }
+            k += 1;
+        }
+    }
+    let bar = if opts.progress { ProgressBar::new(jobs.len() as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} runs ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let results: Mutex<Vec<(usize, RunRecord)>> = Mutex::new(Vec::new());
+    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let do_one = |(ai, spec): &(usize, &RunSpec)| {
+        let a = &ablations[*ai];
+        let rel = PathBuf::from(&a.name).join(&spec.label);
+        let dir = opts.out.join(&rel);
+        bar.set_message(format!("{}/{}", a.name, spec.label));
+        let summary = match read_summary(&dir) {
+            Some(s) => Ok(s),
+            None => run::prepare(&spec.config).and_then(|prep| {
+                match run::execute(&prep, &dir, &RunOptions { progress: false, force: true }) {
+                    Ok(s) => Ok(s),
+                    Err(Error::Diverged(_)) => read_summary(&dir).ok_or_else(|| Error::Invalid("lost summary".into())),
+                    Err(e) => Err(e),
+                }
+            }),
+        };
+        match summary {
+            Ok(s) => {
+                let v = verdict(&s);
+                let rec = RunRecord { label: spec.label.clone(), value: spec.value, seed: spec.seed, dir: rel, summary: s, verdict: v };
+                results.lock().unwrap().push((*ai, rec));
+            }
+            Err(e) => errors.lock().unwrap().push(format!("{}/{}: {e}", a.name, spec.label)),
+        }
+        bar.inc(1);
+    };
+    let small = |s: &RunSpec| {
+        let (n, d) = match s.config.data {
+            crate::config::DataConfig::Ball { n, d, .. } => (n, d),
+            _ => (usize::MAX, 1),
+        };
+        n.saturating_mul(d) <= 50_000
+    };
+    let (par_jobs, seq_jobs): (Vec<_>, Vec<_>) = jobs.iter().partition(|(_, s)| small(s));
+    if !par_jobs.is_empty() {
+        let old = faer::get_global_parallelism();
+        faer::set_global_parallelism(faer::Par::Seq);
+        par_jobs.par_iter().for_each(|j| do_one(j));
+        faer::set_global_parallelism(old);
+    }
+    seq_jobs.iter().for_each(|j| do_one(j));
+    bar.finish_and_clear();
+    let errors = errors.into_inner().unwrap();
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(ai, r)| (*ai, r.value, r.seed));
+    let index = ReproduceIndex {
+        scale: opts.scale,
+        seeds: opts.seeds,
+        shard: opts.shard,
+        ablations: ablations
+            .iter()
+            .enumerate()
+            .map(|(ai, a)| AblationRecord {
+                name: a.name.clone(),
+                title: a.title.clone(),
+                variable: a.variable.clone(),
+                skip_epochs: a.skip_epochs,
+                runs: results.iter().filter(|(i, _)| *i == ai).map(|(_, r)| r.clone()).collect(),
+            })
+            .collect(),
+    };
+    index.save(&opts.out)?;
+    if !errors.is_empty() {
+        return Err(Error::Invalid(format!("{} run(s) failed:\n  {}", errors.len(), errors.join("\n  "))));
+    }
+    Ok(index)
+}
+
+/// Joins shard outputs into one index in `out` (run directories are referenced, not copied).
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<ReproduceIndex> {
+    let mut merged: Option<ReproduceIndex> = None;
+    for d in dirs {
+        let idx = ReproduceIndex::load(d)?;
+        let base = std::fs::canonicalize(d).map_err(|e| Error::io(d, e))?;
+        let m = merged.get_or_insert_with(|| ReproduceIndex {
+            scale: idx.scale,
+            seeds: idx.seeds,
+            shard: None,
+            ablations: Vec::new(),
+        });
+        if m.scale != idx.scale {
+            return Err(Error::Invalid(format!("{}: scale {:?} differs from the other shards", d.display(), idx.scale)));
+        }
+        for mut a in idx.ablations {
+            for r in &mut a.runs {
+                r.dir = base.join(&r.dir);
+            }
+            match m.ablations.iter_mut().find(|x| x.name == a.name) {
+                Some(x) => {
+                    for r in a.runs {
+                        if !x.runs.iter().any(|y| y.label == r.label) {
+                            x.runs.push(r);
+                        }
+                    }
+                    x.runs.sort_by_key(|r| (r.value, r.seed));
+                }
+                None => m.ablations.push(a),
+            }
+        }
+    }
+    let m = merged.ok_or_else(|| Error::Invalid("merge needs at least one directory".into()))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    m.save(out)?;
+    Ok(m)
+}
