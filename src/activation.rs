@@ -129,8 +129,16 @@ impl PiecewisePolynomial {
         };
         let k = self.coefficients.len();
         (0..k).all(|i| {
-            let lo = if i == 0 { f64::NEG_INFINITY } else { self.breakpoints[i - 1] };
-            let hi = if i + 1 == k { f64::INFINITY } else { self.breakpoints[i] };
+            let lo = if i == 0 {
+                f64::NEG_INFINITY
+            } else {
+                self.breakpoints[i - 1]
+            };
+            let hi = if i + 1 == k {
+                f64::INFINITY
+            } else {
+                self.breakpoints[i]
+            };
             let c = trim(&self.coefficients[i]);
             if hi <= 0.0 {
                 c == [0.0]
@@ -147,7 +155,12 @@ impl PiecewisePolynomial {
     /// as the pieces shrink (used for Cor. 3.1.2's sigmoid approximations).
     ///
     /// Errors when [lo, hi] is not a proper finite interval or f is not finite at the nodes.
-    pub fn interpolate(f: impl Fn(f64) -> f64, lo: f64, hi: f64, pieces: usize) -> Result<Self, PiecewiseError> {
+    pub fn interpolate(
+        f: impl Fn(f64) -> f64,
+        lo: f64,
+        hi: f64,
+        pieces: usize,
+    ) -> Result<Self, PiecewiseError> {
         if !(lo.is_finite() && hi.is_finite() && hi > lo) {
             return Err(PiecewiseError::Breakpoints { index: 0 });
         }

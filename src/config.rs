@@ -213,6 +213,9 @@ pub struct Config {
     /// The directory relative paths in the file were resolved against (made absolute when the
     /// working directory is known).
     pub base_dir: PathBuf,
+    /// Where the config came from (its path, or a label for built-in configs), for errors found
+    /// after parsing (e.g. `graph.k` against the n of `.npy` data).
+    pub source: PathBuf,
 }
 
 /// Where the samples come from.
@@ -746,6 +749,7 @@ impl Config {
             train,
             ntk,
             base_dir: base_dir.to_path_buf(),
+            source: file_label.to_path_buf(),
         })
     }
 
@@ -1490,6 +1494,10 @@ hidden = [8, 8]
             let out = c.to_toml();
             let back = Config::from_str(&out, Path::new("resolved.toml"), base)
                 .unwrap_or_else(|e| panic!("{e}\n{out}"));
+            let back = Config {
+                source: c.source.clone(),
+                ..back
+            };
             assert_eq!(back, c, "{out}");
             assert!(out.contains("activation = { kind = "), "{out}");
         }

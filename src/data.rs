@@ -50,7 +50,11 @@ impl Dataset {
             }
         }
         let mut ry = stream(seed, Stream::Targets);
-        let y = Batch::from_vec(m, n, (0..n * m).map(|_| StandardNormal.sample(&mut ry)).collect());
+        let y = Batch::from_vec(
+            m,
+            n,
+            (0..n * m).map(|_| StandardNormal.sample(&mut ry)).collect(),
+        );
         Self { x, y, graph: None }
     }
 
@@ -65,20 +69,32 @@ impl Dataset {
         y_label: &Path,
     ) -> Result<Self> {
         if xn == 0 || d == 0 {
-            return Err(Error::input(x_label, format!("x is empty ({xn} × {d}); it must be n × d with n, d ≥ 1")));
+            return Err(Error::input(
+                x_label,
+                format!("x is empty ({xn} × {d}); it must be n × d with n, d ≥ 1"),
+            ));
         }
         if yn == 0 || m == 0 {
-            return Err(Error::input(y_label, format!("y is empty ({yn} × {m}); it must be n × m with n, m ≥ 1")));
+            return Err(Error::input(
+                y_label,
+                format!("y is empty ({yn} × {m}); it must be n × m with n, m ≥ 1"),
+            ));
         }
         if xn != yn {
             return Err(Error::input(
                 y_label,
-                format!("y has {yn} rows but x has {xn}: x must be n × d and y n × m for the same n"),
+                format!(
+                    "y has {yn} rows but x has {xn}: x must be n × d and y n × m for the same n"
+                ),
             ));
         }
         check_finite(&x, d, x_label)?;
         check_finite(&y, m, y_label)?;
-        Ok(Self { x: Batch::from_vec(d, xn, x), y: Batch::from_vec(m, yn, y), graph: None })
+        Ok(Self {
+            x: Batch::from_vec(d, xn, x),
+            y: Batch::from_vec(m, yn, y),
+            graph: None,
+        })
     }
 
     /// Loads x (n × d) and y (n × m) from .npy files (f64 or f32).

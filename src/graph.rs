@@ -144,12 +144,17 @@ pub fn symmetric_eigenvalues(a: &SparseMatrix) -> Vec<f64> {
             dense[(i, j)] = v;
         }
     }
-    dense.self_adjoint_eigenvalues(faer::Side::Lower).expect("symmetric eigenvalues of Â")
+    dense
+        .self_adjoint_eigenvalues(faer::Side::Lower)
+        .expect("symmetric eigenvalues of Â")
 }
 
 /// The smallest |eigenvalue| of Â: a GCN's outputs pass through Â last, so every zero (or tiny)
 /// eigenvalue of Â with an eigenvector orthogonal to 1 forces m zero (tiny) eigenvalues of the
 /// NTK, whatever p is.
 pub fn min_abs_eigenvalue(a: &SparseMatrix) -> f64 {
-    symmetric_eigenvalues(a).iter().map(|v| v.abs()).fold(f64::INFINITY, f64::min)
+    symmetric_eigenvalues(a)
+        .iter()
+        .map(|v| v.abs())
+        .fold(f64::INFINITY, f64::min)
 }

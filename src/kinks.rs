@@ -5,9 +5,9 @@
 //! changed on two consecutive steps (chattering: back and forth across z = 0, the discrete trace
 //! of a Filippov sliding mode). Per-unit flip counts give the worst offenders for the summary.
 
+use crate::batch::Batch;
 use crate::layers::PreActivation;
 use crate::model::{Evaluation, Model};
-use crate::batch::Batch;
 use serde::Serialize;
 
 /// Counts at one step.
@@ -58,14 +58,21 @@ impl KinkTracker {
         cur.clear();
         model.visit_pre_activations(x, ev, &mut |pa: PreActivation<'_>| {
             let kinks = pa.activation.kinks();
-            cur.extend(pa.z.as_slice().iter().map(|&z| kinks.partition_point(|&b| b < z) as u16));
+            cur.extend(
+                pa.z.as_slice()
+                    .iter()
+                    .map(|&z| kinks.partition_point(|&b| b < z) as u16),
+            );
         });
         let mut step = KinkStep::default();
         if self.pieces.len() != cur.len() {
             self.flipped_last = vec![false; cur.len()];
             self.flips = vec![0; cur.len()];
             self.streak = vec![0; cur.len()];
-            self.summary = KinkSummary { tracked: cur.len(), ..Default::default() };
+            self.summary = KinkSummary {
+                tracked: cur.len(),
+                ..Default::default()
+            };
         } else {
             for k in 0..cur.len() {
                 let flipped = cur[k] != self.pieces[k];

@@ -39,6 +39,11 @@ impl LossKind {
     }
     pub fn value(&self, u: &Batch, y: &Batch) -> f64 {
         let c = self.c(u.n(), u.features());
-        c * u.as_slice().iter().zip(y.as_slice()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>()
+        c * u
+            .as_slice()
+            .iter()
+            .zip(y.as_slice())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>()
     }
 }

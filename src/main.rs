@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gradflow", version, about = "Put the gradient-flow convergence theorem on trial: train, track the NTK, check the bound.")]
+#[command(
+    name = "gradflow",
+    version,
+    about = "Put the gradient-flow convergence theorem on trial: train, track the NTK, check the bound."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,14 +105,34 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Train { config, out, force, quiet } => train(&config, out, force, quiet),
+        Command::Train {
+            config,
+            out,
+            force,
+            quiet,
+        } => train(&config, out, force, quiet),
         Command::Inspect { config } => inspect(&config),
-        Command::Ntk { config, params, save_gram, full, json } => {
-            ntk_cmd(&config, params.as_deref(), save_gram.as_deref(), full, json.as_deref())
-        }
-        Command::Reproduce { scale, only, seeds, out, shard, quiet } => {
-            reproduce(&scale, only, seeds, out, shard.as_deref(), quiet)
-        }
+        Command::Ntk {
+            config,
+            params,
+            save_gram,
+            full,
+            json,
+        } => ntk_cmd(
+            &config,
+            params.as_deref(),
+            save_gram.as_deref(),
+            full,
+            json.as_deref(),
+        ),
+        Command::Reproduce {
+            scale,
+            only,
+            seeds,
+            out,
+            shard,
+            quiet,
+        } => reproduce(&scale, only, seeds, out, shard.as_deref(), quiet),
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
             let idx = experiment::merge(&dirs, &out)?;
@@ -119,7 +143,10 @@ fn dispatch(cmd: Command) -> Result<()> {
 }
 
 fn default_out(config: &Path) -> PathBuf {
-    let stem = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
     PathBuf::from("runs").join(stem)
 }
 
@@ -137,10 +164,23 @@ fn train(config_path: &Path, out: Option<PathBuf>, force: bool, quiet: bool) -> 
         config.train.epochs,
         out.display()
     );
-    let s = run::execute(&prep, &out, &RunOptions { progress: !quiet, force })?;
-    println!("loss {:.6e} → {:.6e} in {:.2} s", s.initial_loss, s.final_loss, s.seconds);
+    let s = run::execute(
+        &prep,
+        &out,
+        &RunOptions {
+            progress: !quiet,
+            force,
+        },
+    )?;
+    println!(
+        "loss {:.6e} → {:.6e} in {:.2} s",
+        s.initial_loss, s.final_loss, s.seconds
+    );
     if let (Some(a), Some(b)) = (&s.ntk_initial, &s.ntk_final) {
-        println!("λ_min(H): {:.6e} at t = 0, {:.6e} at t = {}", a.lambda_min, b.lambda_min, s.t_final);
+        println!(
+            "λ_min(H): {:.6e} at t = 0, {:.6e} at t = {}",
+            a.lambda_min, b.lambda_min, s.t_final
+        );
     }
     if s.bound_checks > 0 {
         println!(
@@ -184,7 +224,13 @@ fn inspect(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn ntk_cmd(config_path: &Path, params: Option<&Path>, save_gram: Option<&Path>, full: bool, json: Option<&Path>) -> Result<()> {
+fn ntk_cmd(
+    config_path: &Path,
+    params: Option<&Path>,
+    save_gram: Option<&Path>,
+    full: bool,
+    json: Option<&Path>,
+) -> Result<()> {
     let config = Config::from_path(config_path)?;
     let prep = run::prepare(&config)?;
     let theta = match params {
@@ -204,15 +250,32 @@ fn ntk_cmd(config_path: &Path, params: Option<&Path>, save_gram: Option<&Path>, 
         }
         let (h, _) = ntk::gram(&prep.model, &theta, &prep.data.x);
         let dim = h.nrows();
-        let data: Vec<f64> = (0..dim).flat_map(|i| (0..dim).map(move |j| (i, j))).map(|(i, j)| h[(i, j)]).collect();
+        let data: Vec<f64> = (0..dim)
+            .flat_map(|i| (0..dim).map(move |j| (i, j)))
+            .map(|(i, j)| h[(i, j)])
+            .collect();
         gradflow::io::write_matrix(path, &data, dim, dim)?;
         eprintln!("saved H ({dim} × {dim}) to {}", path.display());
     }
-    let opts = NtkOptions { memory_budget_bytes: budget, full_spectrum: full, ..Default::default() };
+    let opts = NtkOptions {
+        memory_budget_bytes: budget,
+        full_spectrum: full,
+        ..Default::default()
+    };
     let s = ntk::ntk_spectrum(&prep.model, &theta, &prep.data.x, &opts);
-    println!("NTK of {} at {}: {} × {} (p = {})", prep.model.preset, params.map_or("initialisation".into(), |p| p.display().to_string()), s.dim, s.dim, s.p);
+    println!(
+        "NTK of {} at {}: {} × {} (p = {})",
+        prep.model.preset,
+        params.map_or("initialisation".into(), |p| p.display().to_string()),
+        s.dim,
+        s.dim,
+        s.p
+    );
     println!("route: {} ({}), {:.3} s", s.route, s.method, s.seconds);
-    println!("λ_min = {:.10e}  (an eigenvalue lies within {:.2e})", s.lambda_min, s.lambda_min_accuracy);
+    println!(
+        "λ_min = {:.10e}  (an eigenvalue lies within {:.2e})",
+        s.lambda_min, s.lambda_min_accuracy
+    );
     println!("λ_max = {:.10e}", s.lambda_max);
     match s.condition {
         Some(c) => println!("condition number = {c:.6e}"),
@@ -231,15 +294,34 @@ fn ntk_cmd(config_path: &Path, params: Option<&Path>, save_gram: Option<&Path>, 
     Ok(())
 }
 
-fn reproduce(scale: &str, only: Vec<String>, seeds: u64, out: Option<PathBuf>, shard: Option<&str>, quiet: bool) -> Result<()> {
+fn reproduce(
+    scale: &str,
+    only: Vec<String>,
+    seeds: u64,
+    out: Option<PathBuf>,
+    shard: Option<&str>,
+    quiet: bool,
+) -> Result<()> {
     let scale = Scale::parse(scale)?;
     if seeds == 0 {
         return Err(Error::Invalid("--seeds must be at least 1".into()));
     }
     let shard = shard.map(Shard::parse).transpose()?;
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", scale.name())));
-    eprintln!("reproducing Section 4 at {} scale → {}", scale.name(), out.display());
-    let opts = ReproduceOptions { scale, only, seeds, out: out.clone(), shard, progress: !quiet };
+    let out =
+        out.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", scale.name())));
+    eprintln!(
+        "reproducing Section 4 at {} scale → {}",
+        scale.name(),
+        out.display()
+    );
+    let opts = ReproduceOptions {
+        scale,
+        only,
+        seeds,
+        out: out.clone(),
+        shard,
+        progress: !quiet,
+    };
     let idx = experiment::reproduce(&opts)?;
     print_verdicts(&idx);
     if shard.is_some() {
@@ -252,16 +334,33 @@ fn reproduce(scale: &str, only: Vec<String>, seeds: u64, out: Option<PathBuf>, s
 fn print_verdicts(idx: &ReproduceIndex) {
     for a in &idx.ablations {
         let ok = a.runs.iter().filter(|r| r.verdict.consistent).count();
-        println!("{} — {} of {} runs as the theorem predicts", a.name, ok, a.runs.len());
+        println!(
+            "{} — {} of {} runs as the theorem predicts",
+            a.name,
+            ok,
+            a.runs.len()
+        );
         for r in &a.runs {
-            let mark = if r.verdict.consistent { "  ✓" } else { "  ✗" };
+            let mark = if r.verdict.consistent {
+                "  ✓"
+            } else {
+                "  ✗"
+            };
             println!("{mark} {:<16} {}", r.label, r.verdict.line);
         }
     }
 }
 
 fn report(dir: &Path) -> Result<()> {
-    // TODO(report module): build plots and report.html once src/report exists.
-    println!("results in {}", dir.join(experiment::INDEX_FILE).display());
+    let files = gradflow::report::build_report(dir)?;
+    for w in &files.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "report: {} ({} plots in {})",
+        files.html.display(),
+        files.plots.len(),
+        dir.join("plots").display()
+    );
     Ok(())
 }

@@ -25,7 +25,11 @@ pub struct Evaluation {
 
 impl Model {
     pub fn new(net: Box<dyn Layer>, preset: &str, activation: Activation) -> Self {
-        Self { net, preset: preset.to_string(), activation }
+        Self {
+            net,
+            preset: preset.to_string(),
+            activation,
+        }
     }
     /// p, the number of parameters.
     pub fn p(&self) -> usize {
@@ -53,7 +57,14 @@ impl Model {
 
     /// Jᵀ w: the parameter cotangent of an output cotangent w (m × n), added into `grad`;
     /// also returns the input cotangent.
-    pub fn vjp(&self, theta: &[f64], x: &Batch, ev: &Evaluation, w: &Batch, grad: &mut [f64]) -> Batch {
+    pub fn vjp(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        ev: &Evaluation,
+        w: &Batch,
+        grad: &mut [f64],
+    ) -> Batch {
         self.net.vjp(theta, x, &ev.tape, w, grad)
     }
     /// J v: the output tangent of a parameter tangent v (inputs held fixed).
@@ -97,7 +108,12 @@ impl Model {
     }
 
     /// Calls `visit` with every pre-activation batch of the evaluated network.
-    pub fn visit_pre_activations(&self, x: &Batch, ev: &Evaluation, visit: &mut dyn FnMut(PreActivation<'_>)) {
+    pub fn visit_pre_activations(
+        &self,
+        x: &Batch,
+        ev: &Evaluation,
+        visit: &mut dyn FnMut(PreActivation<'_>),
+    ) {
         self.net.visit_pre_activations(x, &ev.tape, visit);
     }
 
@@ -105,7 +121,11 @@ impl Model {
     pub fn summary_lines(&self) -> Vec<String> {
         fn walk(l: &dyn Layer, depth: usize, out: &mut Vec<String>) {
             let np = l.num_params();
-            let params = if np > 0 { format!("  [{np} params]") } else { String::new() };
+            let params = if np > 0 {
+                format!("  [{np} params]")
+            } else {
+                String::new()
+            };
             out.push(format!("{}{}{}", "  ".repeat(depth), l.describe(), params));
             for c in l.children() {
                 walk(c, depth + 1, out);

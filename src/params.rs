@@ -13,7 +13,11 @@ pub fn to_tensors(specs: &[ParamSpec], theta: &[f64]) -> Vec<NamedTensor> {
     let mut out = Vec::with_capacity(specs.len());
     let mut at = 0;
     for s in specs {
-        out.push(NamedTensor { name: s.name.clone(), shape: s.shape.clone(), data: theta[at..at + s.len()].to_vec() });
+        out.push(NamedTensor {
+            name: s.name.clone(),
+            shape: s.shape.clone(),
+            data: theta[at..at + s.len()].to_vec(),
+        });
         at += s.len();
     }
     out
@@ -21,8 +25,13 @@ pub fn to_tensors(specs: &[ParamSpec], theta: &[f64]) -> Vec<NamedTensor> {
 
 /// Reassembles θ from named tensors; every spec must be present with its exact shape, and no
 /// other tensor may be there. `source` names the file in errors.
-pub fn from_tensors(specs: &[ParamSpec], tensors: Vec<NamedTensor>, source: &Path) -> Result<Vec<f64>> {
-    let mut by_name: BTreeMap<String, NamedTensor> = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
+pub fn from_tensors(
+    specs: &[ParamSpec],
+    tensors: Vec<NamedTensor>,
+    source: &Path,
+) -> Result<Vec<f64>> {
+    let mut by_name: BTreeMap<String, NamedTensor> =
+        tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
     let mut theta = Vec::with_capacity(specs.iter().map(ParamSpec::len).sum());
     for s in specs {
         let t = by_name.remove(&s.name).ok_or_else(|| {
@@ -38,25 +47,42 @@ pub fn from_tensors(specs: &[ParamSpec], tensors: Vec<NamedTensor>, source: &Pat
         if t.shape != s.shape {
             return Err(Error::input(
                 source,
-                format!("tensor `{}` has shape {:?} but the model needs {:?}", s.name, t.shape, s.shape),
+                format!(
+                    "tensor `{}` has shape {:?} but the model needs {:?}",
+                    s.name, t.shape, s.shape
+                ),
             ));
         }
         if let Some(k) = t.data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::input(source, format!("tensor `{}` holds a non-finite value at flat index {k}", s.name)));
+            return Err(Error::input(
+                source,
+                format!(
+                    "tensor `{}` holds a non-finite value at flat index {k}",
+                    s.name
+                ),
+            ));
         }
         theta.extend_from_slice(&t.data);
     }
     if let Some(extra) = by_name.keys().next() {
         return Err(Error::input(
             source,
-            format!("tensor `{extra}` is not a parameter of this model ({} extra tensors)", by_name.len()),
+            format!(
+                "tensor `{extra}` is not a parameter of this model ({} extra tensors)",
+                by_name.len()
+            ),
         ));
     }
     Ok(theta)
 }
 
 /// Saves θ as safetensors (f64) with the given metadata.
-pub fn save(path: &Path, specs: &[ParamSpec], theta: &[f64], metadata: &BTreeMap<String, String>) -> Result<()> {
+pub fn save(
+    path: &Path,
+    specs: &[ParamSpec],
+    theta: &[f64],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     crate::io::safetensors::write_tensors(path, &to_tensors(specs, theta), metadata)
 }
 

@@ -44,7 +44,13 @@ pub fn resnet(d: usize, depth: usize, m: usize, activation: &Activation) -> Mode
 }
 
 /// GCN (Cor. 3.2.1-3): H^l = σ(Â H^{l−1} W^l + 1 b^lᵀ), F = Â H^{L−1} W^L + 1 b^Lᵀ.
-pub fn gcn(a_hat: Arc<SparseMatrix>, d: usize, hidden: &[usize], m: usize, activation: &Activation) -> Model {
+pub fn gcn(
+    a_hat: Arc<SparseMatrix>,
+    d: usize,
+    hidden: &[usize],
+    m: usize,
+    activation: &Activation,
+) -> Model {
     let mut layers: Vec<Box<dyn Layer>> = Vec::new();
     let mut prev = d;
     for &w in hidden {
@@ -63,5 +69,6 @@ pub fn dnn_param_count(d: usize, hidden: &[usize], m: usize, activation: &Activa
     let mut widths = vec![d];
     widths.extend_from_slice(hidden);
     widths.push(m);
-    widths.windows(2).map(|w| (w[0] + 1) * w[1]).sum::<usize>() + hidden.len() * activation.num_params()
+    widths.windows(2).map(|w| (w[0] + 1) * w[1]).sum::<usize>()
+        + hidden.len() * activation.num_params()
 }

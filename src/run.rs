@@ -64,9 +64,11 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
         Preset::Resnet => presets::resnet(d, config.model.depth, m, act),
         Preset::Gcn => {
             let graph = match config.graph.as_ref() {
-                Some(GraphConfig::Edges { path }) => Graph::from_edges(data.n(), io::read_edges(path, data.n())?),
-                Some(GraphConfig::Knn { k }) => knn_graph(&data, *k)?,
-                None => knn_graph(&data, crate::config::DEFAULT_K)?,
+                Some(GraphConfig::Edges { path }) => {
+                    Graph::from_edges(data.n(), io::read_edges(path, data.n())?)
+                }
+                Some(GraphConfig::Knn { k }) => knn_graph(&data, *k, config)?,
+                None => knn_graph(&data, crate::config::DEFAULT_K, config)?,
             };
             let a_hat = Arc::new(graph.normalized_adjacency());
             data.graph = Some(graph);
@@ -74,15 +76,26 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
         }
     };
     let theta0 = init_params(&model.param_specs(), &config.model.init, config.seed);
-    Ok(Prepared { config: config.clone(), data, model, theta0 })
+    Ok(Prepared {
+        config: config.clone(),
+        data,
+        model,
+        theta0,
+    })
 }
 
-fn knn_graph(data: &Dataset, k: usize) -> Result<Graph> {
+fn knn_graph(data: &Dataset, k: usize, config: &Config) -> Result<Graph> {
     if k >= data.n() {
-        return Err(Error::Invalid(format!(
-            "`graph.k` = {k} must be smaller than the number of samples n = {}: lower graph.k",
-            data.n()
-        )));
+        return Err(Error::config(
+            &config.source,
+            "graph.k",
+            format!(
+                "k = {k} must be smaller than the number of samples n = {} in the data: lower k in [graph] \
+                 (the default is {})",
+                data.n(),
+                crate::config::DEFAULT_K
+            ),
+        ));
     }
     Graph::knn(&data.x, k)
 }
@@ -150,7 +163,14 @@ pub struct RunOptions {
     pub force: bool,
 }
 
-const METRICS_HEADER: [&str; 6] = ["epoch", "t", "loss", "grad_norm", "kink_crossings", "chattering"];
+const METRICS_HEADER: [&str; 6] = [
+    "epoch",
+    "t",
+    "loss",
+    "grad_norm",
+    "kink_crossings",
+    "chattering",
+];
 const NTK_HEADER: [&str; 11] = [
     "epoch",
     "t",
@@ -165,15 +185,43 @@ const NTK_HEADER: [&str; 11] = [
     "gd_stability",
 ];
 
-/// Refuses to overwrite a non-empty `out` unless `force`.
+/// Files whose presence marks a directory as a gradflow run (safe to replace with `--force`).
+const RUN_MARKERS: [&str; 3] = ["summary.json", "metrics.csv", "config.toml"];
+
+/// Refuses an output directory that cannot be (re)placed: the working directory or a root,
+/// a file, or a non-empty directory without `force` — and, even with `force`, a non-empty
+/// directory that is not a gradflow run (nothing of the user's is ever deleted).
 pub fn check_output_dir(out: &Path, force: bool) -> Result<()> {
-    let non_empty = out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false);
-    if out.exists() && !out.is_dir() {
-        return Err(Error::Invalid(format!("{} exists and is not a directory: choose another --out", out.display())));
+    let named = out.file_name().is_some() && !out.ends_with("..");
+    let is_cwd = std::fs::canonicalize(out)
+        .ok()
+        .zip(std::env::current_dir().ok())
+        .is_some_and(|(a, b)| a == b);
+    if !named || is_cwd {
+        return Err(Error::Invalid(format!(
+            "--out {} must name a directory of its own (e.g. --out runs/my-run), not the current or a parent directory",
+            out.display()
+        )));
     }
+    if out.exists() && !out.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} exists and is not a directory: choose another --out",
+            out.display()
+        )));
+    }
+    let non_empty = out
+        .read_dir()
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
     if non_empty && !force {
         return Err(Error::Invalid(format!(
             "{} already exists and is not empty: choose another --out, or pass --force to replace it",
+            out.display()
+        )));
+    }
+    if non_empty && !RUN_MARKERS.iter().any(|m| out.join(m).exists()) {
+        return Err(Error::Invalid(format!(
+            "{} is not empty and does not look like a gradflow run directory: --force only replaces runs; choose another --out",
             out.display()
         )));
     }
@@ -181,7 +229,10 @@ pub fn check_output_dir(out: &Path, force: bool) -> Result<()> {
 }
 
 fn staging_dir(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+    let name = out
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
     out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
@@ -238,7 +289,12 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
         io::write_edges(&dir.join("edges.csv"), &g.edges)?;
     }
     let md = param_metadata(prep);
-    params::save(&dir.join("params_init.safetensors"), &specs, &prep.theta0, &md)?;
+    params::save(
+        &dir.join("params_init.safetensors"),
+        &specs,
+        &prep.theta0,
+        &md,
+    )?;
 
     let (n, m) = (data.n(), data.m());
     let loss_kind = cfg.train.loss;
@@ -254,11 +310,21 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
         ..NtkOptions::default()
     };
     let mut metrics = CsvWriter::create(&dir.join("metrics.csv"), &METRICS_HEADER)?;
-    let mut ntk_csv = if cfg.ntk.enabled { Some(CsvWriter::create(&dir.join("ntk.csv"), &NTK_HEADER)?) } else { None };
-    let bar = if opts.progress { ProgressBar::new(gd.epochs as u64 + 1) } else { ProgressBar::hidden() };
+    let mut ntk_csv = if cfg.ntk.enabled {
+        Some(CsvWriter::create(&dir.join("ntk.csv"), &NTK_HEADER)?)
+    } else {
+        None
+    };
+    let bar = if opts.progress {
+        ProgressBar::new(gd.epochs as u64 + 1)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} epochs {per_sec} ETA {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} epochs {per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut tracker: Option<BoundTracker> = None;
     let (mut ntk_first, mut ntk_last) = (None::<NtkSummary>, None::<NtkSummary>);
@@ -309,7 +375,8 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
                     io_error = Some(e);
                     return Control::Stop;
                 }
-                max_lambda_max = Some(max_lambda_max.map_or(s.lambda_max, |v: f64| v.max(s.lambda_max)));
+                max_lambda_max =
+                    Some(max_lambda_max.map_or(s.lambda_max, |v: f64| v.max(s.lambda_max)));
                 if ntk_first.is_none() {
                     ntk_first = Some(s.clone());
                 }
@@ -336,7 +403,9 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
     let (t, l) = &series;
     let half = t.len() / 2;
     let p = model.p();
-    let min_lambda = tracker.as_ref().and_then(|tr| tr.checks.iter().map(|c| c.lambda_min).reduce(f64::min));
+    let min_lambda = tracker
+        .as_ref()
+        .and_then(|tr| tr.checks.iter().map(|c| c.lambda_min).reduce(f64::min));
     let summary = RunSummary {
         status,
         message: message.clone(),
@@ -354,19 +423,29 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
         loss_constant: c,
         lr: gd.lr,
         epochs: gd.epochs,
-        last_epoch: outcome.as_ref().map_or(t.len().saturating_sub(1), |o| o.last_epoch),
+        last_epoch: outcome
+            .as_ref()
+            .map_or(t.len().saturating_sub(1), |o| o.last_epoch),
         t_final: t.last().copied().unwrap_or(0.0),
         initial_loss: l.first().copied().unwrap_or(f64::NAN),
         final_loss: l.last().copied().unwrap_or(f64::NAN),
         fitted_rate_tail: fitted_rate(&t[half..], &l[half..]),
-        gradient_evaluations: outcome.as_ref().map_or(t.len() as u64, |o| o.gradient_evaluations),
+        gradient_evaluations: outcome
+            .as_ref()
+            .map_or(t.len() as u64, |o| o.gradient_evaluations),
         seconds: start.elapsed().as_secs_f64(),
-        kinks: outcome.as_ref().map(|o| o.kinks.clone()).unwrap_or_default(),
+        kinks: outcome
+            .as_ref()
+            .map(|o| o.kinks.clone())
+            .unwrap_or_default(),
         ntk_initial: ntk_first,
         ntk_final: ntk_last,
         certified_rate: min_lambda.map(|lm| 4.0 * c * lm),
         bound_checks: tracker.as_ref().map_or(0, |tr| tr.checks.len()),
-        bound_violations: tracker.as_ref().map(|tr| tr.violations()).unwrap_or_default(),
+        bound_violations: tracker
+            .as_ref()
+            .map(|tr| tr.violations())
+            .unwrap_or_default(),
         gd_stability_max: max_lambda_max.map(|l| gd.lr * c * l),
         graph_min_abs_eigenvalue: data
             .graph
@@ -375,7 +454,12 @@ fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummar
             .map(|g| crate::graph::min_abs_eigenvalue(&g.normalized_adjacency())),
     };
     if status == Status::Completed {
-        params::save(&dir.join("params_final.safetensors"), &specs, &theta_run, &md)?;
+        params::save(
+            &dir.join("params_final.safetensors"),
+            &specs,
+            &theta_run,
+            &md,
+        )?;
     }
     write_json(&dir.join("summary.json"), &summary)?;
     match message {

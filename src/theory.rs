@@ -41,7 +41,13 @@ pub struct BoundTracker {
 impl BoundTracker {
     /// `c` is the loss constant (L = c‖e‖²), `initial_loss` is L(0).
     pub fn new(c: f64, initial_loss: f64) -> Self {
-        Self { c, initial_loss, last: None, integral: 0.0, checks: Vec::new() }
+        Self {
+            c,
+            initial_loss,
+            last: None,
+            integral: 0.0,
+            checks: Vec::new(),
+        }
     }
     pub fn observe(&mut self, epoch: usize, t: f64, loss: f64, lambda_min: f64) -> BoundCheck {
         if let Some((t0, l0)) = self.last {
@@ -69,12 +75,19 @@ impl BoundTracker {
 /// Least-squares slope of ln L against t: the fitted linear rate r in L ≈ A·e^{−r t}
 /// (r > 0 means decay). Points with non-positive loss are skipped. None with < 2 points.
 pub fn fitted_rate(t: &[f64], loss: &[f64]) -> Option<f64> {
-    let pts: Vec<(f64, f64)> = t.iter().zip(loss).filter(|(_, &l)| l > 0.0).map(|(&t, &l)| (t, l.ln())).collect();
+    let pts: Vec<(f64, f64)> = t
+        .iter()
+        .zip(loss)
+        .filter(|(_, &l)| l > 0.0)
+        .map(|(&t, &l)| (t, l.ln()))
+        .collect();
     if pts.len() < 2 {
         return None;
     }
     let k = pts.len() as f64;
-    let (mt, ml) = pts.iter().fold((0.0, 0.0), |(a, b), (t, l)| (a + t / k, b + l / k));
+    let (mt, ml) = pts
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (t, l)| (a + t / k, b + l / k));
     let (mut stt, mut stl) = (0.0, 0.0);
     for (t, l) in &pts {
         stt += (t - mt) * (t - mt);

@@ -61,7 +61,10 @@ pub fn gradient_descent(
     mut observe: impl FnMut(&EpochRecord, &[f64]) -> Control,
 ) -> Result<GdOutcome> {
     if !(opts.lr > 0.0 && opts.lr.is_finite()) {
-        return Err(Error::Invalid(format!("the step lr = {} must be positive and finite", opts.lr)));
+        return Err(Error::Invalid(format!(
+            "the step lr = {} must be positive and finite",
+            opts.lr
+        )));
     }
     let mut grad = vec![0.0; theta.len()];
     let mut tracker = KinkTracker::new();
@@ -82,8 +85,18 @@ pub fn gradient_descent(
         if k == 0 {
             initial_loss = loss;
         }
-        let kinks = if opts.track_kinks { tracker.observe(model, &data.x, &ev) } else { KinkStep::default() };
-        let record = EpochRecord { epoch: k, t: k as f64 * opts.lr, loss, grad_norm, kinks };
+        let kinks = if opts.track_kinks {
+            tracker.observe(model, &data.x, &ev)
+        } else {
+            KinkStep::default()
+        };
+        let record = EpochRecord {
+            epoch: k,
+            t: k as f64 * opts.lr,
+            loss,
+            grad_norm,
+            kinks,
+        };
         let control = observe(&record, theta);
         if k == opts.epochs || control == Control::Stop {
             outcome = Some(GdOutcome {

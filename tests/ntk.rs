@@ -75,12 +75,25 @@ fn gram_matches_explicit_and_finite_difference_jacobians() {
         let h_vjp = jjt(&ntk::jacobian(&model, &theta, &data.x));
         let h_fd = jjt(&jacobian_fd(&model, &theta, &data.x));
         let scale = max_abs(&h_vjp);
-        assert!(max_abs_diff(&h, &h_vjp) <= 1e-12 * scale, "{}: gram vs per-output vjp", model.preset);
-        assert!(max_abs_diff(&h, &h_fd) <= 1e-6 * scale, "{}: gram vs finite differences", model.preset);
+        assert!(
+            max_abs_diff(&h, &h_vjp) <= 1e-12 * scale,
+            "{}: gram vs per-output vjp",
+            model.preset
+        );
+        assert!(
+            max_abs_diff(&h, &h_fd) <= 1e-6 * scale,
+            "{}: gram vs finite differences",
+            model.preset
+        );
         // Symmetric and positive semi-definite.
         assert_eq!(max_abs_diff(&h, &h.transpose().to_owned()), 0.0);
         let eig = ntk::full_spectrum(&h);
-        assert!(eig[0] >= -1e-10 * eig.last().unwrap(), "{}: negative eigenvalue {}", model.preset, eig[0]);
+        assert!(
+            eig[0] >= -1e-10 * eig.last().unwrap(),
+            "{}: negative eigenvalue {}",
+            model.preset,
+            eig[0]
+        );
     }
 }
 
@@ -103,15 +116,29 @@ fn rank_bound_decides_lambda_min() {
     let under = presets::dnn(4, &[2], 3, &act);
     let over = presets::dnn(4, &[40], 3, &act);
     assert!(under.p() < 36 && over.p() >= 36);
-    let opts = NtkOptions { full_spectrum: true, ..Default::default() };
+    let opts = NtkOptions {
+        full_spectrum: true,
+        ..Default::default()
+    };
     let su = ntk::ntk_spectrum(&under, &setup(&under, 2), &data.x, &opts);
     let so = ntk::ntk_spectrum(&over, &setup(&over, 2), &data.x, &opts);
     let eig_u = su.eigenvalues.unwrap();
     // At least nm − p eigenvalues vanish (rank ≤ p; rescaling symmetries of σ can lower it more).
-    let zeros = eig_u.iter().filter(|&&l| l.abs() <= 1e-10 * su.lambda_max).count();
-    assert!(zeros >= 36 - under.p(), "{zeros} zero eigenvalues, expected ≥ {}", 36 - under.p());
+    let zeros = eig_u
+        .iter()
+        .filter(|&&l| l.abs() <= 1e-10 * su.lambda_max)
+        .count();
+    assert!(
+        zeros >= 36 - under.p(),
+        "{zeros} zero eigenvalues, expected ≥ {}",
+        36 - under.p()
+    );
     assert!(su.lambda_min.abs() <= 1e-10 * su.lambda_max);
-    assert!(so.lambda_min > 1e-8 * so.lambda_max, "over-parametrised λ_min = {}", so.lambda_min);
+    assert!(
+        so.lambda_min > 1e-8 * so.lambda_max,
+        "over-parametrised λ_min = {}",
+        so.lambda_min
+    );
     assert_eq!(so.method, "cholesky+lanczos");
     let eig_o = so.eigenvalues.unwrap();
     assert!((so.lambda_min - eig_o[0]).abs() <= 1e-8 * eig_o[0] + so.lambda_min_accuracy);
@@ -124,18 +151,38 @@ fn matrix_free_lanczos_agrees_with_dense() {
     let act = Activation::leaky_relu();
     let model = presets::dnn(5, &[32, 32], 2, &act);
     let theta = setup(&model, 4);
-    let dense = ntk::ntk_spectrum(&model, &theta, &data.x, &NtkOptions { full_spectrum: true, ..Default::default() });
+    let dense = ntk::ntk_spectrum(
+        &model,
+        &theta,
+        &data.x,
+        &NtkOptions {
+            full_spectrum: true,
+            ..Default::default()
+        },
+    );
     let free = ntk::ntk_spectrum(
         &model,
         &theta,
         &data.x,
-        &NtkOptions { memory_budget_bytes: 0, max_iter: 60, ..Default::default() },
+        &NtkOptions {
+            memory_budget_bytes: 0,
+            max_iter: 60,
+            ..Default::default()
+        },
     );
     assert_eq!(free.route, "matrix-free");
     let eig = dense.eigenvalues.unwrap();
     assert!((free.lambda_max - eig[59]).abs() <= 1e-9 * eig[59]);
     // The reported accuracy is a true bound: some eigenvalue lies within it.
-    let nearest = eig.iter().map(|l| (l - free.lambda_min).abs()).fold(f64::INFINITY, f64::min);
+    let nearest = eig
+        .iter()
+        .map(|l| (l - free.lambda_min).abs())
+        .fold(f64::INFINITY, f64::min);
     assert!(nearest <= free.lambda_min_accuracy * (1.0 + 1e-6) + 1e-12);
-    assert!((free.lambda_min - eig[0]).abs() <= 1e-6 * eig[0], "{} vs {}", free.lambda_min, eig[0]);
+    assert!(
+        (free.lambda_min - eig[0]).abs() <= 1e-6 * eig[0],
+        "{} vs {}",
+        free.lambda_min,
+        eig[0]
+    );
 }

@@ -30,7 +30,9 @@ impl Scale {
         match s {
             "quick" => Ok(Self::Quick),
             "paper" => Ok(Self::Paper),
-            other => Err(Error::Invalid(format!("--scale `{other}` is unknown: use quick or paper"))),
+            other => Err(Error::Invalid(format!(
+                "--scale `{other}` is unknown: use quick or paper"
+            ))),
         }
     }
     pub fn name(&self) -> &'static str {
@@ -77,7 +79,15 @@ struct Sizes {
     ntk_every: usize,
 }
 
-fn base_config(preset: Preset, n: usize, d: usize, m: usize, lr: f64, epochs: usize, ntk_every: usize) -> Config {
+fn base_config(
+    preset: Preset,
+    n: usize,
+    d: usize,
+    m: usize,
+    lr: f64,
+    epochs: usize,
+    ntk_every: usize,
+) -> Config {
     Config {
         seed: 0,
         data: DataConfig::Ball { n, d, m },
@@ -89,23 +99,50 @@ fn base_config(preset: Preset, n: usize, d: usize, m: usize, lr: f64, epochs: us
             activation: Activation::leaky_relu(),
             init: InitScheme::Torch,
         },
-        train: TrainConfig { lr, epochs, loss: LossKind::Mse, ..TrainConfig::default() },
-        ntk: NtkConfig { every: ntk_every, ..NtkConfig::default() },
+        train: TrainConfig {
+            lr,
+            epochs,
+            loss: LossKind::Mse,
+            ..TrainConfig::default()
+        },
+        ntk: NtkConfig {
+            every: ntk_every,
+            ..NtkConfig::default()
+        },
         base_dir: PathBuf::new(),
+        source: PathBuf::from(format!("<built-in {} ablation>", preset.name())),
     }
 }
 
 fn sizes(name: &str, scale: Scale) -> Sizes {
     match (name, scale) {
-        ("dnn", Scale::Quick) => {
-            Sizes { n: 100, d: 20, m: 5, values: vec![6, 10, 14, 24, 48, 96], lr: 0.1, epochs: 6000, ntk_every: 500 }
-        }
-        ("resnet", Scale::Quick) => {
-            Sizes { n: 50, d: 10, m: 10, values: vec![2, 3, 4, 6, 8, 12], lr: 0.005, epochs: 6000, ntk_every: 500 }
-        }
-        ("gcn", Scale::Quick) => {
-            Sizes { n: 100, d: 20, m: 5, values: vec![6, 10, 14, 24, 48, 96], lr: 0.1, epochs: 6000, ntk_every: 500 }
-        }
+        ("dnn", Scale::Quick) => Sizes {
+            n: 100,
+            d: 20,
+            m: 5,
+            values: vec![6, 10, 14, 24, 48, 96],
+            lr: 0.1,
+            epochs: 6000,
+            ntk_every: 500,
+        },
+        ("resnet", Scale::Quick) => Sizes {
+            n: 50,
+            d: 10,
+            m: 10,
+            values: vec![2, 3, 4, 6, 8, 12],
+            lr: 0.005,
+            epochs: 6000,
+            ntk_every: 500,
+        },
+        ("gcn", Scale::Quick) => Sizes {
+            n: 100,
+            d: 20,
+            m: 5,
+            values: vec![6, 10, 14, 24, 48, 96],
+            lr: 0.1,
+            epochs: 6000,
+            ntk_every: 500,
+        },
         ("dnn", Scale::Paper) => Sizes {
             n: 1000,
             d: 500,
@@ -140,9 +177,24 @@ fn sizes(name: &str, scale: Scale) -> Sizes {
 /// The sweep `name` at `scale`, each run repeated for seeds 0..seeds.
 pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
     let (preset, title, variable, skip) = match name {
-        "dnn" => (Preset::Dnn, "DNN: loss against epoch, one curve per hidden width", "width", 0),
-        "resnet" => (Preset::Resnet, "ResNet: loss against epoch, one curve per depth", "depth", 100),
-        "gcn" => (Preset::Gcn, "GCN: loss against epoch, one curve per hidden width", "width", 0),
+        "dnn" => (
+            Preset::Dnn,
+            "DNN: loss against epoch, one curve per hidden width",
+            "width",
+            0,
+        ),
+        "resnet" => (
+            Preset::Resnet,
+            "ResNet: loss against epoch, one curve per depth",
+            "depth",
+            100,
+        ),
+        "gcn" => (
+            Preset::Gcn,
+            "GCN: loss against epoch, one curve per hidden width",
+            "width",
+            0,
+        ),
         other => {
             return Err(Error::Invalid(format!(
                 "--only `{other}` is not an ablation: choose one of {}",
@@ -160,9 +212,24 @@ pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
                 Preset::Resnet => c.model.depth = v,
                 _ => c.model.hidden = vec![v, v],
             }
-            let tag = if preset == Preset::Resnet { "depth" } else { "w" };
-            runs.push(RunSpec { label: format!("{tag}={v}-seed{seed}"), value: v, seed, config: c });
+            let tag = if preset == Preset::Resnet {
+                "depth"
+            } else {
+                "w"
+            };
+            runs.push(RunSpec {
+                label: format!("{tag}={v}-seed{seed}"),
+                value: v,
+                seed,
+                config: c,
+            });
         }
     }
-    Ok(Ablation { name: name.into(), title: title.into(), variable: variable.into(), skip_epochs: skip, runs })
+    Ok(Ablation {
+        name: name.into(),
+        title: title.into(),
+        variable: variable.into(),
+        skip_epochs: skip,
+        runs,
+    })
 }

@@ -30,9 +30,16 @@ pub struct Shard {
 impl Shard {
     /// Parses `i/N` (0 ≤ i < N).
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::Invalid(format!("--shard `{s}` must be i/N with 0 ≤ i < N, e.g. 0/4"));
+        let bad = || {
+            Error::Invalid(format!(
+                "--shard `{s}` must be i/N with 0 ≤ i < N, e.g. 0/4"
+            ))
+        };
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -87,7 +94,8 @@ impl ReproduceIndex {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(INDEX_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::input(&path, format!("not a gradflow reproduce index: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::input(&path, format!("not a gradflow reproduce index: {e}")))
     }
     pub fn save(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -95,7 +103,9 @@ impl ReproduceIndex {
     }
     /// Every run, in order.
     pub fn all_runs(&self) -> impl Iterator<Item = (&AblationRecord, &RunRecord)> {
-        self.ablations.iter().flat_map(|a| a.runs.iter().map(move |r| (a, r)))
+        self.ablations
+            .iter()
+            .flat_map(|a| a.runs.iter().map(move |r| (a, r)))
     }
 }
 
@@ -106,9 +116,15 @@ fn read_summary(dir: &Path) -> Option<RunSummary> {
 
 /// Runs (or resumes) the requested ablations and writes `reproduce.json` in `opts.out`.
 pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
-    let names: Vec<String> =
-        if opts.only.is_empty() { ABLATIONS.iter().map(|s| s.to_string()).collect() } else { opts.only.clone() };
-    let ablations: Vec<Ablation> = names.iter().map(|n| ablation(n, opts.scale, opts.seeds)).collect::<Result<_>>()?;
+    let names: Vec<String> = if opts.only.is_empty() {
+        ABLATIONS.iter().map(|s| s.to_string()).collect()
+    } else {
+        opts.only.clone()
+    };
+    let ablations: Vec<Ablation> = names
+        .iter()
+        .map(|n| ablation(n, opts.scale, opts.seeds))
+        .collect::<Result<_>>()?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     // The global run list, then this shard's slice of it.
     let mut jobs: Vec<(usize, &RunSpec)> = Vec::new();
@@ -121,10 +137,16 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
             k += 1;
         }
     }
-    let bar = if opts.progress { ProgressBar::new(jobs.len() as u64) } else { ProgressBar::hidden() };
+    let bar = if opts.progress {
+        ProgressBar::new(jobs.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} runs ETA {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "[{elapsed_precise}] {wide_bar} {pos}/{len} runs ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let results: Mutex<Vec<(usize, RunRecord)>> = Mutex::new(Vec::new());
     let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -136,9 +158,18 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
         let summary = match read_summary(&dir) {
             Some(s) => Ok(s),
             None => run::prepare(&spec.config).and_then(|prep| {
-                match run::execute(&prep, &dir, &RunOptions { progress: false, force: true }) {
+                match run::execute(
+                    &prep,
+                    &dir,
+                    &RunOptions {
+                        progress: false,
+                        force: true,
+                    },
+                ) {
                     Ok(s) => Ok(s),
-                    Err(Error::Diverged(_)) => read_summary(&dir).ok_or_else(|| Error::Invalid("lost summary".into())),
+                    Err(Error::Diverged(_)) => {
+                        read_summary(&dir).ok_or_else(|| Error::Invalid("lost summary".into()))
+                    }
                     Err(e) => Err(e),
                 }
             }),
@@ -146,10 +177,20 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
         match summary {
             Ok(s) => {
                 let v = verdict(&s);
-                let rec = RunRecord { label: spec.label.clone(), value: spec.value, seed: spec.seed, dir: rel, summary: s, verdict: v };
+                let rec = RunRecord {
+                    label: spec.label.clone(),
+                    value: spec.value,
+                    seed: spec.seed,
+                    dir: rel,
+                    summary: s,
+                    verdict: v,
+                };
                 results.lock().unwrap().push((*ai, rec));
             }
-            Err(e) => errors.lock().unwrap().push(format!("{}/{}: {e}", a.name, spec.label)),
+            Err(e) => errors
+                .lock()
+                .unwrap()
+                .push(format!("{}/{}: {e}", a.name, spec.label)),
         }
         bar.inc(1);
     };
@@ -184,13 +225,21 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
                 title: a.title.clone(),
                 variable: a.variable.clone(),
                 skip_epochs: a.skip_epochs,
-                runs: results.iter().filter(|(i, _)| *i == ai).map(|(_, r)| r.clone()).collect(),
+                runs: results
+                    .iter()
+                    .filter(|(i, _)| *i == ai)
+                    .map(|(_, r)| r.clone())
+                    .collect(),
             })
             .collect(),
     };
     index.save(&opts.out)?;
     if !errors.is_empty() {
-        return Err(Error::Invalid(format!("{} run(s) failed:\n  {}", errors.len(), errors.join("\n  "))));
+        return Err(Error::Invalid(format!(
+            "{} run(s) failed:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        )));
     }
     Ok(index)
 }
@@ -208,7 +257,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<ReproduceIndex> {
             ablations: Vec::new(),
         });
         if m.scale != idx.scale {
-            return Err(Error::Invalid(format!("{}: scale {:?} differs from the other shards", d.display(), idx.scale)));
+            return Err(Error::Invalid(format!(
+                "{}: scale {:?} differs from the other shards",
+                d.display(),
+                idx.scale
+            )));
         }
         for mut a in idx.ablations {
             for r in &mut a.runs {

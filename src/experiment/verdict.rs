@@ -32,10 +32,14 @@ pub fn lambda_positive(lambda_min: f64, accuracy: f64, lambda_max: f64) -> bool 
 }
 
 pub fn verdict(s: &RunSummary) -> Verdict {
-    let lam0 = s.ntk_initial.as_ref().map(|n| lambda_positive(n.lambda_min, n.lambda_min_accuracy, n.lambda_max));
+    let lam0 = s
+        .ntk_initial
+        .as_ref()
+        .map(|n| lambda_positive(n.lambda_min, n.lambda_min_accuracy, n.lambda_max));
     let bound_holds = (s.bound_checks > 0).then(|| s.bound_violations.is_empty());
     let drop = s.final_loss / s.initial_loss;
-    let converging = s.status == Status::Completed && drop <= 1e-2 && s.fitted_rate_tail.unwrap_or(0.0) > 0.0;
+    let converging =
+        s.status == Status::Completed && drop <= 1e-2 && s.fitted_rate_tail.unwrap_or(0.0) > 0.0;
     let sliding = s.kinks.steps_with_chattering > 0;
     let mut parts = Vec::new();
     parts.push(format!(
@@ -81,7 +85,8 @@ pub fn verdict(s: &RunSummary) -> Verdict {
             parts.push(if converging {
                 "linear convergence as Theorem 3.1 predicts".into()
             } else {
-                "bound holds but the loss fell less than 100× in this time (slow rate 4c·λ_min)".to_string()
+                "bound holds but the loss fell less than 100× in this time (slow rate 4c·λ_min)"
+                    .to_string()
             });
         }
     } else {

@@ -12,11 +12,10 @@
 //! and only then is the file handed to the library's own validating parser. Tensors are returned
 //! in file order (by data offset).
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use ::safetensors::tensor::{Dtype, SafeTensors, View};
+use ::safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::io::atomic::write_atomic;
@@ -43,7 +42,6 @@ pub fn write_tensors(
 ) -> Result<()> {
     let invalid = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
     let mut seen = std::collections::HashSet::new();
-    let mut views = Vec::with_capacity(tensors.len());
     for t in tensors {
         if t.name == "__metadata__" {
             return Err(invalid(
@@ -62,27 +60,40 @@ pub fn write_tensors(
                 t.data.len()
             )));
         }
-        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        views.push((
-            t.name.as_str(),
-            F64View {
-                shape: &t.shape,
-                bytes,
-            },
-        ));
     }
-    let info: Option<HashMap<String, String>> = if metadata.is_empty() {
-        None
-    } else {
-        Some(
-            metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
-    };
-    let buffer = ::safetensors::tensor::serialize(views, info)
-        .map_err(|e| invalid(format!("cannot serialise tensors: {e}")))?;
+    // The header is written here rather than by `safetensors::serialize`, whose metadata map is
+    // a `HashMap`: its iteration order changes from process to process, and identical runs must
+    // give byte-identical files. serde_json's map is ordered (sorted keys), so this is stable.
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let md: serde_json::Map<String, serde_json::Value> = metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(md));
+    }
+    let mut offset = 0usize;
+    for t in tensors {
+        let len = t.data.len() * 8;
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({ "dtype": "F64", "shape": t.shape, "data_offsets": [offset, offset + len] }),
+        );
+        offset += len;
+    }
+    let mut head = serde_json::to_vec(&serde_json::Value::Object(header))
+        .map_err(|e| invalid(format!("cannot serialise the header: {e}")))?;
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut buffer = Vec::with_capacity(8 + head.len() + offset);
+    buffer.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    buffer.extend_from_slice(&head);
+    for t in tensors {
+        for v in &t.data {
+            buffer.extend_from_slice(&v.to_le_bytes());
+        }
+    }
     write_atomic(path, &buffer)
 }
 
@@ -210,27 +221,6 @@ fn parse(
     Ok((out, metadata))
 }
 
-/// An F64 tensor ready for serialisation.
-struct F64View<'a> {
-    shape: &'a [usize],
-    bytes: Vec<u8>,
-}
-
-impl View for F64View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F64
-    }
-    fn shape(&self) -> &[usize] {
-        self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,9 +267,9 @@ mod tests {
 
         let (back, meta_back) = read_tensors_with_metadata(&p).unwrap();
         assert_eq!(meta_back, meta);
-        // F64 only, so file order is name order.
+        // The data are laid out in the order given, and read back in file order.
         let names: Vec<&str> = back.iter().map(|x| x.name.as_str()).collect();
-        assert_eq!(names, ["0.bias", "0.weight", "1.weight", "empty"]);
+        assert_eq!(names, ["0.weight", "0.bias", "1.weight", "empty"]);
         for orig in &tensors {
             let got = back.iter().find(|x| x.name == orig.name).unwrap();
             assert_eq!(got, orig);

@@ -110,16 +110,37 @@ impl Layer for Dense {
         let (w, _) = self.split(theta);
         let big_n = y_bar.n();
         let mut x_bar = Batch::zeros(self.inp, big_n);
-        matmul(x_bar.mat_mut(), Accum::Replace, w.transpose(), y_bar.mat(), 1.0, par());
+        matmul(
+            x_bar.mat_mut(),
+            Accum::Replace,
+            w.transpose(),
+            y_bar.mat(),
+            1.0,
+            par(),
+        );
         let mut k = faer::Mat::<f64>::zeros(x.n(), x.n());
-        matmul(k.as_mut(), Accum::Replace, x.mat().transpose(), x.mat(), 1.0, par());
+        matmul(
+            k.as_mut(),
+            Accum::Replace,
+            x.mat().transpose(),
+            x.mat(),
+            1.0,
+            par(),
+        );
         const TILE: usize = 256;
         let mut a = faer::Mat::<f64>::zeros(big_n, TILE);
         for c0 in (0..big_n).step_by(TILE) {
             let t = TILE.min(big_n - c0);
             let mut at = a.as_mut().subcols_mut(0, t);
             let yt = y_bar.mat().subcols(c0, t);
-            matmul(at.as_mut(), Accum::Replace, y_bar.mat().transpose(), yt, 1.0, par());
+            matmul(
+                at.as_mut(),
+                Accum::Replace,
+                y_bar.mat().transpose(),
+                yt,
+                1.0,
+                par(),
+            );
             for j in 0..t {
                 let cj = c0 + j;
                 let kj = k.col(cj / reps);

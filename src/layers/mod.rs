@@ -154,9 +154,18 @@ pub fn generic_vjp_gram<L: Layer + ?Sized>(
     reps: usize,
     gram: &mut faer::Mat<f64>,
 ) -> Batch {
+    assert!(
+        layer.children().is_empty(),
+        "`{}` is a composite: it must override vjp_gram to recurse into its children",
+        layer.describe()
+    );
     let (n, out) = (x.n(), y_bar.features());
     let big_n = n * reps;
-    assert_eq!(y_bar.n(), big_n, "vjp_gram: y_bar must have x.n()·reps columns");
+    assert_eq!(
+        y_bar.n(),
+        big_n,
+        "vjp_gram: y_bar must have x.n()·reps columns"
+    );
     let np = layer.num_params();
     let mut x_bar = Batch::zeros(layer.in_dim(), big_n);
     let mut scratch = vec![0.0; np];

@@ -60,6 +60,20 @@ impl Layer for Residual {
         x_bar.add_assign(y_bar);
         x_bar
     }
+    fn vjp_gram(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        tape: &Tape,
+        y_bar: &Batch,
+        reps: usize,
+        gram: &mut faer::Mat<f64>,
+    ) -> Batch {
+        let mut x_bar = self.inner.vjp_gram(theta, x, tape, y_bar, reps, gram);
+        x_bar.add_assign(y_bar);
+        x_bar
+    }
+
     fn jvp(
         &self,
         theta: &[f64],

@@ -119,6 +119,32 @@ impl Layer for Serial {
         g.unwrap()
     }
 
+    fn vjp_gram(
+        &self,
+        theta: &[f64],
+        x: &Batch,
+        tape: &Tape,
+        y_bar: &Batch,
+        reps: usize,
+        gram: &mut faer::Mat<f64>,
+    ) -> Batch {
+        let t: &SerialTape = tape_ref(tape);
+        let mut g = None::<Batch>;
+        for k in (0..self.layers.len()).rev() {
+            let cot = g.as_ref().unwrap_or(y_bar);
+            let next = self.layers[k].vjp_gram(
+                self.slice(theta, k),
+                self.input(x, t, k),
+                &t.tapes[k],
+                cot,
+                reps,
+                gram,
+            );
+            g = Some(next);
+        }
+        g.unwrap()
+    }
+
     fn jvp(
         &self,
         theta: &[f64],

@@ -62,7 +62,14 @@ pub fn gram(model: &Model, theta: &[f64], x: &Batch) -> (Mat<f64>, GramRoute) {
         GramRoute::Jacobian => {
             let j = jacobian(model, theta, x);
             let mut h = Mat::<f64>::zeros(j.nrows(), j.nrows());
-            matmul(h.as_mut(), Accum::Replace, j.as_ref(), j.transpose(), 1.0, par());
+            matmul(
+                h.as_mut(),
+                Accum::Replace,
+                j.as_ref(),
+                j.transpose(),
+                1.0,
+                par(),
+            );
             (h, GramRoute::Jacobian)
         }
     }
@@ -70,7 +77,10 @@ pub fn gram(model: &Model, theta: &[f64], x: &Batch) -> (Mat<f64>, GramRoute) {
 
 /// The structured route; panics if the network mixes samples (use [`gram`]).
 pub fn gram_structured(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
-    assert!(!model.net.mixes_samples(), "gram_structured: the network mixes samples");
+    assert!(
+        !model.net.mixes_samples(),
+        "gram_structured: the network mixes samples"
+    );
     let (n, m) = (x.n(), model.out_dim());
     let ev = model.evaluate(theta, x);
     let mut y_bar = Batch::zeros(m, n * m);
@@ -119,7 +129,13 @@ pub struct NtkOperator<'a> {
 impl<'a> NtkOperator<'a> {
     pub fn new(model: &'a Model, theta: &'a [f64], x: &'a Batch) -> Self {
         let ev = model.evaluate(theta, x);
-        Self { model, theta, x, ev, scratch: vec![0.0; theta.len()] }
+        Self {
+            model,
+            theta,
+            x,
+            ev,
+            scratch: vec![0.0; theta.len()],
+        }
     }
     pub fn dim(&self) -> usize {
         self.x.n() * self.model.out_dim()
@@ -128,7 +144,8 @@ impl<'a> NtkOperator<'a> {
     pub fn apply(&mut self, v: &[f64], out: &mut [f64]) {
         let w = Batch::from_vec(self.model.out_dim(), self.x.n(), v.to_vec());
         self.scratch.iter_mut().for_each(|g| *g = 0.0);
-        self.model.vjp(self.theta, self.x, &self.ev, &w, &mut self.scratch);
+        self.model
+            .vjp(self.theta, self.x, &self.ev, &w, &mut self.scratch);
         let u = self.model.jvp(self.theta, self.x, &self.ev, &self.scratch);
         out.copy_from_slice(u.as_slice());
     }

@@ -57,7 +57,12 @@ pub fn lanczos(
         }
         let b = dot(&w, &w).sqrt();
         let (theta, s) = ritz(&alpha, &beta, largest);
-        let scale = alpha.iter().map(|x| x.abs()).fold(0.0, f64::max).max(theta.abs()).max(f64::MIN_POSITIVE);
+        let scale = alpha
+            .iter()
+            .map(|x| x.abs())
+            .fold(0.0, f64::max)
+            .max(theta.abs())
+            .max(f64::MIN_POSITIVE);
         let estimate = b * s.last().unwrap().abs();
         best = (theta, s);
         if estimate <= tol * scale || b <= 1e-14 * scale || j + 1 == max_iter {
@@ -76,8 +81,19 @@ pub fn lanczos(
     y.iter_mut().for_each(|x| *x /= ny);
     op(&y, &mut w);
     let rq = dot(&y, &w);
-    let residual = w.iter().zip(&y).map(|(a, b)| (a - rq * b).powi(2)).sum::<f64>().sqrt();
-    LanczosResult { value: rq, vector: y, residual, iterations: alpha.len(), converged }
+    let residual = w
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| (a - rq * b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    LanczosResult {
+        value: rq,
+        vector: y,
+        residual,
+        iterations: alpha.len(),
+        converged,
+    }
 }
 
 /// The extreme eigenpair of the tridiagonal T(alpha, beta).
@@ -94,7 +110,9 @@ fn ritz(alpha: &[f64], beta: &[f64], largest: bool) -> (f64, Vec<f64>) {
             0.0
         }
     });
-    let evd = t.self_adjoint_eigen(faer::Side::Lower).expect("tridiagonal eigen-decomposition");
+    let evd = t
+        .self_adjoint_eigen(faer::Side::Lower)
+        .expect("tridiagonal eigen-decomposition");
     let idx = if largest { k - 1 } else { 0 };
     let value = evd.S().column_vector()[idx];
     let s: Vec<f64> = (0..k).map(|i| evd.U()[(i, idx)]).collect();

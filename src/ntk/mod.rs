@@ -3,6 +3,7 @@
 //! one call most users want, [`ntk_spectrum`], which picks a dense or matrix-free route from a
 //! memory budget and says which it took.
 
+pub mod block_krylov;
 pub mod gram;
 pub mod lanczos;
 pub mod spectrum;
@@ -29,7 +30,12 @@ pub struct NtkOptions {
 
 impl Default for NtkOptions {
     fn default() -> Self {
-        Self { memory_budget_bytes: 8 << 30, full_spectrum: false, tol: 1e-10, max_iter: 500 }
+        Self {
+            memory_budget_bytes: 8 << 30,
+            full_spectrum: false,
+            tol: 1e-10,
+            max_iter: 500,
+        }
     }
 }
 

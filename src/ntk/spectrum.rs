@@ -41,14 +41,22 @@ impl Extremes {
 
 /// All eigenvalues of the symmetric `h`, ascending.
 pub fn full_spectrum(h: &Mat<f64>) -> Vec<f64> {
-    h.self_adjoint_eigenvalues(faer::Side::Lower).expect("symmetric eigenvalues")
+    h.self_adjoint_eigenvalues(faer::Side::Lower)
+        .expect("symmetric eigenvalues")
 }
 
 fn matvec(h: &Mat<f64>, v: &[f64], out: &mut [f64]) {
     let n = h.nrows();
     let vm = faer::MatRef::from_column_major_slice(v, n, 1);
     let om = faer::MatMut::from_column_major_slice_mut(out, n, 1);
-    faer::linalg::matmul::matmul(om, faer::Accum::Replace, h.as_ref(), vm, 1.0, crate::batch::par());
+    faer::linalg::matmul::matmul(
+        om,
+        faer::Accum::Replace,
+        h.as_ref(),
+        vm,
+        1.0,
+        crate::batch::par(),
+    );
 }
 
 /// λ_min and λ_max of a dense symmetric positive semi-definite matrix.
@@ -70,7 +78,12 @@ pub fn dense_extremes(h: &Mat<f64>, tol: f64) -> Extremes {
             let mut hy = vec![0.0; n];
             matvec(h, &r.vector, &mut hy);
             let rq: f64 = hy.iter().zip(&r.vector).map(|(a, b)| a * b).sum();
-            let res = hy.iter().zip(&r.vector).map(|(a, b)| (a - rq * b).powi(2)).sum::<f64>().sqrt();
+            let res = hy
+                .iter()
+                .zip(&r.vector)
+                .map(|(a, b)| (a - rq * b).powi(2))
+                .sum::<f64>()
+                .sqrt();
             return Extremes {
                 lambda_min: rq,
                 lambda_max,
@@ -82,7 +95,14 @@ pub fn dense_extremes(h: &Mat<f64>, tol: f64) -> Extremes {
         }
     }
     let all = full_spectrum(h);
-    let eps_bound = n as f64 * f64::EPSILON * all.last().copied().unwrap_or(0.0).abs().max(lambda_max.abs());
+    let eps_bound = n as f64
+        * f64::EPSILON
+        * all
+            .last()
+            .copied()
+            .unwrap_or(0.0)
+            .abs()
+            .max(lambda_max.abs());
     Extremes {
         lambda_min: all[0],
         lambda_max: *all.last().unwrap(),

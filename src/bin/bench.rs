@@ -1,0 +1,106 @@
+//! `bench`: performance measurements (not tests). Each measurement is reported next to the
+//! machine's own matrix-product peak measured in the same process, so numbers compare across
+//! machines. Results go to stdout as Markdown table rows for BENCHMARKS.md.
+//!
+//! Usage: `cargo run --release --bin bench -- [ntk|ntk-paper|peak|all]`
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat};
+use gradflow::activation::Activation;
+use gradflow::data::Dataset;
+use gradflow::init::{init_params, InitScheme};
+use gradflow::ntk::{self, NtkOptions};
+use gradflow::presets;
+use std::time::Instant;
+
+/// GFLOP/s of an f64 square matrix product of size `n` (best of 3).
+fn matmul_peak(n: usize) -> f64 {
+    let a = Mat::<f64>::from_fn(n, n, |i, j| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+    let b = Mat::<f64>::from_fn(n, n, |i, j| ((i * 5 + j * 2) % 13) as f64 - 6.0);
+    let mut c = Mat::<f64>::zeros(n, n);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        matmul(
+            c.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            1.0,
+            gradflow::batch::par(),
+        );
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+fn peak_rss_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn ntk_case(n: usize, d: usize, hidden: &[usize], m: usize, budget_gb: f64, max_iter: usize) {
+    let data = Dataset::ball(n, d, m, 0);
+    let model = presets::dnn(d, hidden, m, &Activation::leaky_relu());
+    let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let t0 = Instant::now();
+    let opts = NtkOptions {
+        memory_budget_bytes: (budget_gb * (1u64 << 30) as f64) as u64,
+        max_iter,
+        ..Default::default()
+    };
+    let route = if ntk::gram_bytes(&model, n) <= opts.memory_budget_bytes {
+        "dense"
+    } else {
+        "matrix-free"
+    };
+    let mut gram_s = f64::NAN;
+    if route == "dense" {
+        let t = Instant::now();
+        let _ = ntk::gram(&model, &theta, &data.x);
+        gram_s = t.elapsed().as_secs_f64();
+    }
+    let t1 = Instant::now();
+    let s = ntk::ntk_spectrum(&model, &theta, &data.x, &opts);
+    let total = t1.elapsed().as_secs_f64();
+    println!(
+        "| dnn d={d} {hidden:?} m={m}, n={n} | {} | {} | {:.2} | {:.2} | {:.6e} ± {:.1e} | {:.4e} | {} ({}, {} it) | {:.0} |",
+        n * m,
+        model.p(),
+        gram_s,
+        total,
+        s.lambda_min,
+        s.lambda_min_accuracy,
+        s.lambda_max,
+        s.route,
+        s.method,
+        0,
+        peak_rss_mb()
+    );
+    let _ = t0;
+}
+
+fn main() {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let peak = matmul_peak(2048);
+    println!(
+        "f64 matmul peak (2048², best of 3): {peak:.1} GFLOP/s, threads: {}",
+        rayon::current_num_threads()
+    );
+    if what == "peak" {
+        return;
+    }
+    println!("| case | nm | p | Gram s | Gram+λ s | λ_min | λ_max | route | peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    if what == "ntk" || what == "all" {
+        ntk_case(500, 100, &[200, 200], 10, 8.0, 500);
+        ntk_case(1000, 100, &[200, 200], 10, 8.0, 500);
+    }
+    if what == "ntk-paper" || what == "all" {
+        ntk_case(1000, 500, &[250, 250], 50, 8.0, 300);
+    }
+}
