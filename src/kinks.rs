@@ -53,6 +53,7 @@ impl KinkTracker {
     }
 
     /// Records the pieces of every pre-activation of `ev` and returns the changes since the last call.
+    #[allow(clippy::needless_range_loop)] // five parallel arrays indexed by k
     pub fn observe(&mut self, model: &Model, x: &Batch, ev: &Evaluation) -> KinkStep {
         let mut cur = std::mem::take(&mut self.scratch);
         cur.clear();

@@ -712,7 +712,7 @@ fn diverging_run_fails_but_keeps_its_directory_with_metrics_up_to_the_divergence
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no epoch in the message: {}", run.describe()));
-    assert!(k >= 1 && k <= 20, "{k}");
+    assert!((1..=20).contains(&k), "{k}");
 
     // Kept (renamed into place), and no staging directory left.
     let out = case.out();

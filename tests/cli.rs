@@ -1163,10 +1163,7 @@ fn reproduce_dnn_verdicts_follow_p_vs_nm_and_rerun_resumes() {
         assert_eq!(v["lambda_min_positive"], positive, "{label}");
         if p < n * m {
             // rank H ≤ p < nm: the verdict is consistent exactly when λ_min is not positive.
-            assert_eq!(
-                positive, false,
-                "{label}: λ_min(H) > 0 with p < nm is impossible"
-            );
+            assert!(!positive, "{label}: λ_min(H) > 0 with p < nm is impossible");
             assert_eq!(
                 v["consistent"].as_bool(),
                 Some(v["lambda_min_positive"] == false),

@@ -205,10 +205,10 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
     if !par_jobs.is_empty() {
         let old = faer::get_global_parallelism();
         faer::set_global_parallelism(faer::Par::Seq);
-        par_jobs.par_iter().for_each(|j| do_one(j));
+        par_jobs.par_iter().for_each(do_one);
         faer::set_global_parallelism(old);
     }
-    seq_jobs.iter().for_each(|j| do_one(j));
+    seq_jobs.iter().for_each(&do_one);
     bar.finish_and_clear();
     let errors = errors.into_inner().unwrap();
     let mut results = results.into_inner().unwrap();

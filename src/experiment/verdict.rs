@@ -36,7 +36,7 @@ pub fn verdict(s: &RunSummary) -> Verdict {
         .ntk_initial
         .as_ref()
         .map(|n| lambda_positive(n.lambda_min, n.lambda_min_accuracy, n.lambda_max));
-    let bound_holds = (s.bound_checks > 0).then(|| s.bound_violations.is_empty());
+    let bound_holds = (s.bound_checks > 0).then_some(s.bound_violations.is_empty());
     let drop = s.final_loss / s.initial_loss;
     let converging =
         s.status == Status::Completed && drop <= 1e-2 && s.fitted_rate_tail.unwrap_or(0.0) > 0.0;

@@ -34,7 +34,8 @@ fn orthonormalize(v: Option<&Mat<f64>>, mut w: Mat<f64>) -> Option<Mat<f64>> {
             matmul(w.as_mut(), Accum::Add, v.as_ref(), c.as_ref(), -1.0, par());
         }
     }
-    if !(w.norm_l2() > 1e-10 * before.max(f64::MIN_POSITIVE)) {
+    let after = w.norm_l2();
+    if after.is_nan() || after <= 1e-10 * before.max(f64::MIN_POSITIVE) {
         return None;
     }
     Some(w.qr().compute_thin_Q())
