@@ -139,7 +139,7 @@ fn rank_bound_decides_lambda_min() {
         "over-parametrised λ_min = {}",
         so.lambda_min
     );
-    assert_eq!(so.method, "cholesky+lanczos");
+    assert_eq!(so.method, "cholesky+block-krylov");
     let eig_o = so.eigenvalues.unwrap();
     assert!((so.lambda_min - eig_o[0]).abs() <= 1e-8 * eig_o[0] + so.lambda_min_accuracy);
     assert!((so.lambda_max - eig_o[35]).abs() <= 1e-9 * eig_o[35]);

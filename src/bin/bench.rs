@@ -94,6 +94,11 @@ fn main() {
     if what == "peak" {
         return;
     }
+    if what == "phases" {
+        phases(500);
+        phases(1000);
+        return;
+    }
     println!("| case | nm | p | Gram s | Gram+λ s | λ_min | λ_max | route | peak RSS MB |");
     println!("|---|---|---|---|---|---|---|---|---|");
     if what == "ntk" || what == "all" {
@@ -103,4 +108,39 @@ fn main() {
     if what == "ntk-paper" || what == "all" {
         ntk_case(1000, 500, &[250, 250], 50, 8.0, 300);
     }
+}
+
+/// Phase timings of the dense λ route (for profiling).
+#[allow(dead_code)]
+pub fn phases(n: usize) {
+    let data = Dataset::ball(n, 100, 10, 0);
+    let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
+    let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let t = Instant::now();
+    let (h, _) = ntk::gram(&model, &theta, &data.x);
+    println!("gram {:.2}s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let mut apply_h = |v: &Mat<f64>| &h * v;
+    let top =
+        gradflow::ntk::block_krylov::block_krylov_top(h.nrows(), &mut apply_h, 8, 100, 1e-10, 11);
+    println!(
+        "lambda_max {:.2}s passes {} res {:.1e}",
+        t.elapsed().as_secs_f64(),
+        top.passes,
+        top.residual
+    );
+    let t = Instant::now();
+    let llt = h.llt(faer::Side::Lower).unwrap();
+    println!("cholesky {:.2}s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    use faer::linalg::solvers::Solve;
+    let mut apply_inv = |v: &Mat<f64>| llt.solve(v);
+    let r =
+        gradflow::ntk::block_krylov::block_krylov_top(h.nrows(), &mut apply_inv, 8, 100, 1e-8, 12);
+    println!(
+        "lambda_min {:.2}s passes {} value {:.3e}",
+        t.elapsed().as_secs_f64(),
+        r.passes,
+        1.0 / r.value
+    );
 }

@@ -97,7 +97,7 @@ impl Layer for Dense {
 
     /// Structured NTK term (Novak et al. 2022): per column c the weight cotangent is ȳ_c x_cᵀ and
     /// the bias cotangent ȳ_c, so ⟨θ̄_c, θ̄_c'⟩ = (ȳ_c·ȳ_c')(x_c·x_c' + 1). Computed in column tiles
-    /// so the extra memory is N × 256, not N × N.
+    /// so the extra memory is N × 256, not N × N. Only the lower triangle (c ≥ c') is written.
     fn vjp_gram(
         &self,
         theta: &[f64],
@@ -127,27 +127,38 @@ impl Layer for Dense {
             1.0,
             par(),
         );
+        // Lower triangle only (rows c ≥ the tile's first column): the caller mirrors it.
         const TILE: usize = 256;
         let mut a = faer::Mat::<f64>::zeros(big_n, TILE);
+        let kk = k.as_ref();
         for c0 in (0..big_n).step_by(TILE) {
             let t = TILE.min(big_n - c0);
-            let mut at = a.as_mut().subcols_mut(0, t);
+            let rows = big_n - c0;
+            let mut at = a.as_mut().submatrix_mut(0, 0, rows, t);
             let yt = y_bar.mat().subcols(c0, t);
-            matmul(
-                at.as_mut(),
-                Accum::Replace,
-                y_bar.mat().transpose(),
-                yt,
-                1.0,
-                par(),
-            );
+            let yr = y_bar.mat().subcols(c0, rows);
+            matmul(at.as_mut(), Accum::Replace, yr.transpose(), yt, 1.0, par());
+            let at = at.as_ref();
             for j in 0..t {
                 let cj = c0 + j;
-                let kj = k.col(cj / reps);
-                let src = at.as_ref().col(j);
-                let mut dst = gram.as_mut().col_mut(cj);
-                for c in 0..big_n {
-                    dst[c] += src[c] * (kj[c / reps] + 1.0);
+                let kj = kk
+                    .col(cj / reps)
+                    .try_as_col_major()
+                    .expect("contiguous column")
+                    .as_slice();
+                let src = at
+                    .col(j)
+                    .try_as_col_major()
+                    .expect("contiguous column")
+                    .as_slice();
+                let dst = gram
+                    .as_mut()
+                    .col_mut(cj)
+                    .try_as_col_major_mut()
+                    .expect("contiguous column")
+                    .as_slice_mut();
+                for (r, (d, s)) in dst[c0 + j..].iter_mut().zip(&src[j..]).enumerate() {
+                    *d += s * (kj[(c0 + j + r) / reps] + 1.0);
                 }
             }
         }

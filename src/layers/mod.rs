@@ -102,7 +102,9 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     /// The NTK's reverse pass. `y_bar` holds N = x.n()·reps output cotangents; column c belongs
     /// to sample c / reps and is one independent (sample, output-direction) pair. Returns the
     /// input cotangents (out of the same N columns) and **adds** into `gram` (N × N) the Gram
-    /// matrix of per-column parameter cotangents, gram[c, c'] += ⟨θ̄_c, θ̄_c'⟩.
+    /// matrix of per-column parameter cotangents, gram[c, c'] += ⟨θ̄_c, θ̄_c'⟩ — at least on and
+    /// below the diagonal (c ≥ c'); entries above it may be left out, and the caller mirrors the
+    /// lower triangle when the pass is done.
     ///
     /// Only for layers that do not mix samples. The default handles parameter-free layers with
     /// one call per sample-independent column block and parametrised ones column by column (the

@@ -91,7 +91,7 @@ pub fn gram_structured(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
     }
     let mut h = Mat::<f64>::zeros(n * m, n * m);
     model.vjp_gram(theta, x, &ev, &y_bar, m, &mut h);
-    symmetrize(&mut h);
+    mirror_lower(&mut h);
     h
 }
 
@@ -148,6 +148,21 @@ impl<'a> NtkOperator<'a> {
             .vjp(self.theta, self.x, &self.ev, &w, &mut self.scratch);
         let u = self.model.jvp(self.theta, self.x, &self.ev, &self.scratch);
         out.copy_from_slice(u.as_slice());
+    }
+}
+
+/// Copies the lower triangle of h onto the upper one (h[j, i] ← h[i, j] for i > j).
+pub fn mirror_lower(h: &mut Mat<f64>) {
+    let n = h.nrows();
+    const B: usize = 64;
+    for j0 in (0..n).step_by(B) {
+        for i0 in (j0..n).step_by(B) {
+            for j in j0..(j0 + B).min(n) {
+                for i in i0.max(j + 1)..(i0 + B).min(n) {
+                    h[(j, i)] = h[(i, j)];
+                }
+            }
+        }
     }
 }
 

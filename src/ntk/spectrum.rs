@@ -1,16 +1,17 @@
 //! Eigenvalues of the NTK: λ_min, λ_max, the condition number, the full spectrum on request.
 //!
 //! Dense H (fits the memory budget):
-//! - extremes: a Cholesky factorisation H = LLᵀ (n³/3 flops) proves H positive definite; then
-//!   Lanczos on H⁻¹ (two triangular solves per step) finds 1/λ_min in a few dozen steps, and
-//!   Lanczos on H finds λ_max. If Cholesky fails, H is singular to working precision and the full
+//! - extremes: block Krylov on H finds λ_max; a Cholesky factorisation H = LLᵀ (n³/3 flops)
+//!   proves H positive definite, then block Krylov on H⁻¹ (triangular solves with 8 right-hand
+//!   sides per pass) finds 1/λ_min in a few passes. If Cholesky fails, H is singular to working precision and the full
 //!   symmetric eigen-decomposition gives λ_min (≈ 0, possibly slightly negative from rounding).
 //! - full: faer's symmetric eigensolver.
 //!
 //! Matrix-free (past the budget): Lanczos on v ↦ J(Jᵀv), see [`super::gram::NtkOperator`].
 //! Every route reports a residual-based accuracy for λ_min.
 
-use super::lanczos::{lanczos, LanczosResult};
+use super::block_krylov::block_krylov_top;
+use super::lanczos::lanczos;
 use faer::linalg::solvers::Solve;
 use faer::Mat;
 use serde::Serialize;
@@ -23,7 +24,7 @@ pub struct Extremes {
     /// dense eigensolver).
     pub lambda_min_accuracy: f64,
     pub lambda_max_accuracy: f64,
-    /// How λ_min was found: "cholesky+lanczos", "dense-eig", "lanczos".
+    /// How λ_min was found: "cholesky+block-krylov", "shifted-block-krylov", "dense-eig", "lanczos".
     pub method: String,
     /// Lanczos steps taken (0 for the dense eigensolver).
     pub iterations: usize,
@@ -59,40 +60,64 @@ fn matvec(h: &Mat<f64>, v: &[f64], out: &mut [f64]) {
     );
 }
 
+/// Residual ‖H y − ρ y‖ and Rayleigh quotient ρ = yᵀHy of a unit vector y.
+fn rayleigh(h: &Mat<f64>, y: &[f64]) -> (f64, f64) {
+    let mut hy = vec![0.0; y.len()];
+    matvec(h, y, &mut hy);
+    let rq: f64 = hy.iter().zip(y).map(|(a, b)| a * b).sum();
+    let res = hy
+        .iter()
+        .zip(y)
+        .map(|(a, b)| (a - rq * b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    (rq, res)
+}
+
+/// Vectors per block in the block Krylov solves (one pass over H serves this many).
+const BLOCK: usize = 8;
+/// Largest H for which a failed Cholesky falls back to the full dense eigensolver.
+const DENSE_EIG_MAX: usize = 4000;
+
 /// λ_min and λ_max of a dense symmetric positive semi-definite matrix.
+///
+/// λ_max by block Krylov on H; then a Cholesky factorisation H = LLᵀ: if it succeeds, block
+/// Krylov on H⁻¹ (triangular solves with blocks of right-hand sides) gives 1/λ_min; if it fails, H
+/// is singular to working precision and λ_min comes from the full eigensolver (n ≤ 4000) or from
+/// block Krylov on σI − H. Every λ_min carries the residual of its Ritz vector, measured on H.
 pub fn dense_extremes(h: &Mat<f64>, tol: f64) -> Extremes {
     let n = h.nrows();
-    let top: LanczosResult = lanczos(n, &mut |v, o| matvec(h, v, o), true, 300, tol, 11);
+    let mut apply_h = |v: &Mat<f64>| h * v;
+    let top = block_krylov_top(n, &mut apply_h, BLOCK, 100, tol, 11);
     let lambda_max = top.value;
     if let Ok(llt) = h.llt(faer::Side::Lower) {
-        let mut inv = |v: &[f64], o: &mut [f64]| {
-            let rhs = faer::MatRef::from_column_major_slice(v, n, 1);
-            let x = llt.solve(rhs);
-            for (i, oi) in o.iter_mut().enumerate() {
-                *oi = x[(i, 0)];
-            }
-        };
-        let r = lanczos(n, &mut inv, true, 300, tol, 12);
+        let mut apply_inv = |v: &Mat<f64>| llt.solve(v);
+        let r = block_krylov_top(n, &mut apply_inv, BLOCK, 100, tol, 12);
         if r.value > 0.0 {
-            // Residual measured on H itself, at the Rayleigh quotient of the Ritz vector.
-            let mut hy = vec![0.0; n];
-            matvec(h, &r.vector, &mut hy);
-            let rq: f64 = hy.iter().zip(&r.vector).map(|(a, b)| a * b).sum();
-            let res = hy
-                .iter()
-                .zip(&r.vector)
-                .map(|(a, b)| (a - rq * b).powi(2))
-                .sum::<f64>()
-                .sqrt();
+            let (rq, res) = rayleigh(h, &r.vector);
             return Extremes {
                 lambda_min: rq,
                 lambda_max,
                 lambda_min_accuracy: res,
                 lambda_max_accuracy: top.residual,
-                method: "cholesky+lanczos".into(),
-                iterations: r.iterations + top.iterations,
+                method: "cholesky+block-krylov".into(),
+                iterations: r.passes + top.passes,
             };
         }
+    }
+    if n > DENSE_EIG_MAX {
+        let sigma = lambda_max * (1.0 + 1e-3) + top.residual;
+        let mut apply_shift = |v: &Mat<f64>| v * faer::Scale(sigma) - h * v;
+        let r = block_krylov_top(n, &mut apply_shift, BLOCK, 200, tol, 13);
+        let (rq, res) = rayleigh(h, &r.vector);
+        return Extremes {
+            lambda_min: rq,
+            lambda_max,
+            lambda_min_accuracy: res,
+            lambda_max_accuracy: top.residual,
+            method: "shifted-block-krylov".into(),
+            iterations: r.passes + top.passes,
+        };
     }
     let all = full_spectrum(h);
     let eps_bound = n as f64
