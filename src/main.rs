@@ -63,7 +63,8 @@ enum Command {
         /// quick (about two minutes on 2 cores) or paper (the paper's sizes).
         #[arg(long, default_value = "quick")]
         scale: String,
-        /// Run only these ablations (repeat or comma-separate): dnn, resnet, gcn.
+        /// Run only these ablations (repeat or comma-separate): dnn, resnet, gcn, activations
+        /// (Corollaries 3.1.1/3.1.2: leaky ReLU α → 0 and piecewise sigmoids).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Repeat every run over seeds 0..N.

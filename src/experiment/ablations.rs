@@ -66,8 +66,10 @@ pub struct Ablation {
     pub runs: Vec<RunSpec>,
 }
 
-/// The names `--only` accepts.
+/// The ablations `reproduce` runs by default (the paper's Section 4).
 pub const ABLATIONS: [&str; 3] = ["dnn", "resnet", "gcn"];
+/// Further sweeps `--only` accepts: `activations` (Corollaries 3.1.1 and 3.1.2).
+pub const EXTRA_ABLATIONS: [&str; 1] = ["activations"];
 
 struct Sizes {
     n: usize,
@@ -176,6 +178,9 @@ fn sizes(name: &str, scale: Scale) -> Sizes {
 
 /// The sweep `name` at `scale`, each run repeated for seeds 0..seeds.
 pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
+    if name == "activations" {
+        return Ok(activations(scale, seeds));
+    }
     let (preset, title, variable, skip) = match name {
         "dnn" => (
             Preset::Dnn,
@@ -197,8 +202,9 @@ pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
         ),
         other => {
             return Err(Error::Invalid(format!(
-                "--only `{other}` is not an ablation: choose one of {}",
-                ABLATIONS.join(", ")
+                "--only `{other}` is not an ablation: choose one of {}, {}",
+                ABLATIONS.join(", "),
+                EXTRA_ABLATIONS.join(", ")
             )))
         }
     };
@@ -232,4 +238,49 @@ pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
         skip_epochs: skip,
         runs,
     })
+}
+
+/// The activations of the Corollaries' limits, as (label, activation): leaky ReLU with α → 0
+/// ending at ReLU (Cor. 3.1.1), and piecewise-linear interpolants of the sigmoid on [−8, 8] with
+/// k pieces (constant outside; uniform error O(1/k²)), ending at the sigmoid (Cor. 3.1.2).
+pub fn corollary_activations() -> Vec<(String, Activation)> {
+    let mut out = Vec::new();
+    for alpha in [0.3, 0.1, 0.03, 0.01, 0.001] {
+        out.push((format!("leaky-{alpha}"), Activation::LeakyRelu { slope: alpha }));
+    }
+    out.push(("relu".into(), Activation::Relu));
+    for k in [2, 4, 8, 16, 32] {
+        let pw = crate::activation::PiecewisePolynomial::interpolate(crate::activation::sigmoid, -8.0, 8.0, k)
+            .expect("[−8, 8] is a proper interval");
+        out.push((format!("sigmoid-pw{k}"), Activation::Piecewise(pw)));
+    }
+    out.push(("sigmoid".into(), Activation::Sigmoid));
+    out
+}
+
+/// Corollaries 3.1.1 and 3.1.2: one over-parametrised DNN (p/nm ≈ 7 at quick scale, 4 at paper
+/// scale) trained with each activation of [`corollary_activations`]; `value` is the index in that
+/// list.
+fn activations(scale: Scale, seeds: u64) -> Ablation {
+    let (n, d, m, w, lr, epochs, every) = match scale {
+        Scale::Quick => (100, 20, 5, 48, 0.1, 6000, 500),
+        Scale::Paper => (1000, 500, 50, 250, 0.05, 10_000, 1000),
+    };
+    let mut runs = Vec::new();
+    for (i, (label, act)) in corollary_activations().into_iter().enumerate() {
+        for seed in 0..seeds.max(1) {
+            let mut c = base_config(Preset::Dnn, n, d, m, lr, epochs, every);
+            c.seed = seed;
+            c.model.hidden = vec![w, w];
+            c.model.activation = act.clone();
+            runs.push(RunSpec { label: format!("{i:02}-{label}-seed{seed}"), value: i, seed, config: c });
+        }
+    }
+    Ablation {
+        name: "activations".into(),
+        title: "Corollaries 3.1.1/3.1.2: leaky ReLU α → 0 (towards ReLU) and piecewise-linear sigmoids k → ∞".into(),
+        variable: "activation".into(),
+        skip_epochs: 0,
+        runs,
+    }
 }

@@ -9,7 +9,7 @@
 pub mod ablations;
 pub mod verdict;
 
-pub use ablations::{ablation, Ablation, RunSpec, Scale, ABLATIONS};
+pub use ablations::{ablation, corollary_activations, Ablation, RunSpec, Scale, ABLATIONS, EXTRA_ABLATIONS};
 pub use verdict::{verdict, Verdict};
 
 use crate::error::{Error, Result};

@@ -60,7 +60,7 @@ pub fn verdict(s: &RunSummary) -> Verdict {
         let ok_bound = bound_holds.unwrap_or(true);
         consistent = ok_lambda && ok_bound;
         if !ok_lambda {
-            parts.push("λ_min(H(0)) is not resolvably positive although p ≥ nm: H is singular to f64 precision (near the threshold, or a degenerate graph/data)".into());
+            parts.push("λ_min(H(0)) is not resolvably positive although p ≥ nm: H is singular to f64 precision (near the threshold, a degenerate graph, or an activation that is affine over the range the pre-activations visit)".into());
         }
         if let Some(g) = s.graph_min_abs_eigenvalue.filter(|g| *g < 1e-3) {
             parts.push(format!(
