@@ -1250,3 +1250,73 @@ fn resumed_reproduce_index_is_identical_to_the_first() {
         "resuming changed reproduce.json: {diff:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Shards and merge: the two halves of a sweep, merged, are the whole sweep.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn shards_partition_the_sweep_and_merge_joins_them() {
+    let tmp = TempDir::new("cli-shards");
+    let mut labels = Vec::new();
+    for i in 0..2 {
+        let out = tmp.join(format!("shard{i}"));
+        let shard = format!("{i}/2");
+        let run = gradflow(
+            tmp.path(),
+            [
+                "reproduce",
+                "--only",
+                "resnet",
+                "--quiet",
+                "--shard",
+                &shard,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(run.success, "{}", run.describe());
+        let idx: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("reproduce.json")).unwrap())
+                .unwrap();
+        let runs = idx["ablations"][0]["runs"].as_array().unwrap();
+        // The resnet sweep has 6 depths; shard i takes runs with index ≡ i (mod 2).
+        assert_eq!(runs.len(), 3, "shard {i}");
+        labels.extend(
+            runs.iter()
+                .map(|r| r["label"].as_str().unwrap().to_string()),
+        );
+    }
+    let unique: BTreeSet<_> = labels.iter().cloned().collect();
+    assert_eq!(unique.len(), 6, "the shards overlap: {labels:?}");
+    let merged = tmp.join("merged");
+    let run = gradflow(
+        tmp.path(),
+        [
+            "merge",
+            tmp.join("shard0").to_str().unwrap(),
+            tmp.join("shard1").to_str().unwrap(),
+            "--out",
+            merged.to_str().unwrap(),
+        ],
+    );
+    assert!(run.success, "{}", run.describe());
+    let idx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("reproduce.json")).unwrap())
+            .unwrap();
+    let runs = idx["ablations"][0]["runs"].as_array().unwrap();
+    let merged_labels: BTreeSet<_> = runs
+        .iter()
+        .map(|r| r["label"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(merged_labels, unique);
+    // Sorted by depth, and every run directory it points to holds that run's summary.
+    let depths: Vec<u64> = runs.iter().map(|r| r["value"].as_u64().unwrap()).collect();
+    assert!(depths.windows(2).all(|w| w[0] <= w[1]), "{depths:?}");
+    for r in runs {
+        assert!(Path::new(r["dir"].as_str().unwrap())
+            .join("summary.json")
+            .exists());
+    }
+    assert!(merged.join("report.html").exists());
+}
