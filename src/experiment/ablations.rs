@@ -71,6 +71,10 @@ pub const ABLATIONS: [&str; 3] = ["dnn", "resnet", "gcn"];
 /// Further sweeps `--only` accepts: `activations` (Corollaries 3.1.1 and 3.1.2).
 pub const EXTRA_ABLATIONS: [&str; 1] = ["activations"];
 
+/// Paper-scale steps (see [`sizes`]): λ_max(H(0)) = 1,641 for DNN [250, 250] at nm = 50,000.
+const DNN_PAPER_LR: f64 = 5.0;
+const RESNET_PAPER_LR: f64 = 0.05;
+
 struct Sizes {
     n: usize,
     d: usize,
@@ -116,63 +120,60 @@ fn base_config(
     }
 }
 
+/// Sizes of each sweep. dnn and gcn share theirs (the paper's d = 500, m = 50 at paper scale).
+/// Steps: about a quarter of GD's stability limit nm/λ_max(H(0)) for the widest network (λ_max
+/// grows several-fold as training sharpens the NTK; see `gd_stability` in ntk.csv).
 fn sizes(name: &str, scale: Scale) -> Sizes {
+    let (n, epochs, ntk_every) = match scale {
+        Scale::Quick => (100, 6000, 500),
+        Scale::Paper => (1000, 10_000, 1000),
+    };
     match (name, scale) {
-        ("dnn", Scale::Quick) => Sizes {
-            n: 100,
-            d: 20,
-            m: 5,
-            values: vec![6, 10, 14, 24, 48, 96],
-            lr: 0.1,
-            epochs: 6000,
-            ntk_every: 500,
-        },
         ("resnet", Scale::Quick) => Sizes {
             n: 50,
             d: 10,
             m: 10,
             values: vec![2, 3, 4, 6, 8, 12],
             lr: 0.005,
-            epochs: 6000,
-            ntk_every: 500,
+            epochs,
+            ntk_every,
         },
-        ("gcn", Scale::Quick) => Sizes {
-            n: 100,
+        ("resnet", Scale::Paper) => Sizes {
+            n,
+            d: 100,
+            m: 100,
+            values: vec![8, 10, 12, 14, 16],
+            lr: RESNET_PAPER_LR,
+            epochs,
+            ntk_every,
+        },
+        ("dnn", Scale::Quick) | ("gcn", Scale::Quick) => Sizes {
+            n,
             d: 20,
             m: 5,
             values: vec![6, 10, 14, 24, 48, 96],
             lr: 0.1,
-            epochs: 6000,
-            ntk_every: 500,
+            epochs,
+            ntk_every,
         },
         ("dnn", Scale::Paper) => Sizes {
-            n: 1000,
+            n,
             d: 500,
             m: 50,
             values: vec![50, 100, 150, 200, 250],
-            lr: 0.05,
-            epochs: 10_000,
-            ntk_every: 1000,
+            lr: DNN_PAPER_LR,
+            epochs,
+            ntk_every,
         },
-        ("resnet", Scale::Paper) => Sizes {
-            n: 1000,
-            d: 100,
-            m: 100,
-            values: vec![8, 10, 12, 14, 16],
-            lr: 0.005,
-            epochs: 10_000,
-            ntk_every: 1000,
-        },
-        (_, Scale::Paper) => Sizes {
-            n: 1000,
+        _ => Sizes {
+            n,
             d: 500,
             m: 50,
             values: vec![25, 50, 100, 150, 200],
-            lr: 0.05,
-            epochs: 10_000,
-            ntk_every: 1000,
+            lr: DNN_PAPER_LR,
+            epochs,
+            ntk_every,
         },
-        (_, Scale::Quick) => unreachable!("checked by ablation()"),
     }
 }
 
@@ -246,12 +247,20 @@ pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
 pub fn corollary_activations() -> Vec<(String, Activation)> {
     let mut out = Vec::new();
     for alpha in [0.3, 0.1, 0.03, 0.01, 0.001] {
-        out.push((format!("leaky-{alpha}"), Activation::LeakyRelu { slope: alpha }));
+        out.push((
+            format!("leaky-{alpha}"),
+            Activation::LeakyRelu { slope: alpha },
+        ));
     }
     out.push(("relu".into(), Activation::Relu));
     for k in [2, 4, 8, 16, 32] {
-        let pw = crate::activation::PiecewisePolynomial::interpolate(crate::activation::sigmoid, -8.0, 8.0, k)
-            .expect("[−8, 8] is a proper interval");
+        let pw = crate::activation::PiecewisePolynomial::interpolate(
+            crate::activation::sigmoid,
+            -8.0,
+            8.0,
+            k,
+        )
+        .expect("[−8, 8] is a proper interval");
         out.push((format!("sigmoid-pw{k}"), Activation::Piecewise(pw)));
     }
     out.push(("sigmoid".into(), Activation::Sigmoid));
@@ -273,7 +282,12 @@ fn activations(scale: Scale, seeds: u64) -> Ablation {
             c.seed = seed;
             c.model.hidden = vec![w, w];
             c.model.activation = act.clone();
-            runs.push(RunSpec { label: format!("{i:02}-{label}-seed{seed}"), value: i, seed, config: c });
+            runs.push(RunSpec {
+                label: format!("{i:02}-{label}-seed{seed}"),
+                value: i,
+                seed,
+                config: c,
+            });
         }
     }
     Ablation {

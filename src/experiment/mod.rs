@@ -9,7 +9,9 @@
 pub mod ablations;
 pub mod verdict;
 
-pub use ablations::{ablation, corollary_activations, Ablation, RunSpec, Scale, ABLATIONS, EXTRA_ABLATIONS};
+pub use ablations::{
+    ablation, corollary_activations, Ablation, RunSpec, Scale, ABLATIONS, EXTRA_ABLATIONS,
+};
 pub use verdict::{verdict, Verdict};
 
 use crate::error::{Error, Result};

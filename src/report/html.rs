@@ -2,11 +2,12 @@
 //! fonts, images or links that load anything — so it can be mailed, archived or opened offline.
 //!
 //! Order: title and scale; the verdicts (a summary line per ablation, then the table of every run,
-//! rows that contradict Theorem 3.1 or violate its bound tinted red); "How to read this"; one
-//! section per ablation with its four figures; warnings about missing files. Every piece of text
-//! from the index or the runs is HTML-escaped.
+//! rows that contradict Theorem 3.1 or violate its bound tinted red, then — with several seeds per
+//! swept value — the spread across seeds); "How to read this"; one section per ablation with its
+//! four figures; warnings about missing files. Every piece of text from the index or the runs is
+//! HTML-escaped.
 
-use super::summary::{self, COLUMNS, HOW_TO_READ};
+use super::summary::{self, COLUMNS, HOW_TO_READ, SPREAD_COLUMNS, SPREAD_NOTE};
 use super::ReportInput;
 use std::fmt::Write as _;
 
@@ -82,6 +83,42 @@ fn numeric(k: usize) -> bool {
     matches!(k, 2..=5 | 7..=13)
 }
 
+/// Columns of the spread table whose cells are numbers (right-aligned).
+fn spread_numeric(k: usize) -> bool {
+    k >= 2
+}
+
+/// "Across seeds": one row per (ablation, swept value), flagged rows tinted like the run table's.
+fn spread_table(h: &mut String, rows: &[summary::SeedSpread]) {
+    let _ = writeln!(
+        h,
+        "<h3 id=\"across-seeds\">Across seeds</h3>\n<p>{}</p>",
+        escape(SPREAD_NOTE)
+    );
+    h.push_str("<div class=\"scroll\"><table>\n<thead><tr>");
+    for c in SPREAD_COLUMNS {
+        let _ = write!(h, "<th>{}</th>", escape(c));
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for r in rows {
+        h.push_str(if r.flagged() {
+            "<tr class=\"flag\">"
+        } else {
+            "<tr>"
+        });
+        for (k, cell) in r.cells().iter().enumerate() {
+            let class = if spread_numeric(k) {
+                " class=\"num\""
+            } else {
+                ""
+            };
+            let _ = write!(h, "<td{class}>{}</td>", escape(cell));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody>\n</table></div>\n");
+}
+
 /// The whole page.
 pub fn render(input: &ReportInput) -> String {
     let index = input.index;
@@ -118,9 +155,14 @@ pub fn render(input: &ReportInput) -> String {
         } else {
             ""
         };
+        let seeds = s
+            .summary
+            .seed_line()
+            .map(|l| format!("<br>{}", escape(&l)))
+            .unwrap_or_default();
         let _ = writeln!(
             h,
-            "<li{class}><a href=\"#{}\">{}</a></li>",
+            "<li{class}><a href=\"#{}\">{}</a>{seeds}</li>",
             anchor(&s.ablation.name),
             escape(&s.summary.line())
         );
@@ -161,6 +203,9 @@ pub fn render(input: &ReportInput) -> String {
         h.push_str("</tr>\n");
     }
     h.push_str("</tbody>\n</table></div>\n");
+    if summary::has_repeats(&input.spread) {
+        spread_table(&mut h, &input.spread);
+    }
 
     h.push_str("<h2 id=\"how-to-read\">How to read this</h2>\n<dl>\n");
     for (term, text) in HOW_TO_READ {

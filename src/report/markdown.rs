@@ -1,10 +1,11 @@
 //! `report.md`: the same report as `report.html` in GitHub-flavoured Markdown, for reading in a
 //! repository or pasting into an issue. The plots are linked as the PNGs in `plots/` (relative
 //! paths), and runs that contradict Theorem 3.1 or violate its bound carry a bold "⚠" in the
-//! first column of the run table. Text from the index is escaped so it cannot break the table or
+//! first column of the run table (as do the configurations of the "Across seeds" table, shown
+//! with several seeds per swept value, where some seed does). Text from the index is escaped so it cannot break the table or
 //! turn into markup.
 
-use super::summary::{self, COLUMNS, HOW_TO_READ};
+use super::summary::{self, COLUMNS, HOW_TO_READ, SPREAD_COLUMNS, SPREAD_NOTE};
 use super::ReportInput;
 use std::fmt::Write as _;
 
@@ -46,6 +47,9 @@ pub fn render(input: &ReportInput) -> String {
     for s in &input.sections {
         let mark = if s.summary.flagged() { "⚠ " } else { "" };
         let _ = writeln!(m, "- {mark}{}", escape(&s.summary.line()));
+        if let Some(l) = s.summary.seed_line() {
+            let _ = writeln!(m, "  - {}", escape(&l));
+        }
     }
     m.push('\n');
     if input.rows.iter().any(|r| r.flagged) {
@@ -62,6 +66,18 @@ pub fn render(input: &ReportInput) -> String {
         let _ = writeln!(m, "| {flag} | {} |", cells.join(" | "));
     }
     m.push('\n');
+    if summary::has_repeats(&input.spread) {
+        m.push_str("### Across seeds\n\n");
+        let _ = writeln!(m, "{}\n", escape(SPREAD_NOTE));
+        let _ = writeln!(m, "| | {} |", SPREAD_COLUMNS.map(escape).join(" | "));
+        let _ = writeln!(m, "|---|{}", "---|".repeat(SPREAD_COLUMNS.len()));
+        for r in &input.spread {
+            let flag = if r.flagged() { "**⚠**" } else { "" };
+            let cells: Vec<String> = r.cells().iter().map(|c| escape(c)).collect();
+            let _ = writeln!(m, "| {flag} | {} |", cells.join(" | "));
+        }
+        m.push('\n');
+    }
 
     m.push_str("## How to read this\n\n");
     for (term, text) in HOW_TO_READ {

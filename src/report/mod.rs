@@ -4,9 +4,10 @@
 //! PNGs), so the verdicts on Theorem 3.1 can be read in a browser or on a code-hosting site.
 //!
 //! The report puts the verdicts first — a summary line per ablation and a table of every run, with
-//! runs that contradict the theorem or violate its bound highlighted — then explains how to read
-//! it, then shows the four figures of each ablation ([`plots::PlotKind`]). It has no date in it,
-//! so rebuilding it from the same runs gives the same files.
+//! runs that contradict the theorem or violate its bound highlighted, and with several seeds per
+//! swept value a table of the spread across seeds — then explains how to read it, then shows the
+//! four figures of each ablation ([`plots::PlotKind`]). It has no date in it, so rebuilding it
+//! from the same runs gives the same files.
 //!
 //! - [`tables`]: the numeric CSV reader;
 //! - [`plots`]: figure descriptions and drawing (plotters);
@@ -70,6 +71,8 @@ pub struct ReportInput<'a> {
     pub index: &'a ReproduceIndex,
     pub sections: Vec<Section<'a>>,
     pub rows: Vec<summary::RunRow>,
+    /// One row per (ablation, swept value) over its seeds; shown when some value has several.
+    pub spread: Vec<summary::SeedSpread>,
     pub warnings: &'a [String],
 }
 
@@ -187,6 +190,7 @@ pub fn build_report(dir: &Path) -> Result<ReportFiles> {
         index: &index,
         sections,
         rows: summary::run_rows(&index),
+        spread: summary::seed_spread(&index),
         warnings: &warnings,
     };
     let html_path = dir.join(HTML_FILE);
@@ -211,7 +215,7 @@ pub(crate) mod tests {
     const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
 
     /// A summary with the given numbers; everything else plausible.
-    fn summary(
+    pub(crate) fn summary(
         p: usize,
         nm: usize,
         lam0: f64,
@@ -254,7 +258,7 @@ pub(crate) mod tests {
         serde_json::from_str(&json).expect("test summary JSON matches RunSummary")
     }
 
-    fn record(label: &str, value: usize, s: RunSummary) -> RunRecord {
+    pub(crate) fn record(label: &str, value: usize, s: RunSummary) -> RunRecord {
         let v = verdict(&s);
         RunRecord {
             label: label.into(),
@@ -405,6 +409,56 @@ pub(crate) mod tests {
             std::fs::read_to_string(&files.html).unwrap()
         };
         assert_eq!(html, html2);
+    }
+
+    #[test]
+    fn several_seeds_add_the_spread_table_and_seed_line() {
+        let t = test_dir("report-seeds");
+        let mut index = fake_reproduction(t.path());
+        let one_seed = build_report(t.path()).unwrap();
+        let html = std::fs::read_to_string(&one_seed.html).unwrap();
+        let md = std::fs::read_to_string(&one_seed.markdown).unwrap();
+        assert!(!html.contains("Across seeds") && !md.contains("Across seeds"));
+        assert!(!html.contains("over 1 seed") && !md.contains("consistent on every seed"));
+
+        // A second seed of each width, reading the same run directories.
+        index.seeds = 2;
+        let ab = &mut index.ablations[0];
+        let mut again = ab.runs.clone();
+        for r in &mut again {
+            r.seed = 1;
+            r.label = r.label.replace("seed0", "seed1");
+        }
+        ab.runs.extend(again);
+        index.save(t.path()).unwrap();
+        let files = build_report(t.path()).unwrap();
+        assert!(files.warnings.is_empty(), "{:?}", files.warnings);
+        let line = "over 2 seeds: 2 of 2 widths consistent on every seed";
+        let html = std::fs::read_to_string(&files.html).unwrap();
+        assert!(
+            html.contains("<h3 id=\"across-seeds\">Across seeds</h3>"),
+            "{html}"
+        );
+        assert!(html.contains(&format!("<br>{line}</li>")));
+        // After the run table, before the explanations.
+        let at = html.find("Across seeds").unwrap();
+        assert!(html.find("<table").unwrap() < at && at < html.find("How to read this").unwrap());
+        // Width 2 violated the bound on both seeds: its row is flagged; width 8 is not.
+        assert!(html
+            .contains("<tr class=\"flag\"><td>dnn</td><td>width = 2</td><td class=\"num\">2</td>"));
+        assert!(html.contains("<tr><td>dnn</td><td>width = 8</td><td class=\"num\">2</td>"));
+        let md = std::fs::read_to_string(&files.markdown).unwrap();
+        assert!(md.contains("### Across seeds"), "{md}");
+        assert!(md.contains(&format!("  - {line}\n")), "{md}");
+        assert!(
+            md.contains("| **⚠** | dnn | width = 2 | 2 | 0.5 | 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("|  | dnn | width = 8 | 2 | 2 | 2 | 3.000e-1 | 3.000e-1 | 3.000e-1 |"),
+            "{md}"
+        );
+        assert!(md.find("### Across seeds").unwrap() < md.find("## How to read this").unwrap());
     }
 
     #[test]
