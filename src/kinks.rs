@@ -37,13 +37,15 @@ pub struct KinkSummary {
     pub steps_with_chattering: u64,
 }
 
-#[derive(Default)]
+/// Per-pre-activation state between steps (serialisable, so a paused run resumes exactly).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct KinkTracker {
     pieces: Vec<u16>,
     flipped_last: Vec<bool>,
     flips: Vec<u64>,
     streak: Vec<u64>,
     summary: KinkSummary,
+    #[serde(skip)]
     scratch: Vec<u16>,
 }
 

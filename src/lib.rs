@@ -13,6 +13,7 @@ pub mod error;
 pub mod experiment;
 pub mod graph;
 pub mod init;
+pub mod interrupt;
 pub mod io;
 pub mod kinks;
 pub mod layers;

@@ -38,6 +38,9 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Continue the interrupted run in --out from its checkpoint (bit-identical results).
+        #[arg(long, requires = "out")]
+        resume: bool,
     },
     /// Print the architecture, p, n, m, p/(nm) and the activation's class, without training.
     Inspect { config: PathBuf },
@@ -95,8 +98,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    gradflow::interrupt::install_handler();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Interrupted(msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -111,7 +119,8 @@ fn dispatch(cmd: Command) -> Result<()> {
             out,
             force,
             quiet,
-        } => train(&config, out, force, quiet),
+            resume,
+        } => train(&config, out, force, quiet, resume),
         Command::Inspect { config } => inspect(&config),
         Command::Ntk {
             config,
@@ -151,10 +160,18 @@ fn default_out(config: &Path) -> PathBuf {
     PathBuf::from("runs").join(stem)
 }
 
-fn train(config_path: &Path, out: Option<PathBuf>, force: bool, quiet: bool) -> Result<()> {
+fn train(
+    config_path: &Path,
+    out: Option<PathBuf>,
+    force: bool,
+    quiet: bool,
+    resume: bool,
+) -> Result<()> {
     let config = Config::from_path(config_path)?;
     let out = out.unwrap_or_else(|| default_out(config_path));
-    run::check_output_dir(&out, force)?;
+    if !resume {
+        run::check_output_dir(&out, force)?;
+    }
     let prep = run::prepare(&config)?;
     eprintln!(
         "training {} (p = {}, nm = {}, p/nm = {:.3}) for {} epochs → {}",
@@ -171,6 +188,8 @@ fn train(config_path: &Path, out: Option<PathBuf>, force: bool, quiet: bool) -> 
         &RunOptions {
             progress: !quiet,
             force,
+            resume,
+            stop_after_epoch: None,
         },
     )?;
     println!(

@@ -29,7 +29,7 @@ pub struct BoundCheck {
 }
 
 /// Accumulates ∫λ_min over checkpoints and checks the bound at each.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct BoundTracker {
     c: f64,
     initial_loss: f64,

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::kinks::{KinkStep, KinkSummary, KinkTracker};
 use crate::loss::LossKind;
 use crate::model::Model;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug)]
 pub struct GdOptions {
@@ -37,7 +37,10 @@ pub struct EpochRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
     Continue,
+    /// End the run after this record, without taking the step.
     Stop,
+    /// End the run after taking this step, resumable (see [`gradient_descent_from`]).
+    Pause,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -45,6 +48,8 @@ pub struct GdOutcome {
     /// The last epoch reached (E, or earlier when the observer stopped the loop).
     pub last_epoch: usize,
     pub stopped_early: bool,
+    /// Stopped by [`Control::Pause`]: θ and the state are at `last_epoch + 1`.
+    pub paused: bool,
     pub initial_loss: f64,
     pub final_loss: f64,
     pub gradient_evaluations: u64,
@@ -58,6 +63,30 @@ pub fn gradient_descent(
     data: &Dataset,
     theta: &mut [f64],
     opts: &GdOptions,
+    observe: impl FnMut(&EpochRecord, &[f64]) -> Control,
+) -> Result<GdOutcome> {
+    gradient_descent_from(model, data, theta, opts, &mut GdState::default(), observe)
+}
+
+/// Everything GD carries from one epoch to the next besides θ: enough to continue a paused run
+/// so that it produces bit-identical results to one that never stopped.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GdState {
+    /// The next epoch to evaluate (θ passed in is θ_epoch).
+    pub epoch: usize,
+    pub initial_loss: Option<f64>,
+    pub tracker: KinkTracker,
+}
+
+/// [`gradient_descent`] from a saved state: evaluates epochs `state.epoch..=E`. When the observer
+/// answers [`Control::Pause`] at epoch k, the step k → k+1 is still taken and `state` is left at
+/// k + 1, so calling this again with the same θ and state continues exactly.
+pub fn gradient_descent_from(
+    model: &Model,
+    data: &Dataset,
+    theta: &mut [f64],
+    opts: &GdOptions,
+    state: &mut GdState,
     mut observe: impl FnMut(&EpochRecord, &[f64]) -> Control,
 ) -> Result<GdOutcome> {
     if !(opts.lr > 0.0 && opts.lr.is_finite()) {
@@ -67,10 +96,8 @@ pub fn gradient_descent(
         )));
     }
     let mut grad = vec![0.0; theta.len()];
-    let mut tracker = KinkTracker::new();
-    let mut initial_loss = f64::NAN;
-    let mut outcome = None;
-    for k in 0..=opts.epochs {
+    let start = state.epoch;
+    for k in start..=opts.epochs {
         let (loss, ev) = model.loss_and_grad(theta, &data.x, &data.y, opts.loss, &mut grad);
         let grad_norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
@@ -82,11 +109,9 @@ pub fn gradient_descent(
                 opts.lr
             )));
         }
-        if k == 0 {
-            initial_loss = loss;
-        }
+        let initial_loss = *state.initial_loss.get_or_insert(loss);
         let kinks = if opts.track_kinks {
-            tracker.observe(model, &data.x, &ev)
+            state.tracker.observe(model, &data.x, &ev)
         } else {
             KinkStep::default()
         };
@@ -98,20 +123,30 @@ pub fn gradient_descent(
             kinks,
         };
         let control = observe(&record, theta);
-        if k == opts.epochs || control == Control::Stop {
-            outcome = Some(GdOutcome {
+        let pause = control == Control::Pause && k < opts.epochs;
+        if pause {
+            for (t, g) in theta.iter_mut().zip(&grad) {
+                *t -= opts.lr * g;
+            }
+        }
+        if k == opts.epochs || control != Control::Continue {
+            state.epoch = if pause { k + 1 } else { k };
+            return Ok(GdOutcome {
                 last_epoch: k,
                 stopped_early: k < opts.epochs,
+                paused: pause,
                 initial_loss,
                 final_loss: loss,
-                gradient_evaluations: k as u64 + 1,
-                kinks: tracker.summary(),
+                gradient_evaluations: (k + 1 - start) as u64,
+                kinks: state.tracker.summary(),
             });
-            break;
         }
         for (t, g) in theta.iter_mut().zip(&grad) {
             *t -= opts.lr * g;
         }
     }
-    Ok(outcome.expect("the loop runs at least once"))
+    Err(Error::Invalid(format!(
+        "nothing to do: the run is already at epoch {start} of {}",
+        opts.epochs
+    )))
 }

@@ -1,7 +1,8 @@
 //! `gradflow reproduce`: the paper's Section 4 ablations (and sweeps like them) as sets of runs,
 //! with a verdict per run, an index (`reproduce.json`) that the report is built from, deterministic
 //! shards for cluster array jobs, merging of shard outputs, and resumption (a run whose directory
-//! already holds a `summary.json` is read back instead of re-run).
+//! already holds a finished `summary.json` is read back instead of re-run; an interrupted one
+//! continues from its checkpoint).
 //!
 //! Small runs go in parallel, one per core, with faer single-threaded inside; large runs go one
 //! after another with faer using every core.
@@ -157,17 +158,22 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
         let rel = PathBuf::from(&a.name).join(&spec.label);
         let dir = opts.out.join(&rel);
         bar.set_message(format!("{}/{}", a.name, spec.label));
-        let summary = match read_summary(&dir) {
-            Some(s) => Ok(s),
-            None => run::prepare(&spec.config).and_then(|prep| {
-                match run::execute(
-                    &prep,
-                    &dir,
-                    &RunOptions {
-                        progress: false,
-                        force: true,
-                    },
-                ) {
+        if crate::interrupt::requested() {
+            bar.inc(1);
+            return; // not started: the next `reproduce` runs it
+        }
+        let previous = read_summary(&dir);
+        let summary = match previous {
+            Some(s) if s.status != run::Status::Interrupted => Ok(s),
+            _ => run::prepare(&spec.config).and_then(|prep| {
+                let resume = previous.is_some();
+                let ropts = RunOptions {
+                    progress: false,
+                    force: true,
+                    resume,
+                    stop_after_epoch: None,
+                };
+                match run::execute(&prep, &dir, &ropts) {
                     Ok(s) => Ok(s),
                     Err(Error::Diverged(_)) => {
                         read_summary(&dir).ok_or_else(|| Error::Invalid("lost summary".into()))
@@ -176,6 +182,10 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
                 }
             }),
         };
+        if let Err(Error::Interrupted(_)) = summary {
+            bar.inc(1);
+            return; // checkpointed: the next `reproduce` resumes it
+        }
         match summary {
             Ok(s) => {
                 let v = verdict(&s);
@@ -236,6 +246,13 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
             .collect(),
     };
     index.save(&opts.out)?;
+    if crate::interrupt::requested() {
+        return Err(Error::Interrupted(format!(
+            "interrupted: finished runs are kept and unfinished ones checkpointed in {}; \
+             run the same `gradflow reproduce` command again to resume",
+            opts.out.display()
+        )));
+    }
     if !errors.is_empty() {
         return Err(Error::Invalid(format!(
             "{} run(s) failed:\n  {}",

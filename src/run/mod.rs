@@ -12,24 +12,23 @@
 //! looks finished. Everything that can be wrong with the input is checked in [`prepare`], before
 //! anything is written.
 
+mod progress;
+
 use crate::config::{Config, DataConfig, GraphConfig, Preset};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::init::init_params;
-use crate::io::{self, CsvWriter};
+use crate::io;
 use crate::kinks::KinkSummary;
 use crate::model::Model;
-use crate::ntk::{self, NtkOptions, NtkSummary};
-use crate::theory::{fitted_rate, overparametrized, BoundCheck, BoundTracker};
-use crate::train::{gradient_descent, Control, GdOptions};
-use crate::{params, presets};
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::ntk::NtkSummary;
+use crate::presets;
+use crate::theory::BoundCheck;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Everything a run needs, built and checked.
 pub struct Prepared {
@@ -106,6 +105,8 @@ fn knn_graph(data: &Dataset, k: usize, config: &Config) -> Result<Graph> {
 pub enum Status {
     Completed,
     Diverged,
+    /// Stopped by Ctrl-C/SIGTERM at an epoch boundary; resumable from `checkpoint.json`.
+    Interrupted,
 }
 
 /// `summary.json`.
@@ -161,6 +162,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Replace an existing run directory at `out`.
     pub force: bool,
+    /// Continue the interrupted run in `out` from its checkpoint.
+    pub resume: bool,
+    /// Behave as if interrupted right after this epoch (for tests of resumption).
+    pub stop_after_epoch: Option<usize>,
 }
 
 const METRICS_HEADER: [&str; 6] = [
@@ -251,12 +256,25 @@ fn param_metadata(prep: &Prepared) -> BTreeMap<String, String> {
     md
 }
 
+/// The checkpoint a paused run leaves in its directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+
 /// Trains `prep` by gradient descent and writes the run directory `out`.
 ///
 /// On divergence the directory is still written (metrics so far, status "diverged") and the
-/// error is returned.
+/// error is returned. On interruption (Ctrl-C, SIGTERM, [`crate::interrupt::request`] or
+/// `opts.stop_after_epoch`) it is written with status "interrupted" and a checkpoint, and
+/// `Error::Interrupted` says how to resume; with `opts.resume` a run continues from that
+/// checkpoint and ends bit-identical to one that was never interrupted.
 pub fn execute(prep: &Prepared, out: &Path, opts: &RunOptions) -> Result<RunSummary> {
-    check_output_dir(out, opts.force)?;
+    let resume = if opts.resume {
+        Some(load_checkpoint(prep, out)?)
+    } else {
+        None
+    };
+    if resume.is_none() {
+        check_output_dir(out, opts.force)?;
+    }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
@@ -264,206 +282,58 @@ pub fn execute(prep: &Prepared, out: &Path, opts: &RunOptions) -> Result<RunSumm
     if stage.exists() {
         std::fs::remove_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
     }
-    std::fs::create_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
-    let result = write_run(prep, &stage, opts);
-    if result.is_ok() || matches!(result, Err(Error::Diverged(_))) {
+    if resume.is_some() {
+        std::fs::rename(out, &stage).map_err(|e| Error::io(out, e))?;
+    } else {
+        std::fs::create_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
+    }
+    let result = progress::write_run(prep, &stage, opts, resume).map_err(|e| match e {
+        Error::Interrupted(msg) => {
+            Error::Interrupted(msg.replace("<this run>", &out.display().to_string()))
+        }
+        other => other,
+    });
+    let keep =
+        result.is_ok() || matches!(result, Err(Error::Diverged(_)) | Err(Error::Interrupted(_)));
+    if keep {
         if out.exists() {
             std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
         }
         std::fs::rename(&stage, out).map_err(|e| Error::io(out, e))?;
+    } else if opts.resume {
+        // Put the interrupted run back as it was.
+        let _ = std::fs::rename(&stage, out);
     } else {
         let _ = std::fs::remove_dir_all(&stage);
     }
     result
 }
 
-fn write_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
-    let start = Instant::now();
-    let cfg = &prep.config;
-    let (model, data) = (&prep.model, &prep.data);
-    let specs = model.param_specs();
-    io::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-    io::write_matrix(&dir.join("x.npy"), data.x.as_slice(), data.n(), data.d())?;
-    io::write_matrix(&dir.join("y.npy"), data.y.as_slice(), data.n(), data.m())?;
-    if let Some(g) = &data.graph {
-        io::write_edges(&dir.join("edges.csv"), &g.edges)?;
+/// Reads the checkpoint of the interrupted run in `out`, checking it belongs to this config.
+fn load_checkpoint(prep: &Prepared, out: &Path) -> Result<progress::Checkpoint> {
+    let path = out.join(CHECKPOINT_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Invalid(format!(
+            "--resume: cannot read {} ({e}): only a run stopped by Ctrl-C/SIGTERM can be resumed; \
+             start a new run without --resume",
+            path.display()
+        ))
+    })?;
+    let ck: progress::Checkpoint = serde_json::from_str(&text)
+        .map_err(|e| Error::input(&path, format!("not a gradflow checkpoint: {e}")))?;
+    if ck.config_toml != prep.config.to_toml() {
+        return Err(Error::Invalid(format!(
+            "--resume: {} was started from a different config (its config.toml differs from {}): \
+             resume with the config it was started with",
+            out.display(),
+            prep.config.source.display()
+        )));
     }
-    let md = param_metadata(prep);
-    params::save(
-        &dir.join("params_init.safetensors"),
-        &specs,
-        &prep.theta0,
-        &md,
-    )?;
-
-    let (n, m) = (data.n(), data.m());
-    let loss_kind = cfg.train.loss;
-    let c = loss_kind.c(n, m);
-    let gd = GdOptions {
-        lr: cfg.train.lr,
-        epochs: cfg.train.epochs,
-        loss: loss_kind,
-        track_kinks: model.activation.has_kinks(),
-    };
-    let ntk_opts = NtkOptions {
-        memory_budget_bytes: (cfg.ntk.memory_budget_gb * (1u64 << 30) as f64) as u64,
-        ..NtkOptions::default()
-    };
-    let mut metrics = CsvWriter::create(&dir.join("metrics.csv"), &METRICS_HEADER)?;
-    let mut ntk_csv = if cfg.ntk.enabled {
-        Some(CsvWriter::create(&dir.join("ntk.csv"), &NTK_HEADER)?)
-    } else {
-        None
-    };
-    let bar = if opts.progress {
-        ProgressBar::new(gd.epochs as u64 + 1)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} epochs {per_sec} ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut tracker: Option<BoundTracker> = None;
-    let (mut ntk_first, mut ntk_last) = (None::<NtkSummary>, None::<NtkSummary>);
-    let mut series = (Vec::new(), Vec::new());
-    let mut max_lambda_max: Option<f64> = None;
-    let mut io_error = None;
-    let every = cfg.ntk.every;
-    let log_every = cfg.train.log_every.max(1);
-    let mut theta_run = prep.theta0.clone();
-    let outcome = gradient_descent(model, data, &mut theta_run, &gd, |rec, theta| {
-        let last = rec.epoch == gd.epochs;
-        series.0.push(rec.t);
-        series.1.push(rec.loss);
-        if rec.epoch % log_every == 0 || last {
-            let row = [
-                rec.epoch as f64,
-                rec.t,
-                rec.loss,
-                rec.grad_norm,
-                rec.kinks.crossings as f64,
-                rec.kinks.chattering as f64,
-            ];
-            if let Err(e) = metrics.row(&row) {
-                io_error = Some(e);
-                return Control::Stop;
-            }
-        }
-        if let Some(csv) = ntk_csv.as_mut() {
-            if rec.epoch == 0 || last || (every > 0 && rec.epoch % every == 0) {
-                bar.set_message(format!("loss {:.3e} · NTK λ_min …", rec.loss));
-                let s = ntk::ntk_spectrum(model, theta, &data.x, &ntk_opts);
-                let tr = tracker.get_or_insert_with(|| BoundTracker::new(c, rec.loss));
-                let chk = tr.observe(rec.epoch, rec.t, rec.loss, s.lambda_min);
-                let row = [
-                    rec.epoch as f64,
-                    rec.t,
-                    rec.loss,
-                    s.lambda_min,
-                    s.lambda_max,
-                    s.condition.unwrap_or(f64::INFINITY),
-                    s.lambda_min_accuracy,
-                    chk.integral,
-                    chk.bound,
-                    chk.holds as u8 as f64,
-                    gd.lr * c * s.lambda_max,
-                ];
-                if let Err(e) = csv.row(&row).and_then(|_| csv.flush()) {
-                    io_error = Some(e);
-                    return Control::Stop;
-                }
-                max_lambda_max =
-                    Some(max_lambda_max.map_or(s.lambda_max, |v: f64| v.max(s.lambda_max)));
-                if ntk_first.is_none() {
-                    ntk_first = Some(s.clone());
-                }
-                ntk_last = Some(s);
-            }
-        }
-        if rec.epoch % 64 == 0 || last {
-            bar.set_message(format!("loss {:.3e}", rec.loss));
-            let _ = metrics.flush();
-        }
-        bar.inc(1);
-        Control::Continue
-    });
-    bar.finish_and_clear();
-    metrics.flush()?;
-    if let Some(e) = io_error {
-        return Err(e);
+    if ck.theta.len() != prep.model.p() {
+        return Err(Error::input(
+            &path,
+            "the checkpoint's θ does not match the model's p",
+        ));
     }
-    let (status, message, outcome) = match outcome {
-        Ok(o) => (Status::Completed, None, Some(o)),
-        Err(Error::Diverged(msg)) => (Status::Diverged, Some(msg), None),
-        Err(e) => return Err(e),
-    };
-    let (t, l) = &series;
-    let half = t.len() / 2;
-    let p = model.p();
-    let min_lambda = tracker
-        .as_ref()
-        .and_then(|tr| tr.checks.iter().map(|c| c.lambda_min).reduce(f64::min));
-    let summary = RunSummary {
-        status,
-        message: message.clone(),
-        preset: model.preset.clone(),
-        activation: model.activation.to_string(),
-        activation_class: model.activation.classify().short().into(),
-        p,
-        n,
-        d: data.d(),
-        m,
-        nm: n * m,
-        p_over_nm: p as f64 / (n * m) as f64,
-        overparametrized: overparametrized(p, n, m),
-        loss: loss_kind.name().into(),
-        loss_constant: c,
-        lr: gd.lr,
-        epochs: gd.epochs,
-        last_epoch: outcome
-            .as_ref()
-            .map_or(t.len().saturating_sub(1), |o| o.last_epoch),
-        t_final: t.last().copied().unwrap_or(0.0),
-        initial_loss: l.first().copied().unwrap_or(f64::NAN),
-        final_loss: l.last().copied().unwrap_or(f64::NAN),
-        fitted_rate_tail: fitted_rate(&t[half..], &l[half..]),
-        gradient_evaluations: outcome
-            .as_ref()
-            .map_or(t.len() as u64, |o| o.gradient_evaluations),
-        seconds: start.elapsed().as_secs_f64(),
-        kinks: outcome
-            .as_ref()
-            .map(|o| o.kinks.clone())
-            .unwrap_or_default(),
-        ntk_initial: ntk_first,
-        ntk_final: ntk_last,
-        certified_rate: min_lambda.map(|lm| 4.0 * c * lm),
-        bound_checks: tracker.as_ref().map_or(0, |tr| tr.checks.len()),
-        bound_violations: tracker
-            .as_ref()
-            .map(|tr| tr.violations())
-            .unwrap_or_default(),
-        gd_stability_max: max_lambda_max.map(|l| gd.lr * c * l),
-        graph_min_abs_eigenvalue: data
-            .graph
-            .as_ref()
-            .filter(|g| g.n <= 5000)
-            .map(|g| crate::graph::min_abs_eigenvalue(&g.normalized_adjacency())),
-    };
-    if status == Status::Completed {
-        params::save(
-            &dir.join("params_final.safetensors"),
-            &specs,
-            &theta_run,
-            &md,
-        )?;
-    }
-    write_json(&dir.join("summary.json"), &summary)?;
-    match message {
-        Some(msg) => Err(Error::Diverged(msg)),
-        None => Ok(summary),
-    }
+    Ok(ck)
 }

@@ -1,0 +1,310 @@
+//! The training loop of a run and its resumable state. Everything that changes from epoch to
+//! epoch — θ, GD's state (kink tracker), the bound tracker, the loss series, NTK summaries — lives
+//! in one serialisable [`Checkpoint`], so a run stopped at an epoch boundary continues from
+//! `checkpoint.json` and ends bit-identical to one that never stopped.
+
+use super::{
+    param_metadata, write_json, Prepared, RunOptions, RunSummary, Status, CHECKPOINT_FILE,
+    METRICS_HEADER, NTK_HEADER,
+};
+use crate::error::{Error, Result};
+use crate::io::{self, CsvWriter};
+use crate::ntk::{self, NtkOptions, NtkSummary};
+use crate::params;
+use crate::theory::{fitted_rate, overparametrized, BoundTracker};
+use crate::train::{gradient_descent_from, Control, GdOptions, GdState};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// The state of a run between two epochs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The resolved config the run was started with (checked on resume).
+    pub config_toml: String,
+    /// θ at epoch `gd.epoch`.
+    pub theta: Vec<f64>,
+    pub gd: GdState,
+    pub bound: Option<BoundTracker>,
+    /// (t, loss) of every epoch evaluated so far.
+    pub series_t: Vec<f64>,
+    pub series_loss: Vec<f64>,
+    pub ntk_first: Option<NtkSummary>,
+    pub ntk_last: Option<NtkSummary>,
+    pub max_lambda_max: Option<f64>,
+    pub gradient_evaluations: u64,
+    /// Wall-clock seconds spent before this checkpoint.
+    pub seconds: f64,
+}
+
+impl Checkpoint {
+    fn fresh(prep: &Prepared) -> Self {
+        Self {
+            config_toml: prep.config.to_toml(),
+            theta: prep.theta0.clone(),
+            gd: GdState::default(),
+            bound: None,
+            series_t: Vec::new(),
+            series_loss: Vec::new(),
+            ntk_first: None,
+            ntk_last: None,
+            max_lambda_max: None,
+            gradient_evaluations: 0,
+            seconds: 0.0,
+        }
+    }
+}
+
+/// Writes (or, from a checkpoint, continues) the run in `dir`.
+pub(super) fn write_run(
+    prep: &Prepared,
+    dir: &Path,
+    opts: &RunOptions,
+    resume: Option<Checkpoint>,
+) -> Result<RunSummary> {
+    let start = Instant::now();
+    let cfg = &prep.config;
+    let (model, data) = (&prep.model, &prep.data);
+    let specs = model.param_specs();
+    let md = param_metadata(prep);
+    let resuming = resume.is_some();
+    let mut ck = match resume {
+        Some(ck) => ck,
+        None => {
+            io::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+            io::write_matrix(&dir.join("x.npy"), data.x.as_slice(), data.n(), data.d())?;
+            io::write_matrix(&dir.join("y.npy"), data.y.as_slice(), data.n(), data.m())?;
+            if let Some(g) = &data.graph {
+                io::write_edges(&dir.join("edges.csv"), &g.edges)?;
+            }
+            params::save(
+                &dir.join("params_init.safetensors"),
+                &specs,
+                &prep.theta0,
+                &md,
+            )?;
+            Checkpoint::fresh(prep)
+        }
+    };
+    let (n, m) = (data.n(), data.m());
+    let loss_kind = cfg.train.loss;
+    let c = loss_kind.c(n, m);
+    let gd = GdOptions {
+        lr: cfg.train.lr,
+        epochs: cfg.train.epochs,
+        loss: loss_kind,
+        track_kinks: model.activation.has_kinks(),
+    };
+    let ntk_opts = NtkOptions {
+        memory_budget_bytes: (cfg.ntk.memory_budget_gb * (1u64 << 30) as f64) as u64,
+        ..NtkOptions::default()
+    };
+    let open = |name: &str, header: &[&str]| {
+        if resuming {
+            CsvWriter::append(&dir.join(name), header)
+        } else {
+            CsvWriter::create(&dir.join(name), header)
+        }
+    };
+    let mut metrics = open("metrics.csv", &METRICS_HEADER)?;
+    let mut ntk_csv = if cfg.ntk.enabled {
+        Some(open("ntk.csv", &NTK_HEADER)?)
+    } else {
+        None
+    };
+    let bar = if opts.progress {
+        ProgressBar::new(gd.epochs as u64 + 1)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} epochs {per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(ck.gd.epoch as u64);
+    let mut io_error = None;
+    let every = cfg.ntk.every;
+    let log_every = cfg.train.log_every.max(1);
+    let mut theta = std::mem::take(&mut ck.theta);
+    let mut gd_state = std::mem::take(&mut ck.gd);
+    let outcome =
+        gradient_descent_from(model, data, &mut theta, &gd, &mut gd_state, |rec, theta| {
+            let last = rec.epoch == gd.epochs;
+            ck.series_t.push(rec.t);
+            ck.series_loss.push(rec.loss);
+            if rec.epoch % log_every == 0 || last {
+                let row = [
+                    rec.epoch as f64,
+                    rec.t,
+                    rec.loss,
+                    rec.grad_norm,
+                    rec.kinks.crossings as f64,
+                    rec.kinks.chattering as f64,
+                ];
+                if let Err(e) = metrics.row(&row) {
+                    io_error = Some(e);
+                    return Control::Stop;
+                }
+            }
+            if let Some(csv) = ntk_csv.as_mut() {
+                if rec.epoch == 0 || last || (every > 0 && rec.epoch % every == 0) {
+                    bar.set_message(format!("loss {:.3e} · NTK λ_min …", rec.loss));
+                    let s = ntk::ntk_spectrum(model, theta, &data.x, &ntk_opts);
+                    let tr = ck
+                        .bound
+                        .get_or_insert_with(|| BoundTracker::new(c, rec.loss));
+                    let chk = tr.observe(rec.epoch, rec.t, rec.loss, s.lambda_min);
+                    let row = [
+                        rec.epoch as f64,
+                        rec.t,
+                        rec.loss,
+                        s.lambda_min,
+                        s.lambda_max,
+                        s.condition.unwrap_or(f64::INFINITY),
+                        s.lambda_min_accuracy,
+                        chk.integral,
+                        chk.bound,
+                        chk.holds as u8 as f64,
+                        gd.lr * c * s.lambda_max,
+                    ];
+                    if let Err(e) = csv.row(&row).and_then(|_| csv.flush()) {
+                        io_error = Some(e);
+                        return Control::Stop;
+                    }
+                    ck.max_lambda_max = Some(
+                        ck.max_lambda_max
+                            .map_or(s.lambda_max, |v| v.max(s.lambda_max)),
+                    );
+                    if ck.ntk_first.is_none() {
+                        ck.ntk_first = Some(s.clone());
+                    }
+                    ck.ntk_last = Some(s);
+                }
+            }
+            if rec.epoch % 64 == 0 || last {
+                bar.set_message(format!("loss {:.3e}", rec.loss));
+                let _ = metrics.flush();
+            }
+            bar.inc(1);
+            if crate::interrupt::requested() || opts.stop_after_epoch == Some(rec.epoch) {
+                return Control::Pause;
+            }
+            Control::Continue
+        });
+    bar.finish_and_clear();
+    metrics.flush()?;
+    if let Some(csv) = ntk_csv.as_mut() {
+        csv.flush()?;
+    }
+    if let Some(e) = io_error {
+        return Err(e);
+    }
+    ck.seconds += start.elapsed().as_secs_f64();
+    let (status, message, outcome) = match outcome {
+        Ok(o) if o.paused => {
+            let msg = format!(
+                "interrupted after epoch {} of {}: resume with `gradflow train {} --out <this run> --resume`",
+                o.last_epoch,
+                gd.epochs,
+                cfg.source.display()
+            );
+            (Status::Interrupted, Some(msg), Some(o))
+        }
+        Ok(o) => (Status::Completed, None, Some(o)),
+        Err(Error::Diverged(msg)) => (Status::Diverged, Some(msg), None),
+        Err(e) => return Err(e),
+    };
+    ck.gradient_evaluations += outcome.as_ref().map_or(0, |o| o.gradient_evaluations);
+    let summary = summarize(
+        prep,
+        &ck,
+        status,
+        message.clone(),
+        outcome.as_ref().map(|o| o.last_epoch),
+        &gd_state,
+    );
+    match status {
+        Status::Completed => {
+            params::save(&dir.join("params_final.safetensors"), &specs, &theta, &md)?;
+            let stale = dir.join(CHECKPOINT_FILE);
+            if stale.exists() {
+                std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+            }
+        }
+        Status::Interrupted => {
+            ck.theta = theta;
+            ck.gd = gd_state;
+            write_json(&dir.join(CHECKPOINT_FILE), &ck)?;
+        }
+        Status::Diverged => {}
+    }
+    write_json(&dir.join("summary.json"), &summary)?;
+    match (status, message) {
+        (Status::Diverged, Some(msg)) => Err(Error::Diverged(msg)),
+        (Status::Interrupted, Some(msg)) => Err(Error::Interrupted(msg)),
+        _ => Ok(summary),
+    }
+}
+
+fn summarize(
+    prep: &Prepared,
+    ck: &Checkpoint,
+    status: Status,
+    message: Option<String>,
+    last_epoch: Option<usize>,
+    gd_state: &GdState,
+) -> RunSummary {
+    let (model, data, cfg) = (&prep.model, &prep.data, &prep.config);
+    let (n, m, p) = (data.n(), data.m(), model.p());
+    let c = cfg.train.loss.c(n, m);
+    let (t, l) = (&ck.series_t, &ck.series_loss);
+    let half = t.len() / 2;
+    let min_lambda = ck
+        .bound
+        .as_ref()
+        .and_then(|tr| tr.checks.iter().map(|c| c.lambda_min).reduce(f64::min));
+    RunSummary {
+        status,
+        message,
+        preset: model.preset.clone(),
+        activation: model.activation.to_string(),
+        activation_class: model.activation.classify().short().into(),
+        p,
+        n,
+        d: data.d(),
+        m,
+        nm: n * m,
+        p_over_nm: p as f64 / (n * m) as f64,
+        overparametrized: overparametrized(p, n, m),
+        loss: cfg.train.loss.name().into(),
+        loss_constant: c,
+        lr: cfg.train.lr,
+        epochs: cfg.train.epochs,
+        last_epoch: last_epoch.unwrap_or(t.len().saturating_sub(1)),
+        t_final: t.last().copied().unwrap_or(0.0),
+        initial_loss: l.first().copied().unwrap_or(f64::NAN),
+        final_loss: l.last().copied().unwrap_or(f64::NAN),
+        fitted_rate_tail: fitted_rate(&t[half..], &l[half..]),
+        gradient_evaluations: ck.gradient_evaluations.max(t.len() as u64),
+        seconds: ck.seconds,
+        kinks: gd_state.tracker.summary(),
+        ntk_initial: ck.ntk_first.clone(),
+        ntk_final: ck.ntk_last.clone(),
+        certified_rate: min_lambda.map(|lm| 4.0 * c * lm),
+        bound_checks: ck.bound.as_ref().map_or(0, |tr| tr.checks.len()),
+        bound_violations: ck
+            .bound
+            .as_ref()
+            .map(|tr| tr.violations())
+            .unwrap_or_default(),
+        gd_stability_max: ck.max_lambda_max.map(|l| cfg.train.lr * c * l),
+        graph_min_abs_eigenvalue: data
+            .graph
+            .as_ref()
+            .filter(|g| g.n <= 5000)
+            .map(|g| crate::graph::min_abs_eigenvalue(&g.normalized_adjacency())),
+    }
+}

@@ -1,0 +1,279 @@
+//! Interruption and resumption: a run paused at an epoch boundary and resumed from its
+//! checkpoint ends byte-identical to one that never stopped (library route, and the CLI with a
+//! real SIGINT); a run killed with SIGKILL at random moments never leaves a directory at `--out`
+//! that looks finished.
+
+use gradflow::config::Config;
+use gradflow::error::Error;
+use gradflow::run::{self, RunOptions, Status};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn tmp(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!(
+        "gradflow-resume-{tag}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const CONFIG: &str = r#"
+seed = 3
+[data]
+kind = "ball"
+n = 12
+d = 4
+m = 2
+[model]
+preset = "dnn"
+hidden = [16, 16]
+[train]
+lr = 0.2
+epochs = 60
+[ntk]
+every = 7
+"#;
+
+fn config(dir: &Path, text: &str) -> (PathBuf, Config) {
+    let path = dir.join("cfg.toml");
+    std::fs::write(&path, text).unwrap();
+    let c = Config::from_path(&path).unwrap();
+    (path, c)
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// summary.json without its wall-clock fields.
+fn summary_without_times(p: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(&read(p)).unwrap();
+    v.as_object_mut().unwrap().remove("seconds");
+    for k in ["ntk_initial", "ntk_final"] {
+        if let Some(o) = v[k].as_object_mut() {
+            o.remove("seconds");
+        }
+    }
+    v
+}
+
+fn assert_same_run(a: &Path, b: &Path) {
+    for f in [
+        "metrics.csv",
+        "ntk.csv",
+        "params_init.safetensors",
+        "params_final.safetensors",
+        "x.npy",
+        "y.npy",
+        "config.toml",
+    ] {
+        assert!(read(&a.join(f)) == read(&b.join(f)), "{f} differs");
+    }
+    assert_eq!(
+        summary_without_times(&a.join("summary.json")),
+        summary_without_times(&b.join("summary.json"))
+    );
+    assert!(
+        !b.join("checkpoint.json").exists(),
+        "a finished run keeps no checkpoint"
+    );
+}
+
+#[test]
+fn paused_and_resumed_run_is_bit_identical() {
+    let dir = tmp("lib");
+    let (_, cfg) = config(&dir, CONFIG);
+    let prep = run::prepare(&cfg).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    run::execute(&prep, &a, &RunOptions::default()).unwrap();
+    // Pause right after epoch 23 (not a checkpoint epoch of the NTK, not a multiple of 64).
+    let err = run::execute(
+        &prep,
+        &b,
+        &RunOptions {
+            stop_after_epoch: Some(23),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Interrupted(ref m) if m.contains("--resume")),
+        "{err}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&read(&b.join("summary.json"))).unwrap();
+    assert_eq!(s["status"], "interrupted");
+    assert_eq!(s["last_epoch"], 23);
+    assert!(b.join("checkpoint.json").exists());
+    let rows = String::from_utf8(read(&b.join("metrics.csv")))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(rows, 1 + 24, "header + epochs 0..=23");
+    // A second pause, then the rest.
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let err = run::execute(
+        &prep,
+        &b,
+        &RunOptions {
+            stop_after_epoch: Some(41),
+            ..resume.clone()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Interrupted(_)));
+    let done = run::execute(&prep, &b, &resume).unwrap();
+    assert_eq!(done.status, Status::Completed);
+    assert_same_run(&a, &b);
+}
+
+#[test]
+fn resume_refuses_another_config_and_a_run_without_checkpoint() {
+    let dir = tmp("refuse");
+    let (_, cfg) = config(&dir, CONFIG);
+    let prep = run::prepare(&cfg).unwrap();
+    let b = dir.join("b");
+    let _ = run::execute(
+        &prep,
+        &b,
+        &RunOptions {
+            stop_after_epoch: Some(5),
+            ..Default::default()
+        },
+    );
+    let (_, other) = config(&dir, &CONFIG.replace("lr = 0.2", "lr = 0.1"));
+    let other = run::prepare(&other).unwrap();
+    let err = run::execute(
+        &other,
+        &b,
+        &RunOptions {
+            resume: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("different config"), "{err}");
+    assert!(
+        b.join("checkpoint.json").exists(),
+        "the interrupted run is left as it was"
+    );
+    let fresh = dir.join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let err = run::execute(
+        &prep,
+        &fresh,
+        &RunOptions {
+            resume: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("checkpoint"), "{err}");
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gradflow")
+}
+
+fn long_config(dir: &Path) -> PathBuf {
+    let (path, _) = config(
+        dir,
+        &CONFIG
+            .replace("epochs = 60", "epochs = 400000\nlog_every = 1000")
+            .replace("every = 7", "every = 50000"),
+    );
+    path
+}
+
+#[test]
+fn sigint_checkpoints_and_resume_matches_an_uninterrupted_run() {
+    let dir = tmp("sigint");
+    let cfg = long_config(&dir);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let st = Command::new(bin())
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            a.to_str().unwrap(),
+            "--quiet",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let child = Command::new(bin())
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // The run finished before the signal arrived: nothing to resume; still the same result.
+        assert_same_run(&a, &b);
+        return;
+    }
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert!(b.join("checkpoint.json").exists());
+    let st = Command::new(bin())
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--quiet",
+            "--resume",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_same_run(&a, &b);
+}
+
+#[test]
+fn sigkill_at_random_moments_never_leaves_a_finished_looking_directory() {
+    let dir = tmp("sigkill");
+    let cfg = long_config(&dir);
+    for (i, ms) in [5u64, 40, 120, 250].into_iter().enumerate() {
+        let out = dir.join(format!("run{i}"));
+        let mut child = Command::new(bin())
+            .args([
+                "train",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            assert!(out.join("summary.json").exists());
+            continue;
+        }
+        // Killed: no directory at --out at all (only the hidden staging directory may remain).
+        assert!(!out.exists(), "a killed run left {} behind", out.display());
+    }
+}
