@@ -117,6 +117,55 @@ impl Model {
         self.net.visit_pre_activations(x, &ev.tape, visit);
     }
 
+    /// Where a non-finite value first appears at θ on inputs x with gradient `grad`: a parameter
+    /// tensor, a layer's forward output, or a parameter tensor's gradient (the backward pass),
+    /// named as in the saved tensors. None when all are finite.
+    pub fn diagnose_non_finite(&self, theta: &[f64], x: &Batch, grad: &[f64]) -> Option<String> {
+        let specs = self.param_specs();
+        let tensor_with = |v: &[f64]| {
+            let mut at = 0;
+            for s in &specs {
+                if v[at..at + s.len()].iter().any(|z| !z.is_finite()) {
+                    return Some(s.name.clone());
+                }
+                at += s.len();
+            }
+            None
+        };
+        if let Some(name) = tensor_with(theta) {
+            return Some(format!(
+                "parameter tensor `{name}` holds a non-finite value"
+            ));
+        }
+        if let Some(layer) = self.net.locate_non_finite(theta, x, "") {
+            return Some(format!(
+                "the forward pass first becomes non-finite at {layer}"
+            ));
+        }
+        if let Some(name) = tensor_with(grad) {
+            return Some(format!(
+                "the backward pass gives a non-finite gradient for `{name}`"
+            ));
+        }
+        // Every entry finite: the norm overflowed. Name the tensor with the largest entry.
+        let (mut at, mut best) = (0, (0.0f64, String::new()));
+        for s in &specs {
+            let m = grad[at..at + s.len()]
+                .iter()
+                .fold(0.0f64, |a, g| a.max(g.abs()));
+            if m > best.0 {
+                best = (m, s.name.clone());
+            }
+            at += s.len();
+        }
+        (best.0 > 0.0).then(|| {
+            format!(
+                "the gradient overflows: |∂L/∂θ| reaches {:e} in `{}`",
+                best.0, best.1
+            )
+        })
+    }
+
     /// The architecture as indented lines (one per layer, with parameter counts).
     pub fn summary_lines(&self) -> Vec<String> {
         fn walk(l: &dyn Layer, depth: usize, out: &mut Vec<String>) {

@@ -101,8 +101,11 @@ pub fn gradient_descent_from(
         let (loss, ev) = model.loss_and_grad(theta, &data.x, &data.y, opts.loss, &mut grad);
         let grad_norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
+            let place = model
+                .diagnose_non_finite(theta, &data.x, &grad)
+                .map_or(String::new(), |p| format!(" At epoch {k}, {p}."));
             return Err(Error::Diverged(format!(
-                "training diverged at epoch {k} (t = {}): the loss is {loss}, the gradient norm {grad_norm}. \
+                "training diverged at epoch {k} (t = {}): the loss is {loss:e}, the gradient norm {grad_norm:e}.{place} \
                  The step lr = {} exceeds gradient descent's stability limit (about 2 / λ_max of the \
                  loss Hessian); lower `train.lr`",
                 k as f64 * opts.lr,

@@ -759,3 +759,27 @@ fn diverging_run_fails_but_keeps_its_directory_with_metrics_up_to_the_divergence
     let initial = s["initial_loss"].as_f64().unwrap();
     assert!(rel_diff(initial, rows[0][2]) <= 1e-15);
 }
+
+/// Memory guard: sizes that cannot fit are refused up front with the estimate and the fix,
+/// before any allocation (a crash or an out-of-memory kill would be the alternative).
+#[test]
+fn impossible_sizes_are_refused_with_an_estimate() {
+    let dir = std::env::temp_dir().join(format!("gradflow-bad-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text, field) in [
+        ("huge_model.toml", "[data]\nkind = \"ball\"\nn = 100000\nd = 10\nm = 2\n[model]\npreset = \"dnn\"\nhidden = [40000, 40000]\n", "model"),
+        ("huge_data.toml", "[data]\nkind = \"ball\"\nn = 100000000\nd = 100000\nm = 2\n[model]\npreset = \"dnn\"\nhidden = [4]\n", "data.n"),
+    ] {
+        let cfg = dir.join(name);
+        std::fs::write(&cfg, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow"))
+            .args(["train", cfg.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap(), "--quiet"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(name) && err.contains(field) && err.contains("GB"), "{err}");
+        assert!(!dir.join("out").exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

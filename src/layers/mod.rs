@@ -128,6 +128,12 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
         _visit: &mut dyn FnMut(PreActivation<'_>),
     ) {
     }
+    /// Numerical health: the path (`path`, then `.k` per nesting level, as in tensor names) and
+    /// description of the first layer whose forward output is not finite on (θ, x), or None.
+    fn locate_non_finite(&self, theta: &[f64], x: &Batch, path: &str) -> Option<String> {
+        let (y, _) = self.forward(theta, x);
+        (!y.all_finite()).then(|| format!("layer `{path}` ({})", self.describe()))
+    }
     /// The layers inside a composite (empty for a leaf), for printing architectures.
     fn children(&self) -> Vec<&dyn Layer> {
         Vec::new()

@@ -94,6 +94,18 @@ impl Layer for Residual {
     ) {
         self.inner.visit_pre_activations(x, tape, visit);
     }
+    fn locate_non_finite(&self, theta: &[f64], x: &Batch, path: &str) -> Option<String> {
+        let sub = if path.is_empty() {
+            "fn".to_string()
+        } else {
+            format!("{path}.fn")
+        };
+        self.inner.locate_non_finite(theta, x, &sub).or_else(|| {
+            let (y, _) = self.forward(theta, x);
+            (!y.all_finite()).then(|| format!("layer `{path}` (the residual sum)"))
+        })
+    }
+
     fn children(&self) -> Vec<&dyn Layer> {
         vec![self.inner.as_ref()]
     }

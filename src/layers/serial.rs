@@ -181,6 +181,22 @@ impl Layer for Serial {
         }
     }
 
+    fn locate_non_finite(&self, theta: &[f64], x: &Batch, path: &str) -> Option<String> {
+        let mut input = x.clone();
+        for (k, l) in self.layers.iter().enumerate() {
+            let sub = if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            };
+            if let Some(found) = l.locate_non_finite(self.slice(theta, k), &input, &sub) {
+                return Some(found);
+            }
+            input = l.forward(self.slice(theta, k), &input).0;
+        }
+        None
+    }
+
     fn children(&self) -> Vec<&dyn Layer> {
         self.layers.iter().map(|l| l.as_ref()).collect()
     }

@@ -53,7 +53,17 @@ impl Prepared {
 /// Builds data, graph, model and θ₀ from `config`, checking everything that can be wrong.
 pub fn prepare(config: &Config) -> Result<Prepared> {
     let mut data = match &config.data {
-        DataConfig::Ball { n, d, m } => Dataset::ball(*n, *d, *m, config.seed),
+        DataConfig::Ball { n, d, m } => {
+            let bytes = (*n as u64).saturating_mul((d + m) as u64).saturating_mul(8);
+            if available_bytes().is_some_and(|avail| bytes > avail) {
+                return Err(Error::config(
+                    &config.source,
+                    "data.n",
+                    format!("the data alone need {:.1} GB (n·(d+m) f64 values), more than this machine has: lower data.n or data.d", bytes as f64 / 1e9),
+                ));
+            }
+            Dataset::ball(*n, *d, *m, config.seed)
+        }
         DataConfig::Npy { x, y } => Dataset::from_npy(x, y)?,
     };
     let act = &config.model.activation;
@@ -74,6 +84,7 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
             presets::gcn(a_hat, d, &config.model.hidden, m, act)
         }
     };
+    check_training_memory(&model, data.n(), config)?;
     let theta0 = init_params(&model.param_specs(), &config.model.init, config.seed);
     Ok(Prepared {
         config: config.clone(),
@@ -81,6 +92,54 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
         model,
         theta0,
     })
+}
+
+/// Bytes a GD epoch needs, estimated: data, θ with its gradient and the update, and every
+/// layer's output kept for the reverse pass plus the cotangents flowing back (×3).
+pub fn training_bytes(model: &Model, n: usize) -> u64 {
+    fn widths(l: &dyn crate::layers::Layer) -> u64 {
+        let kids = l.children();
+        if kids.is_empty() {
+            l.out_dim() as u64
+        } else {
+            kids.into_iter().map(widths).sum()
+        }
+    }
+    let (n, p) = (n as u64, model.p() as u64);
+    8 * (n * (model.in_dim() + model.out_dim()) as u64 + 3 * p + 3 * n * widths(model.net.as_ref()))
+}
+
+/// Memory this machine can still give (MemAvailable), when the OS tells.
+fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Refuses a run whose training would not fit in memory, before anything is allocated or written.
+fn check_training_memory(model: &Model, n: usize, config: &Config) -> Result<()> {
+    let need = training_bytes(model, n);
+    if let Some(avail) = available_bytes() {
+        if need > avail {
+            return Err(Error::config(
+                &config.source,
+                "model",
+                format!(
+                    "training would need about {:.1} GB (data, parameters and activations for n = {n}, p = {}), \
+                     but only {:.1} GB of memory is available: use fewer samples (data.n) or narrower/shallower \
+                     layers (model.hidden / model.depth)",
+                    need as f64 / 1e9,
+                    model.p(),
+                    avail as f64 / 1e9
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn knn_graph(data: &Dataset, k: usize, config: &Config) -> Result<Graph> {
