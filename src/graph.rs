@@ -158,3 +158,75 @@ pub fn min_abs_eigenvalue(a: &SparseMatrix) -> f64 {
         .map(|v| v.abs())
         .fold(f64::INFINITY, f64::min)
 }
+
+// Operators for the spectral and spatial graph layers (ChebConv, GraphConv).
+
+impl Graph {
+    /// The plain adjacency A: a one at (i, j) and (j, i) for every edge, no self-loops, no
+    /// normalisation (GraphConv's neighbour sum, Morris et al. 2019).
+    pub fn adjacency(&self) -> SparseMatrix {
+        let mut t = Vec::with_capacity(2 * self.edges.len());
+        for &(i, j) in &self.edges {
+            t.push((i, j, 1.0));
+            t.push((j, i, 1.0));
+        }
+        SparseMatrix::from_triplets(self.n, t)
+    }
+}
+
+/// ChebConv's rescaled Laplacian L̃ = 2L/λ_max − I with L = I − D^{−1/2} A D^{−1/2} the
+/// symmetric normalised Laplacian of the plain adjacency A (an isolated node gets D^{−1/2} = 0,
+/// so L_ii = 1, as in PyTorch Geometric). `lambda_max` defaults to 2, PyG's ChebConv default for
+/// this normalisation, which makes L̃ = −D^{−1/2} A D^{−1/2}. Zero diagonal entries are not stored.
+///
+/// Panics unless λ_max is finite and positive.
+pub fn scaled_laplacian(g: &Graph, lambda_max: Option<f64>) -> SparseMatrix {
+    let lambda = lambda_max.unwrap_or(2.0);
+    assert!(
+        lambda.is_finite() && lambda > 0.0,
+        "scaled_laplacian: λ_max = {lambda} must be finite and positive"
+    );
+    let mut deg = vec![0.0; g.n];
+    for &(i, j) in &g.edges {
+        deg[i] += 1.0;
+        deg[j] += 1.0;
+    }
+    let s: Vec<f64> = deg
+        .iter()
+        .map(|&d| if d > 0.0 { 1.0 / f64::sqrt(d) } else { 0.0 })
+        .collect();
+    let scale = 2.0 / lambda;
+    let diag = scale - 1.0;
+    let mut t: Vec<(usize, usize, f64)> = Vec::with_capacity(g.n + 2 * g.edges.len());
+    if diag != 0.0 {
+        t.extend((0..g.n).map(|i| (i, i, diag)));
+    }
+    for &(i, j) in &g.edges {
+        let v = -scale * s[i] * s[j];
+        t.push((i, j, v));
+        t.push((j, i, v));
+    }
+    SparseMatrix::from_triplets(g.n, t)
+}
+
+/// Propagation of a batch across its columns (nodes): column i of the result is Σ_j A_ij x_j,
+/// i.e. X Aᵀ in the (features × nodes) layout; with `transpose`, Σ_j A_ji x_j (X A), the adjoint.
+///
+/// Panics unless the batch has one column per node of A.
+pub fn propagate_columns(a: &SparseMatrix, x: &Batch, transpose: bool) -> Batch {
+    assert_eq!(
+        x.n(),
+        a.n(),
+        "graph propagation: batch size must equal the number of graph nodes"
+    );
+    let mut y = Batch::zeros(x.features(), x.n());
+    for i in 0..a.n() {
+        for (j, v) in a.row(i) {
+            let (dst, src) = if transpose { (j, i) } else { (i, j) };
+            for (o, s) in y.col_mut(dst).iter_mut().zip(x.col(src)) {
+                *o += v * s;
+            }
+        }
+    }
+    y
+}

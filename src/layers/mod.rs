@@ -9,16 +9,32 @@
 //! Composites (serial, residual) are layers too, so models nest like JAX's `stax` combinators.
 
 pub mod activation;
+pub mod cheb;
+pub mod combinators;
+pub mod conv;
 pub mod dense;
+pub mod depthwise;
+pub mod graphconv;
+pub mod image;
+pub mod pool;
 pub mod propagate;
 pub mod residual;
 pub mod serial;
+pub mod upsample;
 
 pub use activation::ActivationLayer;
+pub use cheb::ChebConv;
+pub use combinators::{FanOutConcat, PairCombine, Parallel, SharedPair};
+pub use conv::Conv2d;
 pub use dense::Dense;
+pub use depthwise::DepthwiseConv2d;
+pub use graphconv::GraphConv;
+pub use image::ImageShape;
+pub use pool::{AvgPool2d, MaxPool2d};
 pub use propagate::Propagate;
 pub use residual::Residual;
 pub use serial::Serial;
+pub use upsample::Upsample2d;
 
 use crate::activation::Activation;
 pub use crate::batch::Batch;
