@@ -32,30 +32,43 @@ impl Dataset {
     /// The paper's Section 4 data: x_i uniform in the unit ball of R^d (direction uniform on the
     /// sphere, radius U^{1/d}), y_i ~ N(0, I_m); two independent streams of `seed`.
     pub fn ball(n: usize, d: usize, m: usize, seed: u64) -> Self {
-        let mut rx = stream(seed, Stream::Inputs);
-        let mut x = Batch::zeros(d, n);
+        let x = ball_points(&mut stream(seed, Stream::Inputs), d, n);
+        Self {
+            x,
+            y: gaussian_targets(m, n, seed),
+            graph: None,
+        }
+    }
+
+    /// Images C×H×W (flattened c·H·W + h·W + w, PyTorch's order) uniform in the unit ball of
+    /// R^{C·H·W}, and targets N(0, I_m) — `m` is the target length (for image-shaped targets,
+    /// out_channels·H·W).
+    pub fn images(
+        n: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+        m: usize,
+        seed: u64,
+    ) -> Self {
+        Self::ball(n, channels * height * width, m, seed)
+    }
+
+    /// Pairs for Siamese networks: x_i = [a_i; b_i] with a_i, b_i independent and uniform in the
+    /// unit ball of R^d (2d features), targets N(0, I_m).
+    pub fn pairs(n: usize, d: usize, m: usize, seed: u64) -> Self {
+        let halves = ball_points(&mut stream(seed, Stream::Inputs), d, 2 * n);
+        let mut x = Batch::zeros(2 * d, n);
         for i in 0..n {
             let col = x.col_mut(i);
-            loop {
-                for v in col.iter_mut() {
-                    *v = StandardNormal.sample(&mut rx);
-                }
-                let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt();
-                if norm > 0.0 {
-                    let u: f64 = rx.random();
-                    let r = u.powf(1.0 / d as f64);
-                    col.iter_mut().for_each(|v| *v *= r / norm);
-                    break;
-                }
-            }
+            col[..d].copy_from_slice(halves.col(2 * i));
+            col[d..].copy_from_slice(halves.col(2 * i + 1));
         }
-        let mut ry = stream(seed, Stream::Targets);
-        let y = Batch::from_vec(
-            m,
-            n,
-            (0..n * m).map(|_| StandardNormal.sample(&mut ry)).collect(),
-        );
-        Self { x, y, graph: None }
+        Self {
+            x,
+            y: gaussian_targets(m, n, seed),
+            graph: None,
+        }
     }
 
     /// Wraps row-major arrays x (n × d) and y (n × m) — the layout of `x.npy`/`y.npy` — after
@@ -103,6 +116,37 @@ impl Dataset {
         let (y, yn, m) = crate::io::npy::read_matrix(y_path)?;
         Self::from_rows(x, (xn, d), y, (yn, m), x_path, y_path)
     }
+}
+
+/// `count` points uniform in the unit ball of R^dim: a Gaussian direction, radius U^{1/dim}.
+fn ball_points(rng: &mut rand::rngs::StdRng, dim: usize, count: usize) -> Batch {
+    let mut x = Batch::zeros(dim, count);
+    for i in 0..count {
+        let col = x.col_mut(i);
+        loop {
+            for v in col.iter_mut() {
+                *v = StandardNormal.sample(rng);
+            }
+            let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt();
+            if norm > 0.0 {
+                let u: f64 = rng.random();
+                let r = u.powf(1.0 / dim as f64);
+                col.iter_mut().for_each(|v| *v *= r / norm);
+                break;
+            }
+        }
+    }
+    x
+}
+
+/// Targets y_i ~ N(0, I_m) from the targets stream of `seed`.
+fn gaussian_targets(m: usize, n: usize, seed: u64) -> Batch {
+    let mut ry = stream(seed, Stream::Targets);
+    Batch::from_vec(
+        m,
+        n,
+        (0..n * m).map(|_| StandardNormal.sample(&mut ry)).collect(),
+    )
 }
 
 fn check_finite(data: &[f64], cols: usize, label: &Path) -> Result<()> {

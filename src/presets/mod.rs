@@ -1,4 +1,6 @@
-//! The architectures of THEORY.md, built from the generic layers at any depth and width.
+//! The architectures of THEORY.md, built from the generic layers at any depth and width: `dnn`,
+//! `resnet`, `gcn` here; convolutional presets in `image`, graph ones in `graph`, and the
+//! Siamese network in `siamese`.
 //!
 //! Tensor names in saved parameters (safetensors):
 //! - `dnn`: `torch.nn.Sequential(Linear, σ, …, Linear)` — `0.weight` (out×in), `0.bias`,
@@ -8,6 +10,14 @@
 //! - `gcn`: layer l (0-based) is graph propagation (no parameters) at index 3l, then
 //!   `{3l+1}.weight` (out×in, i.e. Kipf & Welling's W transposed, like `nn.Linear`) and
 //!   `{3l+1}.bias`, then σ at 3l+2 (absent after the last layer).
+
+mod graph;
+mod image;
+mod siamese;
+
+pub use graph::{cheb, graphconv};
+pub use image::{cnn, conv_resnet, mobilenet, unet};
+pub use siamese::siamese;
 
 use crate::activation::Activation;
 use crate::graph::SparseMatrix;
