@@ -282,7 +282,7 @@ fn ntk_cmd(
         full_spectrum: full,
         ..Default::default()
     };
-    let s = ntk::ntk_spectrum(&prep.model, &theta, &prep.data.x, &opts);
+    let s = ntk::ntk_spectrum(&prep.model, &theta, &prep.data.x, &opts)?;
     println!(
         "NTK of {} at {}: {} × {} (p = {})",
         prep.model.preset,

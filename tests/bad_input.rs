@@ -225,7 +225,7 @@ fn depth_with_dnn_is_refused() {
         &[
             "depth.toml",
             "model.depth",
-            "only used by preset resnet",
+            "only used by presets resnet and conv-resnet",
             "remove it",
         ],
     );

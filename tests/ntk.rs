@@ -120,8 +120,8 @@ fn rank_bound_decides_lambda_min() {
         full_spectrum: true,
         ..Default::default()
     };
-    let su = ntk::ntk_spectrum(&under, &setup(&under, 2), &data.x, &opts);
-    let so = ntk::ntk_spectrum(&over, &setup(&over, 2), &data.x, &opts);
+    let su = ntk::ntk_spectrum(&under, &setup(&under, 2), &data.x, &opts).unwrap();
+    let so = ntk::ntk_spectrum(&over, &setup(&over, 2), &data.x, &opts).unwrap();
     let eig_u = su.eigenvalues.unwrap();
     // At least nm − p eigenvalues vanish (rank ≤ p; rescaling symmetries of σ can lower it more).
     let zeros = eig_u
@@ -159,17 +159,20 @@ fn matrix_free_lanczos_agrees_with_dense() {
             full_spectrum: true,
             ..Default::default()
         },
-    );
+    )
+    .unwrap();
+    // 1 MiB: too little for the dense H (≈ 2.6 MB with its working memory), enough matrix-free.
     let free = ntk::ntk_spectrum(
         &model,
         &theta,
         &data.x,
         &NtkOptions {
-            memory_budget_bytes: 0,
+            memory_budget_bytes: 1 << 20,
             max_iter: 60,
             ..Default::default()
         },
-    );
+    )
+    .unwrap();
     assert_eq!(free.route, "matrix-free");
     let eig = dense.eigenvalues.unwrap();
     assert!((free.lambda_max - eig[59]).abs() <= 1e-9 * eig[59]);

@@ -65,7 +65,7 @@ fn ntk_case(n: usize, d: usize, hidden: &[usize], m: usize, budget_gb: f64, max_
         gram_s = t.elapsed().as_secs_f64();
     }
     let t1 = Instant::now();
-    let s = ntk::ntk_spectrum(&model, &theta, &data.x, &opts);
+    let s = ntk::ntk_spectrum(&model, &theta, &data.x, &opts).expect("NTK spectrum");
     let total = t1.elapsed().as_secs_f64();
     println!(
         "| dnn d={d} {hidden:?} m={m}, n={n} | {} | {} | {:.2} | {:.2} | {:.6e} ± {:.1e} | {:.4e} | {} ({}, {} it) | {:.0} |",
@@ -92,6 +92,10 @@ fn main() {
         rayon::current_num_threads()
     );
     if what == "peak" {
+        return;
+    }
+    if what == "lmax" {
+        lmax_resnet_paper();
         return;
     }
     if what == "phases" {
@@ -143,4 +147,27 @@ pub fn phases(n: usize) {
         r.passes,
         1.0 / r.value
     );
+}
+
+/// λ_max(H(0)) of the widest paper-scale ResNet (depth 16, d = m = 100, n = 1000) by Lanczos, to
+/// set that sweep's step well inside GD's stability limit nm/λ_max.
+fn lmax_resnet_paper() {
+    let data = Dataset::ball(1000, 100, 100, 0);
+    for depth in [8, 16] {
+        let model = presets::resnet(100, depth, 100, &Activation::leaky_relu());
+        let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        let t = Instant::now();
+        let mut op = ntk::NtkOperator::new(&model, &theta, &data.x);
+        let dim = op.dim();
+        let r =
+            gradflow::ntk::lanczos::lanczos(dim, &mut |v, o| op.apply(v, o), true, 200, 1e-8, 1);
+        println!(
+            "resnet depth {depth}: λ_max(H(0)) = {:.4e} ± {:.1e} ({} products, {:.1} s); nm/λ_max = {:.4}",
+            r.value,
+            r.residual,
+            r.iterations,
+            t.elapsed().as_secs_f64(),
+            dim as f64 / r.value
+        );
+    }
 }

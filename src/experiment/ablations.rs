@@ -68,8 +68,18 @@ pub struct Ablation {
 
 /// The ablations `reproduce` runs by default (the paper's Section 4).
 pub const ABLATIONS: [&str; 3] = ["dnn", "resnet", "gcn"];
-/// Further sweeps `--only` accepts: `activations` (Corollaries 3.1.1 and 3.1.2).
-pub const EXTRA_ABLATIONS: [&str; 1] = ["activations"];
+/// Further sweeps `--only` accepts: `activations` (Corollaries 3.1.1 and 3.1.2) and one per
+/// architecture the paper claims beyond its experiments.
+pub const EXTRA_ABLATIONS: [&str; 8] = [
+    "activations",
+    "cnn",
+    "conv-resnet",
+    "unet",
+    "mobilenet",
+    "cheb",
+    "graphconv",
+    "siamese",
+];
 
 /// Paper-scale steps (see [`sizes`]): λ_max(H(0)) = 1,641 for DNN [250, 250] at nm = 50,000.
 const DNN_PAPER_LR: f64 = 5.0;
@@ -102,6 +112,10 @@ fn base_config(
             preset,
             hidden: vec![],
             depth: 0,
+            channels: vec![],
+            kernel: 0,
+            order: 0,
+            combine: crate::layers::PairCombine::AbsDiff,
             activation: Activation::leaky_relu(),
             init: InitScheme::Torch,
         },
@@ -181,6 +195,9 @@ fn sizes(name: &str, scale: Scale) -> Sizes {
 pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
     if name == "activations" {
         return Ok(activations(scale, seeds));
+    }
+    if let Some(a) = architecture(name, scale, seeds) {
+        return Ok(a);
     }
     let (preset, title, variable, skip) = match name {
         "dnn" => (
@@ -297,4 +314,124 @@ fn activations(scale: Scale, seeds: u64) -> Ablation {
         skip_epochs: 0,
         runs,
     }
+}
+
+/// Sweeps for the architectures of the paper's "Applicability" list. Each crosses p = nm at small
+/// sizes (the paper has no experiment for them, so `paper` scale only trains longer). Steps are
+/// a fraction of GD's stability limit nm/λ_max(H(0)) of the widest run; GraphConv's unnormalised
+/// neighbour sums make its NTK stiff (λ_max ≈ 4e6 against λ_min ≈ 1.6 at width 48), hence 3e-5.
+fn architecture(name: &str, scale: Scale, seeds: u64) -> Option<Ablation> {
+    use crate::layers::PairCombine;
+    let epochs = match scale {
+        Scale::Quick => 3000,
+        Scale::Paper => 10_000,
+    };
+    let every = epochs / 6;
+    let images = |n, c, h, w, m| DataConfig::Images {
+        n,
+        channels: c,
+        height: h,
+        width: w,
+        m,
+    };
+    // (preset, data, values, what is swept, step)
+    let (preset, data, values, variable, lr): (Preset, DataConfig, Vec<usize>, &str, f64) =
+        match name {
+            "cnn" => (
+                Preset::Cnn,
+                images(40, 1, 8, 8, 2),
+                vec![1, 2, 3, 4, 8],
+                "channels",
+                0.05,
+            ),
+            "conv-resnet" => (
+                Preset::ConvResnet,
+                images(100, 1, 6, 6, 2),
+                vec![1, 2, 3, 4, 6],
+                "width",
+                0.02,
+            ),
+            "unet" => (
+                Preset::Unet,
+                images(8, 1, 4, 4, 1),
+                vec![1, 2, 3, 4],
+                "channels",
+                0.05,
+            ),
+            "mobilenet" => (
+                Preset::Mobilenet,
+                images(100, 3, 8, 8, 2),
+                vec![1, 2, 3, 4, 6],
+                "channels",
+                0.05,
+            ),
+            "cheb" => (
+                Preset::Cheb,
+                DataConfig::Ball {
+                    n: 100,
+                    d: 20,
+                    m: 5,
+                },
+                vec![2, 4, 6, 8, 16, 32],
+                "width",
+                0.05,
+            ),
+            "graphconv" => (
+                Preset::GraphConv,
+                DataConfig::Ball {
+                    n: 100,
+                    d: 20,
+                    m: 5,
+                },
+                vec![4, 6, 8, 12, 24, 48],
+                "width",
+                3e-5,
+            ),
+            "siamese" => (
+                Preset::Siamese,
+                DataConfig::Pairs {
+                    n: 100,
+                    d: 10,
+                    m: 5,
+                },
+                vec![6, 10, 16, 24, 48],
+                "width",
+                0.1,
+            ),
+            _ => return None,
+        };
+    let mut runs = Vec::new();
+    for &v in &values {
+        for seed in 0..seeds.max(1) {
+            let mut c = base_config(preset, 0, 0, 0, lr, epochs, every);
+            c.data = data.clone();
+            c.seed = seed;
+            let mc = &mut c.model;
+            match preset {
+                Preset::Cnn => (mc.channels, mc.kernel) = (vec![v, v], 3),
+                Preset::ConvResnet => (mc.channels, mc.depth, mc.kernel) = (vec![v], 2, 3),
+                Preset::Unet => (mc.channels, mc.kernel) = (vec![v, v], 3),
+                Preset::Mobilenet => (mc.channels, mc.kernel) = (vec![v, 2 * v], 3),
+                Preset::Cheb => (mc.hidden, mc.order) = (vec![v, v], 3),
+                Preset::Siamese => (mc.hidden, mc.combine) = (vec![v, v], PairCombine::AbsDiff),
+                _ => mc.hidden = vec![v, v],
+            }
+            runs.push(RunSpec {
+                label: format!("{variable}={v}-seed{seed}"),
+                value: v,
+                seed,
+                config: c,
+            });
+        }
+    }
+    Some(Ablation {
+        name: name.into(),
+        title: format!(
+            "{}: loss against epoch, one curve per {variable}",
+            preset.name()
+        ),
+        variable: variable.into(),
+        skip_epochs: 0,
+        runs,
+    })
 }

@@ -208,7 +208,15 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
     };
     let small = |s: &RunSpec| {
         let (n, d) = match s.config.data {
-            crate::config::DataConfig::Ball { n, d, .. } => (n, d),
+            crate::config::DataConfig::Ball { n, d, .. }
+            | crate::config::DataConfig::Pairs { n, d, .. } => (n, d),
+            crate::config::DataConfig::Images {
+                n,
+                channels,
+                height,
+                width,
+                ..
+            } => (n, channels * height * width),
             _ => (usize::MAX, 1),
         };
         n.saturating_mul(d) <= 50_000

@@ -54,7 +54,11 @@ pub fn lanczos(
         // is affordable; past FULL_REORTH_LIMIT (dim × steps) only against the last two vectors
         // (plain Lanczos: the extreme Ritz value still converges, ghosts only duplicate it, and
         // the final residual is measured with a true product, so the reported bound stays valid).
-        let start = if dim.saturating_mul(basis.len()) <= FULL_REORTH_LIMIT { 0 } else { basis.len().saturating_sub(2) };
+        let start = if dim.saturating_mul(basis.len()) <= FULL_REORTH_LIMIT {
+            0
+        } else {
+            basis.len().saturating_sub(2)
+        };
         for _ in 0..2 {
             for q in &basis[start..] {
                 let c = dot(q, &w);
@@ -106,7 +110,11 @@ fn sturm_count(alpha: &[f64], beta: &[f64], x: f64) -> usize {
     let mut count = 0;
     let mut d = 1.0f64;
     for i in 0..alpha.len() {
-        let b2 = if i == 0 { 0.0 } else { beta[i - 1] * beta[i - 1] };
+        let b2 = if i == 0 {
+            0.0
+        } else {
+            beta[i - 1] * beta[i - 1]
+        };
         d = alpha[i] - x - if i == 0 { 0.0 } else { b2 / d };
         if d == 0.0 {
             d = -f64::EPSILON * (alpha[i].abs() + x.abs()).max(f64::MIN_POSITIVE);
@@ -122,10 +130,15 @@ fn sturm_count(alpha: &[f64], beta: &[f64], x: f64) -> usize {
 fn extreme_eigenvalue(alpha: &[f64], beta: &[f64], largest: bool) -> f64 {
     let k = alpha.len();
     let radius = |i: usize| {
-        (if i > 0 { beta[i - 1].abs() } else { 0.0 }) + (if i + 1 < k { beta[i].abs() } else { 0.0 })
+        (if i > 0 { beta[i - 1].abs() } else { 0.0 })
+            + (if i + 1 < k { beta[i].abs() } else { 0.0 })
     };
-    let mut lo = (0..k).map(|i| alpha[i] - radius(i)).fold(f64::INFINITY, f64::min);
-    let mut hi = (0..k).map(|i| alpha[i] + radius(i)).fold(f64::NEG_INFINITY, f64::max);
+    let mut lo = (0..k)
+        .map(|i| alpha[i] - radius(i))
+        .fold(f64::INFINITY, f64::min);
+    let mut hi = (0..k)
+        .map(|i| alpha[i] + radius(i))
+        .fold(f64::NEG_INFINITY, f64::max);
     let target = if largest { k - 1 } else { 0 };
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
@@ -149,7 +162,11 @@ fn tridiagonal_eigenvector(alpha: &[f64], beta: &[f64], lambda: f64) -> Vec<f64>
     if k == 1 {
         return vec![1.0];
     }
-    let scale = alpha.iter().map(|a| a.abs()).chain(beta.iter().map(|b| b.abs())).fold(0.0, f64::max);
+    let scale = alpha
+        .iter()
+        .map(|a| a.abs())
+        .chain(beta.iter().map(|b| b.abs()))
+        .fold(0.0, f64::max);
     let shift = lambda + 1e-13 * scale.max(f64::MIN_POSITIVE);
     let mut x = vec![1.0; k];
     for _ in 0..3 {
@@ -215,7 +232,9 @@ mod tests {
         let mut rng = stream(7, Stream::Init);
         for k in [1usize, 2, 3, 10, 57] {
             let alpha: Vec<f64> = (0..k).map(|_| StandardNormal.sample(&mut rng)).collect();
-            let beta: Vec<f64> = (0..k.saturating_sub(1)).map(|_| StandardNormal.sample(&mut rng)).collect();
+            let beta: Vec<f64> = (0..k.saturating_sub(1))
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect();
             let t = faer::Mat::<f64>::from_fn(k, k, |i, j| {
                 if i == j {
                     alpha[i]
@@ -231,10 +250,16 @@ mod tests {
             for largest in [false, true] {
                 let (value, s) = ritz(&alpha, &beta, largest);
                 let want = if largest { eig[k - 1] } else { eig[0] };
-                assert!((value - want).abs() <= 1e-12 * (1.0 + want.abs()), "k={k}: {value} vs {want}");
+                assert!(
+                    (value - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                    "k={k}: {value} vs {want}"
+                );
                 // ‖T s − λ s‖ small and s a unit vector.
                 let ts = &t * faer::Mat::<f64>::from_fn(k, 1, |i, _| s[i]);
-                let res: f64 = (0..k).map(|i| (ts[(i, 0)] - value * s[i]).powi(2)).sum::<f64>().sqrt();
+                let res: f64 = (0..k)
+                    .map(|i| (ts[(i, 0)] - value * s[i]).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
                 assert!(res <= 1e-9 * (1.0 + value.abs()), "k={k}: residual {res}");
                 assert!((dot(&s, &s) - 1.0).abs() < 1e-12);
             }

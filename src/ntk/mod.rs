@@ -2,16 +2,28 @@
 //! ([`gram`]), extreme eigenvalues with accuracy bounds ([`spectrum`], [`lanczos`]), and the
 //! one call most users want, [`ntk_spectrum`], which picks a dense or matrix-free route from a
 //! memory budget and says which it took.
+//!
+//! Matrix-free, networks that do not mix samples (dnn, resnet) get block products by the
+//! dense-layer kernel route ([`structured`]) and a preconditioned Davidson solve for λ_min
+//! ([`matrix_free`], [`davidson`], [`precond`]); networks that mix samples (gcn), or that the
+//! structured walker cannot read, get Lanczos on vjp + jvp products.
 
 pub mod block_krylov;
+pub mod davidson;
 pub mod gram;
 pub mod lanczos;
+pub mod matrix_free;
+pub mod precond;
 pub mod spectrum;
+pub mod structured;
 
 pub use gram::{gram, gram_bytes, gram_route, jacobian, GramRoute, NtkOperator};
+pub use matrix_free::{MatrixFreePlan, MatrixFreeResult};
 pub use spectrum::{dense_extremes, full_spectrum, matrix_free_extremes, Extremes};
+pub use structured::StructuredNtk;
 
 use crate::batch::Batch;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use serde::Serialize;
 
@@ -22,10 +34,15 @@ pub struct NtkOptions {
     pub memory_budget_bytes: u64,
     /// Also compute every eigenvalue (dense route only).
     pub full_spectrum: bool,
-    /// Relative tolerance of Lanczos.
+    /// Relative tolerance: Lanczos stops when its residual is below tol·|θ|; the preconditioned
+    /// λ_min solve (matrix-free, sample-independent networks) below √tol·θ — its eigenvalue
+    /// error is then of order residual²/gap, far below the residual.
     pub tol: f64,
     /// Most products per Lanczos run (matrix-free).
     pub max_iter: usize,
+    /// Most products of the preconditioned λ_min solve (matrix-free, sample-independent
+    /// networks).
+    pub max_products: usize,
 }
 
 impl Default for NtkOptions {
@@ -35,6 +52,7 @@ impl Default for NtkOptions {
             full_spectrum: false,
             tol: 1e-10,
             max_iter: 500,
+            max_products: 4000,
         }
     }
 }
@@ -56,24 +74,31 @@ pub struct NtkSummary {
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eigenvalues: Option<Vec<f64>>,
+    /// Matrix-free preconditioned route only: r²/(θ₂ − λ_min), the Kato–Temple estimate of
+    /// λ_min's error with the second Ritz value θ₂ standing in for λ₂ — an estimate, not a bound
+    /// (`lambda_min_accuracy` is the rigorous residual bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_min_error_estimate: Option<f64>,
+    /// Operator products used (matrix-free routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub products: Option<usize>,
 }
 
 /// λ_min, λ_max (and the spectrum if asked) of H(θ) on inputs x, by the dense route when the
-/// Gram matrix fits `opts.memory_budget_bytes`, else matrix-free.
-pub fn ntk_spectrum(model: &Model, theta: &[f64], x: &Batch, opts: &NtkOptions) -> NtkSummary {
+/// Gram matrix fits `opts.memory_budget_bytes`, else matrix-free: for networks that do not mix
+/// samples, preconditioned Davidson on structured block products (method `davidson+…`), else
+/// Lanczos on vjp + jvp products (method `lanczos`). Errors when even the matrix-free route's
+/// working memory exceeds the budget.
+pub fn ntk_spectrum(
+    model: &Model,
+    theta: &[f64],
+    x: &Batch,
+    opts: &NtkOptions,
+) -> Result<NtkSummary> {
     let start = std::time::Instant::now();
     let dim = x.n() * model.out_dim();
-    let (route, ext, eigenvalues) = if gram_bytes(model, x.n()) <= opts.memory_budget_bytes {
-        let (h, route) = gram(model, theta, x);
-        let ext = dense_extremes(&h, opts.tol);
-        let eig = opts.full_spectrum.then(|| full_spectrum(&h));
-        (route.name().to_string(), ext, eig)
-    } else {
-        let mut op = NtkOperator::new(model, theta, x);
-        let ext = matrix_free_extremes(dim, &mut |v, o| op.apply(v, o), opts.max_iter, opts.tol);
-        ("matrix-free".to_string(), ext, None)
-    };
-    NtkSummary {
+    let budget = opts.memory_budget_bytes;
+    let summary = |route: String, ext: &Extremes, eigenvalues, estimate, products| NtkSummary {
         route,
         dim,
         p: model.p(),
@@ -84,5 +109,83 @@ pub fn ntk_spectrum(model: &Model, theta: &[f64], x: &Batch, opts: &NtkOptions) 
         method: ext.method.clone(),
         seconds: start.elapsed().as_secs_f64(),
         eigenvalues,
+        lambda_min_error_estimate: estimate,
+        products,
+    };
+    if gram_bytes(model, x.n()) <= budget {
+        let (h, route) = gram(model, theta, x);
+        let ext = dense_extremes(&h, opts.tol);
+        let eig = opts.full_spectrum.then(|| full_spectrum(&h));
+        return Ok(summary(route.name().to_string(), &ext, eig, None, None));
     }
+    let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
+    if !model.net.mixes_samples() {
+        if let Ok(mut op) = StructuredNtk::new(model, theta, x) {
+            let tol = opts.tol.sqrt();
+            let plan = MatrixFreePlan::for_budget(
+                &op,
+                model.p(),
+                budget,
+                tol,
+                opts.max_products,
+                opts.max_iter,
+            )
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the NTK ({dim} × {dim}) does not fit the memory budget of {:.1} MiB \
+                     (ntk.memory_budget_gb) even matrix-free: the structured products, an \
+                     8-vector basis and λ_max's Lanczos basis need about {:.1} MiB; raise the budget",
+                    mb(budget),
+                    mb(matrix_free_minimum(&op, model.p(), opts.max_iter)),
+                ))
+            })?;
+            if matrix_free::check_against_operator(&mut op, model, theta, x, 7) <= 1e-8 {
+                let r = matrix_free::preconditioned_extremes(&mut op, model, theta, x, &plan);
+                let ext = Extremes {
+                    lambda_min: r.lambda_min,
+                    lambda_max: r.lambda_max,
+                    lambda_min_accuracy: r.residual,
+                    lambda_max_accuracy: r.lambda_max_residual,
+                    method: r.method.clone(),
+                    iterations: r.products_min + r.products_max,
+                };
+                let products = r.products_min + r.products_max + r.products_check + 2;
+                return Ok(summary(
+                    "matrix-free".into(),
+                    &ext,
+                    None,
+                    r.error_estimate,
+                    Some(products),
+                ));
+            }
+        }
+    }
+    // Lanczos keeps its whole basis, plus the operator's scratch (θ̄) and one evaluation.
+    let need = (opts.max_iter.clamp(1, dim) as u64 + 4) * dim as u64 * 8 + 3 * model.p() as u64 * 8;
+    if need > budget {
+        return Err(Error::Invalid(format!(
+            "the NTK ({dim} × {dim}) does not fit the memory budget of {:.1} MiB \
+             (ntk.memory_budget_gb) even matrix-free: Lanczos with {} steps needs about {:.1} MiB; \
+             raise the budget or lower the step count",
+            mb(budget),
+            opts.max_iter,
+            mb(need)
+        )));
+    }
+    let mut op = NtkOperator::new(model, theta, x);
+    let ext = matrix_free_extremes(dim, &mut |v, o| op.apply(v, o), opts.max_iter, opts.tol);
+    let products = ext.iterations + 2;
+    Ok(summary(
+        "matrix-free".into(),
+        &ext,
+        None,
+        None,
+        Some(products),
+    ))
+}
+
+/// The smallest working set of the structured matrix-free route (for error messages).
+fn matrix_free_minimum(op: &StructuredNtk<'_>, p: usize, top_iter: usize) -> u64 {
+    let dim = op.dim() as u64;
+    3 * op.bytes() + op.product_bytes(1) + p as u64 * 8 + (top_iter as u64 + 28) * dim * 8
 }

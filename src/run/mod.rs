@@ -21,6 +21,7 @@ use crate::graph::Graph;
 use crate::init::init_params;
 use crate::io;
 use crate::kinks::KinkSummary;
+use crate::layers::ImageShape;
 use crate::model::Model;
 use crate::ntk::NtkSummary;
 use crate::presets;
@@ -52,40 +53,128 @@ impl Prepared {
 
 /// Builds data, graph, model and θ₀ from `config`, checking everything that can be wrong.
 pub fn prepare(config: &Config) -> Result<Prepared> {
-    let mut data = match &config.data {
-        DataConfig::Ball { n, d, m } => {
-            let bytes = (*n as u64).saturating_mul((d + m) as u64).saturating_mul(8);
-            if available_bytes().is_some_and(|avail| bytes > avail) {
-                return Err(Error::config(
-                    &config.source,
-                    "data.n",
-                    format!("the data alone need {:.1} GB (n·(d+m) f64 values), more than this machine has: lower data.n or data.d", bytes as f64 / 1e9),
-                ));
-            }
-            Dataset::ball(*n, *d, *m, config.seed)
-        }
-        DataConfig::Npy { x, y } => Dataset::from_npy(x, y)?,
+    let (n, width, m_data) = match config.data {
+        DataConfig::Ball { n, d, m } | DataConfig::Pairs { n, d, m } => (n, d, m),
+        DataConfig::Images {
+            n,
+            channels,
+            height,
+            width,
+            m,
+        } => (n, channels * height * width, m),
+        DataConfig::Npy { .. } => (0, 0, 0),
     };
-    let act = &config.model.activation;
-    let (d, m) = (data.d(), data.m());
-    let model = match config.model.preset {
-        Preset::Dnn => presets::dnn(d, &config.model.hidden, m, act),
-        Preset::Resnet => presets::resnet(d, config.model.depth, m, act),
-        Preset::Gcn => {
-            let graph = match config.graph.as_ref() {
-                Some(GraphConfig::Edges { path }) => {
-                    Graph::from_edges(data.n(), io::read_edges(path, data.n())?)
-                }
-                Some(GraphConfig::Knn { k }) => knn_graph(&data, *k, config)?,
-                None => knn_graph(&data, crate::config::DEFAULT_K, config)?,
+    let bytes = (n as u64)
+        .saturating_mul((2 * width + m_data) as u64)
+        .saturating_mul(8);
+    if available_bytes().is_some_and(|avail| bytes > avail) {
+        return Err(Error::config(
+            &config.source,
+            "data.n",
+            format!(
+                "the data alone need {:.1} GB (n·(d+m) f64 values), more than this machine has: lower data.n or data.d",
+                bytes as f64 / 1e9
+            ),
+        ));
+    }
+    let (model_cfg, seed) = (&config.model, config.seed);
+    let mut data = match config.data {
+        DataConfig::Ball { n, d, m } => Dataset::ball(n, d, m, seed),
+        DataConfig::Npy { ref x, ref y } => Dataset::from_npy(x, y)?,
+        DataConfig::Pairs { n, d, m } => Dataset::pairs(n, d, m, seed),
+        DataConfig::Images {
+            n,
+            channels,
+            height,
+            width,
+            m,
+        } => {
+            // A U-Net's targets are images with m channels.
+            let target = if model_cfg.preset == Preset::Unet {
+                m * height * width
+            } else {
+                m
             };
-            let a_hat = Arc::new(graph.normalized_adjacency());
-            data.graph = Some(graph);
-            presets::gcn(a_hat, d, &config.model.hidden, m, act)
+            Dataset::images(n, channels, height, width, target, seed)
         }
+    };
+    let act = &model_cfg.activation;
+    let (d, m) = (data.d(), data.m());
+    let image = match config.data {
+        DataConfig::Images {
+            channels,
+            height,
+            width,
+            ..
+        } => Some(ImageShape::new(channels, height, width)),
+        _ => None,
+    };
+    let need_image = || {
+        image.ok_or_else(|| {
+            Error::config(
+                &config.source,
+                "data.kind",
+                format!("preset {} needs kind = \"images\"", model_cfg.preset),
+            )
+        })
+    };
+    let graph = if model_cfg.preset.is_graph() {
+        let graph = match config.graph.as_ref() {
+            Some(GraphConfig::Edges { path }) => {
+                Graph::from_edges(data.n(), io::read_edges(path, data.n())?)
+            }
+            Some(GraphConfig::Knn { k }) => knn_graph(&data, *k, config)?,
+            None => knn_graph(&data, crate::config::DEFAULT_K, config)?,
+        };
+        data.graph = Some(graph.clone());
+        Some(graph)
+    } else {
+        None
+    };
+    let (hidden, k) = (&model_cfg.hidden, model_cfg.kernel);
+    let model = match (model_cfg.preset, graph) {
+        (Preset::Dnn, _) => presets::dnn(d, hidden, m, act),
+        (Preset::Resnet, _) => presets::resnet(d, model_cfg.depth, m, act),
+        (Preset::Gcn, Some(g)) => {
+            presets::gcn(Arc::new(g.normalized_adjacency()), d, hidden, m, act)
+        }
+        (Preset::Cheb, Some(g)) => presets::cheb(
+            Arc::new(crate::graph::scaled_laplacian(&g, None)),
+            d,
+            hidden,
+            model_cfg.order,
+            m,
+            act,
+        ),
+        (Preset::GraphConv, Some(g)) => {
+            presets::graphconv(Arc::new(g.adjacency()), d, hidden, m, act)
+        }
+        (Preset::Cnn, _) => presets::cnn(need_image()?, &model_cfg.channels, k, m, act),
+        (Preset::ConvResnet, _) => presets::conv_resnet(
+            need_image()?,
+            model_cfg.channels[0],
+            model_cfg.depth,
+            k,
+            m,
+            act,
+        ),
+        (Preset::Unet, _) => {
+            let shape = need_image()?;
+            presets::unet(shape, &model_cfg.channels, k, m / (shape.h * shape.w), act)
+        }
+        (Preset::Mobilenet, _) => presets::mobilenet(need_image()?, &model_cfg.channels, k, m, act),
+        (Preset::Siamese, _) => {
+            if d % 2 != 0 {
+                return Err(Error::Invalid(format!(
+                    "siamese inputs are pairs [a; b]: the data have {d} features, an odd number"
+                )));
+            }
+            presets::siamese(d / 2, hidden, model_cfg.combine, m, act)
+        }
+        (p, None) => unreachable!("graph preset {p} without a graph"),
     };
     check_training_memory(&model, data.n(), config)?;
-    let theta0 = init_params(&model.param_specs(), &config.model.init, config.seed);
+    let theta0 = init_params(&model.param_specs(), &model_cfg.init, seed);
     Ok(Prepared {
         config: config.clone(),
         data,

@@ -152,7 +152,13 @@ pub(super) fn write_run(
             if let Some(csv) = ntk_csv.as_mut() {
                 if rec.epoch == 0 || last || (every > 0 && rec.epoch % every == 0) {
                     bar.set_message(format!("loss {:.3e} · NTK λ_min …", rec.loss));
-                    let s = ntk::ntk_spectrum(model, theta, &data.x, &ntk_opts);
+                    let s = match ntk::ntk_spectrum(model, theta, &data.x, &ntk_opts) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            io_error = Some(e);
+                            return Control::Stop;
+                        }
+                    };
                     let tr = ck
                         .bound
                         .get_or_insert_with(|| BoundTracker::new(c, rec.loss));

@@ -1,0 +1,458 @@
+//! The TOML configuration of a run: schema, defaults, and validation with precise errors.
+//!
+//! A config file is read in two steps. First serde turns the text into the `Raw*` structs, which
+//! mirror the file exactly (every key optional where the schema has a default, unknown keys
+//! rejected by `deny_unknown_fields`). Then [`Config::from_str`] checks the values against each
+//! other and resolves them into [`Config`], made of plain Rust types with every default filled in
+//! and every data path resolved against the config file's directory.
+//!
+//! Every failure is an [`Error::Config`] naming the file, the field as a dotted path
+//! (`model.hidden`, `train.lr`, …) and, where there is one, the fix. Errors found by the TOML
+//! parser keep its message, which gives the line and column.
+//!
+//! ```toml
+//! seed = 0                      # one seed drives data, graph and initialisation (default 0)
+//! [data]
+//! kind = "ball"                 # "ball": x uniform in the unit ball of R^d, y ~ N(0, I_m)
+//! n = 1000                      # or kind = "npy" with x = "x.npy", y = "y.npy"
+//! d = 500                       # or kind = "images" with n, channels, height, width, m
+//! m = 50                        # or kind = "pairs" with n, d, m (x = [a; b], a, b ∈ R^d)
+//! [graph]                       # graph presets (gcn, cheb, graphconv) only; default k = 10
+//! k = 10                        # or edges = "edges.csv" (exactly one of the two)
+//! [model]
+//! preset = "dnn"                # dnn | resnet | gcn | cnn | conv-resnet | cheb | graphconv
+//!                               # | unet | mobilenet | siamese
+//! hidden = [250, 250]           # dnn, gcn, cheb, graphconv, siamese (the shared tower): widths
+//! # depth = 16                  # resnet, conv-resnet: number of residual blocks
+//! # channels = [16, 32]         # cnn, unet, mobilenet: widths; conv-resnet: [width]
+//! # kernel = 3                  # cnn, conv-resnet, unet, mobilenet: odd kernel size (default 3)
+//! # order = 3                   # cheb: Chebyshev order K (default 3)
+//! # combine = "abs-diff"        # siamese: |f(a) − f(b)| (default) or "concat": [f(a); f(b)]
+//! activation = "leaky-relu"     # or { kind = "leaky-relu", slope = 0.01 }, "prelu", "relu",
+//!                               # "sigmoid", { kind = "piecewise", breakpoints, coefficients }
+//! init = "torch"                # or "kaiming-normal", { kind = "normal", std = 0.1 }
+//! [train]                       # optional; these are the defaults except epochs (1000)
+//! solver = "gd"
+//! lr = 0.01
+//! epochs = 10000
+//! loss = "mse"                  # or "half-sse"
+//! precision = "f64"
+//! log_every = 1
+//! [ntk]                         # optional
+//! every = 100                   # λ_min checkpoints; 0 = only at the start and the end (default)
+//! memory_budget_gb = 8.0
+//! enabled = true
+//! ```
+//!
+//! Image presets (cnn, conv-resnet, unet, mobilenet) take `data.kind = "images"` and only them;
+//! siamese takes `data.kind = "pairs"` and only it. The module is split into `raw` (the serde
+//! schema), `validate` and `model` (checks and resolution), `locate` (line numbers for errors)
+//! and `write` ([`Config::to_toml`]).
+
+mod locate;
+mod model;
+mod raw;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_arch;
+mod validate;
+mod write;
+
+pub use raw::{
+    NameOrTable, RawActivationTable, RawConfig, RawData, RawGraph, RawInitTable, RawModel, RawNtk,
+    RawTrain,
+};
+
+use crate::activation::Activation;
+use crate::error::{Error, Result};
+use crate::layers::PairCombine;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use crate::init::InitScheme;
+pub use crate::loss::LossKind;
+
+// ---------------------------------------------------------------------------------------------
+// Resolved configuration.
+// ---------------------------------------------------------------------------------------------
+
+/// A validated configuration with every default filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub seed: u64,
+    pub data: DataConfig,
+    /// `Some` exactly for graph presets ([`Preset::is_graph`]).
+    pub graph: Option<GraphConfig>,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub ntk: NtkConfig,
+    /// The directory relative paths in the file were resolved against (made absolute when the
+    /// working directory is known).
+    pub base_dir: PathBuf,
+    /// Where the config came from (its path, or a label for built-in configs), for errors found
+    /// after parsing (e.g. `graph.k` against the n of `.npy` data).
+    pub source: PathBuf,
+}
+
+/// Where the samples come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataConfig {
+    /// n inputs uniform in the unit ball of R^d, targets N(0, I_m).
+    Ball { n: usize, d: usize, m: usize },
+    /// Inputs (n × d) and targets (n × m) from `.npy` files; paths already resolved.
+    Npy { x: PathBuf, y: PathBuf },
+    /// n images of `channels`×`height`×`width` (PyTorch layout, flattened), uniform in the unit
+    /// ball of R^{C·H·W}; targets N(0, I_m), or for unet m×H×W images (m output channels).
+    Images {
+        n: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+        m: usize,
+    },
+    /// n pairs x = [a; b] with a and b uniform in the unit ball of R^d (2d features); targets
+    /// N(0, I_m).
+    Pairs { n: usize, d: usize, m: usize },
+}
+
+impl DataConfig {
+    /// (n, d, m) when they are known before loading anything (ball data).
+    pub fn dims(&self) -> Option<(usize, usize, usize)> {
+        match *self {
+            Self::Ball { n, d, m } => Some((n, d, m)),
+            _ => None,
+        }
+    }
+
+    /// The `data.kind` this was written as: "ball", "npy", "images" or "pairs".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ball { .. } => "ball",
+            Self::Npy { .. } => "npy",
+            Self::Images { .. } => "images",
+            Self::Pairs { .. } => "pairs",
+        }
+    }
+
+    /// The number of samples when known before loading anything (every kind but npy).
+    pub fn n(&self) -> Option<usize> {
+        match *self {
+            Self::Ball { n, .. } | Self::Images { n, .. } | Self::Pairs { n, .. } => Some(n),
+            Self::Npy { .. } => None,
+        }
+    }
+
+    /// `data.m` when known before loading anything (every kind but npy); for unet the number of
+    /// output channels.
+    pub fn m(&self) -> Option<usize> {
+        match *self {
+            Self::Ball { m, .. } | Self::Images { m, .. } | Self::Pairs { m, .. } => Some(m),
+            Self::Npy { .. } => None,
+        }
+    }
+
+    /// Features per sample when known before loading anything: d (ball), C·H·W (images),
+    /// 2d (pairs).
+    pub fn input_dim(&self) -> Option<usize> {
+        match *self {
+            Self::Ball { d, .. } => Some(d),
+            Self::Images {
+                channels,
+                height,
+                width,
+                ..
+            } => Some(channels * height * width),
+            Self::Pairs { d, .. } => Some(2 * d),
+            Self::Npy { .. } => None,
+        }
+    }
+
+    /// (channels, height, width) of image data.
+    pub fn image_shape(&self) -> Option<(usize, usize, usize)> {
+        match *self {
+            Self::Images {
+                channels,
+                height,
+                width,
+                ..
+            } => Some((channels, height, width)),
+            _ => None,
+        }
+    }
+}
+
+/// The graph on the n samples used by graph presets.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GraphConfig {
+    /// The symmetrised k-nearest-neighbour graph of the inputs.
+    Knn { k: usize },
+    /// An edge list (CSV); path already resolved.
+    Edges { path: PathBuf },
+}
+
+/// The architecture and its initialisation. Fields a preset does not use hold their "unused"
+/// value (empty, 0, or `AbsDiff` for `combine`); see [`Preset::uses_key`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub preset: Preset,
+    /// Hidden widths (dnn, gcn, cheb, graphconv; siamese: the shared tower); empty otherwise.
+    pub hidden: Vec<usize>,
+    /// Number of residual blocks (resnet, conv-resnet); 0 for the other presets.
+    pub depth: usize,
+    /// Convolutional widths (cnn: conv blocks; conv-resnet: exactly `[width]`; unet: channels per
+    /// encoder level; mobilenet: block widths); empty for the other presets.
+    pub channels: Vec<usize>,
+    /// Odd kernel size k (k×k) of cnn, conv-resnet, unet, mobilenet (default 3); 0 otherwise.
+    pub kernel: usize,
+    /// Chebyshev order K ≥ 1 of cheb (default 3); 0 otherwise.
+    pub order: usize,
+    /// How siamese combines its towers (default `AbsDiff`); `AbsDiff` for the other presets.
+    pub combine: PairCombine,
+    pub activation: Activation,
+    pub init: InitScheme,
+}
+
+/// The architectures that can be built from a config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Preset {
+    Dnn,
+    Resnet,
+    Gcn,
+    Cnn,
+    ConvResnet,
+    Cheb,
+    GraphConv,
+    Unet,
+    Mobilenet,
+    Siamese,
+}
+
+impl Preset {
+    /// Every available preset, in the order they are listed to users.
+    pub const ALL: [Preset; 10] = [
+        Preset::Dnn,
+        Preset::Resnet,
+        Preset::Gcn,
+        Preset::Cnn,
+        Preset::ConvResnet,
+        Preset::Cheb,
+        Preset::GraphConv,
+        Preset::Unet,
+        Preset::Mobilenet,
+        Preset::Siamese,
+    ];
+    /// Presets named in the design that are not implemented yet (none at present).
+    pub const PLANNED: [&'static str; 0] = [];
+    /// The `[model]` keys whose use depends on the preset ([`Preset::uses_key`]).
+    pub const MODEL_KEYS: [&'static str; 6] =
+        ["hidden", "depth", "channels", "kernel", "order", "combine"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Dnn => "dnn",
+            Self::Resnet => "resnet",
+            Self::Gcn => "gcn",
+            Self::Cnn => "cnn",
+            Self::ConvResnet => "conv-resnet",
+            Self::Cheb => "cheb",
+            Self::GraphConv => "graphconv",
+            Self::Unet => "unet",
+            Self::Mobilenet => "mobilenet",
+            Self::Siamese => "siamese",
+        }
+    }
+
+    /// True when the preset needs a graph on the samples (a `[graph]` section).
+    pub fn is_graph(&self) -> bool {
+        matches!(self, Self::Gcn | Self::Cheb | Self::GraphConv)
+    }
+
+    /// True for the convolutional presets, which take `data.kind = "images"`.
+    pub fn needs_images(&self) -> bool {
+        matches!(
+            self,
+            Self::Cnn | Self::ConvResnet | Self::Unet | Self::Mobilenet
+        )
+    }
+
+    /// True for the presets on input pairs (`data.kind = "pairs"`).
+    pub fn needs_pairs(&self) -> bool {
+        matches!(self, Self::Siamese)
+    }
+
+    /// Whether `[model]` key `key` (one of [`Preset::MODEL_KEYS`]) is used by this preset;
+    /// `activation` and `init` are used by every preset.
+    pub fn uses_key(&self, key: &str) -> bool {
+        match key {
+            "hidden" => matches!(
+                self,
+                Self::Dnn | Self::Gcn | Self::Cheb | Self::GraphConv | Self::Siamese
+            ),
+            "depth" => matches!(self, Self::Resnet | Self::ConvResnet),
+            "channels" | "kernel" => self.needs_images(),
+            "order" => matches!(self, Self::Cheb),
+            "combine" => matches!(self, Self::Siamese),
+            "activation" | "init" => true,
+            _ => false,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    fn available() -> String {
+        Self::ALL.map(|p| p.name()).join(", ")
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the gradient flow is integrated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Solver {
+    /// Full-batch gradient descent with a fixed step (Euler's method on the flow).
+    Gd,
+}
+
+impl Solver {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Gd => "gd",
+        }
+    }
+}
+
+/// The floating-point type of training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F64,
+}
+
+impl Precision {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::F64 => "f64",
+        }
+    }
+}
+
+/// `[train]`, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub solver: Solver,
+    /// The GD step η (> 0, finite).
+    pub lr: f64,
+    /// Number of GD steps; 0 only evaluates.
+    pub epochs: usize,
+    pub loss: LossKind,
+    pub precision: Precision,
+    /// A metrics row every this many epochs (≥ 1).
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            solver: Solver::Gd,
+            lr: 0.01,
+            epochs: 1000,
+            loss: LossKind::Mse,
+            precision: Precision::F64,
+            log_every: 1,
+        }
+    }
+}
+
+/// `[ntk]`, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NtkConfig {
+    /// λ_min checkpoints every this many epochs; 0 = only at the start and the end.
+    pub every: usize,
+    /// Memory allowed for a dense NTK, in GB (> 0).
+    pub memory_budget_gb: f64,
+    pub enabled: bool,
+}
+
+impl Default for NtkConfig {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            memory_budget_gb: 8.0,
+            enabled: true,
+        }
+    }
+}
+
+/// Default k of the k-nearest-neighbour graph.
+pub const DEFAULT_K: usize = 10;
+/// Default `model.kernel` of the convolutional presets.
+pub const DEFAULT_KERNEL: usize = 3;
+/// Default `model.order` (Chebyshev K) of preset cheb.
+pub const DEFAULT_ORDER: usize = 3;
+
+// ---------------------------------------------------------------------------------------------
+// Parsing and validation.
+// ---------------------------------------------------------------------------------------------
+
+impl Config {
+    /// Outputs per sample when known before loading anything: `data.m`, or m·H·W for unet (its
+    /// targets are m×H×W images).
+    pub fn output_dim(&self) -> Option<usize> {
+        match (self.model.preset, &self.data) {
+            (
+                Preset::Unet,
+                DataConfig::Images {
+                    height, width, m, ..
+                },
+            ) => Some(m * height * width),
+            (_, data) => data.m(),
+        }
+    }
+
+    /// Reads and validates the config at `path`; relative paths inside are resolved against the
+    /// file's directory.
+    pub fn from_path(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        Self::from_str(&text, path, dir)
+    }
+
+    /// Parses and validates `text`. `file_label` names the source in errors; relative paths are
+    /// resolved against `base_dir` (made absolute against the working directory when possible).
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_str(text: &str, file_label: &Path, base_dir: &Path) -> Result<Config> {
+        // The syntax first, so that its errors are reported as such.
+        let doc = toml::de::DeTable::parse(text)
+            .map_err(|e| Error::config(file_label, "(syntax)", e.to_string().trim_end()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let field = locate::toml_error_field(doc.get_ref(), &e);
+            Error::config(file_label, &field, e.to_string().trim_end())
+        })?;
+        let base_dir = validate::absolute(base_dir);
+        Self::from_raw(raw, file_label, &base_dir).map_err(|e| match e {
+            Error::Config {
+                file,
+                field,
+                message,
+            } => {
+                let message = match locate::locate_field(text, doc.get_ref(), &field) {
+                    Some((line, found)) if found == field => format!("{message} (line {line})"),
+                    Some((line, found)) => format!("{message} (in `{found}` at line {line})"),
+                    None => message,
+                };
+                Error::Config {
+                    file,
+                    field,
+                    message,
+                }
+            }
+            other => other,
+        })
+    }
+}
