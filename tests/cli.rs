@@ -1355,7 +1355,7 @@ fn every_architecture_example_inspects_trains_and_has_an_ntk() {
         // A short training run: the loss at the end is below the start and the NTK was checked.
         let text = std::fs::read_to_string(&path).unwrap();
         let short = regex_free_set(&text, "epochs", "40");
-        let cfg = tmp.write(&format!("{name}.toml"), short);
+        let cfg = tmp.write(format!("{name}.toml"), short);
         let out = tmp.join(format!("run-{name}"));
         gradflow(
             tmp.path(),

@@ -19,9 +19,10 @@ fn act() -> Activation {
 }
 
 /// (model, data) pairs, each with the hand-computed p.
+#[allow(clippy::vec_init_then_push)] // one commented case per push
 fn cases() -> Vec<(Model, Dataset, usize)> {
     let a = act();
-    #[allow(clippy::vec_init_then_push)] // one commented case per push
+
     let mut v = Vec::new();
     // cnn 1×8×8, channels [2, 3]: (9+1)·2 + (2·9+1)·3 + (3·2·2+1)·2.
     v.push((
