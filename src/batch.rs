@@ -76,6 +76,19 @@ impl Batch {
             *a += b;
         }
     }
+    /// Adds the vector `b` (one value per feature) to every column: the bias of affine layers.
+    pub fn add_to_columns(&mut self, b: &[f64]) {
+        assert_eq!(
+            b.len(),
+            self.features,
+            "add_to_columns: one value per feature"
+        );
+        for i in 0..self.n {
+            for (v, bi) in self.col_mut(i).iter_mut().zip(b) {
+                *v += bi;
+            }
+        }
+    }
     pub fn dot(&self, other: &Batch) -> f64 {
         self.data.iter().zip(&other.data).map(|(a, b)| a * b).sum()
     }

@@ -67,7 +67,8 @@ enum Command {
         #[arg(long, default_value = "quick")]
         scale: String,
         /// Run only these ablations (repeat or comma-separate): dnn, resnet, gcn, activations
-        /// (Corollaries 3.1.1/3.1.2: leaky ReLU α → 0 and piecewise sigmoids).
+        /// (Corollaries 3.1.1/3.1.2: leaky ReLU α → 0 and piecewise sigmoids), cnn, conv-resnet,
+        /// unet, mobilenet, cheb, graphconv, siamese.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Repeat every run over seeds 0..N.

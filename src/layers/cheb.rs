@@ -84,11 +84,7 @@ impl ChebConv {
             );
         }
         if let Some(b) = bias {
-            for i in 0..y.n() {
-                for (v, bi) in y.col_mut(i).iter_mut().zip(b) {
-                    *v += bi;
-                }
-            }
+            y.add_to_columns(b);
         }
         y
     }

@@ -21,13 +21,6 @@ impl Dense {
         let (w, b) = theta.split_at(self.inp * self.out);
         (MatRef::from_row_major_slice(w, self.out, self.inp), b)
     }
-    fn add_bias(y: &mut Batch, b: &[f64]) {
-        for i in 0..y.n() {
-            for (v, bi) in y.col_mut(i).iter_mut().zip(b) {
-                *v += bi;
-            }
-        }
-    }
 }
 
 impl Layer for Dense {
@@ -62,7 +55,7 @@ impl Layer for Dense {
         let (w, b) = self.split(theta);
         let mut y = Batch::zeros(self.out, x.n());
         matmul(y.mat_mut(), Accum::Replace, w, x.mat(), 1.0, par());
-        Self::add_bias(&mut y, b);
+        y.add_to_columns(b);
         (y, no_tape())
     }
 
@@ -171,7 +164,7 @@ impl Layer for Dense {
         let mut y_dot = Batch::zeros(self.out, x.n());
         matmul(y_dot.mat_mut(), Accum::Replace, w, x_dot.mat(), 1.0, par());
         matmul(y_dot.mat_mut(), Accum::Add, w_dot, x.mat(), 1.0, par());
-        Self::add_bias(&mut y_dot, b_dot);
+        y_dot.add_to_columns(b_dot);
         y_dot
     }
 }

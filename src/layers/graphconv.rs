@@ -54,11 +54,7 @@ impl GraphConv {
         matmul(y.mat_mut(), Accum::Replace, w_root, x.mat(), 1.0, par());
         matmul(y.mat_mut(), Accum::Add, w_rel, s.mat(), 1.0, par());
         if with_bias {
-            for i in 0..y.n() {
-                for (v, bi) in y.col_mut(i).iter_mut().zip(b) {
-                    *v += bi;
-                }
-            }
+            y.add_to_columns(b);
         }
         y
     }
