@@ -16,17 +16,21 @@
 use super::davidson::{davidson_smallest, DavidsonOptions};
 use super::gram::NtkOperator;
 use super::lanczos::lanczos;
-use super::precond::OutputBlockPreconditioner;
+use super::precond::{Blocking, OutputBlockPreconditioner};
 use super::structured::StructuredNtk;
 use crate::batch::Batch;
 use crate::model::Model;
 use faer::{Mat, MatRef};
 
+/// Preconditioner blockings in order of preference; the first that fits the budget is taken
+/// (else one kernel shared by all outputs, the Kronecker preconditioner (Θ ⊗ I)⁻¹, else none).
+const PREFERENCE: [Blocking; 2] = [Blocking::Coupled(1), Blocking::Shared(5)];
+
 /// How the preconditioned solve is set up (see [`MatrixFreePlan::for_budget`]).
 #[derive(Clone, Debug)]
 pub struct MatrixFreePlan {
-    /// Output directions per preconditioner block; 0 = no preconditioner.
-    pub group: usize,
+    /// The preconditioner's blocking of output directions; None = no preconditioner.
+    pub blocking: Option<Blocking>,
     /// Rotate outputs to the eigenbasis of Σ_i H_ii before grouping.
     pub rotate: bool,
     /// Davidson basis size, Ritz vectors kept at a restart, vectors added per step.
@@ -92,7 +96,7 @@ impl MatrixFreePlan {
             + 8 * vec_bytes;
         let basis_bytes = |b: usize| 2 * b as u64 * vec_bytes;
         let mut plan = Self {
-            group: 0,
+            blocking: None,
             rotate: false,
             max_basis: 8,
             keep: 3,
@@ -114,11 +118,10 @@ impl MatrixFreePlan {
                 break;
             }
         }
-        for group in [2usize, 1] {
-            let g = group.min(m);
-            let pre = OutputBlockPreconditioner::bytes(n, m, g, widths);
+        for blocking in PREFERENCE.iter().copied().chain([Blocking::Shared(m)]) {
+            let pre = OutputBlockPreconditioner::bytes(n, m, blocking, widths);
             if plan.bytes + pre <= budget {
-                plan.group = g;
+                plan.blocking = Some(blocking);
                 plan.bytes += pre;
                 let rot = OutputBlockPreconditioner::rotation_bytes(n, m, widths);
                 if plan.bytes + rot <= budget {
@@ -190,7 +193,9 @@ pub fn preconditioned_extremes(
 ) -> MatrixFreeResult {
     let dim = op.dim();
     let t0 = std::time::Instant::now();
-    let pre = (plan.group > 0).then(|| OutputBlockPreconditioner::new(op, plan.group, plan.rotate));
+    let pre = plan
+        .blocking
+        .map(|b| OutputBlockPreconditioner::new(op, b, plan.rotate));
     let setup_seconds = t0.elapsed().as_secs_f64();
     let start_products = op.products;
     let dopts = DavidsonOptions {
@@ -233,12 +238,17 @@ pub fn preconditioned_extremes(
         .second
         .filter(|&t2| t2 > rho)
         .map(|t2| residual * residual / (t2 - rho));
-    let method = match plan.group {
-        0 => "davidson".to_string(),
-        1 if plan.rotate => "davidson+rotated-output-block-jacobi".to_string(),
-        1 => "davidson+output-block-jacobi".to_string(),
-        g if plan.rotate => format!("davidson+rotated-output-block-jacobi({g})"),
-        g => format!("davidson+output-block-jacobi({g})"),
+    let method = match plan.blocking {
+        None => "davidson".to_string(),
+        Some(b) => {
+            let how = match b {
+                Blocking::Coupled(1) | Blocking::Shared(1) => String::new(),
+                Blocking::Coupled(g) => format!("({g} coupled)"),
+                Blocking::Shared(g) => format!("({g} shared)"),
+            };
+            let rot = if plan.rotate { "rotated-" } else { "" };
+            format!("davidson+{rot}output-block-jacobi{how}")
+        }
     };
     MatrixFreeResult {
         lambda_min: rho,

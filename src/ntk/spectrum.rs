@@ -7,7 +7,9 @@
 //!   symmetric eigen-decomposition gives λ_min (≈ 0, possibly slightly negative from rounding).
 //! - full: faer's symmetric eigensolver.
 //!
-//! Matrix-free (past the budget): Lanczos on v ↦ J(Jᵀv), see [`super::gram::NtkOperator`].
+//! Matrix-free (past the budget): Lanczos on v ↦ J(Jᵀv) ([`matrix_free_extremes`], see
+//! [`super::gram::NtkOperator`]) for networks that mix samples; preconditioned Davidson for the
+//! others, see [`super::matrix_free`].
 //! Every route reports a residual-based accuracy for λ_min.
 
 use super::block_krylov::block_krylov_top;
@@ -24,9 +26,10 @@ pub struct Extremes {
     /// dense eigensolver).
     pub lambda_min_accuracy: f64,
     pub lambda_max_accuracy: f64,
-    /// How λ_min was found: "cholesky+block-krylov", "shifted-block-krylov", "dense-eig", "lanczos".
+    /// How λ_min was found: "cholesky+block-krylov", "shifted-block-krylov", "dense-eig", "lanczos",
+    /// "davidson+…" (the preconditioned matrix-free route).
     pub method: String,
-    /// Lanczos steps taken (0 for the dense eigensolver).
+    /// Lanczos steps or Davidson products taken (0 for the dense eigensolver).
     pub iterations: usize,
 }
 

@@ -132,6 +132,52 @@ fn concat(parts: Vec<Batch>) -> Batch {
     Batch::from_vec(f, cols, data)
 }
 
+/// y ⊙= d for every vector block of y (y has b·n columns, d has n).
+fn scale_columns(y: &mut Batch, d: &Batch) {
+    let block = d.as_slice().len();
+    for yb in y.as_mut_slice().chunks_mut(block) {
+        yb.iter_mut().zip(d.as_slice()).for_each(|(a, b)| *a *= b);
+    }
+}
+
+/// The diagonal of a parameter-free leaf's input Jacobian if that Jacobian is diagonal: jvp of
+/// the all-ones batch, accepted only when jvp and vjp of a pseudo-random batch both equal the
+/// element-wise product with it.
+fn diagonal_jacobian(layer: &dyn Layer, x: &Batch, tape: &Tape) -> Option<Batch> {
+    let (f, n) = (x.features(), x.n());
+    let ones = Batch::from_vec(f, n, vec![1.0; f * n]);
+    let d = layer.jvp(&[], x, tape, &ones, &[]);
+    if d.features() != f || d.n() != n || !d.all_finite() {
+        return None;
+    }
+    let probe: Vec<f64> = (0..f * n)
+        .map(|k| ((k.wrapping_mul(2_654_435_761) % 1000) as f64) / 500.0 - 1.0)
+        .collect();
+    let r = Batch::from_vec(f, n, probe);
+    let want: Vec<f64> = r
+        .as_slice()
+        .iter()
+        .zip(d.as_slice())
+        .map(|(a, b)| a * b)
+        .collect();
+    let scale = want
+        .iter()
+        .fold(0.0f64, |a, v| a.max(v.abs()))
+        .max(f64::MIN_POSITIVE);
+    let close = |got: &Batch| {
+        got.features() == f
+            && got.n() == n
+            && got
+                .as_slice()
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| (g - w).abs() <= 1e-13 * scale)
+    };
+    let jvp = layer.jvp(&[], x, tape, &r, &[]);
+    let vjp = layer.vjp(&[], x, tape, &r, &mut []);
+    (close(&jvp) && close(&vjp)).then_some(d)
+}
+
 /// What a reverse pass leaves behind: the output cotangents of every dense layer (by leaf id)
 /// and the per-vector parameter cotangents of every other parametrised leaf.
 struct Reverse {
@@ -149,6 +195,9 @@ pub struct StructuredNtk<'a> {
     inputs: Vec<Batch>,
     tapes: Vec<Tape>,
     kernels: Vec<Option<Kernel>>,
+    /// For parameter-free leaves whose Jacobian is diagonal (element-wise activations, checked
+    /// numerically): the diagonal, so tangents and cotangents are one multiplication.
+    diagonals: Vec<Option<Batch>>,
     /// Single-vector products done so far.
     pub products: usize,
 }
@@ -229,6 +278,7 @@ impl<'a> StructuredNtk<'a> {
             inputs: Vec::with_capacity(count),
             tapes: Vec::with_capacity(count),
             kernels: Vec::new(),
+            diagonals: Vec::new(),
             products: 0,
         };
         let mut inputs: Vec<Option<Batch>> = (0..count).map(|_| None).collect();
@@ -245,7 +295,9 @@ impl<'a> StructuredNtk<'a> {
             .iter()
             .zip(reference.as_slice())
             .fold(0.0f64, |a, (p, q)| a.max((p - q).abs()));
-        if y.features() != reference.features() || !(diff <= 1e-12 * scale) {
+        // (NaN compares false: a NaN difference fails the check.)
+        let close = diff <= 1e-12 * scale;
+        if y.features() != reference.features() || !close {
             return Err("the walked forward pass does not reproduce the model's outputs".into());
         }
         s.inputs = inputs.into_iter().map(Option::unwrap).collect();
@@ -255,7 +307,23 @@ impl<'a> StructuredNtk<'a> {
             kernels[id] = Some(Kernel::new(&s.inputs[id]));
         });
         s.kernels = kernels;
+        let mut diagonals: Vec<Option<Batch>> = (0..count).map(|_| None).collect();
+        Self::visit_leaves(&s.root, &mut |layer, id, np| {
+            if np == 0 && layer.in_dim() == layer.out_dim() {
+                diagonals[id] = diagonal_jacobian(layer, &s.inputs[id], &s.tapes[id]);
+            }
+        });
+        s.diagonals = diagonals;
         Ok(s)
+    }
+
+    fn visit_leaves(node: &Node<'a>, f: &mut dyn FnMut(&'a dyn Layer, usize, usize)) {
+        match node {
+            Node::Dense { .. } => {}
+            Node::Leaf { layer, id, np, .. } => f(*layer, *id, *np),
+            Node::Serial(c) => c.iter().for_each(|c| Self::visit_leaves(c, f)),
+            Node::Residual(inner) => Self::visit_leaves(inner, f),
+        }
     }
 
     fn forward(
@@ -410,6 +478,11 @@ impl<'a> StructuredNtk<'a> {
                 if *np == 0 && !need_input {
                     return None;
                 }
+                if let Some(d) = &self.diagonals[*id] {
+                    let mut y = y_bar;
+                    scale_columns(&mut y, d);
+                    return Some(y);
+                }
                 let th = &self.theta[*offset..offset + np];
                 let (x, tape) = (&self.inputs[*id], &self.tapes[*id]);
                 let mut grads = Vec::with_capacity(b);
@@ -495,6 +568,10 @@ impl<'a> StructuredNtk<'a> {
             } => {
                 if *np == 0 && x_dot.is_none() {
                     return None;
+                }
+                if let (Some(d), Some(mut y)) = (&self.diagonals[*id], x_dot.clone()) {
+                    scale_columns(&mut y, d);
+                    return Some(y);
                 }
                 let th = &self.theta[*offset..offset + np];
                 let (x, tape) = (&self.inputs[*id], &self.tapes[*id]);
@@ -585,18 +662,21 @@ impl<'a> StructuredNtk<'a> {
         };
         self.reverse(&self.root, y_bar, false, b, &mut rev);
         // Z_l = Ū_l K_l, vector by vector.
-        let mut z: Vec<Option<Batch>> = (0..count).map(|_| None).collect();
-        for id in 0..count {
-            if let (Some(u), Some(k)) = (rev.dense[id].take(), self.kernels[id].as_ref()) {
+        let mut z: Vec<Option<Batch>> = rev
+            .dense
+            .iter_mut()
+            .zip(&self.kernels)
+            .map(|(u, k)| {
+                let (u, k) = (u.take()?, k.as_ref()?);
                 let mut zl = Batch::zeros(u.features(), u.n());
                 for j in 0..b {
                     let uj = u.mat().subcols(j * n, n);
                     let zj = zl.mat_mut().subcols_mut(j * n, n);
                     k.apply(uj, zj);
                 }
-                z[id] = Some(zl);
-            }
-        }
+                Some(zl)
+            })
+            .collect();
         let out = self.tangent(&self.root, None, b, &mut z, &rev);
         self.products += b;
         let out = out.unwrap_or_else(|| Batch::zeros(m, n * b));
