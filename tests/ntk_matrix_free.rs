@@ -163,3 +163,44 @@ fn refuses_a_budget_too_small_even_matrix_free() {
         "{msg}"
     );
 }
+
+/// With every output direction in one coupled block the preconditioner is H⁻¹ itself (factored in
+/// f64, applied in f32); the other blockings are symmetric positive definite.
+#[test]
+fn output_block_preconditioner_layouts() {
+    use gradflow::ntk::precond::{Blocking, OutputBlockPreconditioner};
+    let data = Dataset::ball(12, 4, 3, 4);
+    let model = presets::dnn(4, &[40], 3, &Activation::leaky_relu());
+    let th = theta(&model, 2);
+    let (h, _) = ntk::gram(&model, &th, &data.x);
+    let op = StructuredNtk::new(&model, &th, &data.x).unwrap();
+    let r = random_block(h.nrows(), 2, 9);
+    let exact = OutputBlockPreconditioner::new(&op, Blocking::Coupled(3), true);
+    let back = &h * exact.apply(r.as_ref());
+    let err = rel_diff(&back, &r);
+    assert!(err <= 1e-2, "H·T r vs r: {err:e}");
+    for blocking in [
+        Blocking::Coupled(1),
+        Blocking::Coupled(2),
+        Blocking::Shared(2),
+        Blocking::Shared(3),
+    ] {
+        for rotate in [false, true] {
+            let t = OutputBlockPreconditioner::new(&op, blocking, rotate);
+            let tr = t.apply(r.as_ref());
+            // Symmetric: uᵀ T v = vᵀ T u; positive: rᵀ T r > 0.
+            let (u, v) = (r.as_ref().subcols(0, 1), r.as_ref().subcols(1, 1));
+            let tu = t.apply(u);
+            let tv = t.apply(v);
+            let utv = (u.transpose() * &tv)[(0, 0)];
+            let vtu = (v.transpose() * &tu)[(0, 0)];
+            assert!(
+                (utv - vtu).abs() <= 1e-5 * utv.abs().max(vtu.abs()),
+                "{blocking:?}"
+            );
+            assert!((u.transpose() * &tu)[(0, 0)] > 0.0, "{blocking:?}");
+            // Block application equals column-by-column application.
+            assert!(rel_diff(&tr.as_ref().subcols(0, 1).to_owned(), &tu) <= 1e-12);
+        }
+    }
+}

@@ -18,6 +18,7 @@ use super::gram::NtkOperator;
 use super::lanczos::lanczos;
 use super::precond::{Blocking, OutputBlockPreconditioner};
 use super::structured::StructuredNtk;
+use super::NtkOptions;
 use crate::batch::Batch;
 use crate::model::Model;
 use faer::{Mat, MatRef};
@@ -73,27 +74,25 @@ pub struct MatrixFreeResult {
 }
 
 impl MatrixFreePlan {
-    /// The strongest plan that fits `budget` bytes: preconditioner blocks of 2 output directions
-    /// if they fit, else 1, else none; Davidson basis 48 (at least 8). None if even the minimum
-    /// (operator, 8-vector basis, no preconditioner) does not fit.
-    pub fn for_budget(
-        op: &StructuredNtk<'_>,
-        p: usize,
-        budget: u64,
-        tol: f64,
-        max_products: usize,
-        top_iter: usize,
-    ) -> Option<Self> {
+    /// The strongest plan that fits `opts.memory_budget_bytes`: preconditioner blocks by
+    /// [`PREFERENCE`] (then one shared kernel, then none); Davidson basis 32 (at least 8 — 48 and
+    /// 64 took no fewer products at paper scale); λ_max's Lanczos basis `opts.max_iter` (cut down
+    /// to 50 if needed). Davidson stops at a residual of √tol·θ or `opts.max_products`, Lanczos at
+    /// tol. None if even the minimum (operator, 8-vector basis, 50 Lanczos vectors, no
+    /// preconditioner) does not fit.
+    pub fn for_budget(op: &StructuredNtk<'_>, p: usize, opts: &NtkOptions) -> Option<Self> {
+        let budget = opts.memory_budget_bytes;
         let (n, m, dim) = (op.n(), op.m(), op.dim());
         let vec_bytes = (dim * 8) as u64;
         let widths = op.dense_width();
-        let top_iter = top_iter.clamp(1, dim);
-        let fixed = op.bytes()
-            + op.product_bytes(1)
-            + 2 * op.bytes()
-            + (p * 8) as u64
-            + (top_iter as u64 + 4) * vec_bytes
-            + 8 * vec_bytes;
+        let base = 3 * op.bytes() + op.product_bytes(1) + (p * 8) as u64 + 12 * vec_bytes;
+        let lanczos_bytes = |steps: usize| (steps as u64 + 4) * vec_bytes;
+        let mut top_iter = opts.max_iter.clamp(1, dim);
+        let small = top_iter.min(50);
+        while top_iter > small && base + lanczos_bytes(top_iter) + 16 * vec_bytes > budget {
+            top_iter = (top_iter / 2).max(small);
+        }
+        let fixed = base + lanczos_bytes(top_iter);
         let basis_bytes = |b: usize| 2 * b as u64 * vec_bytes;
         let mut plan = Self {
             blocking: None,
@@ -101,16 +100,16 @@ impl MatrixFreePlan {
             max_basis: 8,
             keep: 3,
             block: 1,
-            tol,
-            max_products,
+            tol: opts.tol.sqrt(),
+            max_products: opts.max_products,
             top_iter,
-            top_tol: 1e-10,
+            top_tol: opts.tol,
             bytes: fixed + basis_bytes(8),
         };
         if plan.bytes > budget {
             return None;
         }
-        for basis in [48usize, 32, 16] {
+        for basis in [32usize, 16] {
             if fixed + basis_bytes(basis) <= budget {
                 plan.max_basis = basis;
                 plan.keep = basis / 4;
@@ -118,9 +117,19 @@ impl MatrixFreePlan {
                 break;
             }
         }
-        for blocking in PREFERENCE.iter().copied().chain([Blocking::Shared(m)]) {
+        // Factoring must cost at most ~100 products (a product is ≈ 4·n·p flops): large n
+        // moves the choice to shared kernels (the last candidate is always affordable).
+        let product_flops = 4.0 * n as f64 * p as f64;
+        let candidates: Vec<Blocking> = PREFERENCE
+            .iter()
+            .copied()
+            .chain([Blocking::Shared(m)])
+            .collect();
+        for (c, &blocking) in candidates.iter().enumerate() {
             let pre = OutputBlockPreconditioner::bytes(n, m, blocking, widths);
-            if plan.bytes + pre <= budget {
+            let affordable = c + 1 == candidates.len()
+                || OutputBlockPreconditioner::factor_flops(n, m, blocking) <= 100.0 * product_flops;
+            if affordable && plan.bytes + pre <= budget {
                 plan.blocking = Some(blocking);
                 plan.bytes += pre;
                 let rot = OutputBlockPreconditioner::rotation_bytes(n, m, widths);

@@ -121,22 +121,14 @@ pub fn ntk_spectrum(
     let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
     if !model.net.mixes_samples() {
         if let Ok(mut op) = StructuredNtk::new(model, theta, x) {
-            let tol = opts.tol.sqrt();
-            let plan = MatrixFreePlan::for_budget(
-                &op,
-                model.p(),
-                budget,
-                tol,
-                opts.max_products,
-                opts.max_iter,
-            )
-            .ok_or_else(|| {
+            let plan = MatrixFreePlan::for_budget(&op, model.p(), opts).ok_or_else(|| {
                 Error::Invalid(format!(
                     "the NTK ({dim} × {dim}) does not fit the memory budget of {:.1} MiB \
                      (ntk.memory_budget_gb) even matrix-free: the structured products, an \
-                     8-vector basis and λ_max's Lanczos basis need about {:.1} MiB; raise the budget",
+                     8-vector basis and λ_max's Lanczos basis need about {:.1} MiB; \
+                     raise the budget",
                     mb(budget),
-                    mb(matrix_free_minimum(&op, model.p(), opts.max_iter)),
+                    mb(matrix_free_minimum(&op, model.p())),
                 ))
             })?;
             if matrix_free::check_against_operator(&mut op, model, theta, x, 7) <= 1e-8 {
@@ -184,8 +176,10 @@ pub fn ntk_spectrum(
     ))
 }
 
-/// The smallest working set of the structured matrix-free route (for error messages).
-fn matrix_free_minimum(op: &StructuredNtk<'_>, p: usize, top_iter: usize) -> u64 {
+/// The smallest working set of the structured matrix-free route (for error messages): the plan
+/// of [`MatrixFreePlan::for_budget`] with an 8-vector basis, 50 Lanczos vectors, no
+/// preconditioner.
+fn matrix_free_minimum(op: &StructuredNtk<'_>, p: usize) -> u64 {
     let dim = op.dim() as u64;
-    3 * op.bytes() + op.product_bytes(1) + p as u64 * 8 + (top_iter as u64 + 28) * dim * 8
+    3 * op.bytes() + op.product_bytes(1) + p as u64 * 8 + (12 + 54 + 16) * dim * 8
 }

@@ -17,8 +17,11 @@
 //! blocks, 6·10⁻⁵ with Kronecker, 5·10⁻⁴ with a rank-200 Nyström preconditioner, 1.3 without:
 //! Nyström only removes the few large eigenvalues, while what limits convergence is a long
 //! *lower* tail. Paper scale (nm = 50,000), Davidson to a residual of 10⁻⁵·λ_min: 1,552 products
-//! with `Coupled(1)`, 1,949 with `Shared(5)`, 2,023 with `Shared(10)` (unpreconditioned Lanczos
-//! had not converged after 3,000).
+//! with `Coupled(1)`, 1,758 with `Shared(2)`, 1,801 with `Shared(3)`, 1,949 with `Shared(5)`,
+//! 2,023 with `Shared(10)` (unpreconditioned Lanczos had not converged after 3,000). The wall
+//! times came out within ~10% of each other: `Coupled(1)`'s factors (200 MB in f32) take about
+//! as long to stream per application (~12 ms) as one product; it is the default for needing the
+//! fewest products.
 //!
 //! Only dense layers enter the blocks (other parametrised leaves are left out: T is still SPD and
 //! only its quality changes). The factors are computed in f64 and stored in f32: T = (L̃L̃ᵀ)⁻¹
@@ -78,6 +81,18 @@ impl OutputBlockPreconditioner {
         let factors = (count * per * 4) as u64;
         let setup = (2 * per * 8 + 2 * n * n * 8 + widths * setup_cols * 8) as u64;
         factors + setup
+    }
+
+    /// Flops of the Cholesky factorisations for `blocking` (count × size³/3).
+    pub fn factor_flops(n: usize, m: usize, blocking: Blocking) -> f64 {
+        let (size, count) = match blocking {
+            Blocking::Coupled(g) => {
+                let g = g.clamp(1, m);
+                (g * n, m.div_ceil(g))
+            }
+            Blocking::Shared(g) => (n, m.div_ceil(g.clamp(1, m))),
+        };
+        count as f64 * (size as f64).powi(3) / 3.0
     }
 
     /// Bytes the rotation's setup needs (cotangents of all m directions at once).
@@ -161,69 +176,61 @@ impl OutputBlockPreconditioner {
     pub fn apply(&self, r: MatRef<'_, f64>) -> Mat<f64> {
         let (n, m) = (self.n, self.m);
         let b = r.ncols();
-        // R'_j = Uᵀ R_j (m × n) for every column j.
-        let mut rotated: Vec<Mat<f64>> = Vec::with_capacity(b);
+        let mut out = Mat::<f64>::zeros(n * m, b);
+        let mut col = vec![0.0; n * m];
         for j in 0..b {
-            let col: Vec<f64> = r.col(j).iter().copied().collect();
+            // Rt = Rᵀ U (n × m): column a holds rotated direction a over the samples, so every
+            // block's right-hand side is a contiguous run of columns [start, start + len).
+            col.iter_mut()
+                .zip(r.col(j).iter())
+                .for_each(|(c, &v)| *c = v);
             let rj = MatRef::from_column_major_slice(&col, m, n);
-            let mut rr = Mat::<f64>::zeros(m, n);
+            let mut rt = vec![0.0; n * m];
             matmul(
-                rr.as_mut(),
+                faer::MatMut::from_column_major_slice_mut(&mut rt, n, m),
                 Accum::Replace,
-                self.rotation.transpose(),
-                rj,
+                rj.transpose(),
+                self.rotation.as_ref(),
                 1.0,
                 par(),
             );
-            rotated.push(rr);
-        }
-        // Blocks are independent: solve them in parallel (each solve streams its factor once,
-        // which is memory-bound for few right-hand sides). A coupled block's rows are
-        // (direction, sample) = a·n + i; a shared block has n rows and one column per
-        // (direction, vector).
-        let solved: Vec<Mat<f32>> = self
-            .blocks
-            .par_iter()
-            .map(|blk| {
+            let mut zt = vec![0.0; n * m];
+            // Split Zt's storage into the blocks' column runs and solve them in parallel (each
+            // solve streams its factor once: memory-bound).
+            let mut parts = Vec::with_capacity(self.blocks.len());
+            let mut rest = zt.as_mut_slice();
+            for blk in &self.blocks {
+                let (head, tail) = rest.split_at_mut(blk.len * n);
+                parts.push((blk, head));
+                rest = tail;
+            }
+            let rt = &rt;
+            parts.into_par_iter().for_each(|(blk, dst)| {
                 let (start, k) = (blk.start, blk.len);
-                let mut rhs = if blk.shared {
-                    Mat::<f32>::from_fn(n, k * b, |i, c| rotated[c / k][(start + c % k, i)] as f32)
-                } else {
-                    Mat::<f32>::from_fn(k * n, b, |q, j| rotated[j][(start + q / n, q % n)] as f32)
-                };
+                let (rows, cols) = if blk.shared { (n, k) } else { (k * n, 1) };
+                let src = &rt[start * n..(start + k) * n];
+                let mut rhs = Mat::<f32>::from_fn(rows, cols, |q, c| src[c * rows + q] as f32);
                 let l = blk.factor.as_ref();
                 solve_lower_triangular_in_place(l, rhs.as_mut(), faer::Par::Seq);
                 solve_upper_triangular_in_place(l.transpose(), rhs.as_mut(), faer::Par::Seq);
-                rhs
-            })
-            .collect();
-        for (blk, rhs) in self.blocks.iter().zip(&solved) {
-            let (start, k) = (blk.start, blk.len);
-            for (j, rr) in rotated.iter_mut().enumerate() {
-                for a in 0..k {
-                    for i in 0..n {
-                        rr[(start + a, i)] = if blk.shared {
-                            rhs[(i, j * k + a)] as f64
-                        } else {
-                            rhs[(a * n + i, j)] as f64
-                        };
+                for c in 0..cols {
+                    for q in 0..rows {
+                        dst[c * rows + q] = rhs[(q, c)] as f64;
                     }
                 }
-            }
-        }
-        let mut out = Mat::<f64>::zeros(n * m, b);
-        for (j, s) in rotated.iter().enumerate() {
-            let col = out
+            });
+            // Z_j = U Ztᵀ (m × n), sample-major like every nm-vector.
+            let oc = out
                 .col_mut(j)
                 .try_as_col_major_mut()
                 .expect("contiguous column")
                 .as_slice_mut();
-            let z = faer::MatMut::from_column_major_slice_mut(col, m, n);
+            let z = faer::MatMut::from_column_major_slice_mut(oc, m, n);
             matmul(
                 z,
                 Accum::Replace,
                 self.rotation.as_ref(),
-                s.as_ref(),
+                MatRef::from_column_major_slice(&zt, n, m).transpose(),
                 1.0,
                 par(),
             );

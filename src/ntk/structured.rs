@@ -9,16 +9,19 @@
 //! product is therefore: a reverse pass of the b vectors (m × n·b cotangents, all GEMMs), one
 //! GEMM with K_l per layer and vector (or the low-rank x̃ᵀ(x̃ ·) when d_{l−1} + 1 < n/2), and a
 //! forward tangent pass that injects Ū_l K_l at each dense output. Nothing of size nm × p or
-//! nm × nm exists; the per-sample cotangents G_l of the brief are recomputed by the reverse pass
-//! (cheaper than streaming 220 MB of stored G_l twice per product at paper scale).
+//! nm × nm exists, and the per-sample output cotangents G_l (nm × d_l) are not stored either:
+//! the reverse pass recomputes G_lᵀV with a few GEMMs, cheaper than streaming a stored G (220 MB
+//! at paper scale) twice per product. Element-wise leaves (activations; detected numerically,
+//! see `diagonal_jacobian`) are applied as one multiplication by their Jacobian's diagonal. At
+//! paper scale (nm = 50,000) a product takes 14–17 ms against 29 ms for the plain vjp + jvp.
 //!
 //! The network is read through the public [`Layer`] API: `serial` and `residual` composites are
 //! walked, `dense` leaves (weight [out, in] + bias [out]) get the kernel route, and every other
 //! leaf uses its own `vjp`/`jvp` per vector (a parametrised one contributes J_leaf J_leafᵀ v
-//! exactly that way). The reading is verified — the walked forward must reproduce the model's
-//! outputs and one product must match [`NtkOperator`](super::NtkOperator) — and any layer the
-//! walker does not know (other composites, layers that mix samples) makes [`StructuredNtk::new`]
-//! return an error, so callers fall back to the generic route.
+//! exactly that way). The walked forward pass must reproduce the model's outputs, and
+//! [`super::ntk_spectrum`] also checks one product against [`NtkOperator`](super::NtkOperator);
+//! any layer the walker does not know (other composites, layers that mix samples) makes
+//! [`StructuredNtk::new`] return an error, so callers fall back to the generic route.
 
 use crate::batch::{par, Batch};
 use crate::layers::{Layer, ParamRole, Tape};
