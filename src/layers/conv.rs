@@ -13,7 +13,7 @@
 //! adjoint of im2col, which scatter-adds the column cotangents back onto the input pixels.
 
 use super::image::{hw, kernel_label, output_side, per_column_gram, ImageShape};
-use super::{no_tape, Batch, Layer, ParamRole, ParamSpec, Tape};
+use super::{no_tape, Batch, Layer, ParamSpec, Tape};
 use crate::batch::par;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -324,19 +324,10 @@ impl Layer for Conv2d {
         self.output_shape().len()
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
-        let fan_in = self.k_len();
-        vec![
-            ParamSpec {
-                name: "weight".into(),
-                shape: vec![self.out_ch, self.in_ch, self.kh, self.kw],
-                role: ParamRole::Weight { fan_in },
-            },
-            ParamSpec {
-                name: "bias".into(),
-                shape: vec![self.out_ch],
-                role: ParamRole::Bias { fan_in },
-            },
-        ]
+        ParamSpec::weight_and_bias(
+            vec![self.out_ch, self.in_ch, self.kh, self.kw],
+            self.k_len(),
+        )
     }
     fn num_params(&self) -> usize {
         self.n_weights() + self.out_ch

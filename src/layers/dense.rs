@@ -2,7 +2,7 @@
 //! followed by b — the layout of `Linear.weight` and `Linear.bias`, so saved tensors load in
 //! PyTorch unchanged. Polynomial (bilinear) in its input and parameters, as eq. (1) requires.
 
-use super::{no_tape, Batch, Layer, ParamRole, ParamSpec, Tape};
+use super::{no_tape, Batch, Layer, ParamSpec, Tape};
 use crate::batch::par;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
@@ -34,18 +34,7 @@ impl Layer for Dense {
         self.out
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec {
-                name: "weight".into(),
-                shape: vec![self.out, self.inp],
-                role: ParamRole::Weight { fan_in: self.inp },
-            },
-            ParamSpec {
-                name: "bias".into(),
-                shape: vec![self.out],
-                role: ParamRole::Bias { fan_in: self.inp },
-            },
-        ]
+        ParamSpec::weight_and_bias(vec![self.out, self.inp], self.inp)
     }
     fn num_params(&self) -> usize {
         self.out * (self.inp + 1)

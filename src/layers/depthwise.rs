@@ -9,7 +9,7 @@
 //! in a fixed order.
 
 use super::image::{hw, kernel_label, output_side, per_column_gram, ImageShape};
-use super::{no_tape, Batch, Layer, ParamRole, ParamSpec, Tape};
+use super::{no_tape, Batch, Layer, ParamSpec, Tape};
 use rayon::prelude::*;
 
 /// `nn.Conv2d(channels, channels, (kh, kw), stride, padding, groups=channels)` on
@@ -199,19 +199,7 @@ impl Layer for DepthwiseConv2d {
         self.output_shape().len()
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
-        let fan_in = self.taps();
-        vec![
-            ParamSpec {
-                name: "weight".into(),
-                shape: vec![self.channels, 1, self.kh, self.kw],
-                role: ParamRole::Weight { fan_in },
-            },
-            ParamSpec {
-                name: "bias".into(),
-                shape: vec![self.channels],
-                role: ParamRole::Bias { fan_in },
-            },
-        ]
+        ParamSpec::weight_and_bias(vec![self.channels, 1, self.kh, self.kw], self.taps())
     }
     fn num_params(&self) -> usize {
         self.n_weights() + self.channels

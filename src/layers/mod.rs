@@ -70,6 +70,23 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
+    /// The `weight` (given shape, first axis = outputs) and `bias` (one per output) of an affine
+    /// layer with fan-in `fan_in`, in PyTorch's order and names.
+    pub fn weight_and_bias(weight_shape: Vec<usize>, fan_in: usize) -> Vec<ParamSpec> {
+        let out = weight_shape[0];
+        vec![
+            ParamSpec {
+                name: "weight".into(),
+                shape: weight_shape,
+                role: ParamRole::Weight { fan_in },
+            },
+            ParamSpec {
+                name: "bias".into(),
+                shape: vec![out],
+                role: ParamRole::Bias { fan_in },
+            },
+        ]
+    }
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
