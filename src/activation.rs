@@ -328,6 +328,40 @@ impl Activation {
         }
     }
 
+    /// σ on piece `k` (the polynomial of that piece, continued beyond its interval), used by the
+    /// flow solver to keep a Runge–Kutta step on one smooth piece; `slope` as in [`Self::value`].
+    #[inline]
+    pub fn piece_value(&self, k: usize, z: f64, slope: f64) -> f64 {
+        match self {
+            Self::LeakyRelu { slope: a } => [a * z, z][k.min(1)],
+            Self::Prelu { .. } => [slope * z, z][k.min(1)],
+            Self::Relu => [0.0, z][k.min(1)],
+            Self::Sigmoid => sigmoid(z),
+            Self::Piecewise(p) => poly(&p.coefficients[k], z),
+        }
+    }
+
+    /// σ' on piece `k`, continued beyond its interval.
+    #[inline]
+    pub fn piece_derivative(&self, k: usize, z: f64, slope: f64) -> f64 {
+        match self {
+            Self::LeakyRelu { slope: a } => [*a, 1.0][k.min(1)],
+            Self::Prelu { .. } => [slope, 1.0][k.min(1)],
+            Self::Relu => [0.0, 1.0][k.min(1)],
+            Self::Sigmoid => self.derivative(z, slope),
+            Self::Piecewise(p) => poly_deriv(&p.coefficients[k], z),
+        }
+    }
+
+    /// ∂σ/∂a on piece `k` (PReLU only).
+    #[inline]
+    pub fn piece_slope_derivative(&self, k: usize, z: f64) -> f64 {
+        match self {
+            Self::Prelu { .. } if k == 0 => z,
+            _ => 0.0,
+        }
+    }
+
     /// ∂σ/∂a for PReLU's slope a (zero for the others).
     #[inline]
     pub fn slope_derivative(&self, z: f64) -> f64 {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod experiment;
+pub mod flow;
 pub mod graph;
 pub mod init;
 pub mod interrupt;

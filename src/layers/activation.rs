@@ -1,21 +1,157 @@
 //! The element-wise activation layer y = σ(x). Parameter-free except for PReLU, whose single
 //! trainable slope (PyTorch's `nn.PReLU()` default, one slope per layer) is this layer's θ.
+//!
+//! Each layer also carries a [`PieceControl`]: empty in ordinary use, it is filled by the
+//! kink-aware gradient-flow solver (`crate::flow`) to (1) freeze which polynomial piece of σ
+//! every pre-activation uses, so that the vector field is one smooth polynomial field across a
+//! Runge–Kutta step; (2) record the pre-activations of a forward pass and the output cotangents
+//! of a reverse pass at chosen entries; (3) inject seed cotangents at chosen pre-activations, so
+//! that one reverse pass yields ∇_θ z_k for a pinned pre-activation z_k. Entries are indexed
+//! sample-major over the training batch (i·dim + u); `columns` maps the columns of a sub-batch
+//! (one sample, for cheap per-sample passes) back to training samples.
 
 use super::{no_tape, Batch, Layer, ParamRole, ParamSpec, PreActivation, Tape};
 use crate::activation::Activation;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Marks an entry pinned to a kink in [`ControlState::pieces`].
+pub const PINNED: u16 = u16::MAX;
+
+/// An entry held on a kink b: σ(z) = σ(b) + s·(z − b) with the slope s the solver chose.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pin {
+    pub entry: usize,
+    pub knot: f64,
+    pub value_at_knot: f64,
+    pub slope: f64,
+}
+
+/// What the flow solver asks of one activation layer (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct ControlState {
+    /// Piece of σ per training entry i·dim + u ([`PINNED`]: see `pins`).
+    pub pieces: Vec<u16>,
+    /// Pinned entries, sorted by entry.
+    pub pins: Vec<Pin>,
+    /// Training sample of each column of the batch being evaluated (None: column i = sample i).
+    pub columns: Option<Vec<usize>>,
+    /// Cotangents added at these pre-activation entries in the next reverse passes.
+    pub seeds: Vec<(usize, f64)>,
+    /// Entries whose output cotangent ȳ the reverse pass records into `recorded`.
+    pub record: Vec<usize>,
+    pub recorded: Vec<f64>,
+    /// When true, forward passes copy the pre-activations into `z` (training-entry order).
+    pub record_z: bool,
+    pub z: Vec<f64>,
+    /// PReLU's slope a in the last forward pass (σ's one-sided derivatives at a kink need it).
+    pub slope: f64,
+    /// Forward passes through this layer since the counter was last reset (a layer applied
+    /// twice per sample, as in a Siamese tower, cannot be controlled per sample).
+    pub calls: usize,
+}
+
+impl ControlState {
+    fn sample(&self, col: usize) -> usize {
+        self.columns.as_ref().map_or(col, |c| c[col])
+    }
+}
+
+/// How one entry is evaluated.
+#[derive(Clone, Copy)]
+enum Mode {
+    Free,
+    Piece(usize),
+    Pinned(Pin),
+}
+
+/// Shared, lockable control slot of an activation layer (empty unless a flow solve runs).
+#[derive(Debug, Default)]
+pub struct PieceControl {
+    state: Mutex<Option<ControlState>>,
+}
+
+impl PieceControl {
+    /// The slot's state for reading or changing (None when uncontrolled).
+    pub fn lock(&self) -> MutexGuard<'_, Option<ControlState>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct ActivationLayer {
     pub activation: Activation,
     pub dim: usize,
+    /// The flow solver's control slot (see the module docs).
+    pub control: Arc<PieceControl>,
 }
 
 impl ActivationLayer {
     pub fn new(activation: Activation, dim: usize) -> Self {
-        Self { activation, dim }
+        Self {
+            activation,
+            dim,
+            control: Arc::new(PieceControl::default()),
+        }
     }
     fn slope(&self, theta: &[f64]) -> f64 {
         theta.first().copied().unwrap_or(0.0)
+    }
+    /// How the control evaluates the batch entry (col, u); `Free` when uncontrolled.
+    #[inline]
+    fn piece_of(&self, st: &Option<ControlState>, col: usize, u: usize) -> Mode {
+        let Some(st) = st.as_ref() else {
+            return Mode::Free;
+        };
+        let e = st.sample(col) * self.dim + u;
+        match st.pieces[e] {
+            PINNED => {
+                let k = st.pins.partition_point(|p| p.entry < e);
+                Mode::Pinned(st.pins[k])
+            }
+            k => Mode::Piece(k as usize),
+        }
+    }
+    /// The control's reverse-pass duties: record ȳ at the requested entries, add the seeds.
+    fn inject(&self, st: &mut ControlState, y_bar: &Batch, x_bar: &mut Batch) {
+        let (dim, n) = (self.dim, x_bar.n());
+        let col_of = |st: &ControlState, entry: usize| -> Option<usize> {
+            let i = entry / dim;
+            match &st.columns {
+                None => (i < n).then_some(i),
+                Some(c) => c.iter().position(|&s| s == i),
+            }
+        };
+        if !st.record.is_empty() {
+            let rec: Vec<f64> = st
+                .record
+                .iter()
+                .map(|&e| col_of(st, e).map_or(f64::NAN, |c| y_bar.col(c)[e % dim]))
+                .collect();
+            st.recorded = rec;
+        }
+        for k in 0..st.seeds.len() {
+            let (e, v) = st.seeds[k];
+            if let Some(c) = col_of(st, e) {
+                x_bar.col_mut(c)[e % dim] += v;
+            }
+        }
+    }
+    /// (σ, σ', ∂σ/∂a) at z on the piece chosen by the control (or by z itself).
+    #[inline]
+    fn eval(&self, piece: Mode, z: f64, a: f64) -> (f64, f64, f64) {
+        match piece {
+            Mode::Pinned(p) => (p.value_at_knot + p.slope * (z - p.knot), p.slope, 0.0),
+            Mode::Piece(k) => (
+                self.activation.piece_value(k, z, a),
+                self.activation.piece_derivative(k, z, a),
+                self.activation.piece_slope_derivative(k, z),
+            ),
+            Mode::Free => (
+                self.activation.value(z, a),
+                self.activation.derivative(z, a),
+                self.activation.slope_derivative(z),
+            ),
+        }
     }
 }
 
@@ -46,8 +182,31 @@ impl Layer for ActivationLayer {
     fn forward(&self, theta: &[f64], x: &Batch) -> (Batch, Tape) {
         let a = self.slope(theta);
         let mut y = x.clone();
-        for v in y.as_mut_slice() {
-            *v = self.activation.value(*v, a);
+        let mut guard = self.control.lock();
+        if guard.is_none() {
+            for v in y.as_mut_slice() {
+                *v = self.activation.value(*v, a);
+            }
+            return (y, no_tape());
+        }
+        for col in 0..x.n() {
+            for (u, v) in y.col_mut(col).iter_mut().enumerate() {
+                *v = self.eval(self.piece_of(&guard, col, u), *v, a).0;
+            }
+        }
+        if let Some(st) = guard.as_mut() {
+            st.slope = a;
+            st.calls += 1;
+        }
+        if let Some(st) = guard.as_mut().filter(|st| st.record_z) {
+            for col in 0..x.n() {
+                let i = st.sample(col);
+                let need = (i + 1) * self.dim;
+                if st.z.len() < need {
+                    st.z.resize(need, 0.0);
+                }
+                st.z[i * self.dim..need].copy_from_slice(x.col(col));
+            }
         }
         (y, no_tape())
     }
@@ -62,16 +221,21 @@ impl Layer for ActivationLayer {
     ) -> Batch {
         let a = self.slope(theta);
         let mut x_bar = y_bar.clone();
-        for (g, &z) in x_bar.as_mut_slice().iter_mut().zip(x.as_slice()) {
-            *g *= self.activation.derivative(z, a);
+        let mut guard = self.control.lock();
+        let mut ga = 0.0;
+        for col in 0..x.n() {
+            let z = x.col(col);
+            for (u, g) in x_bar.col_mut(col).iter_mut().enumerate() {
+                let (_, d, da) = self.eval(self.piece_of(&guard, col, u), z[u], a);
+                ga += *g * da;
+                *g *= d;
+            }
         }
-        if let Some(ga) = theta_bar.first_mut() {
-            *ga += y_bar
-                .as_slice()
-                .iter()
-                .zip(x.as_slice())
-                .map(|(g, &z)| g * self.activation.slope_derivative(z))
-                .sum::<f64>();
+        if let Some(st) = guard.as_mut() {
+            self.inject(st, y_bar, &mut x_bar);
+        }
+        if let Some(t) = theta_bar.first_mut() {
+            *t += ga;
         }
         x_bar
     }
@@ -80,9 +244,13 @@ impl Layer for ActivationLayer {
         let a = self.slope(theta);
         let a_dot = theta_dot.first().copied().unwrap_or(0.0);
         let mut y_dot = x_dot.clone();
-        for (t, &z) in y_dot.as_mut_slice().iter_mut().zip(x.as_slice()) {
-            *t =
-                *t * self.activation.derivative(z, a) + a_dot * self.activation.slope_derivative(z);
+        let guard = self.control.lock();
+        for col in 0..x.n() {
+            let z = x.col(col);
+            for (u, t) in y_dot.col_mut(col).iter_mut().enumerate() {
+                let (_, d, da) = self.eval(self.piece_of(&guard, col, u), z[u], a);
+                *t = *t * d + a_dot * da;
+            }
         }
         y_dot
     }
@@ -101,11 +269,13 @@ impl Layer for ActivationLayer {
         let a = self.slope(theta);
         let mut x_bar = y_bar.clone();
         let mut s = vec![0.0; y_bar.n()];
+        let guard = self.control.lock();
         for (c, sc) in s.iter_mut().enumerate() {
             let z = x.col(c / reps);
-            for (g, &zi) in x_bar.col_mut(c).iter_mut().zip(z) {
-                *sc += *g * self.activation.slope_derivative(zi);
-                *g *= self.activation.derivative(zi, a);
+            for (u, g) in x_bar.col_mut(c).iter_mut().enumerate() {
+                let (_, d, da) = self.eval(self.piece_of(&guard, c / reps, u), z[u], a);
+                *sc += *g * da;
+                *g *= d;
             }
         }
         if self.num_params() > 0 {
@@ -117,6 +287,10 @@ impl Layer for ActivationLayer {
             }
         }
         x_bar
+    }
+
+    fn as_activation(&self) -> Option<&ActivationLayer> {
+        Some(self)
     }
 
     fn visit_pre_activations(&self, x: &Batch, _: &Tape, visit: &mut dyn FnMut(PreActivation<'_>)) {

@@ -173,6 +173,11 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     fn children(&self) -> Vec<&dyn Layer> {
         Vec::new()
     }
+    /// This layer as an element-wise activation layer, if it is one (the flow solver controls
+    /// those; see [`activation::PieceControl`]).
+    fn as_activation(&self) -> Option<&ActivationLayer> {
+        None
+    }
     /// True when output column i depends on input columns other than i (graph propagation).
     fn mixes_samples(&self) -> bool {
         false

@@ -1,0 +1,547 @@
+//! The gradient-flow vector field of a piecewise-polynomial network, one smooth piece at a time,
+//! with Filippov sliding on kink surfaces.
+//!
+//! **Pattern.** Every pre-activation entry e = (sample, unit) of every activation layer has a
+//! frozen piece k_e of σ; the field f(θ) = −∇L(θ) is evaluated with σ continued polynomially on
+//! that piece (through the layers' [`PieceControl`]s), so it is smooth and a Runge–Kutta step
+//! keeps its order. Leaving the piece is an *event* (see `solve.rs`).
+//!
+//! **Pinned entries (sliding).** On a kink surface z_e = b (a breakpoint of σ) the field on the
+//! two sides differs only through σ'(z_e): for any slopes s of the pinned entries,
+//! ∇L(θ; s) − ∇L(θ; s⁰) lies in span{∇z_j : j pinned} (a pinned entry's own forward value does
+//! not depend on its slope, and an upstream pinned slope only rescales a downstream ∇z_j along
+//! ∇z_upstream). The effective-slope (Filippov) field that keeps every pinned z_j on its kink is
+//! therefore the orthogonal projection
+//!
+//! f = −(g − Rᵀ μ),  R = [∇z_j]_j (K × p),  G = R Rᵀ,  G μ = R g,  g = ∇L(θ; left slopes),
+//!
+//! whatever slopes are used for g. Its effective slopes are s_j = d⁻_j − μ_j / c_j with c_j the
+//! cotangent at σ(z_j). For the decision to keep or release a pinned entry we need the normal
+//! speed of z_j on either side with the *other* pinned entries held: by the Schur complement,
+//! ż⁻_j = −μ_j / (G⁻¹)_jj on the left piece and ż⁺_j = ż⁻_j − (d⁺_j − d⁻_j) c_j / (G⁻¹)_jj on
+//! the right. The entry slides while ż⁻_j > 0 > ż⁺_j (both sides push into the surface) and
+//! leaves towards the side that pushes away otherwise.
+//!
+//! **Cost.** The rows ∇z_j come from reverse passes seeded at the pinned pre-activations. For
+//! networks that do not mix samples each row is a one-sample pass (≈ 1/n of a gradient); graph
+//! networks pay a full-batch reverse pass per pinned entry. Counts of each kind are kept.
+
+use super::dopri::Field;
+use crate::batch::Batch;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::layers::activation::{ControlState, Pin, PINNED};
+use crate::layers::{ActivationLayer, Layer};
+use crate::loss::LossKind;
+use crate::model::Model;
+
+/// Evaluation counts, for honest cost comparisons.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Full-batch loss-gradient evaluations (forward + reverse).
+    pub gradients: u64,
+    /// Full-batch forward passes without a reverse pass (event location, outputs).
+    pub forwards: u64,
+    /// One-sample forward + seeded reverse passes for rows ∇z_j of pinned entries.
+    pub sample_passes: u64,
+    /// Full-batch seeded reverse passes (networks that mix samples).
+    pub seeded_full_passes: u64,
+}
+
+impl Counts {
+    /// Work in units of one full-batch gradient: a forward pass counted as 1/3, a one-sample
+    /// pass as 1/n of a gradient.
+    pub fn gradient_equivalents(&self, n: usize) -> f64 {
+        self.gradients as f64
+            + self.forwards as f64 / 3.0
+            + self.sample_passes as f64 / n.max(1) as f64
+            + self.seeded_full_passes as f64
+    }
+}
+
+/// What the last field evaluation found, in global entry order.
+#[derive(Clone, Debug, Default)]
+pub struct LastEval {
+    pub loss: f64,
+    /// Every pre-activation (global entry order).
+    pub z: Vec<f64>,
+    /// ‖∇L‖ of the (projected) field.
+    pub field_norm: f64,
+    /// Per pinned entry (in `pinned` order): normal speeds on the left/right piece.
+    pub zdot_left: Vec<f64>,
+    pub zdot_right: Vec<f64>,
+    /// Per pinned entry: effective slope s_j of the Filippov field.
+    pub slopes: Vec<f64>,
+    /// Rows ∇z_j and G⁻¹ at the last evaluation (for the drift projection).
+    rows: Vec<Vec<f64>>,
+    g_inv: Vec<f64>,
+}
+
+/// One activation layer under control, with its place in the global entry order.
+struct Controlled<'a> {
+    layer: &'a ActivationLayer,
+    offset: usize,
+    knots: Vec<f64>,
+}
+
+/// The kink-aware gradient-flow field of one model on one dataset.
+pub struct KinkSystem<'a> {
+    model: &'a Model,
+    data: &'a Dataset,
+    loss: LossKind,
+    layers: Vec<Controlled<'a>>,
+    /// Piece per global entry (for pinned entries: the piece left of their knot).
+    pub pieces: Vec<u16>,
+    /// Pinned global entries (sorted).
+    pub pinned: Vec<usize>,
+    /// The slope each pinned entry is evaluated with (the last effective slope found, clamped
+    /// to the kink's one-sided slopes; the field does not depend on it, the cotangents of
+    /// upstream pinned entries do).
+    pub pin_slopes: std::collections::BTreeMap<usize, f64>,
+    pub counts: Counts,
+    pub last: LastEval,
+    grad: Vec<f64>,
+}
+
+fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
+    if let Some(a) = l.as_activation() {
+        out.push(a);
+    }
+    for c in l.children() {
+        collect(c, out);
+    }
+}
+
+impl<'a> KinkSystem<'a> {
+    /// Takes control of the model's activation layers; pieces start where θ puts them.
+    pub fn new(model: &'a Model, data: &'a Dataset, loss: LossKind, theta: &[f64]) -> Result<Self> {
+        let mut acts = Vec::new();
+        collect(model.net.as_ref(), &mut acts);
+        let n = data.n();
+        let mut layers = Vec::new();
+        let mut offset = 0;
+        for layer in acts {
+            layers.push(Controlled {
+                layer,
+                offset,
+                knots: layer.activation.kinks(),
+            });
+            offset += layer.dim * n;
+        }
+        let mut sys = Self {
+            model,
+            data,
+            loss,
+            layers,
+            pieces: vec![0; offset],
+            pinned: Vec::new(),
+            pin_slopes: Default::default(),
+            counts: Counts::default(),
+            last: LastEval::default(),
+            grad: vec![0.0; model.p()],
+        };
+        // Layer l's pre-activations depend only on the pieces of layers before it: settle the
+        // pattern layer by layer (at most one pass per activation layer).
+        for _ in 0..=sys.layers.len() {
+            sys.install();
+            sys.forward_z(theta)?;
+            let mut changed = false;
+            for l in &sys.layers {
+                let len = l.layer.dim * n;
+                for (j, &z) in sys.last.z[l.offset..l.offset + len].iter().enumerate() {
+                    let k = l.knots.partition_point(|&b| b < z) as u16;
+                    changed |= sys.pieces[l.offset + j] != k;
+                    sys.pieces[l.offset + j] = k;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        sys.install();
+        Ok(sys)
+    }
+
+    /// Number of controlled pre-activation entries.
+    pub fn entries(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Writes the current pattern into every layer's control (columns: the whole batch).
+    fn install(&self) {
+        for l in &self.layers {
+            let len = l.layer.dim * self.data.n();
+            let record: Vec<usize> = self
+                .pinned
+                .iter()
+                .filter(|&&e| e >= l.offset && e < l.offset + len)
+                .map(|&e| e - l.offset)
+                .collect();
+            let mut g = l.layer.control.lock();
+            let a = g.as_ref().map_or(0.0, |s| s.slope);
+            let mut pieces = self.pieces[l.offset..l.offset + len].to_vec();
+            let mut pins = Vec::with_capacity(record.len());
+            for &local in &record {
+                let e = local + l.offset;
+                let k = self.pieces[e] as usize;
+                let knot = l.knots[k];
+                let slope = self.pin_slopes.get(&e).copied().unwrap_or_else(|| {
+                    let (dl, dr) = (
+                        l.layer.activation.piece_derivative(k, knot, a),
+                        l.layer.activation.piece_derivative(k + 1, knot, a),
+                    );
+                    0.5 * (dl + dr)
+                });
+                pieces[local] = PINNED;
+                pins.push(Pin {
+                    entry: local,
+                    knot,
+                    value_at_knot: l.layer.activation.piece_value(k, knot, a),
+                    slope,
+                });
+            }
+            *g = Some(ControlState {
+                pieces,
+                pins,
+                record,
+                record_z: true,
+                slope: a,
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Releases the layers (ordinary evaluation again).
+    pub fn uninstall(&self) {
+        for l in &self.layers {
+            *l.layer.control.lock() = None;
+        }
+    }
+
+    /// Re-installs after the pattern changed.
+    pub fn refresh(&self) {
+        self.install();
+    }
+
+    fn layer_of(&self, e: usize) -> usize {
+        self.layers
+            .partition_point(|l| l.offset <= e)
+            .saturating_sub(1)
+    }
+
+    /// The knot a pinned entry sits on (its piece index is the piece left of that knot).
+    pub fn knot_of(&self, e: usize) -> f64 {
+        self.layers[self.layer_of(e)].knots[self.pieces[e] as usize]
+    }
+
+    /// The distance of entry e inside its frozen piece (negative: it has left the piece).
+    pub fn inside(&self, e: usize, z: f64) -> f64 {
+        let knots = &self.layers[self.layer_of(e)].knots;
+        let k = self.pieces[e] as usize;
+        let lo = if k == 0 {
+            f64::NEG_INFINITY
+        } else {
+            knots[k - 1]
+        };
+        let hi = knots.get(k).copied().unwrap_or(f64::INFINITY);
+        (z - lo).min(hi - z)
+    }
+
+    /// Knot k of entry e's activation (the upper end of piece k).
+    pub fn knot_of_piece(&self, e: usize, k: usize) -> f64 {
+        self.layers[self.layer_of(e)].knots[k]
+    }
+
+    /// Number of training samples.
+    pub fn samples(&self) -> usize {
+        self.data.n()
+    }
+
+    /// Number of pieces of the activation of entry e's layer.
+    pub fn pieces_of(&self, e: usize) -> usize {
+        self.layers[self.layer_of(e)].knots.len() + 1
+    }
+
+    fn gather_z(&mut self) -> Result<()> {
+        let n = self.data.n();
+        self.last.z.resize(self.pieces.len(), 0.0);
+        for l in &self.layers {
+            let mut g = l.layer.control.lock();
+            let st = g.as_mut().expect("control installed");
+            if st.calls != 1 {
+                return Err(Error::Invalid(format!(
+                    "solver = \"flow\" needs every activation layer applied once per sample; `{}` \
+                     ran {} times in one forward pass (a shared tower such as the siamese preset); \
+                     use solver = \"gd\" for this architecture",
+                    l.layer.describe(),
+                    st.calls
+                )));
+            }
+            st.calls = 0;
+            let len = l.layer.dim * n;
+            self.last.z[l.offset..l.offset + len].copy_from_slice(&st.z[..len]);
+        }
+        Ok(())
+    }
+
+    /// A forward pass only: the loss and every pre-activation at θ (for event location).
+    pub fn forward_z(&mut self, theta: &[f64]) -> Result<f64> {
+        let out = self.model.outputs(theta, &self.data.x);
+        self.counts.forwards += 1;
+        self.gather_z()?;
+        let l = self.loss.value(&out, &self.data.y);
+        self.last.loss = l;
+        Ok(l)
+    }
+
+    /// L(θ) by a forward pass on the frozen pattern, leaving `last` untouched (outputs).
+    pub fn loss_at(&mut self, theta: &[f64]) -> Result<f64> {
+        let out = self.model.outputs(theta, &self.data.x);
+        self.counts.forwards += 1;
+        for l in &self.layers {
+            if let Some(st) = l.layer.control.lock().as_mut() {
+                st.calls = 0;
+            }
+        }
+        Ok(self.loss.value(&out, &self.data.y))
+    }
+
+    /// The field at θ (projected when entries are pinned), plus loss, z and the pinned entries'
+    /// normal speeds in `self.last`.
+    pub fn evaluate(&mut self, theta: &[f64], out: &mut [f64]) -> Result<()> {
+        let (x, y) = (&self.data.x, &self.data.y);
+        let (l, _) = self
+            .model
+            .loss_and_grad(theta, x, y, self.loss, &mut self.grad);
+        self.counts.gradients += 1;
+        self.last.loss = l;
+        self.gather_z()?;
+        if !l.is_finite() || self.grad.iter().any(|g| !g.is_finite()) {
+            return Err(Error::Diverged(format!(
+                "the loss or its gradient stopped being finite during the flow solve (loss {l:e})"
+            )));
+        }
+        let k = self.pinned.len();
+        if k == 0 {
+            for (o, g) in out.iter_mut().zip(&self.grad) {
+                *o = -g;
+            }
+            self.last.field_norm = norm(&self.grad);
+            self.last.zdot_left.clear();
+            self.last.zdot_right.clear();
+            self.last.slopes.clear();
+            self.last.rows.clear();
+            return Ok(());
+        }
+        let c = self.recorded_cotangents();
+        let rows = self.pinned_rows(theta)?;
+        let g_inv = gram_inverse(&rows);
+        let b: Vec<f64> = rows.iter().map(|r| dot(r, &self.grad)).collect();
+        let mu: Vec<f64> = (0..k)
+            .map(|i| (0..k).map(|j| g_inv[i * k + j] * b[j]).sum())
+            .collect();
+        for (o, g) in out.iter_mut().zip(&self.grad) {
+            *o = -g;
+        }
+        for (r, &m) in rows.iter().zip(&mu) {
+            for (o, rv) in out.iter_mut().zip(r) {
+                *o += m * rv;
+            }
+        }
+        self.last.field_norm = norm(out);
+        self.last.zdot_left.clear();
+        self.last.zdot_right.clear();
+        self.last.slopes.clear();
+        let mut changed = false;
+        for (j, &e) in self.pinned.iter().enumerate() {
+            let (dl, dr) = self.one_sided_slopes(e);
+            let s0 = self.pin_slopes.get(&e).copied().unwrap_or(0.5 * (dl + dr));
+            let gjj = g_inv[j * k + j].max(f64::MIN_POSITIVE);
+            // ż_j as a function of its own slope s, the other pinned entries held.
+            let zdot = |s: f64| -(mu[j] + (s - s0) * c[j]) / gjj;
+            self.last.zdot_left.push(zdot(dl));
+            self.last.zdot_right.push(zdot(dr));
+            let slope = if c[j] != 0.0 {
+                s0 - mu[j] / c[j]
+            } else {
+                f64::NAN
+            };
+            self.last.slopes.push(slope);
+            if slope.is_finite() {
+                let clamped = slope.clamp(dl.min(dr), dl.max(dr));
+                if clamped != s0 {
+                    self.pin_slopes.insert(e, clamped);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.install();
+        }
+        self.last.rows = rows;
+        self.last.g_inv = g_inv;
+        Ok(())
+    }
+
+    /// σ'(b⁻) and σ'(b⁺) at the knot of pinned entry e.
+    fn one_sided_slopes(&self, e: usize) -> (f64, f64) {
+        let l = &self.layers[self.layer_of(e)];
+        let k = self.pieces[e] as usize;
+        let b = l.knots[k];
+        let a = l.layer.control.lock().as_ref().map_or(0.0, |s| s.slope);
+        (
+            l.layer.activation.piece_derivative(k, b, a),
+            l.layer.activation.piece_derivative(k + 1, b, a),
+        )
+    }
+
+    /// The cotangents at σ(z_j) recorded by the last reverse pass, in `pinned` order.
+    fn recorded_cotangents(&self) -> Vec<f64> {
+        let mut c = Vec::with_capacity(self.pinned.len());
+        for l in &self.layers {
+            let g = l.layer.control.lock();
+            if let Some(st) = g.as_ref() {
+                c.extend_from_slice(&st.recorded[..st.record.len().min(st.recorded.len())]);
+            }
+        }
+        c
+    }
+
+    /// ∇_θ z_j for every pinned entry j (seeded reverse passes).
+    fn pinned_rows(&mut self, theta: &[f64]) -> Result<Vec<Vec<f64>>> {
+        let n = self.data.n();
+        let p = self.model.p();
+        let m = self.model.out_dim();
+        let mut rows = vec![vec![0.0; p]; self.pinned.len()];
+        let per_sample = !self.model.net.mixes_samples();
+        let set =
+            |layers: &[Controlled], columns: Option<Vec<usize>>, seed: Option<(usize, usize)>| {
+                for (li, l) in layers.iter().enumerate() {
+                    let mut g = l.layer.control.lock();
+                    let st = g.as_mut().expect("control installed");
+                    st.columns = columns.clone();
+                    st.record_z = false;
+                    st.seeds = match seed {
+                        Some((sl, local)) if sl == li => vec![(local, 1.0)],
+                        _ => Vec::new(),
+                    };
+                }
+            };
+        let mut j = 0;
+        while j < self.pinned.len() {
+            let sample = |e: usize, s: &Self| {
+                let l = &s.layers[s.layer_of(e)];
+                (e - l.offset) / l.layer.dim
+            };
+            let i = sample(self.pinned[j], self);
+            let mut end = j + 1;
+            if per_sample {
+                while end < self.pinned.len() && sample(self.pinned[end], self) == i {
+                    end += 1;
+                }
+            }
+            // Pinned entries are sorted by layer then sample; group consecutive ones per sample.
+            let (xs, cols) = if per_sample {
+                (
+                    Batch::from_vec(self.data.x.features(), 1, self.data.x.col(i).to_vec()),
+                    Some(vec![i]),
+                )
+            } else {
+                (self.data.x.clone(), None)
+            };
+            set(&self.layers, cols.clone(), None);
+            let ev = self.model.evaluate(theta, &xs);
+            let zero = Batch::zeros(m, xs.n());
+            for (r, &e) in rows[j..end].iter_mut().zip(&self.pinned[j..end]) {
+                let li = self.layer_of(e);
+                set(
+                    &self.layers,
+                    cols.clone(),
+                    Some((li, e - self.layers[li].offset)),
+                );
+                self.model.vjp(theta, &xs, &ev, &zero, r);
+                if per_sample {
+                    self.counts.sample_passes += 1;
+                } else {
+                    self.counts.seeded_full_passes += 1;
+                }
+            }
+            j = end;
+        }
+        let _ = n;
+        for l in &self.layers {
+            let mut g = l.layer.control.lock();
+            let st = g.as_mut().expect("control installed");
+            st.columns = None;
+            st.seeds.clear();
+            st.record_z = true;
+            st.calls = 0;
+        }
+        Ok(rows)
+    }
+
+    /// Pulls pinned entries back onto their knots after a step: θ ← θ − Rᵀ G⁻¹ (z_P − b_P),
+    /// one Gauss–Newton step with the rows of the last evaluation (which was at θ).
+    pub fn project_onto_knots(&self, theta: &mut [f64]) {
+        let k = self.pinned.len();
+        if k == 0 || self.last.rows.len() != k {
+            return;
+        }
+        let r: Vec<f64> = self
+            .pinned
+            .iter()
+            .map(|&e| self.last.z[e] - self.knot_of(e))
+            .collect();
+        for i in 0..k {
+            let w: f64 = (0..k).map(|j| self.last.g_inv[i * k + j] * r[j]).sum();
+            for (t, rv) in theta.iter_mut().zip(&self.last.rows[i]) {
+                *t -= w * rv;
+            }
+        }
+    }
+}
+
+impl Field for KinkSystem<'_> {
+    fn eval(&mut self, y: &[f64], out: &mut [f64]) -> Result<()> {
+        self.evaluate(y, out)
+    }
+}
+
+impl Drop for KinkSystem<'_> {
+    fn drop(&mut self) {
+        self.uninstall();
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// (R Rᵀ)⁻¹ (row-major K × K) by a symmetric eigen-decomposition; directions with eigenvalues
+/// below 1e-12 of the largest are dropped (pseudo-inverse), so dependent pins do not blow up.
+fn gram_inverse(rows: &[Vec<f64>]) -> Vec<f64> {
+    let k = rows.len();
+    let g = faer::Mat::<f64>::from_fn(k, k, |i, j| dot(&rows[i], &rows[j]));
+    let Ok(eig) = g.self_adjoint_eigen(faer::Side::Lower) else {
+        return vec![0.0; k * k];
+    };
+    let (u, s) = (eig.U(), eig.S());
+    let top = (0..k).map(|i| s[i]).fold(0.0f64, f64::max);
+    let mut inv = vec![0.0; k * k];
+    for l in 0..k {
+        let lam = s[l];
+        if lam <= 1e-12 * top {
+            continue;
+        }
+        for i in 0..k {
+            for j in 0..k {
+                inv[i * k + j] += u[(i, l)] * u[(j, l)] / lam;
+            }
+        }
+    }
+    inv
+}
