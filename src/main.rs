@@ -174,13 +174,19 @@ fn train(
         run::check_output_dir(&out, force)?;
     }
     let prep = run::prepare(&config)?;
+    let horizon = match config.train.solver {
+        gradflow::config::Solver::Gd => format!("for {} epochs", config.train.epochs),
+        gradflow::config::Solver::Flow => format!(
+            "by the gradient-flow solve to t = {} (rtol {:e})",
+            config.train.flow.t_end, config.train.flow.rtol
+        ),
+    };
     eprintln!(
-        "training {} (p = {}, nm = {}, p/nm = {:.3}) for {} epochs → {}",
+        "training {} (p = {}, nm = {}, p/nm = {:.3}) {horizon} → {}",
         prep.model.preset,
         prep.model.p(),
         prep.nm(),
         prep.model.p() as f64 / prep.nm() as f64,
-        config.train.epochs,
         out.display()
     );
     let s = run::execute(
@@ -210,10 +216,34 @@ fn train(
             s.bound_checks
         );
     }
-    println!(
-        "kinks: {} crossings, {} pre-activations chattered (longest run {} steps)",
-        s.kinks.total_crossings, s.kinks.units_crossed, s.kinks.longest_chatter
-    );
+    if let Some(f) = &s.flow {
+        let e = &f.events;
+        println!(
+            "flow: {} gradient evaluations ({:.0} gradient-equivalents of work), {} steps; kinks: {} crossings, {} sliding intervals on {} pre-activations (up to {} pinned at once, longest {:.3}), {} releases",
+            f.counts.gradients, f.gradient_equivalents, f.steps_accepted, e.crossings, e.slides, e.entries_slid, e.max_pinned, e.longest_slide, e.releases
+        );
+        if let Some(g) = &f.gd_comparison {
+            println!(
+                "GD (η = {}) against the flow: ‖θ_GD − θ_GF‖/‖θ_GF‖ ≤ {:.3e}, loss gap ≤ {:.3e} (relative)",
+                g.lr, g.max_theta_gap, g.max_relative_loss_gap
+            );
+        }
+    } else {
+        println!(
+            "kinks: {} crossings, {} pre-activations chattered (longest run {} steps)",
+            s.kinks.total_crossings, s.kinks.units_crossed, s.kinks.longest_chatter
+        );
+    }
+    if let Some(k) = &s.kernel {
+        if let (Some(l), Some(g)) = (k.final_loss_linearised, k.max_relative_gap_linearised) {
+            println!(
+                "linearised (kernel-regime) prediction: L_lin = {l:.6e} at the end, max |L − L_lin|/L = {g:.3e}"
+            );
+        }
+        if let Some(d) = k.ntk_drift_final {
+            println!("NTK drift ‖H(t) − H(0)‖_F/‖H(0)‖_F = {d:.3e} at the end");
+        }
+    }
     println!("results in {}", out.display());
     Ok(())
 }

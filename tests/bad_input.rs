@@ -731,7 +731,7 @@ fn diverging_run_fails_but_keeps_its_directory_with_metrics_up_to_the_divergence
     let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(
         text.lines().next(),
-        Some("epoch,t,loss,grad_norm,kink_crossings,chattering")
+        Some("epoch,t,loss,grad_norm,kink_crossings,chattering,loss_linearised")
     );
     let (_, rows) = read_csv(&out.join("metrics.csv"));
     let epochs: Vec<f64> = rows.iter().map(|r| r[0]).collect();

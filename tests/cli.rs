@@ -50,8 +50,8 @@ const RUN_FILES: [&str; 8] = [
     "x.npy",
     "y.npy",
 ];
-const METRICS_HEADER: &str = "epoch,t,loss,grad_norm,kink_crossings,chattering";
-const NTK_HEADER: &str = "epoch,t,loss,lambda_min,lambda_max,condition,lambda_min_accuracy,integral_lambda_min,bound,bound_holds,gd_stability";
+const METRICS_HEADER: &str = "epoch,t,loss,grad_norm,kink_crossings,chattering,loss_linearised";
+const NTK_HEADER: &str = "epoch,t,loss,lambda_min,lambda_max,condition,lambda_min_accuracy,integral_lambda_min,bound,bound_holds,gd_stability,ntk_drift";
 
 /// Σ_l (d_{l−1} + 1)·d_l for the widths d → hidden → m.
 fn dense_param_count(d: usize, hidden: &[usize], m: usize) -> usize {

@@ -7,7 +7,9 @@
 //!     Runge–Kutta solve needed 657,254 evaluations): the kink-aware solve's evaluations and
 //!     events, and its loss against the η → 0 limit of GD by Richardson extrapolation.
 //!
-//! Usage: `cargo run --release --bin bench_flow [-- a|b|plain T]`
+//! Usage: `cargo run --release --bin bench_flow -- [a|b|br|plain] [T] [rtol]` — `br` adds the
+//! GD runs for the Richardson extrapolation (η = 2e-3 … 6.25e-5: a few minutes); `plain` runs the
+//! classic adaptive solve on the discontinuous field (no kink handling) for comparison.
 
 use gradflow::activation::Activation;
 use gradflow::data::Dataset;
@@ -90,7 +92,7 @@ fn main() {
             Err(e) => println!("(b) failed after {secs:.2} s: {e}"),
         }
         if which.contains('r') {
-            let etas = [4e-3, 2e-3, 1e-3, 5e-4, 2.5e-4];
+            let etas = [2e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5];
             let mut ls = Vec::new();
             for &eta in &etas {
                 let e = (t_end / eta).round() as usize;

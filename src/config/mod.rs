@@ -318,12 +318,43 @@ impl fmt::Display for Preset {
 pub enum Solver {
     /// Full-batch gradient descent with a fixed step (Euler's method on the flow).
     Gd,
+    /// The true flow: adaptive, error-controlled, kink-aware Runge–Kutta (see `crate::flow`).
+    Flow,
 }
 
 impl Solver {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Gd => "gd",
+            Self::Flow => "flow",
+        }
+    }
+}
+
+/// `solver = "flow"` settings (in `[train]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowConfig {
+    /// End time T (default: the GD horizon lr·epochs).
+    pub t_end: f64,
+    pub rtol: f64,
+    pub atol: f64,
+    /// Metrics rows at T·k/outputs, k = 0..=outputs.
+    pub outputs: usize,
+    /// Handle kinks (events + sliding); false gives the classic solve, for comparison.
+    pub kink_aware: bool,
+    /// Also run GD with step lr to t_end and report ‖θ_GD − θ_GF‖/‖θ_GF‖ and the loss gap.
+    pub compare_gd: bool,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            t_end: 10.0,
+            rtol: 1e-8,
+            atol: 1e-10,
+            outputs: 200,
+            kink_aware: true,
+            compare_gd: false,
         }
     }
 }
@@ -354,6 +385,8 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// A metrics row every this many epochs (≥ 1).
     pub log_every: usize,
+    /// Settings of the flow solve (used when `solver` is `Flow`).
+    pub flow: FlowConfig,
 }
 
 impl Default for TrainConfig {
@@ -365,6 +398,7 @@ impl Default for TrainConfig {
             loss: LossKind::Mse,
             precision: Precision::F64,
             log_every: 1,
+            flow: FlowConfig::default(),
         }
     }
 }

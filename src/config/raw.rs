@@ -148,6 +148,18 @@ pub struct RawTrain {
     pub precision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_every: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t_end: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtol: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atol: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kink_aware: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_gd: Option<bool>,
 }
 
 /// `[ntk]`: every key optional.

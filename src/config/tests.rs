@@ -231,12 +231,9 @@ fn graph_checks() {
 
 #[test]
 fn train_and_ntk_checks() {
-    let (field, message) = fail(&format!("{MINIMAL}[train]\nsolver = \"flow\"\n"));
+    let (field, message) = fail(&format!("{MINIMAL}[train]\nsolver = \"rk4\"\n"));
     assert_eq!(field, "train.solver");
-    assert!(
-        message.contains("not available yet; use \"gd\""),
-        "{message}"
-    );
+    assert!(message.contains("available: gd"), "{message}");
     let (field, message) = fail(&format!("{MINIMAL}[train]\nprecision = \"f32\"\n"));
     assert_eq!(field, "train.precision");
     assert!(message.contains("not available yet"), "{message}");
@@ -396,4 +393,49 @@ fn examples_parse() {
     // dnn_npy only needs its data files; the config itself must be valid.
     let c = Config::from_path(&dir.join("dnn_npy.toml")).unwrap();
     assert!(matches!(c.data, DataConfig::Npy { .. }));
+}
+
+/// The flow keys: defaults (t_end = lr·epochs), round trip through the written TOML, and
+/// errors naming the field for bad values or for flow keys given to solver = "gd".
+#[test]
+fn flow_keys() {
+    let c = parse(&format!(
+        "{MINIMAL}[train]\nsolver = \"flow\"\nlr = 0.05\nepochs = 40\n"
+    ))
+    .unwrap();
+    assert_eq!(c.train.solver, Solver::Flow);
+    assert_eq!(c.train.flow.t_end, 0.05 * 40.0);
+    assert_eq!(c.train.flow.rtol, 1e-8);
+    let text = format!(
+        "{MINIMAL}[train]\nsolver = \"flow\"\nt_end = 2.5\nrtol = 1e-9\natol = 1e-11\noutputs = 7\nkink_aware = false\ncompare_gd = true\n"
+    );
+    let c = parse(&text).unwrap();
+    let f = &c.train.flow;
+    assert_eq!(
+        (
+            f.t_end,
+            f.rtol,
+            f.atol,
+            f.outputs,
+            f.kink_aware,
+            f.compare_gd
+        ),
+        (2.5, 1e-9, 1e-11, 7, false, true)
+    );
+    let again = parse(&c.to_toml()).unwrap();
+    assert_eq!(again.train, c.train);
+    for (extra, field) in [
+        ("t_end = 0.0", "train.t_end"),
+        ("t_end = -1.0", "train.t_end"),
+        ("rtol = 1.5", "train.rtol"),
+        ("rtol = 0.0", "train.rtol"),
+        ("atol = 0.0", "train.atol"),
+        ("outputs = 0", "train.outputs"),
+    ] {
+        let (got, _) = fail(&format!("{MINIMAL}[train]\nsolver = \"flow\"\n{extra}\n"));
+        assert_eq!(got, field, "{extra}");
+    }
+    let (field, message) = fail(&format!("{MINIMAL}[train]\nt_end = 3.0\n"));
+    assert_eq!(field, "train.t_end");
+    assert!(message.contains("solver = \"flow\""), "{message}");
 }

@@ -250,15 +250,11 @@ fn resolve_train(raw: Option<&RawTrain>, file_label: &Path) -> Result<TrainConfi
     let defaults = TrainConfig::default();
     let solver = match t.solver.as_deref() {
         None | Some("gd") => Solver::Gd,
-        Some("flow") => return Err(err(
-            "train.solver",
-            "solver `flow` (error-controlled gradient-flow solve) is not available yet; use \"gd\""
-                .into(),
-        )),
+        Some("flow") => Solver::Flow,
         Some(other) => {
             return Err(err(
                 "train.solver",
-                format!("unknown solver `{other}`; available: gd"),
+                format!("unknown solver `{other}`; available: gd (gradient descent), flow (adaptive, kink-aware gradient-flow solve)"),
             ))
         }
     };
@@ -302,13 +298,84 @@ fn resolve_train(raw: Option<&RawTrain>, file_label: &Path) -> Result<TrainConfi
             "`train.log_every` must be at least 1 (a metrics row every this many epochs)".into(),
         ));
     }
+    let epochs = t.epochs.unwrap_or(defaults.epochs);
+    let flow = resolve_flow(&t, solver, lr, epochs, file_label)?;
     Ok(TrainConfig {
         solver,
         lr,
-        epochs: t.epochs.unwrap_or(defaults.epochs),
+        epochs,
         loss,
         precision,
         log_every,
+        flow,
+    })
+}
+
+/// The flow keys of `[train]`: only meaningful with solver = "flow".
+fn resolve_flow(
+    t: &RawTrain,
+    solver: Solver,
+    lr: f64,
+    epochs: usize,
+    file_label: &Path,
+) -> Result<FlowConfig> {
+    let err = |field: &str, message: String| Error::config(file_label, field, message);
+    let d = FlowConfig::default();
+    if solver == Solver::Gd {
+        let given = [
+            ("t_end", t.t_end.is_some()),
+            ("rtol", t.rtol.is_some()),
+            ("atol", t.atol.is_some()),
+            ("outputs", t.outputs.is_some()),
+            ("kink_aware", t.kink_aware.is_some()),
+            ("compare_gd", t.compare_gd.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(err(
+                &format!("train.{key}"),
+                format!("`{key}` applies to solver = \"flow\"; with solver = \"gd\" the run is `epochs` steps of `lr` (t = lr·epochs). Set solver = \"flow\" or remove `{key}`"),
+            ));
+        }
+        return Ok(FlowConfig {
+            t_end: lr * epochs as f64,
+            ..d
+        });
+    }
+    let t_end = t.t_end.unwrap_or(lr * epochs as f64);
+    if !(t_end.is_finite() && t_end > 0.0) {
+        return Err(err(
+            "train.t_end",
+            format!("`train.t_end` = {t_end} is not allowed: the flow's end time must be positive and finite, e.g. t_end = 20.0 (default lr·epochs)"),
+        ));
+    }
+    let rtol = t.rtol.unwrap_or(d.rtol);
+    if !(1e-14..1.0).contains(&rtol) {
+        return Err(err(
+            "train.rtol",
+            format!("`train.rtol` = {rtol} is not allowed: the relative tolerance must lie in [1e-14, 1), e.g. rtol = 1e-8"),
+        ));
+    }
+    let atol = t.atol.unwrap_or(d.atol);
+    if !(atol.is_finite() && atol > 0.0) {
+        return Err(err(
+            "train.atol",
+            format!("`train.atol` = {atol} is not allowed: the absolute tolerance must be positive and finite, e.g. atol = 1e-10"),
+        ));
+    }
+    let outputs = t.outputs.unwrap_or(d.outputs);
+    if outputs == 0 || outputs > 1_000_000 {
+        return Err(err(
+            "train.outputs",
+            format!("`train.outputs` = {outputs} is not allowed: give the number of output intervals on [0, t_end], 1 to 1,000,000 (e.g. 200)"),
+        ));
+    }
+    Ok(FlowConfig {
+        t_end,
+        rtol,
+        atol,
+        outputs,
+        kink_aware: t.kink_aware.unwrap_or(d.kink_aware),
+        compare_gd: t.compare_gd.unwrap_or(d.compare_gd),
     })
 }
 

@@ -94,6 +94,19 @@ impl Config {
             t.precision.name(),
             t.log_every
         );
+        if t.solver == super::Solver::Flow {
+            let f = &t.flow;
+            let _ = writeln!(
+                w,
+                "t_end = {}\nrtol = {}\natol = {}\noutputs = {}\nkink_aware = {}\ncompare_gd = {}",
+                toml_float(f.t_end),
+                toml_float(f.rtol),
+                toml_float(f.atol),
+                f.outputs,
+                f.kink_aware,
+                f.compare_gd
+            );
+        }
         let n = &self.ntk;
         let _ = writeln!(
             w,

@@ -24,6 +24,7 @@
 //! either way.
 
 pub mod dopri;
+pub mod kernel;
 pub mod solve;
 pub mod system;
 

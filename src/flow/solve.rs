@@ -12,6 +12,7 @@
 //!   says whether the two sides push it into the kink (it stays: sliding starts) or one side
 //!   pushes it through or back (it takes that piece: a crossing, or a touch);
 //! - a pinned entry that one side stops pushing is released onto that side.
+//!
 //! Decisions are repeated until consistent (several entries can interact). Pinned entries are
 //! pulled back onto their kinks after every step by one Gauss–Newton projection.
 
@@ -241,7 +242,7 @@ fn plain_flow(
         }
         h = h.min(opts.t_end - t);
         let st = dopri::step(&mut field, theta, &f, h, tol)?;
-        if !(st.error <= 1.0) {
+        if st.error.is_nan() || st.error > 1.0 {
             rej += 1;
             h = if st.error.is_finite() {
                 dopri::next_step_size(h, st.error)
@@ -607,7 +608,7 @@ impl<'s, 'a> Solver<'s, 'a> {
         let mut dbuf = vec![0.0; p];
         while next < self.opts.outputs.len() && self.opts.outputs[next] <= 0.0 {
             let rec = self.record(next, 0.0, initial_loss, norm(&f));
-            stopped |= observe(&rec, theta) == Control::Stop;
+            stopped |= self.observe_uncontrolled(&mut observe, &rec, theta);
             next += 1;
         }
         while t < self.opts.t_end && !stopped {
@@ -621,7 +622,7 @@ impl<'s, 'a> Solver<'s, 'a> {
                 .map(|j| self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j]))
                 .collect();
             let st = dopri::step(self.sys, theta, &f, h, self.tol)?;
-            if !(st.error <= 1.0) {
+            if st.error.is_nan() || st.error > 1.0 {
                 rej += 1;
                 h = if st.error.is_finite() {
                     dopri::next_step_size(h, st.error)
@@ -662,7 +663,7 @@ impl<'s, 'a> Solver<'s, 'a> {
                 st.interpolate_derivative(s, &mut dbuf);
                 let loss = self.sys.loss_at(&buf)?;
                 let rec = self.record(next, self.opts.outputs[next], loss, norm(&dbuf));
-                stopped |= observe(&rec, &buf) == Control::Stop;
+                stopped |= self.observe_uncontrolled(&mut observe, &rec, &buf);
                 next += 1;
             }
             match event {
@@ -707,6 +708,20 @@ impl<'s, 'a> Solver<'s, 'a> {
             final_loss,
             events: self.events,
         })
+    }
+
+    /// Calls the observer with the layers released (so that whatever it evaluates — the NTK,
+    /// the loss — sees the ordinary network), then takes control again. True to stop.
+    fn observe_uncontrolled(
+        &mut self,
+        observe: &mut impl FnMut(&FlowRecord, &[f64]) -> Control,
+        rec: &FlowRecord,
+        theta: &[f64],
+    ) -> bool {
+        self.sys.uninstall();
+        let stop = observe(rec, theta) == Control::Stop;
+        self.sys.refresh();
+        stop
     }
 
     fn sys_n(&self) -> usize {

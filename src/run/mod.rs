@@ -12,6 +12,7 @@
 //! looks finished. Everything that can be wrong with the input is checked in [`prepare`], before
 //! anything is written.
 
+pub mod flow_run;
 mod progress;
 
 use crate::config::{Config, DataConfig, GraphConfig, Preset};
@@ -301,6 +302,12 @@ pub struct RunSummary {
     /// non-singular the NTK can be.
     #[serde(default)]
     pub graph_min_abs_eigenvalue: Option<f64>,
+    /// The linearised prediction and the NTK's drift (when the dense NTK is small enough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<flow_run::KernelSummary>,
+    /// solver = "flow" only: the solve's events, counts and the comparison with GD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<flow_run::FlowRunSummary>,
 }
 
 /// Options that do not change results.
@@ -316,15 +323,16 @@ pub struct RunOptions {
     pub stop_after_epoch: Option<usize>,
 }
 
-const METRICS_HEADER: [&str; 6] = [
+const METRICS_HEADER: [&str; 7] = [
     "epoch",
     "t",
     "loss",
     "grad_norm",
     "kink_crossings",
     "chattering",
+    "loss_linearised",
 ];
-const NTK_HEADER: [&str; 11] = [
+const NTK_HEADER: [&str; 12] = [
     "epoch",
     "t",
     "loss",
@@ -336,6 +344,7 @@ const NTK_HEADER: [&str; 11] = [
     "bound",
     "bound_holds",
     "gd_stability",
+    "ntk_drift",
 ];
 
 /// Files whose presence marks a directory as a gradflow run (safe to replace with `--force`).
@@ -435,7 +444,12 @@ pub fn execute(prep: &Prepared, out: &Path, opts: &RunOptions) -> Result<RunSumm
     } else {
         std::fs::create_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
     }
-    let result = progress::write_run(prep, &stage, opts, resume).map_err(|e| match e {
+    let result = if prep.config.train.solver == crate::config::Solver::Flow {
+        flow_run::write_flow_run(prep, &stage, opts)
+    } else {
+        progress::write_run(prep, &stage, opts, resume)
+    };
+    let result = result.map_err(|e| match e {
         Error::Interrupted(msg) => {
             Error::Interrupted(msg.replace("<this run>", &out.display().to_string()))
         }

@@ -3,11 +3,13 @@
 //! in one serialisable [`Checkpoint`], so a run stopped at an epoch boundary continues from
 //! `checkpoint.json` and ends bit-identical to one that never stopped.
 
+use super::flow_run::KernelSummary;
 use super::{
     param_metadata, write_json, Prepared, RunOptions, RunSummary, Status, CHECKPOINT_FILE,
     METRICS_HEADER, NTK_HEADER,
 };
 use crate::error::{Error, Result};
+use crate::flow::kernel::{dense_kernel_affordable, Drift, Linearised};
 use crate::io::{self, CsvWriter};
 use crate::ntk::{self, NtkOptions, NtkSummary};
 use crate::params;
@@ -36,10 +38,13 @@ pub struct Checkpoint {
     pub gradient_evaluations: u64,
     /// Wall-clock seconds spent before this checkpoint.
     pub seconds: f64,
+    /// The linearised prediction's gap and the NTK drift so far.
+    #[serde(default)]
+    pub kernel: KernelSummary,
 }
 
 impl Checkpoint {
-    fn fresh(prep: &Prepared) -> Self {
+    pub(super) fn fresh(prep: &Prepared) -> Self {
         Self {
             config_toml: prep.config.to_toml(),
             theta: prep.theta0.clone(),
@@ -52,8 +57,26 @@ impl Checkpoint {
             max_lambda_max: None,
             gradient_evaluations: 0,
             seconds: 0.0,
+            kernel: KernelSummary::default(),
         }
     }
+}
+
+/// Writes what a run starts from: the resolved config, the data (and graph), θ(0).
+pub(super) fn write_inputs(prep: &Prepared, dir: &Path) -> Result<()> {
+    let data = &prep.data;
+    io::write_atomic(&dir.join("config.toml"), prep.config.to_toml().as_bytes())?;
+    io::write_matrix(&dir.join("x.npy"), data.x.as_slice(), data.n(), data.d())?;
+    io::write_matrix(&dir.join("y.npy"), data.y.as_slice(), data.n(), data.m())?;
+    if let Some(g) = &data.graph {
+        io::write_edges(&dir.join("edges.csv"), &g.edges)?;
+    }
+    params::save(
+        &dir.join("params_init.safetensors"),
+        &prep.model.param_specs(),
+        &prep.theta0,
+        &param_metadata(prep),
+    )
 }
 
 /// Writes (or, from a checkpoint, continues) the run in `dir`.
@@ -72,18 +95,7 @@ pub(super) fn write_run(
     let mut ck = match resume {
         Some(ck) => ck,
         None => {
-            io::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-            io::write_matrix(&dir.join("x.npy"), data.x.as_slice(), data.n(), data.d())?;
-            io::write_matrix(&dir.join("y.npy"), data.y.as_slice(), data.n(), data.m())?;
-            if let Some(g) = &data.graph {
-                io::write_edges(&dir.join("edges.csv"), &g.edges)?;
-            }
-            params::save(
-                &dir.join("params_init.safetensors"),
-                &specs,
-                &prep.theta0,
-                &md,
-            )?;
+            write_inputs(prep, dir)?;
             Checkpoint::fresh(prep)
         }
     };
@@ -128,6 +140,9 @@ pub(super) fn write_run(
     let mut io_error = None;
     let every = cfg.ntk.every;
     let log_every = cfg.train.log_every.max(1);
+    let dense = dense_kernel_affordable(model, n, ntk_opts.memory_budget_bytes);
+    let lin = dense.then(|| Linearised::new(model, &prep.theta0, &data.x, &data.y, loss_kind));
+    let drift = (dense && cfg.ntk.enabled).then(|| Drift::new(model, &prep.theta0, &data.x));
     let mut theta = std::mem::take(&mut ck.theta);
     let mut gd_state = std::mem::take(&mut ck.gd);
     let outcome =
@@ -136,6 +151,14 @@ pub(super) fn write_run(
             ck.series_t.push(rec.t);
             ck.series_loss.push(rec.loss);
             if rec.epoch % log_every == 0 || last {
+                let l_lin = lin.as_ref().map_or(f64::NAN, |l| l.loss(rec.t));
+                if l_lin.is_finite() {
+                    let k = &mut ck.kernel;
+                    k.final_loss_linearised = Some(l_lin);
+                    let gap = (rec.loss - l_lin).abs() / rec.loss.abs().max(f64::MIN_POSITIVE);
+                    k.max_relative_gap_linearised =
+                        Some(k.max_relative_gap_linearised.map_or(gap, |g| g.max(gap)));
+                }
                 let row = [
                     rec.epoch as f64,
                     rec.t,
@@ -143,6 +166,7 @@ pub(super) fn write_run(
                     rec.grad_norm,
                     rec.kinks.crossings as f64,
                     rec.kinks.chattering as f64,
+                    l_lin,
                 ];
                 if let Err(e) = metrics.row(&row) {
                     io_error = Some(e);
@@ -163,6 +187,14 @@ pub(super) fn write_run(
                         .bound
                         .get_or_insert_with(|| BoundTracker::new(c, rec.loss));
                     let chk = tr.observe(rec.epoch, rec.t, rec.loss, s.lambda_min);
+                    let dr = drift
+                        .as_ref()
+                        .map_or(f64::NAN, |d| d.at(model, theta, &data.x));
+                    if dr.is_finite() {
+                        let k = &mut ck.kernel;
+                        k.ntk_drift_final = Some(dr);
+                        k.ntk_drift_max = Some(k.ntk_drift_max.map_or(dr, |v| v.max(dr)));
+                    }
                     let row = [
                         rec.epoch as f64,
                         rec.t,
@@ -175,6 +207,7 @@ pub(super) fn write_run(
                         chk.bound,
                         chk.holds as u8 as f64,
                         gd.lr * c * s.lambda_max,
+                        dr,
                     ];
                     if let Err(e) = csv.row(&row).and_then(|_| csv.flush()) {
                         io_error = Some(e);
@@ -255,7 +288,7 @@ pub(super) fn write_run(
     }
 }
 
-fn summarize(
+pub(super) fn summarize(
     prep: &Prepared,
     ck: &Checkpoint,
     status: Status,
@@ -312,5 +345,7 @@ fn summarize(
             .as_ref()
             .filter(|g| g.n <= 5000)
             .map(|g| crate::graph::min_abs_eigenvalue(&g.normalized_adjacency())),
+        kernel: (ck.kernel != KernelSummary::default()).then(|| ck.kernel.clone()),
+        flow: None,
     }
 }
