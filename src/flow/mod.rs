@@ -24,7 +24,9 @@
 //! either way.
 
 pub mod dopri;
+mod events;
 pub mod kernel;
+mod plain;
 pub mod solve;
 pub mod system;
 

@@ -16,7 +16,8 @@
 //! Decisions are repeated until consistent (several entries can interact). Pinned entries are
 //! pulled back onto their kinks after every step by one Gauss–Newton projection.
 
-use super::dopri::{self, Field, Step, Tolerances};
+use super::dopri;
+use super::events::Solver;
 use super::system::{Counts, KinkSystem};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -125,27 +126,6 @@ pub struct FlowOutcome {
     pub events: EventSummary,
 }
 
-/// The true, discontinuous field −∇L (no kink handling), for comparisons.
-struct PlainField<'a> {
-    model: &'a Model,
-    data: &'a Dataset,
-    loss: LossKind,
-    evaluations: u64,
-    last_loss: f64,
-}
-
-impl Field for PlainField<'_> {
-    fn eval(&mut self, y: &[f64], out: &mut [f64]) -> Result<()> {
-        let (l, _) = self
-            .model
-            .loss_and_grad(y, &self.data.x, &self.data.y, self.loss, out);
-        self.evaluations += 1;
-        self.last_loss = l;
-        out.iter_mut().for_each(|v| *v = -*v);
-        Ok(())
-    }
-}
-
 /// Solves dθ/dt = −∇L(θ) on [0, T] from θ (updated in place to θ(T)), calling
 /// `observe(record, θ(t))` at every output time; `Control::Stop` ends the solve there.
 pub fn gradient_flow(
@@ -157,7 +137,7 @@ pub fn gradient_flow(
 ) -> Result<FlowOutcome> {
     validate(opts)?;
     if !opts.kink_aware {
-        return plain_flow(model, data, theta, opts, observe);
+        return super::plain::plain_flow(model, data, theta, opts, observe);
     }
     let mut sys = KinkSystem::new(model, data, opts.loss, theta)?;
     let result = Solver::new(&mut sys, opts).run(theta, observe);
@@ -188,103 +168,24 @@ fn validate(opts: &FlowOptions) -> Result<()> {
     if !(opts.atol.is_finite() && opts.atol > 0.0) {
         return bad("train.atol", format!("atol must be > 0, got {}", opts.atol));
     }
+    let sorted = opts.outputs.windows(2).all(|w| w[0] <= w[1]);
+    let inside = opts
+        .outputs
+        .iter()
+        .all(|&t| t.is_finite() && (0.0..=opts.t_end).contains(&t));
+    if !(sorted && inside) {
+        return bad(
+            "train.outputs",
+            format!(
+                "output times must be finite, sorted and within [0, t_end = {}]",
+                opts.t_end
+            ),
+        );
+    }
     Ok(())
 }
 
-/// The classic solve: adaptive steps on the true field, no events.
-fn plain_flow(
-    model: &Model,
-    data: &Dataset,
-    theta: &mut [f64],
-    opts: &FlowOptions,
-    mut observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
-) -> Result<FlowOutcome> {
-    let tol = Tolerances {
-        rtol: opts.rtol,
-        atol: opts.atol,
-    };
-    let mut field = PlainField {
-        model,
-        data,
-        loss: opts.loss,
-        evaluations: 0,
-        last_loss: f64::NAN,
-    };
-    let mut f = vec![0.0; theta.len()];
-    field.eval(theta, &mut f)?;
-    let initial_loss = field.last_loss;
-    let mut h = dopri::initial_step(&mut field, theta, &f, tol)?;
-    let (mut t, mut next, mut acc, mut rej) = (0.0, 0, 0u64, 0u64);
-    let mut buf = vec![0.0; theta.len()];
-    let mut emit = |idx: usize, t: f64, th: &[f64], speed: f64, ev: u64| {
-        let loss = model.loss(th, &data.x, &data.y, opts.loss);
-        let rec = FlowRecord {
-            index: idx,
-            t,
-            loss,
-            speed,
-            pinned: 0,
-            crossings: 0,
-            slides: 0,
-            releases: 0,
-            gradient_evaluations: ev,
-        };
-        observe(&rec, th)
-    };
-    let mut stopped = false;
-    while next < opts.outputs.len() && opts.outputs[next] <= 0.0 {
-        stopped |= emit(next, 0.0, theta, norm(&f), field.evaluations) == Control::Stop;
-        next += 1;
-    }
-    while t < opts.t_end && !stopped {
-        if field.evaluations > opts.max_gradient_evaluations {
-            return Err(too_many(opts));
-        }
-        h = h.min(opts.t_end - t);
-        let st = dopri::step(&mut field, theta, &f, h, tol)?;
-        if st.error.is_nan() || st.error > 1.0 {
-            rej += 1;
-            h = if st.error.is_finite() {
-                dopri::next_step_size(h, st.error)
-            } else {
-                h * 0.2
-            };
-            check_step(h, t)?;
-            continue;
-        }
-        acc += 1;
-        while next < opts.outputs.len() && opts.outputs[next] <= t + h && !stopped {
-            let s = ((opts.outputs[next] - t) / h).clamp(0.0, 1.0);
-            st.interpolate(s, &mut buf);
-            let mut d = vec![0.0; buf.len()];
-            st.interpolate_derivative(s, &mut d);
-            stopped |=
-                emit(next, opts.outputs[next], &buf, norm(&d), field.evaluations) == Control::Stop;
-            next += 1;
-        }
-        theta.copy_from_slice(&st.y_new);
-        f.copy_from_slice(&st.f_new);
-        t += h;
-        h = dopri::next_step_size(h, st.error);
-    }
-    let counts = Counts {
-        gradients: field.evaluations,
-        ..Default::default()
-    };
-    Ok(FlowOutcome {
-        t_reached: t,
-        stopped_early: stopped,
-        steps_accepted: acc,
-        steps_rejected: rej,
-        counts,
-        gradient_equivalents: field.evaluations as f64,
-        initial_loss,
-        final_loss: model.loss(theta, &data.x, &data.y, opts.loss),
-        events: EventSummary::default(),
-    })
-}
-
-fn too_many(opts: &FlowOptions) -> Error {
+pub(super) fn too_many(opts: &FlowOptions) -> Error {
     Error::Invalid(format!(
         "the flow solve needed more than {} gradient evaluations; loosen train.rtol/train.atol \
          or shorten train.t_end",
@@ -292,7 +193,7 @@ fn too_many(opts: &FlowOptions) -> Error {
     ))
 }
 
-fn check_step(h: f64, t: f64) -> Result<()> {
+pub(super) fn check_step(h: f64, t: f64) -> Result<()> {
     if h < 1e-14 * (1.0 + t.abs()) {
         return Err(Error::Invalid(format!(
             "the flow solve's step size fell to {h:e} at t = {t}: the field is not resolvable at \
@@ -302,294 +203,11 @@ fn check_step(h: f64, t: f64) -> Result<()> {
     Ok(())
 }
 
-fn norm(v: &[f64]) -> f64 {
+pub(super) fn norm(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
-/// Direction an entry was moving when it reached its kink.
-#[derive(Clone, Copy, PartialEq)]
-enum Dir {
-    Up,
-    Down,
-}
-
-struct Solver<'s, 'a> {
-    sys: &'s mut KinkSystem<'a>,
-    opts: &'s FlowOptions,
-    tol: Tolerances,
-    /// Entries just switched whose z may sit a rounding error on the wrong side.
-    grace: Vec<bool>,
-    slide_start: BTreeMap<usize, f64>,
-    events: EventSummary,
-    since: (u64, u64, u64),
-    entries_slid: Vec<bool>,
-}
-
-/// Event-function tolerance for entries in grace.
-const GRACE: f64 = 1e-9;
-
-impl<'s, 'a> Solver<'s, 'a> {
-    fn new(sys: &'s mut KinkSystem<'a>, opts: &'s FlowOptions) -> Self {
-        let n = sys.entries();
-        Self {
-            sys,
-            opts,
-            tol: Tolerances {
-                rtol: opts.rtol,
-                atol: opts.atol,
-            },
-            grace: vec![false; n],
-            slide_start: BTreeMap::new(),
-            events: EventSummary {
-                tracked: n,
-                ..Default::default()
-            },
-            since: (0, 0, 0),
-            entries_slid: vec![false; n],
-        }
-    }
-
-    /// Event values at the last evaluation: (entry, φ) for every entry with φ < 0 (unpinned:
-    /// distance inside its piece; pinned: min(ż⁻, −ż⁺)). Clears grace where φ > 0.
-    fn violations(&mut self, include_pinned: bool) -> Vec<(usize, f64)> {
-        let mut out = Vec::new();
-        let mut pinned_iter = self.sys.pinned.iter().peekable();
-        for e in 0..self.sys.entries() {
-            if pinned_iter.peek() == Some(&&e) {
-                pinned_iter.next();
-                continue;
-            }
-            let phi = self.sys.inside(e, self.sys.last.z[e]);
-            if phi > 0.0 {
-                self.grace[e] = false;
-            } else if phi < 0.0 && !(self.grace[e] && phi > -GRACE) {
-                out.push((e, phi));
-            }
-        }
-        if include_pinned {
-            for (j, &e) in self.sys.pinned.iter().enumerate() {
-                let phi = self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j]);
-                if phi.is_nan() || phi < 0.0 {
-                    out.push((e, if phi.is_nan() { -1.0 } else { phi }));
-                }
-            }
-        }
-        out
-    }
-
-    /// φ of entry e at the last evaluation (pinned entries by their normal speeds).
-    fn phi(&self, e: usize) -> f64 {
-        match self.sys.pinned.binary_search(&e) {
-            Ok(j) => self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j]),
-            Err(_) => self.sys.inside(e, self.sys.last.z[e]),
-        }
-    }
-
-    /// Brackets the first event inside the accepted step `st` (from s = 0 to s = 1, where the
-    /// events `viol` hold). Returns s and θ(s) just after the event (all violators at s).
-    fn locate(
-        &mut self,
-        st: &Step,
-        mut viol: Vec<(usize, f64)>,
-        start_phi: &BTreeMap<usize, f64>,
-    ) -> Result<(f64, Vec<f64>)> {
-        let (mut a, mut b) = (0.0f64, 1.0f64);
-        let mut phi_a: BTreeMap<usize, f64> = viol
-            .iter()
-            .map(|&(e, _)| (e, *start_phi.get(&e).unwrap_or(&1.0)))
-            .collect();
-        let mut theta_b = st.y_new.clone();
-        let mut buf = vec![0.0; st.y_new.len()];
-        let mut field = vec![0.0; st.y_new.len()];
-        let mut shrink_fails = 0;
-        for _ in 0..80 {
-            let width = b - a;
-            let small_phi = viol.iter().all(|&(_, p)| p.abs() < 1e-12);
-            if width * st.h < 1e-13 * (1.0 + st.h) || small_phi {
-                break;
-            }
-            // Secant estimate of the earliest root among the violators; bisect when stalling.
-            let mut s = b;
-            for &(e, pb) in &viol {
-                let pa = *phi_a.get(&e).unwrap_or(&1.0);
-                let est = if pa > pb {
-                    a + width * pa / (pa - pb)
-                } else {
-                    a + 0.5 * width
-                };
-                s = s.min(est);
-            }
-            if shrink_fails >= 2 {
-                s = a + 0.5 * width;
-                shrink_fails = 0;
-            }
-            s = s.clamp(a + 1e-3 * width, b - 1e-3 * width);
-            st.interpolate(s, &mut buf);
-            let use_field = viol
-                .iter()
-                .any(|(e, _)| self.sys.pinned.binary_search(e).is_ok());
-            if use_field {
-                self.sys.evaluate(&buf, &mut field)?;
-            } else {
-                self.sys.forward_z(&buf)?;
-            }
-            let now = self.violations(use_field);
-            if now.is_empty() {
-                for (e, p) in phi_a.iter_mut() {
-                    *p = self.phi(*e);
-                }
-                a = s;
-            } else {
-                for &(e, _) in &now {
-                    phi_a.entry(e).or_insert(1.0);
-                }
-                viol = now;
-                b = s;
-                theta_b.copy_from_slice(&buf);
-            }
-            if b - a > 0.5 * width {
-                shrink_fails += 1;
-            } else {
-                shrink_fails = 0;
-            }
-        }
-        // Leave the system evaluated at θ_b (the switch logic reads z there).
-        self.sys.evaluate(&theta_b, &mut field)?;
-        Ok((b, theta_b))
-    }
-
-    /// Switches the pattern at an event point θ (the system was just evaluated there). Returns
-    /// the field at θ under the new pattern.
-    fn switch(&mut self, theta: &mut [f64], t: f64) -> Result<Vec<f64>> {
-        let p = theta.len();
-        let viol = self.violations(true);
-        let mut fresh: BTreeMap<usize, Dir> = BTreeMap::new();
-        for &(e, _) in &viol {
-            if self.sys.pinned.binary_search(&e).is_ok() {
-                continue;
-            }
-            let z = self.sys.last.z[e];
-            let k = self.sys.pieces[e] as usize;
-            // Above the piece when z exceeds its upper knot.
-            let up = k + 1 < self.sys.pieces_of(e) && self.sys.knot_of_piece(e, k) < z;
-            if up {
-                fresh.insert(e, Dir::Up);
-            } else {
-                self.sys.pieces[e] = (k - 1) as u16;
-                fresh.insert(e, Dir::Down);
-            }
-            let pos = self.sys.pinned.binary_search(&e).unwrap_err();
-            self.sys.pinned.insert(pos, e);
-        }
-        self.sys.refresh();
-        let mut f = vec![0.0; p];
-        // The first evaluation after the pinned set changed finds the effective slopes; the
-        // classification uses cotangents evaluated with them (a second evaluation).
-        let mut settle = true;
-        for _ in 0..32 {
-            self.sys.evaluate(theta, &mut f)?;
-            if std::mem::take(&mut settle) {
-                self.sys.evaluate(theta, &mut f)?;
-            }
-            let mut leaving = Vec::new();
-            for (j, &e) in self.sys.pinned.iter().enumerate() {
-                let (l, r) = (self.sys.last.zdot_left[j], self.sys.last.zdot_right[j]);
-                if !(l > 0.0 && r < 0.0) {
-                    let up = if l >= 0.0 && r >= 0.0 {
-                        true
-                    } else if l <= 0.0 && r <= 0.0 {
-                        false
-                    } else {
-                        match fresh.get(&e) {
-                            Some(d) => *d == Dir::Up,
-                            None => r > -l,
-                        }
-                    };
-                    if std::env::var_os("GRADFLOW_FLOW_DEBUG").is_some() {
-                        eprintln!("  switch t {t:.9} entry {e} fresh {:?} zdot- {l:.3e} zdot+ {r:.3e} slope {:.3} z {:.3e} -> {}", fresh.get(&e).map(|d| *d == Dir::Up), self.sys.last.slopes[j], self.sys.last.z[e], if up { "up" } else { "down" });
-                    }
-                    leaving.push((e, up));
-                }
-            }
-            if leaving.is_empty() {
-                break;
-            }
-            // Put every pinned entry (the leaving ones included) exactly on its kink first, so
-            // a leaving entry starts on the kink, not a rounding error on the wrong side.
-            self.sys.project_onto_knots(theta);
-            for (e, up) in leaving {
-                let pos = self.sys.pinned.binary_search(&e).expect("pinned");
-                self.sys.pinned.remove(pos);
-                self.sys.pin_slopes.remove(&e);
-                settle = true;
-                if up {
-                    self.sys.pieces[e] += 1;
-                }
-                self.grace[e] = true;
-                match fresh.remove(&e) {
-                    Some(d) if (d == Dir::Up) == up => {
-                        self.events.crossings += 1;
-                        self.since.0 += 1;
-                    }
-                    Some(_) => self.events.touches += 1,
-                    None => {
-                        self.events.releases += 1;
-                        self.since.2 += 1;
-                        if let Some(t0) = self.slide_start.remove(&e) {
-                            self.close_interval(e, t0, t);
-                        }
-                    }
-                }
-            }
-            self.sys.refresh();
-        }
-        for (&e, _) in fresh.iter() {
-            if self.sys.pinned.binary_search(&e).is_ok() {
-                self.events.slides += 1;
-                self.since.1 += 1;
-                self.slide_start.insert(e, t);
-                if !self.entries_slid[e] {
-                    self.entries_slid[e] = true;
-                    self.events.entries_slid += 1;
-                }
-            }
-        }
-        self.events.max_pinned = self.events.max_pinned.max(self.sys.pinned.len());
-        self.sys.project_onto_knots(theta);
-        if std::env::var_os("GRADFLOW_FLOW_DEBUG").is_some() {
-            let keep = self.sys.last.clone();
-            let eps = 1e-7;
-            let plus: Vec<f64> = theta.iter().zip(&f).map(|(a, b)| a + eps * b).collect();
-            let minus: Vec<f64> = theta.iter().zip(&f).map(|(a, b)| a - eps * b).collect();
-            self.sys.forward_z(&plus)?;
-            let zp = self.sys.last.z.clone();
-            self.sys.forward_z(&minus)?;
-            let zm = self.sys.last.z.clone();
-            for &(e, _) in &viol {
-                eprintln!(
-                    "  after switch: entry {e} piece {} FD zdot {:.3e}",
-                    self.sys.pieces[e],
-                    (zp[e] - zm[e]) / (2.0 * eps)
-                );
-            }
-            self.sys.last = keep;
-        }
-        Ok(f)
-    }
-
-    fn close_interval(&mut self, e: usize, t0: f64, t1: f64) {
-        let d = t1 - t0;
-        self.events.sliding_time += d;
-        self.events.longest_slide = self.events.longest_slide.max(d);
-        if self.events.intervals.len() < 10_000 {
-            self.events.intervals.push(SlidingInterval {
-                entry: e,
-                start: t0,
-                end: t1,
-            });
-        }
-    }
-
+impl Solver<'_, '_> {
     fn run(
         mut self,
         theta: &mut [f64],
@@ -647,12 +265,6 @@ impl<'s, 'a> Solver<'s, 'a> {
                     };
                     start_phi.insert(e, v);
                 }
-                if std::env::var_os("GRADFLOW_FLOW_DEBUG").is_some() {
-                    eprintln!(
-                        "t {t:.6} h {h:.3e} viol {:?} pinned {:?}",
-                        viol, self.sys.pinned
-                    );
-                }
                 let (s, th) = self.locate(&st, viol, &start_phi)?;
                 (s, Some(th))
             };
@@ -664,7 +276,15 @@ impl<'s, 'a> Solver<'s, 'a> {
                 let loss = self.sys.loss_at(&buf)?;
                 let rec = self.record(next, self.opts.outputs[next], loss, norm(&dbuf));
                 stopped |= self.observe_uncontrolled(&mut observe, &rec, &buf);
+                if stopped {
+                    // End exactly at the output time the observer stopped at.
+                    theta.copy_from_slice(&buf);
+                    t = self.opts.outputs[next];
+                }
                 next += 1;
+            }
+            if stopped {
+                break;
             }
             match event {
                 None => {

@@ -1,0 +1,280 @@
+//! The event logic of the kink-aware flow solve: which pre-activations left their piece or
+//! stopped being pushed into their kink (event functions), where inside a step that happened
+//! (bracketing on the continuous extension), and how the pattern switches there (crossing,
+//! touch, sliding start, release). See `solve.rs` for the whole algorithm.
+
+use super::dopri::{Step, Tolerances};
+use super::solve::{EventSummary, FlowOptions, SlidingInterval};
+use super::system::KinkSystem;
+use crate::error::Result;
+use std::collections::BTreeMap;
+
+/// Direction an entry was moving when it reached its kink.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Dir {
+    Up,
+    Down,
+}
+
+pub(super) struct Solver<'s, 'a> {
+    pub(super) sys: &'s mut KinkSystem<'a>,
+    pub(super) opts: &'s FlowOptions,
+    pub(super) tol: Tolerances,
+    /// Entries just switched whose z may sit a rounding error on the wrong side.
+    pub(super) grace: Vec<bool>,
+    pub(super) slide_start: BTreeMap<usize, f64>,
+    pub(super) events: EventSummary,
+    pub(super) since: (u64, u64, u64),
+    pub(super) entries_slid: Vec<bool>,
+}
+
+/// Event-function tolerance for entries in grace.
+pub(super) const GRACE: f64 = 1e-9;
+
+impl<'s, 'a> Solver<'s, 'a> {
+    pub(super) fn new(sys: &'s mut KinkSystem<'a>, opts: &'s FlowOptions) -> Self {
+        let n = sys.entries();
+        Self {
+            sys,
+            opts,
+            tol: Tolerances {
+                rtol: opts.rtol,
+                atol: opts.atol,
+            },
+            grace: vec![false; n],
+            slide_start: BTreeMap::new(),
+            events: EventSummary {
+                tracked: n,
+                ..Default::default()
+            },
+            since: (0, 0, 0),
+            entries_slid: vec![false; n],
+        }
+    }
+
+    /// Event values at the last evaluation: (entry, φ) for every entry with φ < 0 (unpinned:
+    /// distance inside its piece; pinned: min(ż⁻, −ż⁺)). Clears grace where φ > 0.
+    pub(super) fn violations(&mut self, include_pinned: bool) -> Vec<(usize, f64)> {
+        let mut out = Vec::new();
+        let mut pinned_iter = self.sys.pinned.iter().peekable();
+        for e in 0..self.sys.entries() {
+            if pinned_iter.peek() == Some(&&e) {
+                pinned_iter.next();
+                continue;
+            }
+            let phi = self.sys.inside(e, self.sys.last.z[e]);
+            if phi > 0.0 {
+                self.grace[e] = false;
+            } else if phi < 0.0 && !(self.grace[e] && phi > -GRACE) {
+                out.push((e, phi));
+            }
+        }
+        if include_pinned {
+            for (j, &e) in self.sys.pinned.iter().enumerate() {
+                let phi = self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j]);
+                if phi.is_nan() || phi < 0.0 {
+                    out.push((e, if phi.is_nan() { -1.0 } else { phi }));
+                }
+            }
+        }
+        out
+    }
+
+    /// φ of entry e at the last evaluation (pinned entries by their normal speeds).
+    fn phi(&self, e: usize) -> f64 {
+        match self.sys.pinned.binary_search(&e) {
+            Ok(j) => self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j]),
+            Err(_) => self.sys.inside(e, self.sys.last.z[e]),
+        }
+    }
+
+    /// Brackets the first event inside the accepted step `st` (from s = 0 to s = 1, where the
+    /// events `viol` hold). Returns s and θ(s) just after the event (all violators at s).
+    pub(super) fn locate(
+        &mut self,
+        st: &Step,
+        mut viol: Vec<(usize, f64)>,
+        start_phi: &BTreeMap<usize, f64>,
+    ) -> Result<(f64, Vec<f64>)> {
+        let (mut a, mut b) = (0.0f64, 1.0f64);
+        let mut phi_a: BTreeMap<usize, f64> = viol
+            .iter()
+            .map(|&(e, _)| (e, *start_phi.get(&e).unwrap_or(&1.0)))
+            .collect();
+        let mut theta_b = st.y_new.clone();
+        let mut buf = vec![0.0; st.y_new.len()];
+        let mut field = vec![0.0; st.y_new.len()];
+        let mut shrink_fails = 0;
+        for _ in 0..80 {
+            let width = b - a;
+            let small_phi = viol.iter().all(|&(_, p)| p.abs() < 1e-12);
+            if width * st.h < 1e-13 * (1.0 + st.h) || small_phi {
+                break;
+            }
+            // Secant estimate of the earliest root among the violators; bisect when stalling.
+            let mut s = b;
+            for &(e, pb) in &viol {
+                let pa = *phi_a.get(&e).unwrap_or(&1.0);
+                let est = if pa > pb {
+                    a + width * pa / (pa - pb)
+                } else {
+                    a + 0.5 * width
+                };
+                s = s.min(est);
+            }
+            if shrink_fails >= 2 {
+                s = a + 0.5 * width;
+                shrink_fails = 0;
+            }
+            s = s.clamp(a + 1e-3 * width, b - 1e-3 * width);
+            st.interpolate(s, &mut buf);
+            let use_field = viol
+                .iter()
+                .any(|(e, _)| self.sys.pinned.binary_search(e).is_ok());
+            if use_field {
+                self.sys.evaluate(&buf, &mut field)?;
+            } else {
+                self.sys.forward_z(&buf)?;
+            }
+            let now = self.violations(use_field);
+            if now.is_empty() {
+                for (e, p) in phi_a.iter_mut() {
+                    *p = self.phi(*e);
+                }
+                a = s;
+            } else {
+                for &(e, _) in &now {
+                    phi_a.entry(e).or_insert(1.0);
+                }
+                viol = now;
+                b = s;
+                theta_b.copy_from_slice(&buf);
+            }
+            if b - a > 0.5 * width {
+                shrink_fails += 1;
+            } else {
+                shrink_fails = 0;
+            }
+        }
+        // Leave the system evaluated at θ_b (the switch logic reads z there).
+        self.sys.evaluate(&theta_b, &mut field)?;
+        Ok((b, theta_b))
+    }
+
+    /// Switches the pattern at an event point θ (the system was just evaluated there). Returns
+    /// the field at θ under the new pattern.
+    pub(super) fn switch(&mut self, theta: &mut [f64], t: f64) -> Result<Vec<f64>> {
+        let p = theta.len();
+        let viol = self.violations(true);
+        let mut fresh: BTreeMap<usize, Dir> = BTreeMap::new();
+        for &(e, _) in &viol {
+            if self.sys.pinned.binary_search(&e).is_ok() {
+                continue;
+            }
+            let z = self.sys.last.z[e];
+            let k = self.sys.pieces[e] as usize;
+            // Above the piece when z exceeds its upper knot.
+            let up = k + 1 < self.sys.pieces_of(e) && self.sys.knot_of_piece(e, k) < z;
+            if up {
+                fresh.insert(e, Dir::Up);
+            } else {
+                self.sys.pieces[e] = (k - 1) as u16;
+                fresh.insert(e, Dir::Down);
+            }
+            let pos = self.sys.pinned.binary_search(&e).unwrap_err();
+            self.sys.pinned.insert(pos, e);
+        }
+        self.sys.refresh();
+        let mut f = vec![0.0; p];
+        // The first evaluation after the pinned set changed finds the effective slopes; the
+        // classification uses cotangents evaluated with them (a second evaluation).
+        let mut settle = true;
+        for _ in 0..32 {
+            self.sys.evaluate(theta, &mut f)?;
+            if std::mem::take(&mut settle) {
+                self.sys.evaluate(theta, &mut f)?;
+            }
+            let mut leaving = Vec::new();
+            for (j, &e) in self.sys.pinned.iter().enumerate() {
+                let (l, r) = (self.sys.last.zdot_left[j], self.sys.last.zdot_right[j]);
+                if !(l > 0.0 && r < 0.0) {
+                    let up = if l >= 0.0 && r >= 0.0 {
+                        true
+                    } else if l <= 0.0 && r <= 0.0 {
+                        false
+                    } else {
+                        match fresh.get(&e) {
+                            Some(d) => *d == Dir::Up,
+                            None => r > -l,
+                        }
+                    };
+                    leaving.push((e, up));
+                }
+            }
+            if leaving.is_empty() {
+                break;
+            }
+            // Entries that just arrived and do not stay are resolved first: until they are gone,
+            // their tentative constraint distorts the classification of the others.
+            if leaving.iter().any(|(e, _)| fresh.contains_key(e)) {
+                leaving.retain(|(e, _)| fresh.contains_key(e));
+            }
+            // Put every pinned entry (the leaving ones included) exactly on its kink first, so
+            // a leaving entry starts on the kink, not a rounding error on the wrong side.
+            self.sys.project_onto_knots(theta);
+            for (e, up) in leaving {
+                let pos = self.sys.pinned.binary_search(&e).expect("pinned");
+                self.sys.pinned.remove(pos);
+                self.sys.pin_slopes.remove(&e);
+                settle = true;
+                if up {
+                    self.sys.pieces[e] += 1;
+                }
+                self.grace[e] = true;
+                match fresh.remove(&e) {
+                    Some(d) if (d == Dir::Up) == up => {
+                        self.events.crossings += 1;
+                        self.since.0 += 1;
+                    }
+                    Some(_) => self.events.touches += 1,
+                    None => {
+                        self.events.releases += 1;
+                        self.since.2 += 1;
+                        if let Some(t0) = self.slide_start.remove(&e) {
+                            self.close_interval(e, t0, t);
+                        }
+                    }
+                }
+            }
+            self.sys.refresh();
+        }
+        for (&e, _) in fresh.iter() {
+            if self.sys.pinned.binary_search(&e).is_ok() {
+                self.events.slides += 1;
+                self.since.1 += 1;
+                self.slide_start.insert(e, t);
+                if !self.entries_slid[e] {
+                    self.entries_slid[e] = true;
+                    self.events.entries_slid += 1;
+                }
+            }
+        }
+        self.events.max_pinned = self.events.max_pinned.max(self.sys.pinned.len());
+        self.sys.project_onto_knots(theta);
+        Ok(f)
+    }
+
+    pub(super) fn close_interval(&mut self, e: usize, t0: f64, t1: f64) {
+        let d = t1 - t0;
+        self.events.sliding_time += d;
+        self.events.longest_slide = self.events.longest_slide.max(d);
+        if self.events.intervals.len() < 10_000 {
+            self.events.intervals.push(SlidingInterval {
+                entry: e,
+                start: t0,
+                end: t1,
+            });
+        }
+    }
+
+}
