@@ -4,7 +4,8 @@
 //!
 //! - the flow's loss at T against the η → 0 limit of gradient descent (Richardson
 //!   extrapolation from several small η; the tolerance is the observed spread of the
-//!   extrapolations), and the flow at two tolerances against each other (much tighter);
+//!   extrapolations), and the flow at two tolerances against each other (much tighter); for
+//!   PReLU, ReLU and a curved piecewise polynomial, GD's error against the flow is first order;
 //! - sliding along the solver's own trajectory: while the solver reports an entry sliding, that
 //!   pre-activation — recomputed by the *uncontrolled* network — stays on its kink, and small-η
 //!   GD chatters within O(η) of the kink over the same interval (so the sliding is the true
@@ -16,7 +17,8 @@
 //!   in [α, 1], and the Filippov reading: the ordinary gradient with the reported slopes installed
 //!   at the pinned entries *is* the projected field.
 //!
-//! All on a small DNN 4 → [8, 8] → 2, n = 10 (p = 130, 160 tracked pre-activations).
+//! All on small DNNs 4 → [8, 8] → 2, n = 10 (p = 130, 160 tracked pre-activations). An ignored,
+//! failing test documents a bug in the solver's event switching (spurious release and re-pin).
 
 use faer::prelude::Solve;
 use gradflow::activation::Activation;
@@ -191,6 +193,63 @@ fn leaky_flow_matches_richardson_limit_of_gd() {
         flow_gap < spread / 100.0,
         "rtol 1e-8 vs 1e-10: {flow_gap:.3e} (spread {spread:.3e})"
     );
+}
+
+/// Beyond leaky ReLU: for PReLU (trainable slope), ReLU (a zero slope on one side) and a
+/// piecewise polynomial with curved pieces (continuations that differ from σ), GD's loss at T
+/// approaches the flow's at first order: the error ratio when η halves stays near 2 (within
+/// [1.6, 2.5]; GD's chattering on sliding surfaces makes it irregular, observed 1.75–2.21 on
+/// nine configurations), and the flow's own rtol error is far below GD's smallest error.
+#[test]
+fn other_kinked_activations_gd_converges_to_flow_at_first_order() {
+    let curved = Activation::Piecewise(
+        gradflow::activation::PiecewisePolynomial::new(
+            vec![-0.5, 0.4],
+            vec![
+                vec![-0.325, 0.1],
+                vec![0.0, 1.0, 0.5],
+                vec![-0.256, 2.0, 0.0, -1.0],
+            ],
+        )
+        .expect("continuous"),
+    );
+    let t_end = 5.0;
+    for (act, seed) in [
+        (Activation::Prelu { init: 0.25 }, 5u64),
+        (Activation::Relu, 2),
+        (curved, 3),
+    ] {
+        let model = presets::dnn(4, &[8, 8], 2, &act);
+        let data = Dataset::ball(10, 4, 2, seed);
+        let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, seed);
+        let mut lf = Vec::new();
+        let mut events = (0, 0);
+        for rtol in [1e-8, 1e-10] {
+            let opts = FlowOptions::new(t_end, rtol, rtol * 1e-2, 1, LossKind::Mse);
+            let (out, _, _) = solve(&model, &data, &theta0, &opts, |_| false);
+            events = (out.events.crossings, out.events.slides);
+            lf.push(out.final_loss);
+        }
+        let errs: Vec<f64> = [8e-4, 4e-4, 2e-4, 1e-4]
+            .iter()
+            .map(|&eta| gd_final(&model, &data, &theta0, eta, t_end) - lf[1])
+            .collect();
+        let ratios: Vec<f64> = errs.windows(2).map(|w| w[0] / w[1]).collect();
+        println!(
+            "{act} (seed {seed}, {} crossings, {} slides): L(T) {:.10e}; GD errors {:?}; \
+             ratios {ratios:.3?}; flow rtol gap {:.1e}",
+            events.0,
+            events.1,
+            lf[1],
+            errs.iter().map(|e| format!("{e:.3e}")).collect::<Vec<_>>(),
+            (lf[0] - lf[1]).abs()
+        );
+        assert!(events.0 > 0, "{act}: no kink crossings");
+        for r in &ratios {
+            assert!((1.6..=2.5).contains(r), "{act}: error ratio {r}");
+        }
+        assert!((lf[0] - lf[1]).abs() < 1e-3 * errs[3].abs());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
