@@ -20,7 +20,6 @@
 //! All on small DNNs 4 → [8, 8] → 2, n = 10 (p = 130, 160 tracked pre-activations). An ignored,
 //! failing test documents a bug in the solver's event switching (spurious release and re-pin).
 
-use faer::prelude::Solve;
 use gradflow::activation::Activation;
 use gradflow::data::Dataset;
 use gradflow::flow::system::KinkSystem;
@@ -387,16 +386,40 @@ fn no_spurious_release_and_repin() {
 
 /// The sliding invariants, through `KinkSystem` directly, at a state the solver reports as
 /// sliding (the solve stopped mid-slide; the pinned entries found as the pre-activations at
-/// the kink, set as pinned, projected onto the kinks).
+/// the kink, set as pinned, projected onto the kinks). DNN: rows ∇z_j from one-sample passes.
 #[test]
 fn kink_system_projection_invariants() {
     let (model, data, theta0) = problem();
+    projection_invariants(&model, &data, &theta0, T_END);
+}
+
+/// The same invariants on a GCN 4 → [8, 8] → 2 (k-NN graph, k = 2), which mixes samples: the
+/// rows ∇z_j come from full-batch seeded reverse passes instead. Here the two pinned entries are
+/// the same unit of two samples with identical normalised neighbourhoods, so their
+/// pre-activations coincide and the Gram matrix R Rᵀ has rank 1 (the pseudo-inverse case).
+#[test]
+fn kink_system_projection_invariants_gcn() {
+    let data = Dataset::ball(10, 4, 2, 2);
+    let graph = gradflow::graph::Graph::knn(&data.x, 2).expect("graph");
+    let model = presets::gcn(
+        std::sync::Arc::new(graph.normalized_adjacency()),
+        4,
+        &[8, 8],
+        2,
+        &Activation::leaky_relu(),
+    );
+    assert!(model.net.mixes_samples());
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 2);
+    projection_invariants(&model, &data, &theta0, 5.0);
+}
+
+fn projection_invariants(model: &Model, data: &Dataset, theta0: &[f64], t_end: f64) {
     // Stop at the first output time with at least two entries pinned.
-    let opts = FlowOptions::new(T_END, 1e-10, 1e-12, 200, LossKind::Mse);
-    let (_, recs, _) = solve(&model, &data, &theta0, &opts, |r| r.pinned >= 2);
+    let opts = FlowOptions::new(t_end, 1e-10, 1e-12, 200, LossKind::Mse);
+    let (_, recs, _) = solve(model, data, theta0, &opts, |r| r.pinned >= 2);
     let (t_stop, k_pinned, mut theta) = recs.last().cloned().expect("records");
     assert!(k_pinned >= 2, "no output time with two pinned entries");
-    let z0 = plain_z(&model, &data, &theta);
+    let z0 = plain_z(model, data, &theta);
     let mut order: Vec<usize> = (0..z0.len()).collect();
     order.sort_by(|&a, &b| z0[a].abs().total_cmp(&z0[b].abs()));
     let mut pinned: Vec<usize> = order[..k_pinned].to_vec();
@@ -414,7 +437,7 @@ fn kink_system_projection_invariants() {
     // Set the pinned state up by hand and let the system project θ onto the kinks.
     let loss = LossKind::Mse;
     let (f, slopes, zl, zr) = {
-        let mut sys = KinkSystem::new(&model, &data, loss, &theta).expect("system");
+        let mut sys = KinkSystem::new(model, data, loss, &theta).expect("system");
         assert_eq!(sys.entries(), z0.len());
         for &e in &pinned {
             sys.pieces[e] = 0; // the piece left of the knot at 0
@@ -438,13 +461,13 @@ fn kink_system_projection_invariants() {
         )
         // sys dropped: the layers are uncontrolled again.
     };
-    for l in activation_layers(&model) {
+    for l in activation_layers(model) {
         assert!(
             l.control.lock().is_none(),
             "KinkSystem must uninstall on drop"
         );
     }
-    let z = plain_z(&model, &data, &theta);
+    let z = plain_z(model, data, &theta);
     let on_kink = pinned.iter().map(|&e| z[e].abs()).fold(0.0, f64::max);
     println!("after projection: max |z_pinned| {on_kink:.2e}; slopes {slopes:?}");
     assert!(on_kink < 1e-12, "projection left |z| = {on_kink:e}");
@@ -467,8 +490,8 @@ fn kink_system_projection_invariants() {
     // (a) Directional finite differences of the uncontrolled pre-activations along f.
     let fnorm = norm(&f);
     let eps = 1e-6 / fnorm;
-    let zp = plain_z(&model, &data, &axpy(&theta, eps, &f));
-    let zm = plain_z(&model, &data, &axpy(&theta, -eps, &f));
+    let zp = plain_z(model, data, &axpy(&theta, eps, &f));
+    let zm = plain_z(model, data, &axpy(&theta, -eps, &f));
     let zdot: Vec<f64> = zp
         .iter()
         .zip(&zm)
@@ -484,7 +507,7 @@ fn kink_system_projection_invariants() {
         let mut tm = theta.clone();
         tp[k] += h;
         tm[k] -= h;
-        let (a, b) = (plain_z(&model, &data, &tp), plain_z(&model, &data, &tm));
+        let (a, b) = (plain_z(model, data, &tp), plain_z(model, data, &tm));
         for (row, (x, y)) in jac.iter_mut().zip(a.iter().zip(&b)) {
             row[k] = (x - y) / (2.0 * h);
         }
@@ -495,9 +518,24 @@ fn kink_system_projection_invariants() {
     model.loss_and_grad(&theta, &data.x, &data.y, loss, &mut g);
     let rows: Vec<&Vec<f64>> = pinned.iter().map(|&e| &jac[e]).collect();
     let k = rows.len();
+    // μ = (R Rᵀ)⁺ R g by a pseudo-inverse: pinned entries may be duplicates (in a GCN two
+    // samples with the same normalised neighbourhood have identical pre-activations).
     let gram = faer::Mat::<f64>::from_fn(k, k, |i, j| dot(rows[i], rows[j]));
-    let rhs = faer::Mat::<f64>::from_fn(k, 1, |i, _| dot(rows[i], &g));
-    let mu = gram.full_piv_lu().solve(&rhs);
+    let eig = gram
+        .self_adjoint_eigen(faer::Side::Lower)
+        .expect("eigen-decomposition");
+    let (u, lam) = (eig.U(), eig.S());
+    let top = (0..k).map(|i| lam[i]).fold(0.0f64, f64::max);
+    let rg: Vec<f64> = rows.iter().map(|r| dot(r, &g)).collect();
+    let mut mu = faer::Mat::<f64>::zeros(k, 1);
+    for l in (0..k).filter(|&l| lam[l] > 1e-10 * top) {
+        let w: f64 = (0..k).map(|i| u[(i, l)] * rg[i]).sum::<f64>() / lam[l];
+        for i in 0..k {
+            mu[(i, 0)] += u[(i, l)] * w;
+        }
+    }
+    let rank = (0..k).filter(|&l| lam[l] > 1e-10 * top).count();
+    println!("{k} pinned rows of rank {rank}");
     let mut f_exp: Vec<f64> = g.iter().map(|v| -v).collect();
     for (i, r) in rows.iter().enumerate() {
         for (o, rv) in f_exp.iter_mut().zip(r.iter()) {
@@ -545,7 +583,7 @@ fn kink_system_projection_invariants() {
     // (c) Filippov: the ordinary gradient with σ'(z_j) := reported slope at the pinned entries
     // (installed by hand in the control slots, every other entry on the piece z lies in) equals
     // the projected field.
-    let layers = activation_layers(&model);
+    let layers = activation_layers(model);
     let n = data.n();
     let mut offset = 0;
     for l in &layers {
