@@ -390,7 +390,7 @@ fn no_spurious_release_and_repin() {
 #[test]
 fn kink_system_projection_invariants() {
     let (model, data, theta0) = problem();
-    projection_invariants(&model, &data, &theta0, T_END);
+    projection_invariants(&model, &data, &theta0, T_END, &|_, _| ALPHA);
 }
 
 /// The same invariants on a GCN 4 → [8, 8] → 2 (k-NN graph, k = 2), which mixes samples: the
@@ -410,10 +410,42 @@ fn kink_system_projection_invariants_gcn() {
     );
     assert!(model.net.mixes_samples());
     let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 2);
-    projection_invariants(&model, &data, &theta0, 5.0);
+    projection_invariants(&model, &data, &theta0, 5.0, &|_, _| ALPHA);
 }
 
-fn projection_invariants(model: &Model, data: &Dataset, theta0: &[f64], t_end: f64) {
+/// The same invariants with PReLU, whose left slope a is a trained parameter (one per layer,
+/// tensors `1.weight` and `3.weight`): the effective slopes must lie between the *current* a of
+/// the pinned entry's layer and 1.
+#[test]
+fn kink_system_projection_invariants_prelu() {
+    let model = presets::dnn(4, &[8, 8], 2, &Activation::Prelu { init: 0.25 });
+    let data = Dataset::ball(10, 4, 2, 2);
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 2);
+    // Offsets of the two slope tensors in θ.
+    let mut at = 0;
+    let mut slope_at = Vec::new();
+    for s in model.param_specs() {
+        if s.name == "1.weight" || s.name == "3.weight" {
+            slope_at.push(at);
+        }
+        at += s.len();
+    }
+    assert_eq!(slope_at.len(), 2);
+    let entries_per_layer = 8 * data.n();
+    projection_invariants(&model, &data, &theta0, 5.0, &|e, theta| {
+        theta[slope_at[e / entries_per_layer]]
+    });
+}
+
+/// `left_slope(entry, θ)`: σ'(0⁻) for the entry's layer at θ (the effective slopes must lie
+/// between it and σ'(0⁺) = 1).
+fn projection_invariants(
+    model: &Model,
+    data: &Dataset,
+    theta0: &[f64],
+    t_end: f64,
+    left_slope: &dyn Fn(usize, &[f64]) -> f64,
+) {
     // Stop at the first output time with at least two entries pinned.
     let opts = FlowOptions::new(t_end, 1e-10, 1e-12, 200, LossKind::Mse);
     let (_, recs, _) = solve(model, data, theta0, &opts, |r| r.pinned >= 2);
@@ -480,7 +512,7 @@ fn projection_invariants(model: &Model, data: &Dataset, theta0: &[f64], t_end: f
             zr[j]
         );
         assert!(
-            slopes[j] >= ALPHA - 1e-9 && slopes[j] <= 1.0 + 1e-9,
+            slopes[j] >= left_slope(pinned[j], &theta) - 1e-9 && slopes[j] <= 1.0 + 1e-9,
             "effective slope {} of entry {} outside [α, 1]",
             slopes[j],
             pinned[j]

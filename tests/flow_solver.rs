@@ -112,7 +112,7 @@ struct LinearFlow {
 }
 
 impl LinearFlow {
-    fn new(data: &Dataset, theta0: &[f64]) -> Self {
+    fn new(data: &Dataset, theta0: &[f64], loss: LossKind) -> Self {
         let (d, m, n) = (data.d(), data.m(), data.n());
         let p = m * (d + 1);
         assert_eq!(theta0.len(), p);
@@ -149,7 +149,7 @@ impl LinearFlow {
             .map(|ul| ul.iter().zip(&e0).map(|(a, b)| a * b).sum())
             .collect();
         Self {
-            c: LossKind::Mse.c(n, m),
+            c: loss.c(n, m),
             jac,
             u,
             lam,
@@ -200,16 +200,21 @@ impl LinearFlow {
 
 /// The flow solve on f(x) = W x + b matches e(t) = exp(−2cHt) e(0) in loss and θ at every output
 /// time (rtol 1e-10), both with H positive definite (n ≤ d + 1: the loss decays to 0) and with a
-/// rank-deficient H (n > d + 1: the loss stops at the least-squares floor).
+/// rank-deficient H (n > d + 1: the loss stops at the least-squares floor), for both squared
+/// losses (c = 1/(nm) and c = 1/2).
 #[test]
 fn linear_model_flow_matches_closed_form() {
-    for &(n, d, m, seed) in &[(3usize, 4usize, 2usize, 11u64), (7, 3, 2, 12)] {
+    for &(n, d, m, seed, loss) in &[
+        (3usize, 4usize, 2usize, 11u64, LossKind::Mse),
+        (7, 3, 2, 12, LossKind::Mse),
+        (7, 3, 2, 13, LossKind::HalfSse),
+    ] {
         let data = Dataset::ball(n, d, m, seed);
         let model = linear_model(d, m);
         let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, seed);
-        let exact = LinearFlow::new(&data, &theta0);
+        let exact = LinearFlow::new(&data, &theta0, loss);
         let t_end = 8.0;
-        let opts = FlowOptions::new(t_end, 1e-10, 1e-12, 16, LossKind::Mse);
+        let opts = FlowOptions::new(t_end, 1e-10, 1e-12, 16, loss);
         let (losses, thetas, out) = flow(&model, &data, &theta0, &opts);
         assert_eq!(losses.len(), 17);
         assert!((out.t_reached - t_end).abs() < 1e-12);
@@ -225,11 +230,11 @@ fn linear_model_flow_matches_closed_form() {
             worst_l = worst_l.max(rel_l);
             worst_th = worst_th.max(rel_th);
             assert!(
-                rel_l < 1e-8,
+                rel_l < 1e-9,
                 "n = {n}: L({t}) = {l:.15e}, closed form {le:.15e} (relative gap {rel_l:.2e})"
             );
             assert!(
-                rel_th < 1e-8,
+                rel_th < 1e-9,
                 "n = {n}: θ({t}) off the closed form by {rel_th:.2e} (relative)"
             );
         }
@@ -237,8 +242,9 @@ fn linear_model_flow_matches_closed_form() {
         // towards its floor (0 when H is positive definite).
         let (l0, lt) = (exact.loss(0.0), exact.loss(t_end));
         println!(
-            "linear n = {n}, d = {d}, m = {m}: L(0) = {l0:.4e}, L(T) = {lt:.4e}, floor {floor:.3e}; \
+            "linear n = {n}, d = {d}, m = {m}, {}: L(0) = {l0:.4e}, L(T) = {lt:.4e}, floor {floor:.3e}; \
              worst relative loss gap {worst_l:.2e}, θ gap {worst_th:.2e}; {} gradients",
+            loss.name(),
             out.counts.gradients
         );
         assert!(lt - floor < 0.1 * (l0 - floor));
@@ -258,7 +264,7 @@ fn linear_model_gd_is_first_order() {
     let data = Dataset::ball(n, d, m, seed);
     let model = linear_model(d, m);
     let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, seed);
-    let exact = LinearFlow::new(&data, &theta0);
+    let exact = LinearFlow::new(&data, &theta0, LossKind::Mse);
     let t_end = 2.0;
     let le = exact.loss(t_end);
     let te = exact.theta(t_end);
