@@ -185,70 +185,43 @@ impl<'s, 'a> Solver<'s, 'a> {
             self.sys.pinned.insert(pos, e);
         }
         self.sys.refresh();
+        let arrivals = fresh.clone();
         let mut f = vec![0.0; p];
-        // The first evaluation after the pinned set changed finds the effective slopes; the
-        // classification uses cotangents evaluated with them (a second evaluation).
-        let mut settle = true;
-        for _ in 0..32 {
-            self.sys.evaluate(theta, &mut f)?;
-            if std::mem::take(&mut settle) {
-                self.sys.evaluate(theta, &mut f)?;
-            }
-            let mut leaving = Vec::new();
-            for (j, &e) in self.sys.pinned.iter().enumerate() {
-                let (l, r) = (self.sys.last.zdot_left[j], self.sys.last.zdot_right[j]);
-                if !(l > 0.0 && r < 0.0) {
-                    let up = if l >= 0.0 && r >= 0.0 {
-                        true
-                    } else if l <= 0.0 && r <= 0.0 {
-                        false
-                    } else {
-                        match fresh.get(&e) {
-                            Some(d) => *d == Dir::Up,
-                            None => r > -l,
-                        }
-                    };
-                    leaving.push((e, up));
-                }
-            }
-            if leaving.is_empty() {
-                break;
-            }
-            // Entries that just arrived and do not stay are resolved first: until they are gone,
-            // their tentative constraint distorts the classification of the others.
-            if leaving.iter().any(|(e, _)| fresh.contains_key(e)) {
-                leaving.retain(|(e, _)| fresh.contains_key(e));
-            }
-            // Put every pinned entry (the leaving ones included) exactly on its kink first, so
-            // a leaving entry starts on the kink, not a rounding error on the wrong side.
-            self.sys.project_onto_knots(theta);
-            for (e, up) in leaving {
-                let pos = self.sys.pinned.binary_search(&e).expect("pinned");
-                self.sys.pinned.remove(pos);
-                self.sys.pin_slopes.remove(&e);
-                settle = true;
+        let mut departed = self.settle(theta, &mut fresh, &mut f)?;
+        // Several entries left at once: their decisions were taken in some order, each with the
+        // others' constraints in place. Re-pin them all and decide again with the rest settled;
+        // this removes release-and-re-pin pairs a hair apart (an active-set consistency check).
+        if departed.len() >= 2 {
+            let mut again: BTreeMap<usize, Dir> = BTreeMap::new();
+            for &(e, up) in &departed {
                 if up {
-                    self.sys.pieces[e] += 1;
+                    self.sys.pieces[e] -= 1;
                 }
-                self.grace[e] = true;
-                match fresh.remove(&e) {
-                    Some(d) if (d == Dir::Up) == up => {
-                        self.events.crossings += 1;
-                        self.since.0 += 1;
-                    }
-                    Some(_) => self.events.touches += 1,
-                    None => {
-                        self.events.releases += 1;
-                        self.since.2 += 1;
-                        if let Some(t0) = self.slide_start.remove(&e) {
-                            self.close_interval(e, t0, t);
-                        }
-                    }
-                }
+                again.insert(e, if up { Dir::Up } else { Dir::Down });
+                let pos = self.sys.pinned.binary_search(&e).unwrap_err();
+                self.sys.pinned.insert(pos, e);
             }
             self.sys.refresh();
+            departed = self.settle(theta, &mut again, &mut f)?;
         }
-        for (&e, _) in fresh.iter() {
+        for (e, up) in departed {
+            self.grace[e] = true;
+            match arrivals.get(&e) {
+                Some(d) if (*d == Dir::Up) == up => {
+                    self.events.crossings += 1;
+                    self.since.0 += 1;
+                }
+                Some(_) => self.events.touches += 1,
+                None => {
+                    self.events.releases += 1;
+                    self.since.2 += 1;
+                    if let Some(t0) = self.slide_start.remove(&e) {
+                        self.close_interval(e, t0, t);
+                    }
+                }
+            }
+        }
+        for &e in arrivals.keys() {
             if self.sys.pinned.binary_search(&e).is_ok() {
                 self.events.slides += 1;
                 self.since.1 += 1;
@@ -264,6 +237,65 @@ impl<'s, 'a> Solver<'s, 'a> {
         Ok(f)
     }
 
+    /// Releases pinned entries that are not pushed into their kink from both sides, one at a
+    /// time (the most violated first; entries of `fresh` — tentative pins — before the others,
+    /// since their constraint distorts the others' normal speeds), re-evaluating after each,
+    /// until every pinned entry slides. Returns the departures (entry, went up) in order; `f`
+    /// holds the field under the final pattern.
+    fn settle(
+        &mut self,
+        theta: &mut [f64],
+        fresh: &mut BTreeMap<usize, Dir>,
+        f: &mut [f64],
+    ) -> Result<Vec<(usize, bool)>> {
+        let mut departed = Vec::new();
+        // The first evaluation after the pinned set changed finds the effective slopes; the
+        // classification uses cotangents evaluated with them (a second evaluation).
+        for _ in 0..64 {
+            self.sys.evaluate(theta, f)?;
+            self.sys.evaluate(theta, f)?;
+            let mut leaving = Vec::new();
+            for (j, &e) in self.sys.pinned.iter().enumerate() {
+                let (l, r) = (self.sys.last.zdot_left[j], self.sys.last.zdot_right[j]);
+                if !(l > 0.0 && r < 0.0) {
+                    let up = if l >= 0.0 && r >= 0.0 {
+                        true
+                    } else if l <= 0.0 && r <= 0.0 {
+                        false
+                    } else {
+                        match fresh.get(&e) {
+                            Some(d) => *d == Dir::Up,
+                            None => r > -l,
+                        }
+                    };
+                    leaving.push((e, up, fresh.contains_key(&e)));
+                }
+            }
+            if leaving.is_empty() {
+                break;
+            }
+            let any_fresh = leaving.iter().any(|l| l.2);
+            let (e, up, _) = *leaving
+                .iter()
+                .filter(|l| l.2 || !any_fresh)
+                .min_by(|a, b| self.phi(a.0).total_cmp(&self.phi(b.0)))
+                .expect("non-empty");
+            // Put every pinned entry (the leaving one included) exactly on its kink first, so
+            // it starts on the kink, not a rounding error on the wrong side.
+            self.sys.project_onto_knots(theta);
+            let pos = self.sys.pinned.binary_search(&e).expect("pinned");
+            self.sys.pinned.remove(pos);
+            self.sys.pin_slopes.remove(&e);
+            if up {
+                self.sys.pieces[e] += 1;
+            }
+            fresh.remove(&e);
+            departed.push((e, up));
+            self.sys.refresh();
+        }
+        Ok(departed)
+    }
+
     pub(super) fn close_interval(&mut self, e: usize, t0: f64, t1: f64) {
         let d = t1 - t0;
         self.events.sliding_time += d;
@@ -276,5 +308,4 @@ impl<'s, 'a> Solver<'s, 'a> {
             });
         }
     }
-
 }

@@ -3,7 +3,9 @@
 //! grinds on a piecewise-linear network (THEORY.md, last section).
 
 use super::dopri::{self, Field, Tolerances};
-use super::solve::{check_step, norm, too_many, EventSummary, FlowOptions, FlowOutcome, FlowRecord};
+use super::solve::{
+    check_step, norm, too_many, EventSummary, FlowOptions, FlowOutcome, FlowRecord,
+};
 use super::system::Counts;
 use crate::data::Dataset;
 use crate::error::Result;
