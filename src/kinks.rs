@@ -55,18 +55,27 @@ impl KinkTracker {
     }
 
     /// Records the pieces of every pre-activation of `ev` and returns the changes since the last call.
-    #[allow(clippy::needless_range_loop)] // five parallel arrays indexed by k
     pub fn observe(&mut self, model: &Model, x: &Batch, ev: &Evaluation) -> KinkStep {
+        self.observe_pieces(|cur| {
+            model.visit_pre_activations(x, ev, &mut |pa: PreActivation<'_>| {
+                let kinks = pa.activation.kinks();
+                cur.extend(
+                    pa.z.as_slice()
+                        .iter()
+                        .map(|&z| kinks.partition_point(|&b| b < z) as u16),
+                );
+            });
+        })
+    }
+
+    /// Like [`Self::observe`], with the pieces (index among σ's kink points of every
+    /// pre-activation, in the order of `visit_pre_activations`) appended by `fill` to an empty
+    /// vector (reused between calls: no allocation in the steady state).
+    #[allow(clippy::needless_range_loop)] // five parallel arrays indexed by k
+    pub fn observe_pieces(&mut self, fill: impl FnOnce(&mut Vec<u16>)) -> KinkStep {
         let mut cur = std::mem::take(&mut self.scratch);
         cur.clear();
-        model.visit_pre_activations(x, ev, &mut |pa: PreActivation<'_>| {
-            let kinks = pa.activation.kinks();
-            cur.extend(
-                pa.z.as_slice()
-                    .iter()
-                    .map(|&z| kinks.partition_point(|&b| b < z) as u16),
-            );
-        });
+        fill(&mut cur);
         let mut step = KinkStep::default();
         if self.pieces.len() != cur.len() {
             self.flipped_last = vec![false; cur.len()];

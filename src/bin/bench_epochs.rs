@@ -45,6 +45,7 @@ fn time_epochs(name: &str, model: &Model, data: &Dataset, peak: f64) {
         epochs,
         loss: LossKind::Mse,
         track_kinks: false,
+        precision: gradflow::train::Precision::F64,
     };
     gradient_descent(
         model,
