@@ -3,14 +3,15 @@
 //! PReLU-slope cotangents, the loss and its cotangent, and graph propagation with Â stored in
 //! compressed rows (its transpose stored too, so both directions are gathers).
 //!
-//! Columns are split into [`CHUNKS`] fixed chunks, processed in parallel by rayon unless the
-//! global faer parallelism is `Seq`; partial sums are combined in chunk order, so results do not
-//! depend on the thread count. No pass allocates.
+//! Every kernel is sequential over the columns it is given; the engine's passes split the n
+//! columns into two fixed halves ([`half_cols`]) and run them on both cores with [`both`].
+//! Sums over columns go through per-chunk partial sums ([`CHUNKS`] fixed chunks of
+//! [`chunk_cols`] columns, four per half), combined in chunk order, so results do not depend on
+//! the thread count. No kernel allocates.
 
 use super::Real;
 use crate::activation::Activation;
 use crate::graph::SparseMatrix;
-use rayon::prelude::*;
 
 /// Column chunks per pass (fixed, for reproducible sums).
 pub const CHUNKS: usize = 8;
@@ -39,28 +40,26 @@ fn parallel() -> bool {
     !matches!(crate::batch::par(), faer::Par::Seq)
 }
 
-fn chunk_cols(n: usize) -> usize {
+/// Columns per chunk of partial sums.
+pub fn chunk_cols(n: usize) -> usize {
     n.div_ceil(CHUNKS).max(1)
 }
 
-/// Runs `f(chunk index, a chunk, b chunk)` over matching chunks of `a` and `b`.
-fn chunked2<T: Real>(
-    a: &mut [T],
-    ca: usize,
-    b: &mut [T],
-    cb: usize,
-    f: impl Fn(usize, &mut [T], &mut [T]) + Sync + Send,
-) {
+/// Columns in the first half (a whole number of chunks).
+pub fn half_cols(n: usize) -> usize {
+    n.min(CHUNKS / 2 * chunk_cols(n))
+}
+
+/// Runs `a` and `b` on both cores (rayon's join), or one after the other when the global
+/// parallelism is `Seq` (packed sweeps). No heap allocation either way.
+pub fn both<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
     if parallel() {
-        a.par_chunks_mut(ca)
-            .zip(b.par_chunks_mut(cb))
-            .enumerate()
-            .for_each(|(k, (x, y))| f(k, x, y));
+        rayon::join(a, b)
     } else {
-        a.chunks_mut(ca)
-            .zip(b.chunks_mut(cb))
-            .enumerate()
-            .for_each(|(k, (x, y))| f(k, x, y));
+        (a(), b())
     }
 }
 
@@ -117,27 +116,23 @@ fn fwd<T: Real>(
     h: &mut [T],
     skip: Option<&[T]>,
     out: usize,
-    sigma: impl Fn(T) -> T + Sync + Send,
+    sigma: impl Fn(T) -> T,
 ) {
-    let cs = chunk_cols(z.len() / out) * out;
-    chunked2(z, cs, h, cs, |k, zc, hc| {
-        let sk = skip.map(|s| &s[k * cs..k * cs + zc.len()]);
-        for (j, (zcol, hcol)) in zc
-            .chunks_exact_mut(out)
-            .zip(hc.chunks_exact_mut(out))
-            .enumerate()
-        {
-            for ((zv, hv), &bv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b) {
-                *zv += bv;
-                *hv = sigma(*zv);
-            }
-            if let Some(s) = sk {
-                for (hv, &sv) in hcol.iter_mut().zip(&s[j * out..(j + 1) * out]) {
-                    *hv += sv;
-                }
+    for (j, (zcol, hcol)) in z
+        .chunks_exact_mut(out)
+        .zip(h.chunks_exact_mut(out))
+        .enumerate()
+    {
+        for ((zv, hv), &bv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b) {
+            *zv += bv;
+            *hv = sigma(*zv);
+        }
+        if let Some(s) = skip {
+            for (hv, &sv) in hcol.iter_mut().zip(&s[j * out..(j + 1) * out]) {
+                *hv += sv;
             }
         }
-    });
+    }
 }
 
 /// z += b per feature (the output stage).
@@ -179,7 +174,7 @@ pub fn row_sums<T: Real>(g: &[T], out: usize, partial: &mut [T], gb: &mut [T]) {
     combine(partial, out, nch, gb, None);
 }
 
-fn combine<T: Real>(partial: &[T], w: usize, nch: usize, gb: &mut [T], mut gs: Option<&mut T>) {
+pub fn combine<T: Real>(partial: &[T], w: usize, nch: usize, gb: &mut [T], mut gs: Option<&mut T>) {
     gb.iter_mut().for_each(|v| *v = T::default());
     if let Some(s) = gs.as_deref_mut() {
         *s = T::default();
@@ -195,7 +190,8 @@ fn combine<T: Real>(partial: &[T], w: usize, nch: usize, gb: &mut [T], mut gs: O
     }
 }
 
-/// zb = hb ⊙ σ'(z); gb = Σ_columns zb; PReLU: gslope += Σ hb ⊙ min(z, 0).
+/// zb = hb ⊙ σ'(z) over the given columns; partial row k (out + 1 wide) of `partial` receives
+/// chunk k's Σ_columns zb and, for PReLU, Σ hb ⊙ min(z, 0) (∂σ/∂a) in its last entry.
 #[allow(clippy::too_many_arguments)]
 pub fn act_backward<T: Real>(
     act: &ActKind,
@@ -204,65 +200,23 @@ pub fn act_backward<T: Real>(
     hb: &[T],
     zb: &mut [T],
     out: usize,
+    cols_per_chunk: usize,
     partial: &mut [T],
-    gb: &mut [T],
-    gslope: Option<&mut T>,
 ) {
     let zero = T::default();
     let one = T::one();
+    let args = (z, hb, zb, out, cols_per_chunk, partial);
     match act {
         ActKind::Leaky(a) => {
             let a = T::from_f64(*a);
-            bwd(
-                z,
-                hb,
-                zb,
-                out,
-                partial,
-                gb,
-                gslope,
-                move |v| if v > zero { one } else { a },
-                false,
-            )
+            bwd(args, move |v| if v > zero { one } else { a }, false)
         }
-        ActKind::Prelu => bwd(
-            z,
-            hb,
-            zb,
-            out,
-            partial,
-            gb,
-            gslope,
-            move |v| {
-                if v > zero {
-                    one
-                } else {
-                    slope
-                }
-            },
-            true,
-        ),
-        ActKind::Relu => bwd(
-            z,
-            hb,
-            zb,
-            out,
-            partial,
-            gb,
-            gslope,
-            move |v| if v > zero { one } else { zero },
-            false,
-        ),
+        ActKind::Prelu => bwd(args, move |v| if v > zero { one } else { slope }, true),
+        ActKind::Relu => bwd(args, move |v| if v > zero { one } else { zero }, false),
         ActKind::General(f) => {
             let s = slope.to_f64();
             bwd(
-                z,
-                hb,
-                zb,
-                out,
-                partial,
-                gb,
-                gslope,
+                args,
                 move |v| T::from_f64(f.derivative(v.to_f64(), s)),
                 false,
             )
@@ -270,29 +224,21 @@ pub fn act_backward<T: Real>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bwd<T: Real>(
-    z: &[T],
-    hb: &[T],
-    zb: &mut [T],
-    out: usize,
-    partial: &mut [T],
-    gb: &mut [T],
-    gslope: Option<&mut T>,
-    dsigma: impl Fn(T) -> T + Sync + Send,
-    prelu: bool,
-) {
+type BwdArgs<'a, T> = (&'a [T], &'a [T], &'a mut [T], usize, usize, &'a mut [T]);
+
+fn bwd<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) {
+    let (z, hb, zb, out, cpc, partial) = args;
     let zero = T::default();
-    let cs = chunk_cols(z.len() / out) * out;
-    let nch = z.len().div_ceil(cs);
-    let w = out + 1;
-    let partial = &mut partial[..nch * w];
-    chunked2(zb, cs, partial, w, |k, zc, pc| {
+    let cs = cpc * out;
+    for (k, ((zz, hh), zc)) in z
+        .chunks(cs)
+        .zip(hb.chunks(cs))
+        .zip(zb.chunks_mut(cs))
+        .enumerate()
+    {
+        let pc = &mut partial[k * (out + 1)..(k + 1) * (out + 1)];
         pc.iter_mut().for_each(|v| *v = zero);
         let (pb, ps) = pc.split_at_mut(out);
-        let base = k * cs;
-        let zz = &z[base..base + zc.len()];
-        let hh = &hb[base..base + zc.len()];
         let mut sl = zero;
         for ((zcol, hcol), zbcol) in zz
             .chunks_exact(out)
@@ -314,9 +260,7 @@ fn bwd<T: Real>(
             }
         }
         ps[0] = sl;
-    });
-    let gs = gslope.filter(|_| prelu);
-    combine(partial, w, nch, gb, gs);
+    }
 }
 
 /// The piece of σ each value sits in (index among the kink points), appended to `out`.
@@ -370,31 +314,18 @@ impl<T: Real> Csr<T> {
         }
     }
 
-    /// dst column i = Σ_j A_ij src column j, columns of `width` features.
-    pub fn propagate(&self, src: &[T], dst: &mut [T], width: usize) {
-        let n = self.row_start.len() - 1;
-        let dst = &mut dst[..n * width];
-        let cs = chunk_cols(n) * width;
-        let body = |k: usize, dc: &mut [T]| {
-            for (r, col) in dc.chunks_exact_mut(width).enumerate() {
-                let i = k * (cs / width) + r;
-                col.iter_mut().for_each(|v| *v = T::default());
-                for e in self.row_start[i]..self.row_start[i + 1] {
-                    let (j, a) = (self.cols[e], self.vals[e]);
-                    for (o, &s) in col.iter_mut().zip(&src[j * width..(j + 1) * width]) {
-                        *o += a * s;
-                    }
+    /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
+    /// holds, columns of `width` features.
+    pub fn propagate(&self, src: &[T], dst: &mut [T], width: usize, first: usize) {
+        for (r, col) in dst.chunks_exact_mut(width).enumerate() {
+            let i = first + r;
+            col.iter_mut().for_each(|v| *v = T::default());
+            for e in self.row_start[i]..self.row_start[i + 1] {
+                let (j, a) = (self.cols[e], self.vals[e]);
+                for (o, &s) in col.iter_mut().zip(&src[j * width..(j + 1) * width]) {
+                    *o += a * s;
                 }
             }
-        };
-        if parallel() {
-            dst.par_chunks_mut(cs)
-                .enumerate()
-                .for_each(|(k, dc)| body(k, dc));
-        } else {
-            dst.chunks_mut(cs)
-                .enumerate()
-                .for_each(|(k, dc)| body(k, dc));
         }
     }
 }

@@ -27,6 +27,7 @@
 
 mod gd;
 mod kernels;
+mod passes;
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -38,8 +39,7 @@ use crate::activation::Activation;
 use crate::batch::Batch;
 use crate::graph::SparseMatrix;
 use crate::loss::LossKind;
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef};
+use faer::{MatMut, MatRef};
 use kernels::{ActKind, Csr};
 
 /// The float types the engine trains in.
@@ -114,13 +114,70 @@ pub struct Engine<T: Real> {
     h: Vec<Vec<T>>,
     /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
     p: Vec<Vec<T>>,
-    /// Backward scratch, max width × n each.
+    /// Backward scratch, max width × n each: Z̄ of the current stage and of the next (ping-pong).
     zb: Vec<T>,
+    zb2: Vec<T>,
+    /// Column-major scratch for weight cotangents (max out·in).
+    gws: Vec<T>,
     hb: Vec<T>,
     pb: Vec<T>,
     /// Per-chunk partial sums for bias and slope cotangents.
     partial: Vec<T>,
     kink_points: Vec<f64>,
+    /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
+    profile: Option<[f64; PHASES.len()]>,
+}
+
+/// The phases of an epoch the profile separates. Work split over the two column halves is
+/// timed on the first half's thread; the time the main thread then waits for the other half is
+/// charged to the last phase.
+pub const PHASES: [&str; 8] = [
+    "forward matmuls",
+    "forward bias + σ (fused)",
+    "graph propagation Â (both directions)",
+    "loss and output cotangent",
+    "backward weight-cotangent matmuls",
+    "backward input-cotangent matmuls",
+    "backward σ' + bias/slope sums (fused)",
+    "waiting for the other core (imbalance, wake-up)",
+];
+
+/// A stopwatch that charges elapsed time to phases (a no-op when profiling is off).
+pub(crate) struct Clock {
+    on: bool,
+    t: std::time::Instant,
+    acc: [f64; PHASES.len()],
+}
+
+impl Clock {
+    pub(crate) fn new(on: bool) -> Self {
+        Self {
+            on,
+            t: std::time::Instant::now(),
+            acc: [0.0; PHASES.len()],
+        }
+    }
+    #[inline]
+    pub(crate) fn lap(&mut self, phase: usize) {
+        if self.on {
+            let now = std::time::Instant::now();
+            self.acc[phase] += (now - self.t).as_secs_f64();
+            self.t = now;
+        }
+    }
+    /// After a join: the first half's phases, and the rest of the wall time as waiting.
+    pub(crate) fn absorb(&mut self, task: &Clock) {
+        if self.on {
+            let now = std::time::Instant::now();
+            let wall = (now - self.t).as_secs_f64();
+            let busy: f64 = task.acc.iter().sum();
+            for (a, b) in self.acc.iter_mut().zip(task.acc) {
+                *a += b;
+            }
+            self.acc[PHASES.len() - 1] += (wall - busy).max(0.0);
+            self.t = now;
+        }
+    }
 }
 
 impl<T: Real> Engine<T> {
@@ -154,7 +211,7 @@ impl<T: Real> Engine<T> {
         if plan.stages[0].prop == Prop::Before {
             // Â X is fixed for the whole run.
             let mut ax = vec![T::default(); xs.len()];
-            a.as_ref().unwrap().propagate(&xs, &mut ax, x.features());
+            a.as_ref().unwrap().propagate(&xs, &mut ax, x.features(), 0);
             xs = ax;
         }
         let last = plan.stages.len() - 1;
@@ -196,10 +253,29 @@ impl<T: Real> Engine<T> {
             h,
             p,
             zb: vec![T::default(); wmax * n],
+            zb2: vec![T::default(); wmax * n],
+            gws: vec![T::default(); plan.stages.iter().map(|s| s.out * s.inp).max().unwrap_or(0)],
             hb: vec![T::default(); wmax * n],
             pb: vec![T::default(); wmax * n],
             partial: vec![T::default(); kernels::CHUNKS * (wmax + 1)],
+            profile: None,
             plan,
+        }
+    }
+
+    /// Starts (or restarts) accumulating per-phase times.
+    pub fn enable_profile(&mut self) {
+        self.profile = Some([0.0; PHASES.len()]);
+    }
+    /// Seconds spent per phase ([`PHASES`]) since [`Self::enable_profile`].
+    pub fn profile(&self) -> Option<[f64; PHASES.len()]> {
+        self.profile
+    }
+    fn charge(&mut self, clock: &Clock) {
+        if let Some(p) = self.profile.as_mut() {
+            for (a, b) in p.iter_mut().zip(clock.acc) {
+                *a += b;
+            }
         }
     }
 
@@ -222,149 +298,9 @@ impl<T: Real> Engine<T> {
 
     /// The forward pass at θ; the outputs are then in [`Self::outputs`].
     pub fn forward(&mut self, theta: &[T]) {
-        assert_eq!(theta.len(), self.p(), "engine: θ has the wrong length");
-        let n = self.n;
-        let ns = self.plan.stages.len();
-        for s in 0..ns {
-            let st = self.plan.stages[s].clone();
-            let (w, b, slope) = st.params(theta);
-            let slope = slope.unwrap_or_default();
-            // Split borrows: the stage's input lives in h[s-1] (or x), its outputs in z[s], h[s].
-            let (h_prev, h_rest) = self.h.split_at_mut(s);
-            let src: &[T] = if s == 0 { &self.x } else { &h_prev[s - 1] };
-            let z = &mut self.z[s];
-            match st.prop {
-                Prop::None => mm(z, st.out, w, src, st.inp, n, Accum::Replace),
-                Prop::Before => {
-                    let p = if s == 0 {
-                        src
-                    } else {
-                        let p = &mut self.p[s];
-                        self.a.as_ref().unwrap().propagate(src, p, st.inp);
-                        &*p
-                    };
-                    mm(z, st.out, w, p, st.inp, n, Accum::Replace);
-                }
-                Prop::After => {
-                    let q = &mut self.p[s];
-                    mm(q, st.out, w, src, st.inp, n, Accum::Replace);
-                    self.a.as_ref().unwrap().propagate(q, z, st.out);
-                }
-            }
-            if s + 1 < ns {
-                let skip = st.residual.then_some(src);
-                kernels::bias_act_forward(&self.act, slope, b, z, &mut h_rest[0], skip, st.out);
-            } else {
-                kernels::add_bias(z, b, st.out);
-            }
-        }
-    }
-
-    /// L(θ) and ∇L(θ) into `grad` (overwritten). The loss is accumulated in f64.
-    pub fn loss_and_grad(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
-        assert_eq!(
-            grad.len(),
-            self.p(),
-            "engine: gradient has the wrong length"
-        );
-        self.forward(theta);
-        let n = self.n;
-        let m = self.plan.out_dim();
-        let c = self.loss.c(n, m);
-        let ns = self.plan.stages.len();
-        let loss = kernels::loss_cotangent(self.z.last().unwrap(), &self.y, &mut self.zb, c);
-        for s in (0..ns).rev() {
-            let st = self.plan.stages[s].clone();
-            let (w, _, _) = st.params(theta);
-            let (gw, gb, _) = st.params_mut(grad);
-            if s + 1 == ns {
-                kernels::row_sums(&self.zb[..st.out * n], st.out, &mut self.partial, gb);
-            }
-            let src: &[T] = if s == 0 { &self.x } else { &self.h[s - 1] };
-            // S̄: the cotangent of the product W·(source): Z̄ itself, or Âᵀ Z̄ for After.
-            if st.prop == Prop::After {
-                self.a_t.as_ref().unwrap().propagate(
-                    &self.zb[..st.out * n],
-                    &mut self.pb[..st.out * n],
-                    st.out,
-                );
-            }
-            let sbar: &[T] = if st.prop == Prop::After {
-                &self.pb[..st.out * n]
-            } else {
-                &self.zb[..st.out * n]
-            };
-            let mat_src: &[T] = match st.prop {
-                Prop::Before if s > 0 => &self.p[s],
-                _ => src,
-            };
-            // gW = S̄ · sourceᵀ, written row-major into θ's layout.
-            matmul(
-                MatMut::from_row_major_slice_mut(gw, st.out, st.inp),
-                Accum::Replace,
-                cm(sbar, st.out, n),
-                cm(mat_src, st.inp, n).transpose(),
-                T::one(),
-                crate::batch::par(),
-            );
-            if s == 0 {
-                break; // the input's cotangent is not needed
-            }
-            let wt = MatRef::from_row_major_slice(w, st.out, st.inp).transpose();
-            if st.prop == Prop::Before {
-                // H̄ = Âᵀ (Wᵀ Z̄).
-                matmul(
-                    cm_mut(&mut self.pb, st.inp, n),
-                    Accum::Replace,
-                    wt,
-                    cm(&self.zb, st.out, n),
-                    T::one(),
-                    crate::batch::par(),
-                );
-                self.a_t.as_ref().unwrap().propagate(
-                    &self.pb[..st.inp * n],
-                    &mut self.hb[..st.inp * n],
-                    st.inp,
-                );
-            } else {
-                // A residual stage's skip is the identity: H̄ (holding the cotangent of this
-                // stage's output) accumulates Wᵀ S̄ in place.
-                let accum = if st.residual {
-                    Accum::Add
-                } else {
-                    Accum::Replace
-                };
-                let sbar = if st.prop == Prop::After {
-                    &self.pb
-                } else {
-                    &self.zb
-                };
-                matmul(
-                    cm_mut(&mut self.hb, st.inp, n),
-                    accum,
-                    wt,
-                    cm(sbar, st.out, n),
-                    T::one(),
-                    crate::batch::par(),
-                );
-            }
-            // σ' of stage s − 1: Z̄ = H̄ ⊙ σ'(z), with its bias and slope cotangents.
-            let prev = self.plan.stages[s - 1].clone();
-            let (_, _, slope) = prev.params(theta);
-            let (_, gb, gslope) = prev.params_mut(grad);
-            kernels::act_backward(
-                &self.act,
-                slope.unwrap_or_default(),
-                &self.z[s - 1],
-                &self.hb[..prev.out * n],
-                &mut self.zb[..prev.out * n],
-                prev.out,
-                &mut self.partial,
-                gb,
-                gslope,
-            );
-        }
-        loss
+        let mut clock = Clock::new(self.profile.is_some());
+        self.forward_timed(theta, &mut clock);
+        self.charge(&clock);
     }
 
     /// The piece of σ every pre-activation sits in, in the order of the general path's
@@ -387,16 +323,4 @@ pub(crate) fn cm<T: Real>(s: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
 }
 pub(crate) fn cm_mut<T: Real>(s: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
     MatMut::from_column_major_slice_mut(&mut s[..rows * cols], rows, cols)
-}
-
-/// dst (out × n) = W (row-major out × inp) · src (inp × n).
-fn mm<T: Real>(dst: &mut [T], out: usize, w: &[T], src: &[T], inp: usize, n: usize, acc: Accum) {
-    matmul(
-        cm_mut(dst, out, n),
-        acc,
-        MatRef::from_row_major_slice(w, out, inp),
-        cm(src, inp, n),
-        T::one(),
-        crate::batch::par(),
-    );
 }
