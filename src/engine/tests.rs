@@ -235,3 +235,21 @@ fn unsupported_models_fall_back_or_refuse_f32() {
         "{err}"
     );
 }
+
+#[test]
+fn reproduce_precision_applies_to_engine_presets_only() {
+    use crate::experiment::{ablation, set_precision, Scale};
+    let mut a = vec![
+        ablation("dnn", Scale::Quick, 1).unwrap(),
+        ablation("cnn", Scale::Quick, 1).unwrap(),
+    ];
+    set_precision(&mut a, Precision::F32);
+    assert!(a[0]
+        .runs
+        .iter()
+        .all(|r| r.config.train.precision == Precision::F32));
+    assert!(a[1]
+        .runs
+        .iter()
+        .all(|r| r.config.train.precision == Precision::F64));
+}
