@@ -36,7 +36,7 @@ impl ActKind {
     }
 }
 
-fn parallel() -> bool {
+pub fn parallel() -> bool {
     !matches!(crate::batch::par(), faer::Par::Seq)
 }
 

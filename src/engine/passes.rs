@@ -179,7 +179,21 @@ impl<T: Real> Engine<T> {
     }
 
     /// L(θ) and ∇L(θ) into `grad` (overwritten). The loss is accumulated in f64.
+    ///
+    /// When both cores are in use the whole evaluation runs inside rayon's pool (one hand-over
+    /// per epoch), so the per-stage joins are cheap worker-to-worker ones rather than a wake-up of
+    /// the pool from outside each time.
     pub fn loss_and_grad(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
+        if kernels::parallel() && rayon::current_thread_index().is_none() {
+            let mut loss = 0.0;
+            rayon::scope(|_| loss = self.loss_and_grad_here(theta, grad));
+            loss
+        } else {
+            self.loss_and_grad_here(theta, grad)
+        }
+    }
+
+    fn loss_and_grad_here(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
         assert_eq!(
             grad.len(),
             self.p(),
