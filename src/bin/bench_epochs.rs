@@ -226,6 +226,7 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
         println!();
         println!("|---|{}", "---|".repeat(ws.len()));
         let mut cols = Vec::new();
+        let mut kink_times = Vec::new();
         for w in ws {
             let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
             let epochs = ((3e10 / flops) as usize).clamp(20, 200);
@@ -240,6 +241,14 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
                 .sum();
             let first = 2.0 * n * (plan.stages[0].inp * plan.stages[0].out) as f64;
             let phase_flops = [mm, 0.0, 0.0, 0.0, mm, mm - first, 0.0, 0.0];
+            // Kink tracking (on in `train`/`reproduce` for activations with kinks): per epoch.
+            let mut tracker = gradflow::kinks::KinkTracker::new();
+            tracker.observe_pieces(|cur| e.pieces(cur));
+            let tk = Instant::now();
+            for _ in 0..epochs {
+                tracker.observe_pieces(|cur| e.pieces(cur));
+            }
+            kink_times.push(tk.elapsed().as_secs_f64() / epochs as f64);
             cols.push((t.per_epoch, epochs as f64, prof, phase_flops));
         }
         for (k, name) in PHASES.iter().enumerate() {
@@ -263,6 +272,11 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
         for (per_epoch, epochs, prof, _) in &cols {
             let r = per_epoch - prof.iter().sum::<f64>() / epochs;
             print!(" {:.2} ms ({:.0}%) |", r * 1e3, 100.0 * r / per_epoch);
+        }
+        println!();
+        print!("| (not in the epochs above) kink tracking, when on |");
+        for ((per_epoch, ..), k) in cols.iter().zip(&kink_times) {
+            print!(" {:.2} ms (+{:.0}%) |", k * 1e3, 100.0 * k / per_epoch);
         }
         println!();
     }
@@ -370,8 +384,9 @@ fn reproduce_paper<T: Real>() {
                 .checked_div(every)
                 .map_or(2, |k| k + 1);
             let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
-            let pk = peak::<T>(2048);
+            let before = peak::<T>(2048);
             let (t, _) = time_engine::<T>(&w, 20, false);
+            let pk = before.max(peak::<T>(2048));
             let total = t.per_epoch * epochs as f64;
             work += flops * epochs as f64;
             time += total;
