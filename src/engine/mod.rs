@@ -13,10 +13,12 @@
 //!   cotangent Wᵀ·Z̄ (added in place for residual skips); one fused pass `Z̄ = H̄ ⊙ σ'(z)` that also
 //!   sums the bias (and PReLU slope) cotangents.
 //!
-//! Matrix products use faer with the global parallelism ([`crate::batch::par`]); element-wise and
-//! sparse passes split the n columns into a fixed number of chunks run by rayon (sequentially when
-//! the global parallelism is `Seq`, as in `reproduce`'s packed sweeps). Chunking never depends on
-//! the thread count, so results are reproducible bit for bit.
+//! Both cores work on every stage (`passes.rs`): the n columns are split into two fixed halves,
+//! each a single-threaded faer product followed by its element-wise work in the same rayon task;
+//! weight cotangents are split by rows of W. When the global faer parallelism
+//! ([`crate::batch::par`]) is `Seq` — `reproduce` packing small runs one per core — the halves run
+//! one after the other. The split and the chunks of partial sums never depend on the thread count,
+//! so results are the same either way.
 //!
 //! GCN: Â is symmetric-normalised and fixed, and the inputs X are fixed, so ÂX is computed once.
 //! Later stages propagate whichever side of the dense layer is narrower: W(ÂH) when in ≤ out,
@@ -290,8 +292,8 @@ impl<T: Real> Engine<T> {
     pub fn nominal_flops(&self) -> f64 {
         6.0 * self.n as f64 * self.p() as f64
     }
-    /// The network's outputs u (m × n) of the last [`Self::loss_and_grad`] call... before the
-    /// cotangent overwrote them: only valid after [`Self::forward`].
+    /// The network's outputs u (m × n) after [`Self::forward`] (and after
+    /// [`Self::loss_and_grad`], which leaves them in place).
     pub fn outputs(&self) -> &[T] {
         self.z.last().unwrap()
     }
