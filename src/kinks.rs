@@ -55,18 +55,27 @@ impl KinkTracker {
     }
 
     /// Records the pieces of every pre-activation of `ev` and returns the changes since the last call.
-    #[allow(clippy::needless_range_loop)] // five parallel arrays indexed by k
     pub fn observe(&mut self, model: &Model, x: &Batch, ev: &Evaluation) -> KinkStep {
+        self.observe_pieces(|cur| {
+            model.visit_pre_activations(x, ev, &mut |pa: PreActivation<'_>| {
+                let kinks = pa.activation.kinks();
+                cur.extend(
+                    pa.z.as_slice()
+                        .iter()
+                        .map(|&z| kinks.partition_point(|&b| b < z) as u16),
+                );
+            });
+        })
+    }
+
+    /// Like [`Self::observe`], with the pieces (index among σ's kink points of every
+    /// pre-activation, in the order of `visit_pre_activations`) appended by `fill` to an empty
+    /// vector (reused between calls: no allocation in the steady state).
+    #[allow(clippy::needless_range_loop)] // five parallel arrays indexed by k
+    pub fn observe_pieces(&mut self, fill: impl FnOnce(&mut Vec<u16>)) -> KinkStep {
         let mut cur = std::mem::take(&mut self.scratch);
         cur.clear();
-        model.visit_pre_activations(x, ev, &mut |pa: PreActivation<'_>| {
-            let kinks = pa.activation.kinks();
-            cur.extend(
-                pa.z.as_slice()
-                    .iter()
-                    .map(|&z| kinks.partition_point(|&b| b < z) as u16),
-            );
-        });
+        fill(&mut cur);
         let mut step = KinkStep::default();
         if self.pieces.len() != cur.len() {
             self.flipped_last = vec![false; cur.len()];
@@ -77,22 +86,34 @@ impl KinkTracker {
                 ..Default::default()
             };
         } else {
-            for k in 0..cur.len() {
-                let flipped = cur[k] != self.pieces[k];
-                if flipped {
-                    step.crossings += 1;
-                    self.flips[k] += 1;
-                    if self.flipped_last[k] {
-                        step.chattering += 1;
-                        self.streak[k] += 1;
-                    } else {
-                        self.streak[k] = 1;
-                    }
-                    self.summary.longest_chatter = self.summary.longest_chatter.max(self.streak[k]);
-                } else {
-                    self.streak[k] = 0;
+            // Most pre-activations keep their piece: skip blocks where nothing flipped now or on
+            // the last step (a streak is non-zero only right after a flip, so it is 0 there).
+            const B: usize = 64;
+            for b0 in (0..cur.len()).step_by(B) {
+                let b1 = (b0 + B).min(cur.len());
+                if cur[b0..b1] == self.pieces[b0..b1]
+                    && !self.flipped_last[b0..b1].iter().any(|&f| f)
+                {
+                    continue;
                 }
-                self.flipped_last[k] = flipped;
+                for k in b0..b1 {
+                    let flipped = cur[k] != self.pieces[k];
+                    if flipped {
+                        step.crossings += 1;
+                        self.flips[k] += 1;
+                        if self.flipped_last[k] {
+                            step.chattering += 1;
+                            self.streak[k] += 1;
+                        } else {
+                            self.streak[k] = 1;
+                        }
+                        self.summary.longest_chatter =
+                            self.summary.longest_chatter.max(self.streak[k]);
+                    } else {
+                        self.streak[k] = 0;
+                    }
+                    self.flipped_last[k] = flipped;
+                }
             }
             self.summary.total_crossings += step.crossings as u64;
             self.summary.steps_with_chattering += (step.chattering > 0) as u64;

@@ -9,6 +9,7 @@ pub mod activation;
 pub mod batch;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod flow;

@@ -83,6 +83,10 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Training precision, f64 or f32 (f32 applies to the dnn, resnet and gcn runs; the
+        /// other presets train in f64; NTK spectra are always f64).
+        #[arg(long, default_value = "f64")]
+        precision: String,
     },
     /// Rebuild report.html, report.md and plots/ of a reproduce directory from its saved results.
     Report { dir: PathBuf },
@@ -143,7 +147,16 @@ fn dispatch(cmd: Command) -> Result<()> {
             out,
             shard,
             quiet,
-        } => reproduce(&scale, only, seeds, out, shard.as_deref(), quiet),
+            precision,
+        } => reproduce(
+            &scale,
+            only,
+            seeds,
+            out,
+            shard.as_deref(),
+            quiet,
+            &precision,
+        ),
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
             let idx = experiment::merge(&dirs, &out)?;
@@ -352,8 +365,18 @@ fn reproduce(
     out: Option<PathBuf>,
     shard: Option<&str>,
     quiet: bool,
+    precision: &str,
 ) -> Result<()> {
     let scale = Scale::parse(scale)?;
+    let precision = match precision {
+        "f64" => gradflow::config::Precision::F64,
+        "f32" => gradflow::config::Precision::F32,
+        other => {
+            return Err(Error::Invalid(format!(
+                "--precision `{other}`: choose f64 or f32 (f32 trains the dnn, resnet and gcn runs in f32)"
+            )))
+        }
+    };
     if seeds == 0 {
         return Err(Error::Invalid("--seeds must be at least 1".into()));
     }
@@ -372,6 +395,7 @@ fn reproduce(
         out: out.clone(),
         shard,
         progress: !quiet,
+        precision,
     };
     let idx = experiment::reproduce(&opts)?;
     print_verdicts(&idx);

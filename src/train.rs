@@ -3,6 +3,7 @@
 //! to an observer (metrics, NTK checkpoints, progress, interruption) and stops with a clear
 //! message when the loss stops being finite.
 
+pub use crate::config::Precision;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::kinks::{KinkStep, KinkSummary, KinkTracker};
@@ -19,6 +20,10 @@ pub struct GdOptions {
     pub loss: LossKind,
     /// Track kink crossings (costs one pass over the pre-activations per epoch).
     pub track_kinks: bool,
+    /// The float type of θ and the gradient during training. The dnn, resnet and gcn presets
+    /// train on the compiled engine ([`crate::engine`]) in either precision; other models use
+    /// the general path and support only f64.
+    pub precision: Precision,
 }
 
 /// What is known at epoch k, before the step is taken.
@@ -93,6 +98,30 @@ pub fn gradient_descent_from(
         return Err(Error::Invalid(format!(
             "the step lr = {} must be positive and finite",
             opts.lr
+        )));
+    }
+    if let Some(outcome) =
+        crate::engine::gradient_descent_engine(model, data, theta, opts, state, &mut observe)?
+    {
+        return Ok(outcome);
+    }
+    gradient_descent_general(model, data, theta, opts, state, observe)
+}
+
+/// [`gradient_descent_from`] on the general path (any model, f64 only), whatever the model.
+pub fn gradient_descent_general(
+    model: &Model,
+    data: &Dataset,
+    theta: &mut [f64],
+    opts: &GdOptions,
+    state: &mut GdState,
+    mut observe: impl FnMut(&EpochRecord, &[f64]) -> Control,
+) -> Result<GdOutcome> {
+    if opts.precision != Precision::F64 {
+        return Err(Error::Invalid(format!(
+            "train.precision = \"{}\" needs the compiled engine (presets {}); the general path trains in f64",
+            opts.precision.name(),
+            crate::engine::ENGINE_PRESETS.join(", ")
         )));
     }
     let mut grad = vec![0.0; theta.len()];

@@ -74,6 +74,7 @@ fn gd_final(model: &Model, data: &Dataset, theta0: &[f64], lr: f64, t_end: f64) 
         lr,
         epochs,
         loss: LossKind::Mse,
+        precision: gradflow::config::Precision::F64,
         track_kinks: false,
     };
     gradient_descent(model, data, &mut th, &opts, |_, _| Control::Continue)
@@ -321,6 +322,7 @@ fn reported_sliding_holds_the_true_preactivation_on_its_kink() {
         lr: eta,
         epochs,
         loss: LossKind::Mse,
+        precision: gradflow::config::Precision::F64,
         track_kinks: false,
     };
     gradient_descent(&model, &data, &mut th, &gd_opts, |r, t| {

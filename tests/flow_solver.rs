@@ -75,6 +75,7 @@ fn gd(
         lr,
         epochs,
         loss: LossKind::Mse,
+        precision: gradflow::config::Precision::F64,
         track_kinks: false,
     };
     gradient_descent(model, data, &mut th, &opts, |r, _| {

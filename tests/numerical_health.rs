@@ -55,6 +55,7 @@ fn divergence_names_the_epoch_and_where() {
         epochs: 50,
         loss: LossKind::Mse,
         track_kinks: true,
+        precision: gradflow::train::Precision::F64,
     };
     let err =
         gradient_descent(&model, &data, &mut theta, &opts, |_, _| Control::Continue).unwrap_err();

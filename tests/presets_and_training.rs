@@ -404,6 +404,7 @@ fn gradient_descent_drives_an_overparametrised_dnn_to_zero_loss() {
         epochs: 3000,
         loss: LossKind::Mse,
         track_kinks: false,
+        precision: gradflow::train::Precision::F64,
     };
     let mut records = Vec::new();
     let out = gradient_descent(&model, &ds, &mut theta, &opts, |rec, _| {
@@ -444,6 +445,7 @@ fn huge_step_diverges_with_a_helpful_error() {
         epochs: 200,
         loss: LossKind::Mse,
         track_kinks: false,
+        precision: gradflow::train::Precision::F64,
     };
     match gradient_descent(&model, &ds, &mut theta, &opts, |_, _| Control::Continue) {
         Err(Error::Diverged(msg)) => assert!(msg.contains("train.lr"), "{msg}"),
@@ -462,6 +464,7 @@ fn non_positive_step_is_rejected() {
             epochs: 3,
             loss: LossKind::Mse,
             track_kinks: false,
+            precision: gradflow::train::Precision::F64,
         };
         assert!(
             gradient_descent(&model, &ds, &mut theta, &opts, |_, _| Control::Continue).is_err()
@@ -480,6 +483,7 @@ fn observer_can_stop_the_run() {
         epochs: 100,
         loss: LossKind::Mse,
         track_kinks: true,
+        precision: gradflow::train::Precision::F64,
     };
     let mut seen = Vec::new();
     let out = gradient_descent(&model, &ds, &mut theta, &opts, |rec, _| {
@@ -538,6 +542,7 @@ fn one_step_on_a_linear_model_matches_hand_computation() {
         epochs: 1,
         loss: LossKind::HalfSse,
         track_kinks: false,
+        precision: gradflow::train::Precision::F64,
     };
     let mut first = None;
     let mut second = None;

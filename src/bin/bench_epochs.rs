@@ -1,35 +1,84 @@
-//! `bench_epochs`: seconds per full-batch GD epoch (f64) on the paper's Section 4 workloads
-//! (n = 1000), reported as a share of the machine's f64 matrix-product peak measured in the same
-//! process (6·n·p flops per epoch: forward, input and weight cotangents). Not a test.
+//! `bench_epochs`: seconds per full-batch GD epoch on the paper's Section 4 workloads (n = 1000),
+//! in f64 and f32, on the training engine ([`gradflow::engine`]), each reported as a share of the
+//! matrix-product peak of the same precision measured in the same process just before (a large
+//! faer product; 6·n·p flops per epoch: forward, input and weight cotangents). Also: heap
+//! allocations per steady-state epoch (a counting allocator), cores kept busy (process CPU time ÷
+//! wall time), two small runs packed one per core, a per-phase profile, the general path for
+//! comparison, and an estimate of the paper-scale `reproduce`. Not a test.
 //!
-//! Usage: `cargo run --release --bin bench_epochs`
+//! Usage: `cargo run --release --bin bench_epochs -- [--precision f64|f32|both] [--reps R]
+//! [--general] [--profile] [--packed] [--reproduce-paper]`
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
 use gradflow::activation::Activation;
 use gradflow::data::Dataset;
+use gradflow::engine::{convert, engine_for, Engine, Real, PHASES};
 use gradflow::graph::Graph;
 use gradflow::init::{init_params, InitScheme};
 use gradflow::loss::LossKind;
 use gradflow::model::Model;
 use gradflow::presets;
-use gradflow::train::{gradient_descent, Control, GdOptions};
+use gradflow::train::{gradient_descent_general, Control, GdOptions, GdState, Precision};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn peak_gflops(n: usize) -> f64 {
-    let a = Mat::<f64>::from_fn(n, n, |i, j| ((i * 7 + j * 3) % 11) as f64 - 5.0);
-    let b = Mat::<f64>::from_fn(n, n, |i, j| ((i * 5 + j * 2) % 13) as f64 - 6.0);
-    let mut c = Mat::<f64>::zeros(n, n);
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, s: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(p, l, s)
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Process CPU seconds (user + system) from /proc/self/stat (0 when unavailable).
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let f: Vec<&str> = s
+        .rsplit_once(')')
+        .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// GFLOP/s of the best of 3 n×n products in precision T.
+fn peak<T: Real>(n: usize) -> f64 {
+    let a = Mat::<T>::from_fn(n, n, |i, j| {
+        T::from_f64(((i * 7 + j * 3) % 11) as f64 - 5.0)
+    });
+    let b = Mat::<T>::from_fn(n, n, |i, j| {
+        T::from_f64(((i * 5 + j * 2) % 13) as f64 - 6.0)
+    });
+    let mut c = Mat::<T>::zeros(n, n);
     let mut best = f64::INFINITY;
-    for _ in 0..5 {
+    for _ in 0..3 {
         let t = Instant::now();
         matmul(
             c.as_mut(),
             Accum::Replace,
             a.as_ref(),
             b.as_ref(),
-            1.0,
+            T::one(),
             gradflow::batch::par(),
         );
         best = best.min(t.elapsed().as_secs_f64());
@@ -37,69 +86,377 @@ fn peak_gflops(n: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
-fn time_epochs(name: &str, model: &Model, data: &Dataset, peak: f64) {
-    let mut theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
-    let epochs = 30;
-    let opts = GdOptions {
-        lr: 1e-3,
-        epochs,
-        loss: LossKind::Mse,
-        track_kinks: false,
-    };
-    gradient_descent(
-        model,
-        data,
-        &mut theta.clone(),
-        &GdOptions { epochs: 3, ..opts },
-        |_, _| Control::Continue,
+struct Workload {
+    name: &'static str,
+    model: Model,
+    data: Dataset,
+}
+
+fn workloads() -> Vec<Workload> {
+    let act = Activation::leaky_relu();
+    let d500 = Dataset::ball(1000, 500, 50, 0);
+    let d100 = Dataset::ball(1000, 100, 100, 0);
+    let g = Graph::knn(&d500.x, 10).unwrap();
+    let a_hat = Arc::new(g.normalized_adjacency());
+    let mut d500g = d500.clone();
+    d500g.graph = Some(g);
+    vec![
+        Workload {
+            name: "DNN d500 [250,250] m50",
+            model: presets::dnn(500, &[250, 250], 50, &act),
+            data: d500.clone(),
+        },
+        Workload {
+            name: "DNN d500 [50,50] m50",
+            model: presets::dnn(500, &[50, 50], 50, &act),
+            data: d500,
+        },
+        Workload {
+            name: "ResNet d100 depth 16",
+            model: presets::resnet(100, 16, 100, &act),
+            data: d100,
+        },
+        Workload {
+            name: "GCN d500 [200,200] m50, k=10",
+            model: presets::gcn(a_hat, 500, &[200, 200], 50, &act),
+            data: d500g,
+        },
+    ]
+}
+
+/// One GD epoch as the training loop does it: loss and gradient, ‖∇L‖, the step.
+fn epoch<T: Real>(e: &mut Engine<T>, th: &mut [T], g: &mut [T], lr: T) -> f64 {
+    let l = e.loss_and_grad(th, g);
+    let norm: f64 = g.iter().map(|v| v.to_f64() * v.to_f64()).sum();
+    for (t, &gi) in th.iter_mut().zip(g.iter()) {
+        *t -= lr * gi;
+    }
+    l + norm * 0.0
+}
+
+struct Timing {
+    per_epoch: f64,
+    allocs_per_epoch: f64,
+    cores_busy: f64,
+}
+
+fn time_engine<T: Real>(w: &Workload, epochs: usize, profile: bool) -> (Timing, Engine<T>) {
+    let theta = init_params(&w.model.param_specs(), &InitScheme::Torch, 0);
+    let mut e = engine_for::<T>(&w.model, &w.data, LossKind::Mse, &theta).expect("engine");
+    let mut th: Vec<T> = convert(&theta);
+    let mut g = vec![T::default(); th.len()];
+    let lr = T::from_f64(1e-4);
+    for _ in 0..3 {
+        epoch(&mut e, &mut th, &mut g, lr);
+    }
+    if profile {
+        e.enable_profile();
+    }
+    let c0 = cpu_seconds();
+    let (a0, t) = (ALLOCS.load(Ordering::Relaxed), Instant::now());
+    for _ in 0..epochs {
+        epoch(&mut e, &mut th, &mut g, lr);
+    }
+    let (wall, a1) = (t.elapsed().as_secs_f64(), ALLOCS.load(Ordering::Relaxed));
+    let c1 = cpu_seconds();
+    (
+        Timing {
+            per_epoch: wall / epochs as f64,
+            allocs_per_epoch: (a1 - a0) as f64 / epochs as f64,
+            cores_busy: (c1 - c0) / wall,
+        },
+        e,
     )
-    .unwrap();
-    let t = Instant::now();
-    gradient_descent(model, data, &mut theta, &opts, |_, _| Control::Continue).unwrap();
-    let per_epoch = t.elapsed().as_secs_f64() / (epochs + 1) as f64;
-    let flops = 6.0 * data.n() as f64 * model.p() as f64;
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
     println!(
-        "| {name} | {} | {:.2} ms | {:.0}% |",
-        model.p(),
-        per_epoch * 1e3,
-        100.0 * flops / per_epoch / 1e9 / peak
+        "\n### {} (n = 1000; {} repetitions, each: peak product 2048² before and after the workload, the larger used; load {})\n",
+        T::NAME,
+        reps,
+        load()
+    );
+    println!("| workload | p | s/epoch (median) | share of peak: median (range) | peak seen (GFLOP/s) | allocations/epoch | cores busy |");
+    println!("|---|---|---|---|---|---|---|");
+    for w in ws {
+        let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
+        let epochs = ((3e10 / flops) as usize).clamp(20, 200);
+        let (mut times, mut shares, mut peaks) = (vec![], vec![], vec![]);
+        let mut last = None;
+        for _ in 0..reps {
+            // The peak before and after the workload; the larger is used (the conservative choice
+            // under the machine's fluctuating load).
+            let before = peak::<T>(2048);
+            let (t, _) = time_engine::<T>(w, epochs, false);
+            let pk = before.max(peak::<T>(2048));
+            shares.push(100.0 * flops / t.per_epoch / 1e9 / pk);
+            times.push(t.per_epoch);
+            peaks.push(pk);
+            last = Some(t);
+        }
+        let t = last.unwrap();
+        let (lo, hi) = (
+            shares.iter().copied().fold(f64::INFINITY, f64::min),
+            shares.iter().copied().fold(0.0, f64::max),
+        );
+        println!(
+            "| {} | {} | {:.2} ms | {:.0}% ({:.0}–{:.0}%) | {:.0} | {:.1} | {:.2} |",
+            w.name,
+            w.model.p(),
+            median(times) * 1e3,
+            median(shares),
+            lo,
+            hi,
+            median(peaks),
+            t.allocs_per_epoch,
+            t.cores_busy
+        );
+    }
+    if profile {
+        println!("\nProfile ({}): time per epoch by phase (share of the epoch); matmul phases also as GFLOP/s.\n", T::NAME);
+        print!("| phase |");
+        for w in ws {
+            print!(" {} |", w.name);
+        }
+        println!();
+        println!("|---|{}", "---|".repeat(ws.len()));
+        let mut cols = Vec::new();
+        let mut kink_times = Vec::new();
+        for w in ws {
+            let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
+            let epochs = ((3e10 / flops) as usize).clamp(20, 200);
+            let (t, e) = time_engine::<T>(w, epochs, true);
+            let prof = e.profile().unwrap();
+            let plan = e.plan();
+            let n = w.data.n() as f64;
+            let mm: f64 = plan
+                .stages
+                .iter()
+                .map(|s| 2.0 * n * (s.inp * s.out) as f64)
+                .sum();
+            let first = 2.0 * n * (plan.stages[0].inp * plan.stages[0].out) as f64;
+            let phase_flops = [mm, 0.0, 0.0, 0.0, mm, mm - first, 0.0, 0.0];
+            // Kink tracking (on in `train`/`reproduce` for activations with kinks): per epoch.
+            let mut tracker = gradflow::kinks::KinkTracker::new();
+            tracker.observe_pieces(|cur| e.pieces(cur));
+            let tk = Instant::now();
+            for _ in 0..epochs {
+                tracker.observe_pieces(|cur| e.pieces(cur));
+            }
+            kink_times.push(tk.elapsed().as_secs_f64() / epochs as f64);
+            cols.push((t.per_epoch, epochs as f64, prof, phase_flops));
+        }
+        for (k, name) in PHASES.iter().enumerate() {
+            print!("| {name} |");
+            for (per_epoch, epochs, prof, fl) in &cols {
+                let s = prof[k] / epochs;
+                if fl[k] > 0.0 {
+                    print!(
+                        " {:.2} ms ({:.0}%, {:.0} GFLOP/s) |",
+                        s * 1e3,
+                        100.0 * s / per_epoch,
+                        fl[k] / s / 1e9
+                    );
+                } else {
+                    print!(" {:.2} ms ({:.0}%) |", s * 1e3, 100.0 * s / per_epoch);
+                }
+            }
+            println!();
+        }
+        print!("| rest (norm, step, timer gaps) |");
+        for (per_epoch, epochs, prof, _) in &cols {
+            let r = per_epoch - prof.iter().sum::<f64>() / epochs;
+            print!(" {:.2} ms ({:.0}%) |", r * 1e3, 100.0 * r / per_epoch);
+        }
+        println!();
+        print!("| (not in the epochs above) kink tracking, when on |");
+        for ((per_epoch, ..), k) in cols.iter().zip(&kink_times) {
+            print!(" {:.2} ms (+{:.0}%) |", k * 1e3, 100.0 * k / per_epoch);
+        }
+        println!();
+    }
+}
+
+/// Two copies of a small run at once, one per core (faer and the engine single-threaded), as
+/// `reproduce` packs small sweeps; compared with one run at a time on both cores.
+fn packed<T: Real>(w: &Workload) {
+    let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
+    let epochs = 100;
+    let pk = peak::<T>(2048);
+    let (t, _) = time_engine::<T>(w, epochs, false);
+    let old = faer::get_global_parallelism();
+    faer::set_global_parallelism(faer::Par::Seq);
+    let t0 = Instant::now();
+    rayon::join(
+        || time_engine::<T>(w, epochs, false),
+        || time_engine::<T>(w, epochs, false),
+    );
+    let wall = t0.elapsed().as_secs_f64();
+    faer::set_global_parallelism(old);
+    // The warm-up epochs of each copy ran too: count them.
+    let per_run_epoch = wall / (epochs + 3) as f64 / 2.0;
+    println!(
+        "| {} {} | one run on 2 cores: {:.2} ms ({:.0}%) | 2 runs packed, 1 core each: {:.2} ms per run-epoch ({:.0}%) | peak {:.0} |",
+        w.name,
+        T::NAME,
+        t.per_epoch * 1e3,
+        100.0 * flops / t.per_epoch / 1e9 / pk,
+        per_run_epoch * 1e3,
+        100.0 * flops / per_run_epoch / 1e9 / pk,
+        pk
+    );
+}
+
+fn general(ws: &[Workload]) {
+    println!(
+        "\n### General path (Model::loss_and_grad), f64, for comparison (load {})\n",
+        load()
+    );
+    println!("| workload | s/epoch | share of peak | peak seen |");
+    println!("|---|---|---|---|");
+    for w in ws {
+        let pk = peak::<f64>(2048);
+        let mut theta = init_params(&w.model.param_specs(), &InitScheme::Torch, 0);
+        let opts = GdOptions {
+            lr: 1e-4,
+            epochs: 6,
+            loss: LossKind::Mse,
+            track_kinks: false,
+            precision: Precision::F64,
+        };
+        let mut marks = Vec::new();
+        gradient_descent_general(
+            &w.model,
+            &w.data,
+            &mut theta,
+            &opts,
+            &mut GdState::default(),
+            |_, _| {
+                marks.push(Instant::now());
+                Control::Continue
+            },
+        )
+        .unwrap();
+        let per = (marks[6] - marks[1]).as_secs_f64() / 5.0;
+        let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
+        println!(
+            "| {} | {:.2} ms | {:.0}% | {:.0} |",
+            w.name,
+            per * 1e3,
+            100.0 * flops / per / 1e9 / pk,
+            pk
+        );
+    }
+}
+
+/// The paper-scale `reproduce` (dnn, resnet, gcn ablations): exact training work, training time
+/// measured on every run's own network for a few epochs and extrapolated to all its epochs.
+fn reproduce_paper<T: Real>() {
+    use gradflow::experiment::{ablation, Scale, ABLATIONS};
+    println!(
+        "\n### Paper-scale reproduce, training in {} (load {})\n",
+        T::NAME,
+        load()
+    );
+    println!("| run | p | epochs | work (TFLOP) | measured s/epoch | share of peak | est. training time | NTK checkpoints |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let (mut work, mut time, mut ideal, mut ntk) = (0.0, 0.0, 0.0, 0usize);
+    for name in ABLATIONS {
+        let a = ablation(name, Scale::Paper, 1).unwrap();
+        for spec in &a.runs {
+            let prep = gradflow::run::prepare(&spec.config).unwrap();
+            let w = Workload {
+                name: "",
+                model: prep.model,
+                data: prep.data,
+            };
+            let epochs = spec.config.train.epochs + 1;
+            let every = spec.config.ntk.every;
+            let checkpoints = spec
+                .config
+                .train
+                .epochs
+                .checked_div(every)
+                .map_or(2, |k| k + 1);
+            let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
+            let before = peak::<T>(2048);
+            let (t, _) = time_engine::<T>(&w, 20, false);
+            let pk = before.max(peak::<T>(2048));
+            let total = t.per_epoch * epochs as f64;
+            work += flops * epochs as f64;
+            time += total;
+            ideal += flops * epochs as f64 / (pk * 1e9);
+            ntk += checkpoints;
+            println!(
+                "| {name}/{} | {} | {} | {:.2} | {:.2} ms | {:.0}% | {:.0} s | {} |",
+                spec.label,
+                w.model.p(),
+                epochs,
+                flops * epochs as f64 / 1e12,
+                t.per_epoch * 1e3,
+                100.0 * flops / t.per_epoch / 1e9 / pk,
+                total,
+                checkpoints
+            );
+        }
+    }
+    println!(
+        "\nTraining work {:.1} TFLOP; work ÷ peak (peaks as measured next to each run) {:.0} s; estimated training time {:.0} s = {:.2}× work ÷ peak; {} NTK checkpoints (f64, not timed here).",
+        work / 1e12,
+        ideal,
+        time,
+        time / ideal,
+        ntk
     );
 }
 
 fn main() {
-    let peak = peak_gflops(2048);
-    println!(
-        "f64 matmul peak (2048², best of 5): {peak:.1} GFLOP/s, threads: {}",
-        rayon::current_num_threads()
-    );
-    println!("| workload (n = 1000, f64) | p | s/epoch | share of peak |");
-    println!("|---|---|---|---|");
-    let act = Activation::leaky_relu();
-    let d500 = Dataset::ball(1000, 500, 50, 0);
-    time_epochs(
-        "DNN d500 [250,250] m50",
-        &presets::dnn(500, &[250, 250], 50, &act),
-        &d500,
-        peak,
-    );
-    time_epochs(
-        "DNN d500 [50,50] m50",
-        &presets::dnn(500, &[50, 50], 50, &act),
-        &d500,
-        peak,
-    );
-    let d100 = Dataset::ball(1000, 100, 100, 0);
-    time_epochs(
-        "ResNet d100 depth 16",
-        &presets::resnet(100, 16, 100, &act),
-        &d100,
-        peak,
-    );
-    let a_hat = Arc::new(Graph::knn(&d500.x, 10).unwrap().normalized_adjacency());
-    time_epochs(
-        "GCN d500 [200,200] m50, k=10",
-        &presets::gcn(a_hat, 500, &[200, 200], 50, &act),
-        &d500,
-        peak,
-    );
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |f: &str| args.iter().any(|a| a == f);
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let precision = value("--precision").unwrap_or_else(|| "both".into());
+    let reps: usize = value("--reps").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let (f64s, f32s) = (precision != "f32", precision != "f64");
+    if has("--seq") {
+        faer::set_global_parallelism(faer::Par::Seq);
+    }
+    println!("threads: {}, load {}", rayon::current_num_threads(), load());
+    if has("--reproduce-paper") {
+        if f32s {
+            reproduce_paper::<f32>();
+        }
+        if f64s {
+            reproduce_paper::<f64>();
+        }
+        return;
+    }
+    let ws = workloads();
+    if f64s {
+        bench_precision::<f64>(&ws, reps, has("--profile"));
+    }
+    if f32s {
+        bench_precision::<f32>(&ws, reps, has("--profile"));
+    }
+    if has("--packed") {
+        println!("\n### Packing small runs (as `reproduce` does for sweeps of small models)\n");
+        if f32s {
+            packed::<f32>(&ws[1]);
+        }
+        if f64s {
+            packed::<f64>(&ws[1]);
+        }
+    }
+    if has("--general") {
+        general(&ws);
+    }
 }

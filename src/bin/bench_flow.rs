@@ -34,6 +34,7 @@ fn gd_losses(
         epochs,
         loss: LossKind::Mse,
         track_kinks: false,
+        precision: gradflow::config::Precision::F64,
     };
     gradient_descent(model, data, &mut th, &opts, |r, _| {
         out.push(r.loss);

@@ -363,12 +363,15 @@ impl Default for FlowConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Precision {
     F64,
+    /// Training in f32 (the dnn, resnet and gcn presets only; NTK spectra stay in f64).
+    F32,
 }
 
 impl Precision {
     pub fn name(&self) -> &'static str {
         match self {
             Self::F64 => "f64",
+            Self::F32 => "f32",
         }
     }
 }

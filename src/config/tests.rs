@@ -234,9 +234,6 @@ fn train_and_ntk_checks() {
     let (field, message) = fail(&format!("{MINIMAL}[train]\nsolver = \"rk4\"\n"));
     assert_eq!(field, "train.solver");
     assert!(message.contains("available: gd"), "{message}");
-    let (field, message) = fail(&format!("{MINIMAL}[train]\nprecision = \"f32\"\n"));
-    assert_eq!(field, "train.precision");
-    assert!(message.contains("not available yet"), "{message}");
     let (field, _) = fail(&format!("{MINIMAL}[train]\nloss = \"l1\"\n"));
     assert_eq!(field, "train.loss");
     let (field, _) = fail(&format!("{MINIMAL}[train]\nlog_every = 0\n"));
@@ -438,4 +435,27 @@ fn flow_keys() {
     let (field, message) = fail(&format!("{MINIMAL}[train]\nt_end = 3.0\n"));
     assert_eq!(field, "train.t_end");
     assert!(message.contains("solver = \"flow\""), "{message}");
+    let (field, _) = fail(&format!(
+        "{MINIMAL}[train]\nsolver = \"flow\"\nprecision = \"f32\"\n"
+    ));
+    assert_eq!(field, "train.precision");
+}
+
+#[test]
+fn f32_precision_only_for_engine_presets() {
+    let c = parse(&format!("{MINIMAL}[train]\nprecision = \"f32\"\n")).unwrap();
+    assert_eq!(c.train.precision, Precision::F32);
+    let back = parse(&c.to_toml()).unwrap();
+    assert_eq!(back.train.precision, Precision::F32);
+    let cnn = "[data]\nkind = \"images\"\nn = 4\nchannels = 1\nheight = 4\nwidth = 4\nm = 2\n\
+               [model]\npreset = \"cnn\"\nchannels = [2]\nkernel = 3\n[train]\nprecision = \"f32\"\n";
+    let (field, message) = fail(cnn);
+    assert_eq!(field, "train.precision");
+    assert!(
+        message.contains("dnn, resnet, gcn") && message.contains("preset cnn"),
+        "{message}"
+    );
+    let (field, message) = fail(&format!("{MINIMAL}[train]\nprecision = \"f16\"\n"));
+    assert_eq!(field, "train.precision");
+    assert!(message.contains("available: f64, f32"), "{message}");
 }

@@ -278,16 +278,11 @@ fn resolve_train(raw: Option<&RawTrain>, file_label: &Path) -> Result<TrainConfi
     };
     let precision = match t.precision.as_deref() {
         None | Some("f64") => Precision::F64,
-        Some("f32") => {
-            return Err(err(
-                "train.precision",
-                "precision `f32` is not available yet; use \"f64\"".into(),
-            ))
-        }
+        Some("f32") => Precision::F32,
         Some(other) => {
             return Err(err(
                 "train.precision",
-                format!("unknown precision `{other}`; available: f64"),
+                format!("unknown precision `{other}`; available: f64, f32"),
             ))
         }
     };
@@ -379,6 +374,33 @@ fn resolve_flow(
     })
 }
 
+/// f32 training exists only on the compiled engine, i.e. for the dnn, resnet and gcn presets.
+fn check_precision(train: &TrainConfig, model: &ModelConfig, file_label: &Path) -> Result<()> {
+    if train.precision == Precision::F32 && train.solver == Solver::Flow {
+        return Err(Error::config(
+            file_label,
+            "train.precision",
+            "the flow solver integrates in f64 only (its error control and kink events need it); \
+             set train.precision = \"f64\" or use solver = \"gd\""
+                .to_string(),
+        ));
+    }
+    let engine = crate::engine::ENGINE_PRESETS;
+    if train.precision == Precision::F32 && !engine.contains(&model.preset.name()) {
+        return Err(Error::config(
+            file_label,
+            "train.precision",
+            format!(
+                "precision \"f32\" is available only for the presets {} (trained by the compiled \
+                 engine); preset {} trains in f64: set train.precision = \"f64\" or remove it",
+                engine.join(", "),
+                model.preset.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn resolve_ntk(raw: Option<&RawNtk>, file_label: &Path) -> Result<NtkConfig> {
     let k = raw.cloned().unwrap_or_default();
     let defaults = NtkConfig::default();
@@ -411,6 +433,7 @@ impl Config {
             base_dir,
         )?;
         let train = resolve_train(raw.train.as_ref(), file_label)?;
+        check_precision(&train, &model, file_label)?;
         let ntk = resolve_ntk(raw.ntk.as_ref(), file_label)?;
         Ok(Config {
             seed: raw.seed.unwrap_or(0),

@@ -59,6 +59,9 @@ pub struct ReproduceOptions {
     pub out: PathBuf,
     pub shard: Option<Shard>,
     pub progress: bool,
+    /// Training precision for the runs whose preset the engine trains (dnn, resnet, gcn); the
+    /// others train in f64 whatever this says. NTK spectra are always f64.
+    pub precision: crate::config::Precision,
 }
 
 /// One finished run in the index.
@@ -112,6 +115,15 @@ impl ReproduceIndex {
     }
 }
 
+/// Sets the training precision of every run the engine trains ([`crate::engine::ENGINE_PRESETS`]).
+pub fn set_precision(ablations: &mut [Ablation], precision: crate::config::Precision) {
+    for r in ablations.iter_mut().flat_map(|a| a.runs.iter_mut()) {
+        if crate::engine::ENGINE_PRESETS.contains(&r.config.model.preset.name()) {
+            r.config.train.precision = precision;
+        }
+    }
+}
+
 fn read_summary(dir: &Path) -> Option<RunSummary> {
     let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
     serde_json::from_str(&text).ok()
@@ -124,10 +136,11 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
     } else {
         opts.only.clone()
     };
-    let ablations: Vec<Ablation> = names
+    let mut ablations: Vec<Ablation> = names
         .iter()
         .map(|n| ablation(n, opts.scale, opts.seeds))
         .collect::<Result<_>>()?;
+    set_precision(&mut ablations, opts.precision);
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     // The global run list, then this shard's slice of it.
     let mut jobs: Vec<(usize, &RunSpec)> = Vec::new();

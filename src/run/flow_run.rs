@@ -109,6 +109,7 @@ fn gd_reference(prep: &Prepared, times: &[f64]) -> Result<GdReference> {
         epochs,
         loss: cfg.train.loss,
         track_kinks: false,
+        precision: cfg.train.precision,
     };
     let mut next = 0;
     gradient_descent(&prep.model, &prep.data, &mut theta, &opts, |rec, th| {

@@ -107,6 +107,7 @@ pub(super) fn write_run(
         epochs: cfg.train.epochs,
         loss: loss_kind,
         track_kinks: model.activation.has_kinks(),
+        precision: cfg.train.precision,
     };
     let ntk_opts = NtkOptions {
         memory_budget_bytes: (cfg.ntk.memory_budget_gb * (1u64 << 30) as f64) as u64,

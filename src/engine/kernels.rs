@@ -1,0 +1,331 @@
+//! The engine's element-wise and sparse passes over (features × n) column-major buffers:
+//! fused bias + activation (+ residual skip) forward, fused activation backward with bias and
+//! PReLU-slope cotangents, the loss and its cotangent, and graph propagation with Â stored in
+//! compressed rows (its transpose stored too, so both directions are gathers).
+//!
+//! Every kernel is sequential over the columns it is given; the engine's passes split the n
+//! columns into two fixed halves ([`half_cols`]) and run them on both cores with [`both`].
+//! Sums over columns go through per-chunk partial sums ([`CHUNKS`] fixed chunks of
+//! [`chunk_cols`] columns, four per half), combined in chunk order, so results do not depend on
+//! the thread count. No kernel allocates.
+
+use super::Real;
+use crate::activation::Activation;
+use crate::graph::SparseMatrix;
+
+/// Column chunks per pass (fixed, for reproducible sums).
+pub const CHUNKS: usize = 8;
+
+/// σ, specialised for the inner loops.
+pub enum ActKind {
+    Leaky(f64),
+    Prelu,
+    Relu,
+    /// Sigmoid and piecewise polynomials, evaluated in f64 through [`Activation`].
+    General(Activation),
+}
+
+impl ActKind {
+    pub fn new(a: &Activation) -> Self {
+        match a {
+            Activation::LeakyRelu { slope } => Self::Leaky(*slope),
+            Activation::Prelu { .. } => Self::Prelu,
+            Activation::Relu => Self::Relu,
+            other => Self::General(other.clone()),
+        }
+    }
+}
+
+pub fn parallel() -> bool {
+    !matches!(crate::batch::par(), faer::Par::Seq)
+}
+
+/// Columns per chunk of partial sums.
+pub fn chunk_cols(n: usize) -> usize {
+    n.div_ceil(CHUNKS).max(1)
+}
+
+/// Columns in the first half (a whole number of chunks).
+pub fn half_cols(n: usize) -> usize {
+    n.min(CHUNKS / 2 * chunk_cols(n))
+}
+
+/// Runs `a` and `b` on both cores (rayon's join), or one after the other when the global
+/// parallelism is `Seq` (packed sweeps). No heap allocation either way.
+pub fn both<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if parallel() {
+        rayon::join(a, b)
+    } else {
+        (a(), b())
+    }
+}
+
+/// z += b (per feature) and h = σ(z) (+ skip), for z, h, skip of `out` features × n.
+pub fn bias_act_forward<T: Real>(
+    act: &ActKind,
+    slope: T,
+    b: &[T],
+    z: &mut [T],
+    h: &mut [T],
+    skip: Option<&[T]>,
+    out: usize,
+) {
+    let zero = T::default();
+    match act {
+        ActKind::Leaky(a) => {
+            let a = T::from_f64(*a);
+            fwd(
+                b,
+                z,
+                h,
+                skip,
+                out,
+                move |v| if v > zero { v } else { a * v },
+            )
+        }
+        ActKind::Prelu => fwd(
+            b,
+            z,
+            h,
+            skip,
+            out,
+            move |v| {
+                if v > zero {
+                    v
+                } else {
+                    slope * v
+                }
+            },
+        ),
+        ActKind::Relu => fwd(b, z, h, skip, out, move |v| if v > zero { v } else { zero }),
+        ActKind::General(f) => {
+            let s = slope.to_f64();
+            fwd(b, z, h, skip, out, move |v| {
+                T::from_f64(f.value(v.to_f64(), s))
+            })
+        }
+    }
+}
+
+fn fwd<T: Real>(
+    b: &[T],
+    z: &mut [T],
+    h: &mut [T],
+    skip: Option<&[T]>,
+    out: usize,
+    sigma: impl Fn(T) -> T,
+) {
+    for (j, (zcol, hcol)) in z
+        .chunks_exact_mut(out)
+        .zip(h.chunks_exact_mut(out))
+        .enumerate()
+    {
+        for ((zv, hv), &bv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b) {
+            *zv += bv;
+            *hv = sigma(*zv);
+        }
+        if let Some(s) = skip {
+            for (hv, &sv) in hcol.iter_mut().zip(&s[j * out..(j + 1) * out]) {
+                *hv += sv;
+            }
+        }
+    }
+}
+
+/// z += b per feature (the output stage).
+pub fn add_bias<T: Real>(z: &mut [T], b: &[T], out: usize) {
+    for col in z.chunks_exact_mut(out) {
+        for (v, &bv) in col.iter_mut().zip(b) {
+            *v += bv;
+        }
+    }
+}
+
+/// L = c‖u − y‖² (accumulated in f64) and the cotangent 2c(u − y) into `cot[..u.len()]`.
+pub fn loss_cotangent<T: Real>(u: &[T], y: &[T], cot: &mut [T], c: f64) -> f64 {
+    let two_c = T::from_f64(2.0 * c);
+    let mut sse = 0.0f64;
+    for ((g, &ui), &yi) in cot[..u.len()].iter_mut().zip(u).zip(y) {
+        let e = ui - yi;
+        let e64 = e.to_f64();
+        sse += e64 * e64;
+        *g = two_c * e;
+    }
+    c * sse
+}
+
+/// gb = Σ over columns of g (`out` features × n), through per-chunk partial sums.
+pub fn row_sums<T: Real>(g: &[T], out: usize, partial: &mut [T], gb: &mut [T]) {
+    let cs = chunk_cols(g.len() / out) * out;
+    let nch = g.len().div_ceil(cs);
+    let partial = &mut partial[..nch * out];
+    partial.iter_mut().for_each(|v| *v = T::default());
+    for (k, gc) in g.chunks(cs).enumerate() {
+        let pc = &mut partial[k * out..(k + 1) * out];
+        for col in gc.chunks_exact(out) {
+            for (p, &v) in pc.iter_mut().zip(col) {
+                *p += v;
+            }
+        }
+    }
+    combine(partial, out, nch, gb, None);
+}
+
+pub fn combine<T: Real>(partial: &[T], w: usize, nch: usize, gb: &mut [T], mut gs: Option<&mut T>) {
+    gb.iter_mut().for_each(|v| *v = T::default());
+    if let Some(s) = gs.as_deref_mut() {
+        *s = T::default();
+    }
+    for k in 0..nch {
+        let pc = &partial[k * w..(k + 1) * w];
+        for (g, &p) in gb.iter_mut().zip(pc) {
+            *g += p;
+        }
+        if let Some(s) = gs.as_deref_mut() {
+            *s += pc[w - 1];
+        }
+    }
+}
+
+/// zb = hb ⊙ σ'(z) over the given columns; partial row k (out + 1 wide) of `partial` receives
+/// chunk k's Σ_columns zb and, for PReLU, Σ hb ⊙ min(z, 0) (∂σ/∂a) in its last entry.
+#[allow(clippy::too_many_arguments)]
+pub fn act_backward<T: Real>(
+    act: &ActKind,
+    slope: T,
+    z: &[T],
+    hb: &[T],
+    zb: &mut [T],
+    out: usize,
+    cols_per_chunk: usize,
+    partial: &mut [T],
+) {
+    let zero = T::default();
+    let one = T::one();
+    let args = (z, hb, zb, out, cols_per_chunk, partial);
+    match act {
+        ActKind::Leaky(a) => {
+            let a = T::from_f64(*a);
+            bwd(args, move |v| if v > zero { one } else { a }, false)
+        }
+        ActKind::Prelu => bwd(args, move |v| if v > zero { one } else { slope }, true),
+        ActKind::Relu => bwd(args, move |v| if v > zero { one } else { zero }, false),
+        ActKind::General(f) => {
+            let s = slope.to_f64();
+            bwd(
+                args,
+                move |v| T::from_f64(f.derivative(v.to_f64(), s)),
+                false,
+            )
+        }
+    }
+}
+
+type BwdArgs<'a, T> = (&'a [T], &'a [T], &'a mut [T], usize, usize, &'a mut [T]);
+
+fn bwd<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) {
+    let (z, hb, zb, out, cpc, partial) = args;
+    let zero = T::default();
+    let cs = cpc * out;
+    for (k, ((zz, hh), zc)) in z
+        .chunks(cs)
+        .zip(hb.chunks(cs))
+        .zip(zb.chunks_mut(cs))
+        .enumerate()
+    {
+        let pc = &mut partial[k * (out + 1)..(k + 1) * (out + 1)];
+        pc.iter_mut().for_each(|v| *v = zero);
+        let (pb, ps) = pc.split_at_mut(out);
+        let mut sl = zero;
+        for ((zcol, hcol), zbcol) in zz
+            .chunks_exact(out)
+            .zip(hh.chunks_exact(out))
+            .zip(zc.chunks_exact_mut(out))
+        {
+            for (((&zv, &hv), g), p) in zcol
+                .iter()
+                .zip(hcol)
+                .zip(zbcol.iter_mut())
+                .zip(pb.iter_mut())
+            {
+                let d = hv * dsigma(zv);
+                *g = d;
+                *p += d;
+                if prelu && zv < zero {
+                    sl += hv * zv;
+                }
+            }
+        }
+        ps[0] = sl;
+    }
+}
+
+/// The piece of σ each value sits in (index among the kink points), appended to `out`.
+pub fn pieces<T: Real>(z: &[T], kinks: &[f64], out: &mut Vec<u16>) {
+    if kinks == [0.0] {
+        let zero = T::default();
+        out.extend(z.iter().map(|&v| (v > zero) as u16));
+    } else {
+        out.extend(
+            z.iter()
+                .map(|&v| kinks.partition_point(|&b| b < v.to_f64()) as u16),
+        );
+    }
+}
+
+/// Â in compressed rows, in the engine's float type.
+pub struct Csr<T> {
+    row_start: Vec<usize>,
+    cols: Vec<usize>,
+    vals: Vec<T>,
+}
+
+impl<T: Real> Csr<T> {
+    /// Â, or Âᵀ with `transpose` (rows of Âᵀ listed in increasing column order of Â, the
+    /// summation order of the general path's adjoint).
+    pub fn from_sparse(a: &SparseMatrix, transpose: bool) -> Self {
+        let n = a.n();
+        let mut rows: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+        for i in 0..n {
+            for (j, v) in a.row(i) {
+                if transpose {
+                    rows[j].push((i, v));
+                } else {
+                    rows[i].push((j, v));
+                }
+            }
+        }
+        let mut row_start = vec![0];
+        let (mut cols, mut vals) = (Vec::new(), Vec::new());
+        for r in rows {
+            for (j, v) in r {
+                cols.push(j);
+                vals.push(T::from_f64(v));
+            }
+            row_start.push(cols.len());
+        }
+        Self {
+            row_start,
+            cols,
+            vals,
+        }
+    }
+
+    /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
+    /// holds, columns of `width` features.
+    pub fn propagate(&self, src: &[T], dst: &mut [T], width: usize, first: usize) {
+        for (r, col) in dst.chunks_exact_mut(width).enumerate() {
+            let i = first + r;
+            col.iter_mut().for_each(|v| *v = T::default());
+            for e in self.row_start[i]..self.row_start[i + 1] {
+                let (j, a) = (self.cols[e], self.vals[e]);
+                for (o, &s) in col.iter_mut().zip(&src[j * width..(j + 1) * width]) {
+                    *o += a * s;
+                }
+            }
+        }
+    }
+}

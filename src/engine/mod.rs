@@ -1,0 +1,328 @@
+//! The training engine: a compiled, allocation-free loss-gradient evaluator for the paper's
+//! presets (`dnn`, `resnet`, `gcn`), generic over the float type (f32 or f64).
+//!
+//! The general path ([`crate::model::Model::loss_and_grad`]) walks boxed layers, allocates every
+//! batch and tape on every call and computes cotangents nobody reads (the input's). The engine
+//! compiles the same network into a flat list of affine [`Stage`]s — `z = W·src + b` followed by
+//! σ, optionally with a residual skip or Kipf & Welling's propagation Â — and keeps every buffer
+//! for the whole run, so a steady-state epoch allocates nothing of its own. Per epoch it does:
+//!
+//! - forward: one matrix product per stage, then one fused pass `z += b; h = σ(z) (+ skip)`;
+//! - loss: one pass giving L and the output cotangent 2c·e;
+//! - backward: per stage the weight cotangent Z̄·srcᵀ and, except for the first stage, the input
+//!   cotangent Wᵀ·Z̄ (added in place for residual skips); one fused pass `Z̄ = H̄ ⊙ σ'(z)` that also
+//!   sums the bias (and PReLU slope) cotangents.
+//!
+//! Both cores work on every stage (`passes.rs`): the n columns are split into two fixed halves,
+//! each a single-threaded faer product followed by its element-wise work in the same rayon task;
+//! weight cotangents are split by rows of W. When the global faer parallelism
+//! ([`crate::batch::par`]) is `Seq` — `reproduce` packing small runs one per core — the halves run
+//! one after the other. The split and the chunks of partial sums never depend on the thread count,
+//! so results are the same either way.
+//!
+//! GCN: Â is symmetric-normalised and fixed, and the inputs X are fixed, so ÂX is computed once.
+//! Later stages propagate whichever side of the dense layer is narrower: W(ÂH) when in ≤ out,
+//! Â(WH) otherwise — the same function, different rounding.
+//!
+//! The engine computes exactly the gradient of the general path (tests: ~1e-12 relative in f64,
+//! ~1e-4 in f32). NTK spectra always use the general path in f64.
+
+mod gd;
+mod kernels;
+mod passes;
+mod plan;
+#[cfg(test)]
+mod tests;
+
+pub use gd::{engine_for, gradient_descent_engine, ENGINE_PRESETS};
+pub use plan::{Plan, Prop, Stage};
+
+use crate::activation::Activation;
+use crate::batch::Batch;
+use crate::graph::SparseMatrix;
+use crate::loss::LossKind;
+use faer::{MatMut, MatRef};
+use kernels::{ActKind, Csr};
+
+/// The float types the engine trains in.
+pub trait Real:
+    faer::traits::RealField
+    + faer::traits::Conjugate<Canonical = Self>
+    + Copy
+    + Send
+    + Sync
+    + Default
+    + PartialOrd
+    + std::fmt::Debug
+    + 'static
+{
+    /// `"f32"` or `"f64"`.
+    const NAME: &'static str;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    /// The slice itself when `Self` is f64 (no copy needed), else None.
+    fn as_f64_slice(s: &[Self]) -> Option<&[f64]>;
+}
+
+impl Real for f64 {
+    const NAME: &'static str = "f64";
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn as_f64_slice(s: &[Self]) -> Option<&[f64]> {
+        Some(s)
+    }
+}
+
+impl Real for f32 {
+    const NAME: &'static str = "f32";
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn as_f64_slice(_: &[Self]) -> Option<&[f64]> {
+        None
+    }
+}
+
+/// Converts a whole slice.
+pub fn convert<T: Real>(src: &[f64]) -> Vec<T> {
+    src.iter().map(|&v| T::from_f64(v)).collect()
+}
+
+/// A compiled network with all its buffers, for one data set (inputs, targets, loss).
+pub struct Engine<T: Real> {
+    plan: Plan,
+    act: ActKind,
+    n: usize,
+    loss: LossKind,
+    /// Inputs X (d × n), or ÂX when the first stage propagates its input.
+    x: Vec<T>,
+    y: Vec<T>,
+    a: Option<Csr<T>>,
+    a_t: Option<Csr<T>>,
+    /// Per stage: pre-activation z (out × n); the last stage's is the output u.
+    z: Vec<Vec<T>>,
+    /// Per stage but the last: the stage's output h (out × n).
+    h: Vec<Vec<T>>,
+    /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
+    p: Vec<Vec<T>>,
+    /// Backward scratch, max width × n each: Z̄ of the current stage and of the next (ping-pong).
+    zb: Vec<T>,
+    zb2: Vec<T>,
+    /// Column-major scratch for weight cotangents (max out·in).
+    gws: Vec<T>,
+    hb: Vec<T>,
+    pb: Vec<T>,
+    /// Per-chunk partial sums for bias and slope cotangents.
+    partial: Vec<T>,
+    kink_points: Vec<f64>,
+    /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
+    profile: Option<[f64; PHASES.len()]>,
+}
+
+/// The phases of an epoch the profile separates. Work split over the two column halves is
+/// timed on the first half's thread; the time the main thread then waits for the other half is
+/// charged to the last phase.
+pub const PHASES: [&str; 8] = [
+    "forward matmuls",
+    "forward bias + σ (fused)",
+    "graph propagation Â (both directions)",
+    "loss and output cotangent",
+    "backward weight-cotangent matmuls",
+    "backward input-cotangent matmuls",
+    "backward σ' + bias/slope sums (fused)",
+    "waiting for the other core (imbalance, wake-up)",
+];
+
+/// A stopwatch that charges elapsed time to phases (a no-op when profiling is off).
+pub(crate) struct Clock {
+    on: bool,
+    t: std::time::Instant,
+    acc: [f64; PHASES.len()],
+}
+
+impl Clock {
+    pub(crate) fn new(on: bool) -> Self {
+        Self {
+            on,
+            t: std::time::Instant::now(),
+            acc: [0.0; PHASES.len()],
+        }
+    }
+    #[inline]
+    pub(crate) fn lap(&mut self, phase: usize) {
+        if self.on {
+            let now = std::time::Instant::now();
+            self.acc[phase] += (now - self.t).as_secs_f64();
+            self.t = now;
+        }
+    }
+    /// After a join: the first half's phases, and the rest of the wall time as waiting.
+    pub(crate) fn absorb(&mut self, task: &Clock) {
+        if self.on {
+            let now = std::time::Instant::now();
+            let wall = (now - self.t).as_secs_f64();
+            let busy: f64 = task.acc.iter().sum();
+            for (a, b) in self.acc.iter_mut().zip(task.acc) {
+                *a += b;
+            }
+            self.acc[PHASES.len() - 1] += (wall - busy).max(0.0);
+            self.t = now;
+        }
+    }
+}
+
+impl<T: Real> Engine<T> {
+    /// Builds the engine for `plan` on inputs `x` (d × n) and targets `y` (m × n). `a_hat` is
+    /// required when the plan propagates (GCN).
+    pub fn new(
+        plan: Plan,
+        activation: &Activation,
+        x: &Batch,
+        y: &Batch,
+        loss: LossKind,
+        a_hat: Option<&SparseMatrix>,
+    ) -> Self {
+        let n = x.n();
+        assert_eq!(x.features(), plan.in_dim(), "engine: input width");
+        assert_eq!(y.features(), plan.out_dim(), "engine: output width");
+        assert_eq!(y.n(), n, "engine: one target per sample");
+        let needs_graph = plan.stages.iter().any(|s| s.prop != Prop::None);
+        let (a, a_t) = match (needs_graph, a_hat) {
+            (true, Some(m)) => {
+                assert_eq!(m.n(), n, "engine: Â must have one node per sample");
+                (
+                    Some(Csr::from_sparse(m, false)),
+                    Some(Csr::from_sparse(m, true)),
+                )
+            }
+            (true, None) => panic!("engine: the plan propagates but no Â was given"),
+            _ => (None, None),
+        };
+        let mut xs: Vec<T> = convert(x.as_slice());
+        if plan.stages[0].prop == Prop::Before {
+            // Â X is fixed for the whole run.
+            let mut ax = vec![T::default(); xs.len()];
+            a.as_ref().unwrap().propagate(&xs, &mut ax, x.features(), 0);
+            xs = ax;
+        }
+        let last = plan.stages.len() - 1;
+        let z = plan
+            .stages
+            .iter()
+            .map(|s| vec![T::default(); s.out * n])
+            .collect();
+        let h = plan.stages[..last]
+            .iter()
+            .map(|s| vec![T::default(); s.out * n])
+            .collect();
+        let p = plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.prop {
+                Prop::Before if i > 0 => vec![T::default(); s.inp * n],
+                Prop::After => vec![T::default(); s.out * n],
+                _ => Vec::new(),
+            })
+            .collect();
+        let wmax = plan
+            .stages
+            .iter()
+            .map(|s| s.inp.max(s.out))
+            .max()
+            .unwrap_or(0);
+        Self {
+            act: ActKind::new(activation),
+            kink_points: activation.kinks(),
+            n,
+            loss,
+            x: xs,
+            y: convert(y.as_slice()),
+            a,
+            a_t,
+            z,
+            h,
+            p,
+            zb: vec![T::default(); wmax * n],
+            zb2: vec![T::default(); wmax * n],
+            gws: vec![T::default(); plan.stages.iter().map(|s| s.out * s.inp).max().unwrap_or(0)],
+            hb: vec![T::default(); wmax * n],
+            pb: vec![T::default(); wmax * n],
+            partial: vec![T::default(); kernels::CHUNKS * (wmax + 1)],
+            profile: None,
+            plan,
+        }
+    }
+
+    /// Starts (or restarts) accumulating per-phase times.
+    pub fn enable_profile(&mut self) {
+        self.profile = Some([0.0; PHASES.len()]);
+    }
+    /// Seconds spent per phase ([`PHASES`]) since [`Self::enable_profile`].
+    pub fn profile(&self) -> Option<[f64; PHASES.len()]> {
+        self.profile
+    }
+    fn charge(&mut self, clock: &Clock) {
+        if let Some(p) = self.profile.as_mut() {
+            for (a, b) in p.iter_mut().zip(clock.acc) {
+                *a += b;
+            }
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    pub fn p(&self) -> usize {
+        self.plan.num_params()
+    }
+    /// Floating-point work of one epoch by the usual count 6·n·p (forward, input and weight
+    /// cotangents of every parameter).
+    pub fn nominal_flops(&self) -> f64 {
+        6.0 * self.n as f64 * self.p() as f64
+    }
+    /// The network's outputs u (m × n) after [`Self::forward`] (and after
+    /// [`Self::loss_and_grad`], which leaves them in place).
+    pub fn outputs(&self) -> &[T] {
+        self.z.last().unwrap()
+    }
+
+    /// The forward pass at θ; the outputs are then in [`Self::outputs`].
+    pub fn forward(&mut self, theta: &[T]) {
+        let mut clock = Clock::new(self.profile.is_some());
+        self.forward_timed(theta, &mut clock);
+        self.charge(&clock);
+    }
+
+    /// The piece of σ every pre-activation sits in, in the order of the general path's
+    /// `visit_pre_activations` (layer by layer, sample-major), appended to `out`.
+    pub fn pieces(&self, out: &mut Vec<u16>) {
+        let ns = self.plan.stages.len();
+        for z in &self.z[..ns - 1] {
+            kernels::pieces(z, &self.kink_points, out);
+        }
+    }
+    /// Number of pre-activations the kink tracker follows.
+    pub fn tracked(&self) -> usize {
+        let ns = self.plan.stages.len();
+        self.z[..ns - 1].iter().map(Vec::len).sum()
+    }
+}
+
+pub(crate) fn cm<T: Real>(s: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
+    MatRef::from_column_major_slice(&s[..rows * cols], rows, cols)
+}
+pub(crate) fn cm_mut<T: Real>(s: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
+    MatMut::from_column_major_slice_mut(&mut s[..rows * cols], rows, cols)
+}

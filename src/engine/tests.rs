@@ -1,0 +1,255 @@
+//! The engine against the general path: loss and gradient for the three presets and every kind
+//! of σ (f64 to ~1e-12, f32 to ~1e-4), GD trajectories and kink counts, the fallbacks.
+
+use super::*;
+use crate::activation::PiecewisePolynomial;
+use crate::data::Dataset;
+use crate::graph::Graph;
+use crate::init::{init_params, InitScheme};
+use crate::model::Model;
+use crate::presets;
+use crate::train::{
+    gradient_descent, gradient_descent_general, Control, GdOptions, GdState, Precision,
+};
+use std::sync::Arc;
+
+fn activations() -> Vec<Activation> {
+    vec![
+        Activation::leaky_relu(),
+        Activation::Prelu { init: 0.25 },
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Piecewise(
+            PiecewisePolynomial::new(
+                vec![-1.0, 0.5],
+                vec![vec![-0.5, 0.3], vec![0.0, 0.8], vec![0.2, 0.4]],
+            )
+            .unwrap(),
+        ),
+    ]
+}
+
+/// (model, data) for preset `which` with shape variant `v`.
+fn case(which: &str, v: usize, act: &Activation) -> (Model, Dataset) {
+    let (n, d, m) = [(13, 5, 3), (20, 7, 2), (9, 4, 4)][v];
+    let mut data = Dataset::ball(n, d, m, v as u64 + 1);
+    let hidden: Vec<usize> = [vec![6, 11], vec![12, 4, 9], vec![3]][v].clone();
+    let model = match which {
+        "dnn" => presets::dnn(d, &hidden, m, act),
+        "resnet" => presets::resnet(d, v + 1, m, act),
+        _ => {
+            let g = Graph::knn(&data.x, 3).unwrap();
+            let a = Arc::new(g.normalized_adjacency());
+            data.graph = Some(g);
+            presets::gcn(a, d, &hidden, m, act)
+        }
+    };
+    (model, data)
+}
+
+fn theta_for(model: &Model, seed: u64) -> Vec<f64> {
+    let mut th = init_params(&model.param_specs(), &InitScheme::Torch, seed);
+    if matches!(model.activation, Activation::Prelu { .. }) {
+        // Move PReLU's slopes (and everything else) off the initial values.
+        th.iter_mut().for_each(|v| *v *= 1.7);
+    }
+    th
+}
+
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
+    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>();
+    (d / nb).sqrt()
+}
+
+#[test]
+fn plans_are_recognised_with_the_right_parameter_count() {
+    let act = Activation::leaky_relu();
+    for which in ["dnn", "resnet", "gcn"] {
+        for v in 0..3 {
+            let (model, _) = case(which, v, &act);
+            let plan = Plan::from_model(&model).unwrap_or_else(|| panic!("{which} {v}"));
+            assert_eq!(plan.num_params(), model.p());
+        }
+    }
+    let cnn = presets::cnn(crate::layers::ImageShape::new(1, 4, 4), &[2], 3, 2, &act);
+    assert!(Plan::from_model(&cnn).is_none());
+    let mut dnn = presets::dnn(3, &[4], 2, &act);
+    dnn.preset = "custom".into();
+    assert!(Plan::from_model(&dnn).is_none());
+}
+
+#[test]
+fn engine_gradient_matches_the_general_path() {
+    for which in ["dnn", "resnet", "gcn"] {
+        for act in activations() {
+            for v in 0..3 {
+                for loss in [LossKind::Mse, LossKind::HalfSse] {
+                    let (model, data) = case(which, v, &act);
+                    let theta = theta_for(&model, v as u64);
+                    let mut g_ref = vec![0.0; model.p()];
+                    let (l_ref, _) =
+                        model.loss_and_grad(&theta, &data.x, &data.y, loss, &mut g_ref);
+                    let tag = format!("{which} v{v} {act} {loss:?}");
+
+                    let mut e64 = engine_for::<f64>(&model, &data, loss, &theta).expect(&tag);
+                    let mut g = vec![0.0; model.p()];
+                    let l = e64.loss_and_grad(&theta, &mut g);
+                    assert!(
+                        (l - l_ref).abs() <= 1e-12 * l_ref.abs(),
+                        "{tag}: {l} vs {l_ref}"
+                    );
+                    assert!(rel(&g, &g_ref) <= 1e-12, "{tag}: {}", rel(&g, &g_ref));
+                    // Twice: the buffers are reused.
+                    let l2 = e64.loss_and_grad(&theta, &mut g);
+                    assert_eq!(l, l2, "{tag}");
+                    assert!(rel(&g, &g_ref) <= 1e-12, "{tag}");
+
+                    let mut e32 = engine_for::<f32>(&model, &data, loss, &theta).expect(&tag);
+                    let th32: Vec<f32> = convert(&theta);
+                    let mut g32 = vec![0.0f32; model.p()];
+                    let l32 = e32.loss_and_grad(&th32, &mut g32);
+                    let g32: Vec<f64> = g32.iter().map(|&v| v as f64).collect();
+                    assert!((l32 - l_ref).abs() <= 1e-4 * l_ref.abs(), "{tag}: {l32}");
+                    assert!(rel(&g32, &g_ref) <= 1e-4, "{tag}: {}", rel(&g32, &g_ref));
+                }
+            }
+        }
+    }
+}
+
+fn opts(precision: Precision, track_kinks: bool) -> GdOptions {
+    GdOptions {
+        lr: 0.05,
+        epochs: 25,
+        loss: LossKind::Mse,
+        track_kinks,
+        precision,
+    }
+}
+
+/// (θ after GD, loss series, kink summary) on the engine (`general` false) or the general path.
+fn trajectory(
+    model: &Model,
+    data: &Dataset,
+    o: &GdOptions,
+    general: bool,
+) -> (Vec<f64>, Vec<f64>, crate::kinks::KinkSummary) {
+    let mut theta = theta_for(model, 3);
+    let mut losses = Vec::new();
+    let obs = |r: &crate::train::EpochRecord, _: &[f64]| {
+        losses.push(r.loss);
+        Control::Continue
+    };
+    let out = if general {
+        gradient_descent_general(model, data, &mut theta, o, &mut GdState::default(), obs)
+    } else {
+        gradient_descent(model, data, &mut theta, o, obs)
+    }
+    .unwrap();
+    (theta, losses, out.kinks)
+}
+
+#[test]
+fn gd_trajectories_match_the_general_path() {
+    for which in ["dnn", "resnet", "gcn"] {
+        for act in [Activation::leaky_relu(), Activation::Prelu { init: 0.25 }] {
+            let (model, data) = case(which, 1, &act);
+            let o = opts(Precision::F64, true);
+            let (t_ref, l_ref, k_ref) = trajectory(&model, &data, &o, true);
+            let (t, l, k) = trajectory(&model, &data, &o, false);
+            assert!(
+                rel(&t, &t_ref) <= 1e-11,
+                "{which} {act}: {}",
+                rel(&t, &t_ref)
+            );
+            assert!(rel(&l, &l_ref) <= 1e-11, "{which} {act}");
+            assert_eq!(k, k_ref, "{which} {act}");
+            assert!(l.last() < l.first(), "{which}: the loss decreases");
+            let (t32, l32, _) = trajectory(&model, &data, &opts(Precision::F32, true), false);
+            assert!(
+                rel(&t32, &t_ref) <= 1e-4,
+                "{which} {act}: {}",
+                rel(&t32, &t_ref)
+            );
+            assert!(rel(&l32, &l_ref) <= 1e-4, "{which} {act}");
+        }
+    }
+}
+
+#[test]
+fn f32_pause_and_resume_is_bit_identical() {
+    let (model, data) = case("dnn", 0, &Activation::leaky_relu());
+    let o = opts(Precision::F32, true);
+    let (t_ref, l_ref, _) = trajectory(&model, &data, &o, false);
+    let mut theta = theta_for(&model, 3);
+    let mut state = GdState::default();
+    let mut losses = Vec::new();
+    let first =
+        crate::train::gradient_descent_from(&model, &data, &mut theta, &o, &mut state, |r, _| {
+            losses.push(r.loss);
+            if r.epoch == 10 {
+                Control::Pause
+            } else {
+                Control::Continue
+            }
+        })
+        .unwrap();
+    assert!(first.paused);
+    crate::train::gradient_descent_from(&model, &data, &mut theta, &o, &mut state, |r, _| {
+        losses.push(r.loss);
+        Control::Continue
+    })
+    .unwrap();
+    assert_eq!(theta, t_ref);
+    assert_eq!(losses, l_ref);
+}
+
+#[test]
+fn unsupported_models_fall_back_or_refuse_f32() {
+    let act = Activation::leaky_relu();
+    // A GCN whose data carry no graph, or another graph: the general path (f64) is used.
+    let (model, mut data) = case("gcn", 0, &act);
+    let theta = theta_for(&model, 0);
+    data.graph = Some(Graph::knn(&data.x, 5).unwrap());
+    assert!(engine_for::<f64>(&model, &data, LossKind::Mse, &theta).is_none());
+    let (t_ref, _, _) = trajectory(&model, &data, &opts(Precision::F64, false), true);
+    let (t, _, _) = trajectory(&model, &data, &opts(Precision::F64, false), false);
+    assert_eq!(t, t_ref);
+    // f32 on a model the engine does not compile: a clear error.
+    let shape = crate::layers::ImageShape::new(1, 4, 4);
+    let cnn = presets::cnn(shape, &[2], 3, 2, &act);
+    let data = Dataset::images(6, 1, 4, 4, 2, 0);
+    let mut theta = init_params(&cnn.param_specs(), &InitScheme::Torch, 0);
+    let err = gradient_descent(
+        &cnn,
+        &data,
+        &mut theta,
+        &opts(Precision::F32, false),
+        |_, _| Control::Continue,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("train.precision") && err.contains("dnn, resnet, gcn"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reproduce_precision_applies_to_engine_presets_only() {
+    use crate::experiment::{ablation, set_precision, Scale};
+    let mut a = vec![
+        ablation("dnn", Scale::Quick, 1).unwrap(),
+        ablation("cnn", Scale::Quick, 1).unwrap(),
+    ];
+    set_precision(&mut a, Precision::F32);
+    assert!(a[0]
+        .runs
+        .iter()
+        .all(|r| r.config.train.precision == Precision::F32));
+    assert!(a[1]
+        .runs
+        .iter()
+        .all(|r| r.config.train.precision == Precision::F64));
+}
