@@ -105,6 +105,8 @@ impl<'s, 'a> Solver<'s, 'a> {
         let mut buf = vec![0.0; st.y_new.len()];
         let mut field = vec![0.0; st.y_new.len()];
         let mut shrink_fails = 0;
+        // The step's end θ₁ was the last point evaluated.
+        let mut last_at_b = true;
         for _ in 0..80 {
             let width = b - a;
             let small_phi = viol.iter().all(|&(_, p)| p.abs() < 1e-12);
@@ -137,6 +139,7 @@ impl<'s, 'a> Solver<'s, 'a> {
                 self.sys.forward_z(&buf)?;
             }
             let now = self.violations(use_field);
+            last_at_b = !now.is_empty();
             if now.is_empty() {
                 for (e, p) in phi_a.iter_mut() {
                     *p = self.phi(*e);
@@ -156,8 +159,10 @@ impl<'s, 'a> Solver<'s, 'a> {
                 shrink_fails = 0;
             }
         }
-        // Leave the system evaluated at θ_b (the switch logic reads z there).
-        self.sys.evaluate(&theta_b, &mut field)?;
+        // Leave the pre-activations at θ_b in `last` (the switch reads them there).
+        if !last_at_b {
+            self.sys.forward_z(&theta_b)?;
+        }
         Ok((b, theta_b))
     }
 
@@ -165,7 +170,8 @@ impl<'s, 'a> Solver<'s, 'a> {
     /// the field at θ under the new pattern.
     pub(super) fn switch(&mut self, theta: &mut [f64], t: f64) -> Result<Vec<f64>> {
         let p = theta.len();
-        let viol = self.violations(true);
+        // Arrivals only: pinned entries are classified by `settle`.
+        let viol = self.violations(false);
         let mut fresh: BTreeMap<usize, Dir> = BTreeMap::new();
         for &(e, _) in &viol {
             if self.sys.pinned.binary_search(&e).is_ok() {
@@ -253,7 +259,9 @@ impl<'s, 'a> Solver<'s, 'a> {
         // classification uses cotangents evaluated with them (a second evaluation).
         for _ in 0..64 {
             self.sys.evaluate(theta, f)?;
-            self.sys.evaluate(theta, f)?;
+            if self.sys.last.slopes_updated {
+                self.sys.evaluate(theta, f)?;
+            }
             let mut leaving = Vec::new();
             for (j, &e) in self.sys.pinned.iter().enumerate() {
                 let (l, r) = (self.sys.last.zdot_left[j], self.sys.last.zdot_right[j]);

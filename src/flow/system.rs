@@ -72,6 +72,8 @@ pub struct LastEval {
     pub zdot_right: Vec<f64>,
     /// Per pinned entry: effective slope s_j of the Filippov field.
     pub slopes: Vec<f64>,
+    /// True when this evaluation changed the slopes pinned entries are evaluated with.
+    pub slopes_updated: bool,
     /// Rows ∇z_j and G⁻¹ at the last evaluation (for the drift projection).
     rows: Vec<Vec<f64>>,
     g_inv: Vec<f64>,
@@ -252,6 +254,13 @@ impl<'a> KinkSystem<'a> {
         self.layers[self.layer_of(e)].knots[k]
     }
 
+    /// (activation layer, sample) of global entry e.
+    fn entry_place(&self, e: usize) -> (usize, usize) {
+        let li = self.layer_of(e);
+        let l = &self.layers[li];
+        (li, (e - l.offset) / l.layer.dim)
+    }
+
     /// Number of training samples.
     pub fn samples(&self) -> usize {
         self.data.n()
@@ -327,6 +336,7 @@ impl<'a> KinkSystem<'a> {
                 *o = -g;
             }
             self.last.field_norm = norm(&self.grad);
+            self.last.slopes_updated = false;
             self.last.zdot_left.clear();
             self.last.zdot_right.clear();
             self.last.slopes.clear();
@@ -353,6 +363,7 @@ impl<'a> KinkSystem<'a> {
         self.last.zdot_right.clear();
         self.last.slopes.clear();
         let mut changed = false;
+        let mut upstream_affected = false;
         for (j, &e) in self.pinned.iter().enumerate() {
             let (dl, dr) = self.one_sided_slopes(e);
             let s0 = self.pin_slopes.get(&e).copied().unwrap_or(0.5 * (dl + dr));
@@ -368,13 +379,22 @@ impl<'a> KinkSystem<'a> {
             };
             self.last.slopes.push(slope);
             if slope.is_finite() {
+                // Re-install only for a material change: the slope enters the cotangents c of
+                // other pinned entries (their classification), never the field itself.
                 let clamped = slope.clamp(dl.min(dr), dl.max(dr));
-                if clamped != s0 {
+                if (clamped - s0).abs() > 1e-6 * (dr - dl).abs().max(f64::MIN_POSITIVE) {
                     self.pin_slopes.insert(e, clamped);
                     changed = true;
+                    // Only pinned entries upstream of e in the same sample see its slope.
+                    let (le, se) = self.entry_place(e);
+                    upstream_affected |= self
+                        .pinned
+                        .iter()
+                        .any(|&o| self.entry_place(o).1 == se && self.entry_place(o).0 < le);
                 }
             }
         }
+        self.last.slopes_updated = upstream_affected;
         if changed {
             self.install();
         }
