@@ -35,6 +35,9 @@ pub struct KinkSummary {
     pub longest_chatter: u64,
     /// Steps with at least one chattering pre-activation.
     pub steps_with_chattering: u64,
+    /// Finished runs of ≥ 3 consecutive flips of one pre-activation (sliding-like intervals).
+    #[serde(default)]
+    pub chatter_runs: u64,
 }
 
 /// Per-pre-activation state between steps (serialisable, so a paused run resumes exactly).
@@ -45,9 +48,19 @@ pub struct KinkTracker {
     flips: Vec<u64>,
     streak: Vec<u64>,
     summary: KinkSummary,
+    /// Steps observed so far (the index of the next step).
+    #[serde(default)]
+    steps: u64,
+    /// Chattering runs of at least [`MIN_CHATTER_RUN`] consecutive flips: (entry, first step,
+    /// step after the last flip) — GD's discrete trace of a sliding interval. The first 10,000.
+    #[serde(default)]
+    chatter_runs: Vec<(usize, u64, u64)>,
     #[serde(skip)]
     scratch: Vec<u16>,
 }
+
+/// Shortest run of consecutive flips recorded as a chattering (sliding-like) interval.
+pub const MIN_CHATTER_RUN: u64 = 3;
 
 impl KinkTracker {
     pub fn new() -> Self {
@@ -110,6 +123,13 @@ impl KinkTracker {
                         self.summary.longest_chatter =
                             self.summary.longest_chatter.max(self.streak[k]);
                     } else {
+                        let run = self.streak[k];
+                        if run >= MIN_CHATTER_RUN {
+                            self.summary.chatter_runs += 1;
+                            if self.chatter_runs.len() < 10_000 {
+                                self.chatter_runs.push((k, self.steps - run, self.steps));
+                            }
+                        }
                         self.streak[k] = 0;
                     }
                     self.flipped_last[k] = flipped;
@@ -119,7 +139,20 @@ impl KinkTracker {
             self.summary.steps_with_chattering += (step.chattering > 0) as u64;
         }
         self.scratch = std::mem::replace(&mut self.pieces, cur);
+        self.steps += 1;
         step
+    }
+
+    /// The recorded chattering runs (entry, first step, end step), plus the runs still going
+    /// (ending at the current step).
+    pub fn chatter_runs(&self) -> Vec<(usize, u64, u64)> {
+        let mut out = self.chatter_runs.clone();
+        for (k, &run) in self.streak.iter().enumerate() {
+            if run >= MIN_CHATTER_RUN && out.len() < 10_000 {
+                out.push((k, self.steps - run, self.steps));
+            }
+        }
+        out
     }
 
     pub fn summary(&self) -> KinkSummary {
@@ -128,5 +161,37 @@ impl KinkTracker {
         s.units_over_100_flips = self.flips.iter().filter(|&&f| f > 100).count();
         s.max_flips = self.flips.iter().copied().max().unwrap_or(0);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entry 1 flips on steps 1–4 and then stays (one run of four flips: steps [1, 5)); entry 0
+    /// flips twice in a row only (too short); entry 2 flips on steps 3–5 and is still going.
+    #[test]
+    fn chatter_runs_by_hand() {
+        let seq: [[u16; 3]; 6] = [
+            [0, 0, 0],
+            [1, 1, 0],
+            [0, 0, 0],
+            [0, 1, 1],
+            [0, 0, 0],
+            [0, 0, 1],
+        ];
+        let mut tr = KinkTracker::new();
+        for s in seq {
+            tr.observe_pieces(|cur| cur.extend_from_slice(&s));
+        }
+        let mut tr2 = tr.clone();
+        tr2.observe_pieces(|cur| cur.extend_from_slice(&[0, 0, 1]));
+        // After six steps: entry 1's run [1, 5) is finished, entry 2's [3, 6) is still going.
+        assert_eq!(tr.chatter_runs(), vec![(1, 1, 5), (2, 3, 6)]);
+        assert_eq!(tr.summary().chatter_runs, 1);
+        // One more step without a flip ends entry 2's run at 6.
+        assert_eq!(tr2.chatter_runs(), vec![(1, 1, 5), (2, 3, 6)]);
+        assert_eq!(tr2.summary().chatter_runs, 2);
+        assert_eq!(tr.summary().longest_chatter, 4);
     }
 }

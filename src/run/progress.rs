@@ -266,6 +266,12 @@ pub(super) fn write_run(
         outcome.as_ref().map(|o| o.last_epoch),
         &gd_state,
     );
+    // GD's discrete trace of sliding: runs of consecutive flips, in flow time.
+    let mut sliding = CsvWriter::create(&dir.join("sliding.csv"), &["entry", "start", "end"])?;
+    for (k, a, b) in gd_state.tracker.chatter_runs() {
+        sliding.row(&[k as f64, a as f64 * gd.lr, b as f64 * gd.lr])?;
+    }
+    sliding.flush()?;
     match status {
         Status::Completed => {
             params::save(&dir.join("params_final.safetensors"), &specs, &theta, &md)?;
