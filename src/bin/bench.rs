@@ -103,9 +103,27 @@ fn main() {
         lmax_resnet_paper();
         return;
     }
+    if what == "eig" {
+        let n: usize = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(500);
+        let data = Dataset::ball(n, 100, 10, 0);
+        let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
+        let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        let (h, _) = ntk::gram(&model, &theta, &data.x);
+        let t = Instant::now();
+        let e = ntk::full_spectrum(&h);
+        println!("eig {:.1}s", t.elapsed().as_secs_f64());
+        println!("bottom {:?}", &e[..60]);
+        println!("top {:?}", &e[e.len() - 20..]);
+        return;
+    }
     if what == "phases" {
-        phases(500);
-        phases(1000);
+        let n = std::env::args().nth(4).and_then(|a| a.parse().ok());
+        for n in n.map_or(vec![500, 1000], |n| vec![n]) {
+            phases(n);
+        }
         return;
     }
     println!("| case | nm | p | Gram s | Gram+λ s | λ_min | λ_max | route | peak RSS MB |");
@@ -121,38 +139,76 @@ fn main() {
     }
 }
 
-/// Phase timings of the dense λ route (for profiling).
-#[allow(dead_code)]
+/// Phase timings of the dense λ route as `ntk_spectrum` runs it (for profiling): Gram, λ_max by
+/// block Krylov on H, Cholesky in place, λ_min by block Krylov on H⁻¹, the residual check.
+/// Optional block sizes: `bench phases [block_top] [block_min]`.
 pub fn phases(n: usize) {
+    use faer::{MatMut, MatRef};
+    let arg = |i: usize, d: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(d)
+    };
+    let (b_top, b_min) = (arg(2, 16), arg(3, 8));
     let data = Dataset::ball(n, 100, 10, 0);
     let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let t_all = Instant::now();
     let t = Instant::now();
-    let (h, _) = ntk::gram(&model, &theta, &data.x);
-    println!("gram {:.2}s", t.elapsed().as_secs_f64());
+    let (mut h, _) = ntk::gram(&model, &theta, &data.x);
+    let dim = h.nrows();
+    let gram_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut apply_h = |v: &Mat<f64>| &h * v;
+    let mut apply_h = |v: MatRef<'_, f64>, out: MatMut<'_, f64>| {
+        matmul(
+            out,
+            Accum::Replace,
+            h.as_ref(),
+            v,
+            1.0,
+            gradflow::batch::par(),
+        )
+    };
     let top =
-        gradflow::ntk::block_krylov::block_krylov_top(h.nrows(), &mut apply_h, 8, 100, 1e-10, 11);
-    println!(
-        "lambda_max {:.2}s passes {} res {:.1e}",
-        t.elapsed().as_secs_f64(),
-        top.passes,
-        top.residual
-    );
+        gradflow::ntk::block_krylov::block_krylov_top(dim, &mut apply_h, b_top, 100, 1e-10, 11);
+    let top_s = t.elapsed().as_secs_f64();
+    let diag: Vec<f64> = (0..dim).map(|i| h[(i, i)]).collect();
     let t = Instant::now();
-    let llt = h.llt(faer::Side::Lower).unwrap();
-    println!("cholesky {:.2}s", t.elapsed().as_secs_f64());
+    assert!(ntk::spectrum::cholesky_lower_in_place(h.as_mut()));
+    let chol_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    use faer::linalg::solvers::Solve;
-    let mut apply_inv = |v: &Mat<f64>| llt.solve(v);
+    let mut in_solve = 0.0;
+    let mut apply_inv = |v: MatRef<'_, f64>, out: MatMut<'_, f64>| {
+        let t = Instant::now();
+        ntk::spectrum::cholesky_solve(h.as_ref(), v, out);
+        in_solve += t.elapsed().as_secs_f64();
+    };
     let r =
-        gradflow::ntk::block_krylov::block_krylov_top(h.nrows(), &mut apply_inv, 8, 100, 1e-8, 12);
+        gradflow::ntk::block_krylov::block_krylov_top(dim, &mut apply_inv, b_min, 100, 1e-10, 12);
+    let min_s = t.elapsed().as_secs_f64();
+    println!("  (λ_min: {in_solve:.2}s in the solves)");
+    // Residual on the true H: the strict upper triangle still holds H, plus the saved diagonal.
+    let t = Instant::now();
+    let mut full = h.clone();
+    for j in 0..dim {
+        full[(j, j)] = diag[j];
+        for i in j + 1..dim {
+            full[(i, j)] = full[(j, i)];
+        }
+    }
+    let y = Mat::<f64>::from_fn(dim, 1, |i, _| r.vector[i]);
+    let hy = &full * &y;
+    let rq = (y.transpose() * &hy)[(0, 0)];
+    let res = (&hy - &y * faer::Scale(rq)).norm_l2();
+    let check_s = t.elapsed().as_secs_f64();
     println!(
-        "lambda_min {:.2}s passes {} value {:.3e}",
-        t.elapsed().as_secs_f64(),
+        "nm={dim}: gram {gram_s:.2}s | lambda_max {top_s:.2}s ({} passes of {b_top}, {:.6e} ± {:.1e}) | cholesky {chol_s:.2}s | lambda_min {min_s:.2}s ({} passes of {b_min}, {rq:.10e} ± {res:.2e}) | check {check_s:.2}s | sum w/o check {:.2}s",
+        top.passes,
+        top.value,
+        top.residual,
         r.passes,
-        1.0 / r.value
+        t_all.elapsed().as_secs_f64() - check_s
     );
 }
 

@@ -19,7 +19,9 @@ pub mod structured;
 
 pub use gram::{gram, gram_bytes, gram_route, jacobian, GramRoute, NtkOperator};
 pub use matrix_free::{MatrixFreePlan, MatrixFreeResult};
-pub use spectrum::{dense_extremes, full_spectrum, matrix_free_extremes, Extremes};
+pub use spectrum::{
+    dense_extremes, dense_extremes_owned, full_spectrum, matrix_free_extremes, Extremes,
+};
 pub use structured::StructuredNtk;
 
 use crate::batch::Batch;
@@ -114,8 +116,8 @@ pub fn ntk_spectrum(
     };
     if gram_bytes(model, x.n()) <= budget {
         let (h, route) = gram(model, theta, x);
-        let ext = dense_extremes(&h, opts.tol);
         let eig = opts.full_spectrum.then(|| full_spectrum(&h));
+        let ext = dense_extremes_owned(h, opts.tol);
         return Ok(summary(route.name().to_string(), &ext, eig, None, None));
     }
     let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
