@@ -119,6 +119,14 @@ fn main() {
         println!("top {:?}", &e[e.len() - 20..]);
         return;
     }
+    if what == "gram" {
+        let n = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1000);
+        gram_phases(n);
+        return;
+    }
     if what == "phases" {
         let n = std::env::args().nth(4).and_then(|a| a.parse().ok());
         for n in n.map_or(vec![500, 1000], |n| vec![n]) {
@@ -233,4 +241,32 @@ fn lmax_resnet_paper() {
             dim as f64 / r.value
         );
     }
+}
+
+/// Where the structured Gram's time goes: evaluation, allocation, the layers' reverse pass, the
+/// mirror of the lower triangle.
+fn gram_phases(n: usize) {
+    let data = Dataset::ball(n, 100, 10, 0);
+    let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
+    let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let m = 10;
+    let t = Instant::now();
+    let ev = model.evaluate(&theta, &data.x);
+    let mut y_bar = gradflow::Batch::zeros(m, n * m);
+    for i in 0..n {
+        for a in 0..m {
+            y_bar.col_mut(i * m + a)[a] = 1.0;
+        }
+    }
+    let t_eval = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut h = Mat::<f64>::zeros(n * m, n * m);
+    let t_alloc = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    model.vjp_gram(&theta, &data.x, &ev, &y_bar, m, &mut h);
+    let t_vjp = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    ntk::gram::mirror_lower(&mut h);
+    let t_mirror = t.elapsed().as_secs_f64();
+    println!("gram nm={}: eval {t_eval:.3}s alloc {t_alloc:.3}s vjp_gram {t_vjp:.3}s mirror {t_mirror:.3}s", n * m);
 }
