@@ -15,7 +15,7 @@
 use crate::batch::par;
 use crate::rng::{stream, Stream};
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef};
+use faer::{Accum, Col, Mat, MatMut, MatRef};
 use rand_distr::{Distribution, StandardNormal};
 
 #[derive(Clone, Debug)]
@@ -73,6 +73,64 @@ pub fn block_krylov_top(
     tol: f64,
     seed: u64,
 ) -> TopEigenpair {
+    block_krylov(dim, apply, block, max_passes, tol, seed, false)
+}
+
+/// The smallest eigenpair of a positive definite H given only `apply_inv` (out = H⁻¹ W): block
+/// Krylov on H⁻¹, with every Ritz vector y *polished* by one more application that is already
+/// at hand, z = H⁻¹y/‖H⁻¹y‖ (the column A V s of the basis products). The polish divides each
+/// eigen-component of y by its eigenvalue of H, so the components in H's upper spectrum — which
+/// dominate ‖Hy − ρy‖ although they barely move yᵀH⁻¹y — fall by up to λ_max/λ_min. And since
+/// H z = y/‖H⁻¹y‖ exactly, z's Rayleigh quotient ρ = yᵀH⁻¹y/‖H⁻¹y‖² and H-residual
+/// ‖y − ρ H⁻¹y‖/‖H⁻¹y‖ cost no product by H. Stops when that residual is below `tol`·ρ or when θ
+/// (the Ritz value on H⁻¹) has stopped moving. Returns ρ, z and the residual *estimate* (exact up
+/// to the solves' rounding; callers that state a bound re-measure it with a product by H).
+pub fn block_krylov_bottom_via_inverse(
+    dim: usize,
+    apply_inv: &mut dyn FnMut(MatRef<'_, f64>, MatMut<'_, f64>),
+    block: usize,
+    max_passes: usize,
+    tol: f64,
+    seed: u64,
+) -> TopEigenpair {
+    block_krylov(dim, apply_inv, block, max_passes, tol, seed, true)
+}
+
+/// The Ritz pair for θ (the last eigenvector s of T): plain, (θ, V s, ‖AVs − θVs‖); polished
+/// (`inverse`), (ρ, AVs/‖AVs‖, ‖Vs − ρAVs‖/‖AVs‖) as in [`block_krylov_bottom_via_inverse`].
+fn ritz_pair(
+    t: &Mat<f64>,
+    v: MatRef<'_, f64>,
+    av: MatRef<'_, f64>,
+    theta: f64,
+    inverse: bool,
+) -> (f64, Col<f64>, f64) {
+    let k = t.nrows();
+    let evd = t
+        .self_adjoint_eigen(faer::Side::Lower)
+        .expect("Rayleigh–Ritz eigenproblem");
+    let s = evd.U().col(k - 1).to_owned();
+    let y = v.subcols(0, k) * &s;
+    let ay = av.subcols(0, k) * &s;
+    if !inverse {
+        let residual = (&ay - &y * faer::Scale(theta)).norm_l2();
+        return (theta, y, residual);
+    }
+    let nz = ay.norm_l2();
+    let rho = (y.transpose() * &ay) / (nz * nz);
+    let residual = (&y - &ay * faer::Scale(rho)).norm_l2() / nz;
+    (rho, ay * faer::Scale(1.0 / nz), residual)
+}
+
+fn block_krylov(
+    dim: usize,
+    apply: &mut dyn FnMut(MatRef<'_, f64>, MatMut<'_, f64>),
+    block: usize,
+    max_passes: usize,
+    tol: f64,
+    seed: u64,
+    inverse: bool,
+) -> TopEigenpair {
     let b = block.clamp(1, dim);
     let limit = dim.min(b * max_passes.max(1));
     let mut rng = stream(seed, Stream::Init);
@@ -114,8 +172,8 @@ pub fn block_krylov_top(
         k = kn;
 
         // Rayleigh–Ritz on the whole basis: the eigenvalues every pass, the Ritz vector and its
-        // residual only once θ has nearly settled (the eigenvalue error is about residual²/gap,
-        // so the residual cannot be below tol·θ before then) or at the end.
+        // residual only once θ has nearly settled (the residual cannot be small before) or at
+        // the end.
         let theta = *t
             .self_adjoint_eigenvalues(faer::Side::Lower)
             .expect("Rayleigh–Ritz eigenvalues")
@@ -126,21 +184,11 @@ pub fn block_krylov_top(
         let stalled = change <= 1e-14 * theta.abs();
         let last_pass = passes >= max_passes || k >= dim;
         let mut done = stalled;
-        let ritz_pair = || {
-            let evd = t
-                .self_adjoint_eigen(faer::Side::Lower)
-                .expect("Rayleigh–Ritz eigenproblem");
-            let s = evd.U().col(k - 1).to_owned();
-            let y = v.as_ref().subcols(0, k) * &s;
-            let ay = av.as_ref().subcols(0, k) * &s;
-            let residual = (&ay - &y * faer::Scale(theta)).norm_l2();
-            (y, residual)
-        };
         let mut ritz = None;
-        if change <= 1e-8 * theta.abs() || last_pass {
-            let (y, residual) = ritz_pair();
-            done |= residual <= tol * theta.abs().max(f64::MIN_POSITIVE);
-            ritz = Some((y, residual));
+        if change <= 1e-6 * theta.abs() || last_pass {
+            let pair = ritz_pair(&t, v.as_ref(), av.as_ref(), theta, inverse);
+            done |= pair.2 <= tol * pair.0.abs().max(f64::MIN_POSITIVE);
+            ritz = Some(pair);
         }
         // The next block: A times the last one, orthogonalised (narrower when the space is
         // nearly exhausted).
@@ -154,9 +202,10 @@ pub fn block_krylov_top(
         match next {
             Some(nw) => w = nw,
             None => {
-                let (y, residual) = ritz.unwrap_or_else(ritz_pair);
+                let (value, y, residual) =
+                    ritz.unwrap_or_else(|| ritz_pair(&t, v.as_ref(), av.as_ref(), theta, inverse));
                 return TopEigenpair {
-                    value: theta,
+                    value,
                     vector: (0..dim).map(|i| y[i]).collect(),
                     residual,
                     passes,

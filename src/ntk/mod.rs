@@ -36,9 +36,10 @@ pub struct NtkOptions {
     pub memory_budget_bytes: u64,
     /// Also compute every eigenvalue (dense route only).
     pub full_spectrum: bool,
-    /// Relative tolerance: Lanczos stops when its residual is below tol·|θ|; the preconditioned
-    /// λ_min solve (matrix-free, sample-independent networks) below √tol·θ — its eigenvalue
-    /// error is then of order residual²/gap, far below the residual.
+    /// Relative tolerance: Lanczos and the dense λ_max stop when their residual is below tol·|θ|;
+    /// the λ_min solves (dense: block Krylov on H⁻¹; matrix-free, sample-independent networks:
+    /// preconditioned Davidson) below √tol·θ — the eigenvalue error is then of order
+    /// residual²/gap, far below the residual.
     pub tol: f64,
     /// Most products per Lanczos run (matrix-free).
     pub max_iter: usize,

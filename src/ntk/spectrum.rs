@@ -1,10 +1,12 @@
 //! Eigenvalues of the NTK: λ_min, λ_max, the condition number, the full spectrum on request.
 //!
 //! Dense H (fits the memory budget):
-//! - extremes: block Krylov on H finds λ_max; a Cholesky factorisation H = LLᵀ (n³/3 flops)
-//!   proves H positive definite, then block Krylov on H⁻¹ (triangular solves with 8 right-hand
-//!   sides per pass) finds 1/λ_min in a few passes. If Cholesky fails, H is singular to working precision and the full
-//!   symmetric eigen-decomposition gives λ_min (≈ 0, possibly slightly negative from rounding).
+//! - extremes: block Krylov on H finds λ_max; a Cholesky factorisation H = LLᵀ (n³/3 flops, in
+//!   place: no copy of H) proves H positive definite, then block Krylov on H⁻¹ (triangular solves
+//!   with 8 right-hand sides per pass, Ritz vectors polished by one more H⁻¹) finds λ_min, and a
+//!   product by H (kept in the upper triangle) measures its residual. If Cholesky fails, H is
+//!   singular to working precision and the full symmetric eigen-decomposition gives λ_min (≈ 0,
+//!   possibly slightly negative from rounding).
 //! - full: faer's symmetric eigensolver.
 //!
 //! Matrix-free (past the budget): Lanczos on v ↦ J(Jᵀv) ([`matrix_free_extremes`], see
@@ -12,7 +14,7 @@
 //! others, see [`super::matrix_free`].
 //! Every route reports a residual-based accuracy for λ_min.
 
-use super::block_krylov::block_krylov_top;
+use super::block_krylov::{block_krylov_bottom_via_inverse, block_krylov_top};
 use super::lanczos::lanczos;
 use faer::{Accum, Mat, MatMut, MatRef};
 use serde::Serialize;
@@ -198,9 +200,12 @@ pub fn dense_extremes(h: &Mat<f64>, tol: f64) -> Extremes {
 /// λ_min and λ_max of a dense symmetric positive semi-definite matrix, consuming it (no copy of
 /// the matrix is made: at nm = 10⁴ it is 800 MB).
 ///
-/// λ_max by block Krylov on H; then a Cholesky factorisation H = LLᵀ in place on the lower
-/// triangle, the diagonal saved, the strict upper triangle still holding H. If it succeeds, block
-/// Krylov on H⁻¹ (triangular solves with blocks of right-hand sides) gives 1/λ_min; if it fails, H
+/// λ_max by block Krylov on H (residual below `tol`·λ_max); then a Cholesky factorisation
+/// H = LLᵀ in place on the lower triangle, the diagonal saved, the strict upper triangle still
+/// holding H. If it succeeds, block Krylov on H⁻¹ (triangular solves with blocks of right-hand
+/// sides) with polished Ritz vectors (see [`block_krylov_bottom_via_inverse`]) gives λ_min, run
+/// until the residual is below √`tol`·λ_min (the eigenvalue error is then of order
+/// residual²/gap, far below the residual; the matrix-free route uses the same rule); if it fails, H
 /// is singular to working precision, the lower triangle is restored and λ_min comes from the full
 /// eigensolver (n ≤ 4000) or from block Krylov on σI − H. Every λ_min carries the residual of its
 /// Ritz vector, measured with a product by H (from the upper triangle and the saved diagonal).
@@ -213,7 +218,7 @@ pub fn dense_extremes_owned(mut h: Mat<f64>, tol: f64) -> Extremes {
     if cholesky_lower_in_place(h.as_mut()) {
         let mut apply_inv =
             |v: MatRef<'_, f64>, out: MatMut<'_, f64>| cholesky_solve(h.as_ref(), v, out);
-        let r = block_krylov_top(n, &mut apply_inv, BLOCK_MIN, 100, tol, 12);
+        let r = block_krylov_bottom_via_inverse(n, &mut apply_inv, BLOCK_MIN, 100, tol.sqrt(), 12);
         if r.value > 0.0 {
             let y = MatRef::from_column_major_slice(&r.vector, n, 1);
             let mut hy = Mat::<f64>::zeros(n, 1);
