@@ -266,7 +266,7 @@ fn gram_phases(n: usize) {
     }
     let t_eval = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut h = Mat::<f64>::zeros(n * m, n * m);
+    let mut h = ntk::gram::zeros_parallel(n * m);
     let t_alloc = t.elapsed().as_secs_f64();
     let t = Instant::now();
     model.vjp_gram(&theta, &data.x, &ev, &y_bar, m, &mut h);
