@@ -74,9 +74,14 @@ const DENSE_EIG_MAX: usize = 4000;
 /// trailing updates compute-bound at nm ≈ 10⁴).
 const CHOLESKY_BLOCK: usize = 256;
 
-/// out = H W (or, with `Side::Upper`, the same H held as its strict upper triangle plus the
-/// diagonal `diag`, as after an in-place Cholesky of the lower triangle).
-fn product(h: MatRef<'_, f64>, diag: Option<&[f64]>, w: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
+/// out = H W, with H the full matrix `h` (`diag` None) or H held as the strict upper triangle of
+/// `h` plus `diag` (as after [`cholesky_lower_in_place`]): two triangular products then.
+pub fn product(
+    h: MatRef<'_, f64>,
+    diag: Option<&[f64]>,
+    w: MatRef<'_, f64>,
+    mut out: MatMut<'_, f64>,
+) {
     use faer::linalg::matmul::triangular::{matmul as tri, BlockStructure as B};
     let Some(diag) = diag else {
         faer::linalg::matmul::matmul(out, Accum::Replace, h, w, 1.0, crate::batch::par());
@@ -118,14 +123,19 @@ fn product(h: MatRef<'_, f64>, diag: Option<&[f64]>, w: MatRef<'_, f64>, mut out
 /// a triangular solve, the trailing lower triangle updated by one product. False when a pivot is
 /// not positive (H not positive definite to working precision); `h`'s lower triangle is then
 /// partly overwritten.
-pub fn cholesky_lower_in_place(mut h: MatMut<'_, f64>) -> bool {
+pub fn cholesky_lower_in_place(h: MatMut<'_, f64>) -> bool {
+    cholesky_lower_in_place_blocked(h, CHOLESKY_BLOCK)
+}
+
+/// [`cholesky_lower_in_place`] with column blocks of `block` (for tuning).
+pub fn cholesky_lower_in_place_blocked(mut h: MatMut<'_, f64>, block: usize) -> bool {
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::linalg::cholesky::llt::factor::{self, LltParams, LltRegularization};
     use faer::linalg::matmul::triangular::{matmul as tri, BlockStructure as B};
     let n = h.nrows();
     let par = crate::batch::par();
     let params: LltParams = faer::Auto::<f64>::auto();
-    let nb0 = CHOLESKY_BLOCK.min(n.max(1));
+    let nb0 = block.clamp(1, n.max(1));
     let mut mem = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(
         nb0,
         par,
