@@ -2,7 +2,10 @@
 //! machine's own matrix-product peak measured in the same process, so numbers compare across
 //! machines. Results go to stdout as Markdown table rows for BENCHMARKS.md.
 //!
-//! Usage: `cargo run --release --bin bench -- [ntk|ntk-paper|peak|all]`
+//! Usage: `cargo run --release --bin bench -- [ntk|ntk-paper|peak|all]`; for profiling also
+//! `phases [block_top block_min [n]]` (the dense λ route phase by phase, n = 500 and 1000 by
+//! default; `CHOLESKY_BLOCK=…` overrides the Cholesky column block), `gram [n]` (the structured
+//! Gram's parts) and `lmax` (λ_max of the paper-scale ResNets).
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
@@ -117,6 +120,14 @@ fn main() {
         println!("eig {:.1}s", t.elapsed().as_secs_f64());
         println!("bottom {:?}", &e[..60]);
         println!("top {:?}", &e[e.len() - 20..]);
+        return;
+    }
+    if what == "chol-ab" {
+        let n = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1000);
+        cholesky_ab(n);
         return;
     }
     if what == "gram" {
@@ -277,4 +288,45 @@ fn gram_phases(n: usize) {
     ntk::gram::mirror_lower(&mut h);
     let t_mirror = t.elapsed().as_secs_f64();
     println!("gram nm={}: eval {t_eval:.3}s alloc {t_alloc:.3}s vjp_gram {t_vjp:.3}s mirror {t_mirror:.3}s", n * m);
+}
+
+/// A/B in one process: faer's own in-place Cholesky (block 256, clobbers the upper triangle)
+/// against [`ntk::spectrum::cholesky_lower_in_place`] (keeps it), alternated on copies of H.
+fn cholesky_ab(n: usize) {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt::factor::{self, LltParams, LltRegularization};
+    let data = Dataset::ball(n, 100, 10, 0);
+    let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
+    let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let (h, _) = ntk::gram(&model, &theta, &data.x);
+    let dim = h.nrows();
+    let mut w = h.clone();
+    for round in 0..2 {
+        w.copy_from(&h);
+        let par = gradflow::batch::par();
+        let params = LltParams {
+            block_size: 256,
+            ..faer::Auto::<f64>::auto()
+        };
+        let mut mem = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(
+            dim,
+            par,
+            params.into(),
+        ));
+        let t = Instant::now();
+        let ok = factor::cholesky_in_place(
+            w.as_mut(),
+            LltRegularization::default(),
+            par,
+            MemStack::new(&mut mem),
+            params.into(),
+        )
+        .is_ok();
+        let faer_s = t.elapsed().as_secs_f64();
+        w.copy_from(&h);
+        let t = Instant::now();
+        let ok2 = ntk::spectrum::cholesky_lower_in_place(w.as_mut());
+        let ours_s = t.elapsed().as_secs_f64();
+        println!("round {round}: faer in place {faer_s:.2}s ({ok}), ours {ours_s:.2}s ({ok2})");
+    }
 }
