@@ -97,6 +97,61 @@ fn gram_matches_explicit_and_finite_difference_jacobians() {
     }
 }
 
+/// Large enough that the structured pass runs several 256-column tiles, with a tile edge that
+/// cuts through a sample's m rows (nm = 3·130 = 390), against the per-output vjp route; and the
+/// dense λ route (in-place Cholesky, block Krylov) against the full eigensolver.
+#[test]
+fn structured_gram_across_tiles_and_dense_extremes() {
+    let data = Dataset::ball(130, 4, 3, 8);
+    let act = Activation::leaky_relu();
+    for model in [
+        presets::dnn(4, &[40, 30], 3, &act),
+        presets::resnet(4, 2, 3, &act),
+    ] {
+        let theta = setup(&model, 3);
+        let (h, route) = ntk::gram(&model, &theta, &data.x);
+        assert_eq!(route, ntk::GramRoute::Structured);
+        let h_vjp = jjt(&ntk::jacobian(&model, &theta, &data.x));
+        let scale = max_abs(&h_vjp);
+        assert!(
+            max_abs_diff(&h, &h_vjp) <= 1e-12 * scale,
+            "{}: gram vs per-output vjp",
+            model.preset
+        );
+        let eig = ntk::full_spectrum(&h);
+        let ext = ntk::dense_extremes_owned(h, 1e-10);
+        // dnn: p = 1,523 ≥ nm, positive definite; resnet: p = 55 < nm, singular, so the failed
+        // Cholesky must hand a restored H to the dense eigensolver.
+        let want = if model.p() >= 390 {
+            "cholesky+block-krylov"
+        } else {
+            "dense-eig"
+        };
+        assert_eq!(ext.method, want, "{}", model.preset);
+        if ext.method == "cholesky+block-krylov" {
+            // The reported accuracy is a true bound, and the value is the smallest eigenvalue.
+            assert!(
+                (ext.lambda_min - eig[0]).abs() <= ext.lambda_min_accuracy * (1.0 + 1e-9) + 1e-14,
+                "{}: λ_min {} vs {} ± {}",
+                model.preset,
+                ext.lambda_min,
+                eig[0],
+                ext.lambda_min_accuracy
+            );
+            assert!((ext.lambda_min - eig[0]).abs() <= 1e-8 * eig[0]);
+        }
+        let top = *eig.last().unwrap();
+        assert!(
+            (ext.lambda_max - top).abs() <= 1e-9 * top,
+            "{}: λ_max",
+            model.preset
+        );
+        if ext.method == "dense-eig" {
+            assert!((ext.lambda_min - eig[0]).abs() <= 1e-12 * top);
+        }
+    }
+}
+
 #[test]
 fn structured_route_is_taken_for_sample_independent_networks() {
     let data = Dataset::ball(5, 3, 2, 1);

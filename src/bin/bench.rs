@@ -2,7 +2,10 @@
 //! machine's own matrix-product peak measured in the same process, so numbers compare across
 //! machines. Results go to stdout as Markdown table rows for BENCHMARKS.md.
 //!
-//! Usage: `cargo run --release --bin bench -- [ntk|ntk-paper|peak|all]`
+//! Usage: `cargo run --release --bin bench -- [ntk|ntk-paper|peak|all]`; for profiling also
+//! `phases [block_top block_min [n]]` (the dense λ route phase by phase, n = 500 and 1000 by
+//! default; `CHOLESKY_BLOCK=…` overrides the Cholesky column block), `gram [n]` (the structured
+//! Gram's parts) and `lmax` (λ_max of the paper-scale ResNets).
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
@@ -103,9 +106,43 @@ fn main() {
         lmax_resnet_paper();
         return;
     }
+    if what == "eig" {
+        let n: usize = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(500);
+        let data = Dataset::ball(n, 100, 10, 0);
+        let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
+        let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        let (h, _) = ntk::gram(&model, &theta, &data.x);
+        let t = Instant::now();
+        let e = ntk::full_spectrum(&h);
+        println!("eig {:.1}s", t.elapsed().as_secs_f64());
+        println!("bottom {:?}", &e[..60]);
+        println!("top {:?}", &e[e.len() - 20..]);
+        return;
+    }
+    if what == "chol-ab" {
+        let n = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1000);
+        cholesky_ab(n);
+        return;
+    }
+    if what == "gram" {
+        let n = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1000);
+        gram_phases(n);
+        return;
+    }
     if what == "phases" {
-        phases(500);
-        phases(1000);
+        let n = std::env::args().nth(4).and_then(|a| a.parse().ok());
+        for n in n.map_or(vec![500, 1000], |n| vec![n]) {
+            phases(n);
+        }
         return;
     }
     println!("| case | nm | p | Gram s | Gram+λ s | λ_min | λ_max | route | peak RSS MB |");
@@ -121,38 +158,84 @@ fn main() {
     }
 }
 
-/// Phase timings of the dense λ route (for profiling).
-#[allow(dead_code)]
+/// Phase timings of the dense λ route as `ntk_spectrum` runs it (for profiling): Gram, λ_max by
+/// block Krylov on H, Cholesky in place, λ_min by block Krylov on H⁻¹, the residual check.
+/// Optional block sizes: `bench phases [block_top] [block_min]`.
 pub fn phases(n: usize) {
+    use faer::{MatMut, MatRef};
+    let arg = |i: usize, d: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(d)
+    };
+    let (b_top, b_min) = (arg(2, 16), arg(3, 8));
     let data = Dataset::ball(n, 100, 10, 0);
     let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let t_all = Instant::now();
     let t = Instant::now();
-    let (h, _) = ntk::gram(&model, &theta, &data.x);
-    println!("gram {:.2}s", t.elapsed().as_secs_f64());
+    let (mut h, _) = ntk::gram(&model, &theta, &data.x);
+    let dim = h.nrows();
+    let gram_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut apply_h = |v: &Mat<f64>| &h * v;
+    let mut apply_h = |v: MatRef<'_, f64>, out: MatMut<'_, f64>| {
+        matmul(
+            out,
+            Accum::Replace,
+            h.as_ref(),
+            v,
+            1.0,
+            gradflow::batch::par(),
+        )
+    };
     let top =
-        gradflow::ntk::block_krylov::block_krylov_top(h.nrows(), &mut apply_h, 8, 100, 1e-10, 11);
-    println!(
-        "lambda_max {:.2}s passes {} res {:.1e}",
-        t.elapsed().as_secs_f64(),
-        top.passes,
-        top.residual
+        gradflow::ntk::block_krylov::block_krylov_top(dim, &mut apply_h, b_top, 100, 1e-10, 11);
+    let top_s = t.elapsed().as_secs_f64();
+    let diag: Vec<f64> = (0..dim).map(|i| h[(i, i)]).collect();
+    let t = Instant::now();
+    let chol_block = std::env::var("CHOLESKY_BLOCK")
+        .ok()
+        .and_then(|b| b.parse().ok());
+    assert!(match chol_block {
+        Some(b) => ntk::spectrum::cholesky_lower_in_place_blocked(h.as_mut(), b),
+        None => ntk::spectrum::cholesky_lower_in_place(h.as_mut()),
+    });
+    let chol_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut in_solve = 0.0;
+    let mut apply_inv = |v: MatRef<'_, f64>, out: MatMut<'_, f64>| {
+        let t = Instant::now();
+        ntk::spectrum::cholesky_solve(h.as_ref(), v, out);
+        in_solve += t.elapsed().as_secs_f64();
+    };
+    let r = gradflow::ntk::block_krylov::block_krylov_bottom_via_inverse(
+        dim,
+        &mut apply_inv,
+        b_min,
+        100,
+        1e-5,
+        12,
     );
+    let min_s = t.elapsed().as_secs_f64();
+    println!("  (λ_min: {in_solve:.2}s in the solves)");
+    // Residual on the true H: the strict upper triangle still holds H, plus the saved diagonal.
     let t = Instant::now();
-    let llt = h.llt(faer::Side::Lower).unwrap();
-    println!("cholesky {:.2}s", t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    use faer::linalg::solvers::Solve;
-    let mut apply_inv = |v: &Mat<f64>| llt.solve(v);
-    let r =
-        gradflow::ntk::block_krylov::block_krylov_top(h.nrows(), &mut apply_inv, 8, 100, 1e-8, 12);
+    let y = Mat::<f64>::from_fn(dim, 1, |i, _| r.vector[i]);
+    let mut hy = Mat::<f64>::zeros(dim, 1);
+    ntk::spectrum::product(h.as_ref(), Some(&diag), y.as_ref(), hy.as_mut());
+    let rq = (y.transpose() * &hy)[(0, 0)];
+    let res = (&hy - &y * faer::Scale(rq)).norm_l2();
+    let check_s = t.elapsed().as_secs_f64();
+    let total = t_all.elapsed().as_secs_f64();
     println!(
-        "lambda_min {:.2}s passes {} value {:.3e}",
-        t.elapsed().as_secs_f64(),
+        "nm={dim}: gram {gram_s:.2}s | lambda_max {top_s:.2}s ({} passes of {b_top}, {:.6e} ± {:.1e}) | cholesky {chol_s:.2}s | lambda_min {min_s:.2}s ({} passes of {b_min}, {rq:.10e} ± {res:.2e}) | check {check_s:.2}s | total {total:.2}s, H + λ_min {:.2}s | peak RSS {:.0} MB",
+        top.passes,
+        top.value,
+        top.residual,
         r.passes,
-        1.0 / r.value
+        total - top_s,
+        peak_rss_mb()
     );
 }
 
@@ -176,5 +259,74 @@ fn lmax_resnet_paper() {
             t.elapsed().as_secs_f64(),
             dim as f64 / r.value
         );
+    }
+}
+
+/// Where the structured Gram's time goes: evaluation, allocation, the layers' reverse pass, the
+/// mirror of the lower triangle.
+fn gram_phases(n: usize) {
+    let data = Dataset::ball(n, 100, 10, 0);
+    let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
+    let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let m = 10;
+    let t = Instant::now();
+    let ev = model.evaluate(&theta, &data.x);
+    let mut y_bar = gradflow::Batch::zeros(m, n * m);
+    for i in 0..n {
+        for a in 0..m {
+            y_bar.col_mut(i * m + a)[a] = 1.0;
+        }
+    }
+    let t_eval = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut h = ntk::gram::zeros_parallel(n * m);
+    let t_alloc = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    model.vjp_gram(&theta, &data.x, &ev, &y_bar, m, &mut h);
+    let t_vjp = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    ntk::gram::mirror_lower(&mut h);
+    let t_mirror = t.elapsed().as_secs_f64();
+    println!("gram nm={}: eval {t_eval:.3}s alloc {t_alloc:.3}s vjp_gram {t_vjp:.3}s mirror {t_mirror:.3}s", n * m);
+}
+
+/// A/B in one process: faer's own in-place Cholesky (block 256, clobbers the upper triangle)
+/// against [`ntk::spectrum::cholesky_lower_in_place`] (keeps it), alternated on copies of H.
+fn cholesky_ab(n: usize) {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt::factor::{self, LltParams, LltRegularization};
+    let data = Dataset::ball(n, 100, 10, 0);
+    let model = presets::dnn(100, &[200, 200], 10, &Activation::leaky_relu());
+    let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let (h, _) = ntk::gram(&model, &theta, &data.x);
+    let dim = h.nrows();
+    let mut w = h.clone();
+    for round in 0..2 {
+        w.copy_from(&h);
+        let par = gradflow::batch::par();
+        let params = LltParams {
+            block_size: 256,
+            ..faer::Auto::<f64>::auto()
+        };
+        let mut mem = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(
+            dim,
+            par,
+            params.into(),
+        ));
+        let t = Instant::now();
+        let ok = factor::cholesky_in_place(
+            w.as_mut(),
+            LltRegularization::default(),
+            par,
+            MemStack::new(&mut mem),
+            params.into(),
+        )
+        .is_ok();
+        let faer_s = t.elapsed().as_secs_f64();
+        w.copy_from(&h);
+        let t = Instant::now();
+        let ok2 = ntk::spectrum::cholesky_lower_in_place(w.as_mut());
+        let ours_s = t.elapsed().as_secs_f64();
+        println!("round {round}: faer in place {faer_s:.2}s ({ok}), ours {ours_s:.2}s ({ok2})");
     }
 }

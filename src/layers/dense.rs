@@ -6,6 +6,7 @@ use super::{no_tape, Batch, Layer, ParamSpec, Tape};
 use crate::batch::par;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
+use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
 pub struct Dense {
@@ -109,41 +110,68 @@ impl Layer for Dense {
             1.0,
             par(),
         );
-        // Lower triangle only (rows c ≥ the tile's first column): the caller mirrors it.
+        // Lower triangle only (rows c ≥ the tile's first column): the caller mirrors it. Column
+        // tiles run in parallel; within one, each TILE × TILE block of ȲᵀȲ is formed in a small
+        // buffer that stays in cache and applied at once, so H is read and written once per layer.
         const TILE: usize = 256;
-        let mut a = faer::Mat::<f64>::zeros(big_n, TILE);
         let kk = k.as_ref();
-        for c0 in (0..big_n).step_by(TILE) {
-            let t = TILE.min(big_n - c0);
-            let rows = big_n - c0;
-            let mut at = a.as_mut().submatrix_mut(0, 0, rows, t);
-            let yt = y_bar.mat().subcols(c0, t);
-            let yr = y_bar.mat().subcols(c0, rows);
-            matmul(at.as_mut(), Accum::Replace, yr.transpose(), yt, 1.0, par());
-            let at = at.as_ref();
-            for j in 0..t {
-                let cj = c0 + j;
-                let kj = kk
-                    .col(cj / reps)
-                    .try_as_col_major()
-                    .expect("contiguous column")
-                    .as_slice();
-                let src = at
-                    .col(j)
-                    .try_as_col_major()
-                    .expect("contiguous column")
-                    .as_slice();
-                let dst = gram
-                    .as_mut()
-                    .col_mut(cj)
-                    .try_as_col_major_mut()
-                    .expect("contiguous column")
-                    .as_slice_mut();
-                for (r, (d, s)) in dst[c0 + j..].iter_mut().zip(&src[j..]).enumerate() {
-                    *d += s * (kj[(c0 + j + r) / reps] + 1.0);
+        let yb = y_bar.mat();
+        gram.as_mut()
+            .par_col_chunks_mut(TILE)
+            .enumerate()
+            .for_each(|(tile, mut g)| {
+                let c0 = tile * TILE;
+                let t = g.ncols();
+                let mut a = faer::Mat::<f64>::zeros(TILE, t);
+                let yt = yb.subcols(c0, t);
+                for r0 in (c0..big_n).step_by(TILE) {
+                    let rows = TILE.min(big_n - r0);
+                    let mut ab = a.as_mut().subrows_mut(0, rows);
+                    matmul(
+                        ab.as_mut(),
+                        Accum::Replace,
+                        yb.subcols(r0, rows).transpose(),
+                        yt,
+                        1.0,
+                        faer::Par::Seq,
+                    );
+                    for j in 0..t {
+                        let cj = c0 + j;
+                        let kj = kk
+                            .col(cj / reps)
+                            .try_as_col_major()
+                            .expect("contiguous column")
+                            .as_slice();
+                        let src = ab
+                            .as_ref()
+                            .col(j)
+                            .try_as_col_major()
+                            .expect("contiguous column")
+                            .as_slice();
+                        let dst = g
+                            .as_mut()
+                            .col_mut(j)
+                            .subrows_mut(r0, rows)
+                            .try_as_col_major_mut()
+                            .expect("contiguous column")
+                            .as_slice_mut();
+                        // Rows r ≥ cj only, one sample (reps rows) at a time.
+                        let first = cj.max(r0);
+                        let mut r = first;
+                        while r < r0 + rows {
+                            let sample = r / reps;
+                            let end = ((sample + 1) * reps).min(r0 + rows);
+                            let f = kj[sample] + 1.0;
+                            for (d, s) in
+                                dst[r - r0..end - r0].iter_mut().zip(&src[r - r0..end - r0])
+                            {
+                                *d += s * f;
+                            }
+                            r = end;
+                        }
+                    }
                 }
-            }
-        }
+            });
         x_bar
     }
 

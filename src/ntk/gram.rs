@@ -89,9 +89,22 @@ pub fn gram_structured(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
             y_bar.col_mut(i * m + a)[a] = 1.0;
         }
     }
-    let mut h = Mat::<f64>::zeros(n * m, n * m);
+    let mut h = zeros_parallel(n * m);
     model.vjp_gram(theta, x, &ev, &y_bar, m, &mut h);
     mirror_lower(&mut h);
+    h
+}
+
+/// An n × n zero matrix written by all threads (faer's `Mat::zeros` fills it from one thread;
+/// at nm = 10⁴ that is 800 MB of first-touch page faults).
+pub fn zeros_parallel(n: usize) -> Mat<f64> {
+    use rayon::prelude::*;
+    let mut h = Mat::<f64>::with_capacity(n, n);
+    // SAFETY: f64 has no invalid bit patterns and every entry is written below before any read.
+    unsafe { h.set_dims(n, n) };
+    h.as_mut()
+        .par_col_chunks_mut(64)
+        .for_each(|mut c| c.fill(0.0));
     h
 }
 
@@ -151,19 +164,34 @@ impl<'a> NtkOperator<'a> {
     }
 }
 
-/// Copies the lower triangle of h onto the upper one (h[j, i] ← h[i, j] for i > j).
+/// Copies the lower triangle of h onto the upper one (h[j, i] ← h[i, j] for i > j), by 64 × 64
+/// tiles, the destination columns split among the threads.
 pub fn mirror_lower(h: &mut Mat<f64>) {
+    use rayon::prelude::*;
     let n = h.nrows();
     const B: usize = 64;
-    for j0 in (0..n).step_by(B) {
-        for i0 in (j0..n).step_by(B) {
-            for j in j0..(j0 + B).min(n) {
-                for i in i0.max(j + 1)..(i0 + B).min(n) {
-                    h[(j, i)] = h[(i, j)];
+    let cs = h.col_stride() as usize;
+    /// The matrix's base pointer, shared by the threads.
+    #[derive(Clone, Copy)]
+    struct Base(*mut f64);
+    // SAFETY: the threads write disjoint entries (upper triangle, distinct destination columns)
+    // and read only the lower triangle, which nobody writes.
+    unsafe impl Send for Base {}
+    unsafe impl Sync for Base {}
+    let base = Base(h.as_ptr_mut());
+    (0..n.div_ceil(B)).into_par_iter().for_each(|ib| {
+        let p = base;
+        let i0 = ib * B;
+        for j0 in (0..=i0).step_by(B) {
+            for i in i0..(i0 + B).min(n) {
+                for j in j0..(j0 + B).min(i) {
+                    // SAFETY: i, j < n; (j, i) is in column i, owned by this task (i ∈ [i0, i0+B)),
+                    // and (i, j) with i > j is in the lower triangle, only read.
+                    unsafe { *p.0.add(j + i * cs) = *p.0.add(i + j * cs) };
                 }
             }
         }
-    }
+    });
 }
 
 /// Makes h exactly symmetric: h ← (h + hᵀ)/2.

@@ -19,7 +19,9 @@ pub mod structured;
 
 pub use gram::{gram, gram_bytes, gram_route, jacobian, GramRoute, NtkOperator};
 pub use matrix_free::{MatrixFreePlan, MatrixFreeResult};
-pub use spectrum::{dense_extremes, full_spectrum, matrix_free_extremes, Extremes};
+pub use spectrum::{
+    dense_extremes, dense_extremes_owned, full_spectrum, matrix_free_extremes, Extremes,
+};
 pub use structured::StructuredNtk;
 
 use crate::batch::Batch;
@@ -34,9 +36,10 @@ pub struct NtkOptions {
     pub memory_budget_bytes: u64,
     /// Also compute every eigenvalue (dense route only).
     pub full_spectrum: bool,
-    /// Relative tolerance: Lanczos stops when its residual is below tol·|θ|; the preconditioned
-    /// λ_min solve (matrix-free, sample-independent networks) below √tol·θ — its eigenvalue
-    /// error is then of order residual²/gap, far below the residual.
+    /// Relative tolerance: Lanczos and the dense λ_max stop when their residual is below tol·|θ|;
+    /// the λ_min solves (dense: block Krylov on H⁻¹; matrix-free, sample-independent networks:
+    /// preconditioned Davidson) below √tol·θ — the eigenvalue error is then of order
+    /// residual²/gap, far below the residual.
     pub tol: f64,
     /// Most products per Lanczos run (matrix-free).
     pub max_iter: usize,
@@ -114,8 +117,8 @@ pub fn ntk_spectrum(
     };
     if gram_bytes(model, x.n()) <= budget {
         let (h, route) = gram(model, theta, x);
-        let ext = dense_extremes(&h, opts.tol);
         let eig = opts.full_spectrum.then(|| full_spectrum(&h));
+        let ext = dense_extremes_owned(h, opts.tol);
         return Ok(summary(route.name().to_string(), &ext, eig, None, None));
     }
     let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
