@@ -84,7 +84,8 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Rebuild report.html, report.md and plots/ of a reproduce directory from its saved results.
+    /// Rebuild report.html, report.md and plots/ of a reproduce directory or of a single run
+    /// directory (what `train` writes) from its saved results.
     Report { dir: PathBuf },
     /// Join the outputs of `reproduce --shard` runs into one index and report.
     Merge {
@@ -189,7 +190,7 @@ fn train(
         prep.model.p() as f64 / prep.nm() as f64,
         out.display()
     );
-    let s = run::execute(
+    let result = run::execute(
         &prep,
         &out,
         &RunOptions {
@@ -198,7 +199,16 @@ fn train(
             resume,
             stop_after_epoch: None,
         },
-    )?;
+    );
+    let s = match result {
+        Ok(s) => s,
+        Err(e @ (Error::Diverged(_) | Error::Interrupted(_))) => {
+            // The run directory was kept: report what there is.
+            run_report(&out);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     println!(
         "loss {:.6e} → {:.6e} in {:.2} s",
         s.initial_loss, s.final_loss, s.seconds
@@ -245,7 +255,22 @@ fn train(
         }
     }
     println!("results in {}", out.display());
+    run_report(&out);
     Ok(())
+}
+
+/// Builds the run's report (report.html, report.md, plots/) and prints its path; a failure is a
+/// warning, since the run itself is complete.
+fn run_report(out: &Path) {
+    match gradflow::report::single::build_run_report(out, &Default::default()) {
+        Ok(files) => {
+            for w in &files.warnings {
+                eprintln!("note: {w}");
+            }
+            println!("report: {}", files.html.display());
+        }
+        Err(e) => eprintln!("warning: the run's report was not built: {e}"),
+    }
 }
 
 fn inspect(config_path: &Path) -> Result<()> {
