@@ -83,6 +83,10 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// gd (the paper's experiments) or flow: every run integrated by the kink-aware
+        /// gradient-flow solver to t = lr·epochs instead (default --out runs/reproduce-<scale>-flow).
+        #[arg(long, default_value = "gd", value_parser = ["gd", "flow"])]
+        solver: String,
     },
     /// Rebuild report.html, report.md and plots/ of a reproduce directory or of a single run
     /// directory (what `train` writes) from its saved results.
@@ -144,7 +148,8 @@ fn dispatch(cmd: Command) -> Result<()> {
             out,
             shard,
             quiet,
-        } => reproduce(&scale, only, seeds, out, shard.as_deref(), quiet),
+            solver,
+        } => reproduce(&scale, only, seeds, out, shard.as_deref(), quiet, &solver),
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
             let idx = experiment::merge(&dirs, &out)?;
@@ -377,17 +382,32 @@ fn reproduce(
     out: Option<PathBuf>,
     shard: Option<&str>,
     quiet: bool,
+    solver: &str,
 ) -> Result<()> {
     let scale = Scale::parse(scale)?;
+    let solver = match solver {
+        "flow" => gradflow::config::Solver::Flow,
+        _ => gradflow::config::Solver::Gd,
+    };
+    let suffix = match solver {
+        gradflow::config::Solver::Flow => "-flow",
+        gradflow::config::Solver::Gd => "",
+    };
     if seeds == 0 {
         return Err(Error::Invalid("--seeds must be at least 1".into()));
     }
     let shard = shard.map(Shard::parse).transpose()?;
-    let out =
-        out.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", scale.name())));
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("reproduce-{}{suffix}", scale.name()))
+    });
     eprintln!(
-        "reproducing Section 4 at {} scale → {}",
+        "reproducing Section 4 at {} scale{} → {}",
         scale.name(),
+        if suffix.is_empty() {
+            ""
+        } else {
+            " by the gradient-flow solver"
+        },
         out.display()
     );
     let opts = ReproduceOptions {
@@ -397,6 +417,7 @@ fn reproduce(
         out: out.clone(),
         shard,
         progress: !quiet,
+        solver,
     };
     let idx = experiment::reproduce(&opts)?;
     print_verdicts(&idx);
