@@ -283,6 +283,7 @@ fn flow_run_report_shows_sliding_and_the_gd_comparison() {
 fn a_run_without_ntk_csv_is_reported_with_a_note() {
     let t = tmp("no-ntk");
     let dir = train(&t, GD);
+    build_report(&dir).unwrap();
     std::fs::remove_file(dir.join("ntk.csv")).unwrap();
     let files = build_report(&dir).unwrap();
     assert_eq!(files.warnings.len(), 1, "{:?}", files.warnings);

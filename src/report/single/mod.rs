@@ -111,7 +111,13 @@ pub fn build_run_report(dir: &Path, opts: &RunReportOptions) -> Result<ReportFil
             (RunPlot::LambdaMin, Some(n)) => figures::lambda_min_figure(n, &mut warnings),
             (RunPlot::Bound, Some(n)) => figures::bound_figure(&metrics, n, &mut warnings),
             (RunPlot::Kinks, _) => figures::kinks_figure(&metrics, flow, &mut warnings),
-            (_, None) => continue,
+            (_, None) => {
+                // Not drawn this time: drop what an earlier build (with ntk.csv) left.
+                for ext in ["svg", "png"] {
+                    let _ = std::fs::remove_file(plots_dir.join(format!("{}.{ext}", kind.stem())));
+                }
+                continue;
+            }
         };
         let stem = kind.stem();
         let svg = super::plots::render_svg_string(&fig)?;
