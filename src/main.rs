@@ -87,8 +87,13 @@ enum Command {
         /// other presets train in f64; NTK spectra are always f64).
         #[arg(long, default_value = "f64")]
         precision: String,
+        /// gd (the paper's experiments) or flow: every run integrated by the kink-aware
+        /// gradient-flow solver to t = lr·epochs instead (default --out runs/reproduce-<scale>-flow).
+        #[arg(long, default_value = "gd", value_parser = ["gd", "flow"])]
+        solver: String,
     },
-    /// Rebuild report.html, report.md and plots/ of a reproduce directory from its saved results.
+    /// Rebuild report.html, report.md and plots/ of a reproduce directory or of a single run
+    /// directory (what `train` writes) from its saved results.
     Report { dir: PathBuf },
     /// Join the outputs of `reproduce --shard` runs into one index and report.
     Merge {
@@ -148,6 +153,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             shard,
             quiet,
             precision,
+            solver,
         } => reproduce(
             &scale,
             only,
@@ -155,7 +161,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             out,
             shard.as_deref(),
             quiet,
-            &precision,
+            (&precision, &solver),
         ),
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
@@ -202,7 +208,7 @@ fn train(
         prep.model.p() as f64 / prep.nm() as f64,
         out.display()
     );
-    let s = run::execute(
+    let result = run::execute(
         &prep,
         &out,
         &RunOptions {
@@ -211,7 +217,16 @@ fn train(
             resume,
             stop_after_epoch: None,
         },
-    )?;
+    );
+    let s = match result {
+        Ok(s) => s,
+        Err(e @ (Error::Diverged(_) | Error::Interrupted(_))) => {
+            // The run directory was kept: report what there is.
+            run_report(&out);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     println!(
         "loss {:.6e} → {:.6e} in {:.2} s",
         s.initial_loss, s.final_loss, s.seconds
@@ -258,7 +273,22 @@ fn train(
         }
     }
     println!("results in {}", out.display());
+    run_report(&out);
     Ok(())
+}
+
+/// Builds the run's report (report.html, report.md, plots/) and prints its path; a failure is a
+/// warning, since the run itself is complete.
+fn run_report(out: &Path) {
+    match gradflow::report::single::build_run_report(out, &Default::default()) {
+        Ok(files) => {
+            for w in &files.warnings {
+                eprintln!("note: {w}");
+            }
+            println!("report: {}", files.html.display());
+        }
+        Err(e) => eprintln!("warning: the run's report was not built: {e}"),
+    }
 }
 
 fn inspect(config_path: &Path) -> Result<()> {
@@ -365,7 +395,7 @@ fn reproduce(
     out: Option<PathBuf>,
     shard: Option<&str>,
     quiet: bool,
-    precision: &str,
+    (precision, solver): (&str, &str),
 ) -> Result<()> {
     let scale = Scale::parse(scale)?;
     let precision = match precision {
@@ -377,15 +407,36 @@ fn reproduce(
             )))
         }
     };
+    let solver = match solver {
+        "flow" => gradflow::config::Solver::Flow,
+        _ => gradflow::config::Solver::Gd,
+    };
+    if solver == gradflow::config::Solver::Flow && precision == gradflow::config::Precision::F32 {
+        return Err(Error::Invalid(
+            "--precision f32 applies to GD runs; the flow solver integrates in f64: drop one of \
+             --precision f32 / --solver flow"
+                .into(),
+        ));
+    }
+    let suffix = match solver {
+        gradflow::config::Solver::Flow => "-flow",
+        gradflow::config::Solver::Gd => "",
+    };
     if seeds == 0 {
         return Err(Error::Invalid("--seeds must be at least 1".into()));
     }
     let shard = shard.map(Shard::parse).transpose()?;
-    let out =
-        out.unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", scale.name())));
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("reproduce-{}{suffix}", scale.name()))
+    });
     eprintln!(
-        "reproducing Section 4 at {} scale → {}",
+        "reproducing Section 4 at {} scale{} → {}",
         scale.name(),
+        if suffix.is_empty() {
+            ""
+        } else {
+            " by the gradient-flow solver"
+        },
         out.display()
     );
     let opts = ReproduceOptions {
@@ -396,6 +447,7 @@ fn reproduce(
         shard,
         progress: !quiet,
         precision,
+        solver,
     };
     let idx = experiment::reproduce(&opts)?;
     print_verdicts(&idx);

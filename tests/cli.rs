@@ -40,12 +40,16 @@ const SMALL_DNN_P: usize = 9 * 32 + 33 * 16 + 17 * 3;
 const SMALL_EPOCHS: usize = 300;
 const SMALL_LR: f64 = 0.2;
 
-const RUN_FILES: [&str; 8] = [
+const RUN_FILES: [&str; 12] = [
     "config.toml",
     "metrics.csv",
     "ntk.csv",
     "params_final.safetensors",
     "params_init.safetensors",
+    "plots",
+    "report.html",
+    "report.md",
+    "sliding.csv",
     "summary.json",
     "x.npy",
     "y.npy",
@@ -150,6 +154,17 @@ fn train_writes_a_complete_consistent_run_directory() {
     let tmp = TempDir::new("cli-train");
     let (out, run) = train(&tmp, "small_dnn", SMALL_DNN, "run");
     assert!(run.stdout.contains("results in"), "{}", run.describe());
+    // train builds the run's report and prints where.
+    let report = out.join("report.html");
+    assert!(
+        run.stdout
+            .contains(&format!("report: {}", report.display())),
+        "{}",
+        run.describe()
+    );
+    assert!(std::fs::read_to_string(&report)
+        .unwrap()
+        .contains("<h2 id=\"verdict\">Verdict</h2>"));
 
     // Exactly the documented files, and nothing (no staging dir) next to the run directory.
     assert_eq!(entries(&out), RUN_FILES, "{}", out.display());

@@ -191,6 +191,37 @@ fn sizes(name: &str, scale: Scale) -> Sizes {
     }
 }
 
+/// Most metrics rows a flow run of a sweep writes.
+pub const FLOW_MAX_OUTPUTS: usize = 200;
+
+/// Turns a GD run's config into the same run integrated by the flow solver: to the GD horizon
+/// t_end = lr·epochs, with min(epochs, [`FLOW_MAX_OUTPUTS`]) output times, and the NTK checkpoint
+/// spacing translated from epochs to outputs (same times up to rounding, at least every output).
+/// `lr` stays: it is the GD step the flow's summary reports against.
+pub fn to_flow(c: &mut Config) {
+    let epochs = c.train.epochs.max(1);
+    let outputs = epochs.min(FLOW_MAX_OUTPUTS);
+    c.train.solver = crate::config::Solver::Flow;
+    c.train.flow.t_end = c.train.lr * epochs as f64;
+    c.train.flow.outputs = outputs;
+    if c.ntk.every > 0 {
+        let every = (c.ntk.every as f64 * outputs as f64 / epochs as f64).round() as usize;
+        c.ntk.every = every.max(1);
+    }
+}
+
+/// The sweep with every run integrated by the flow solver ([`to_flow`]).
+pub fn as_flow(mut a: Ablation) -> Ablation {
+    for r in &mut a.runs {
+        to_flow(&mut r.config);
+    }
+    a.title = match a.title.split_once(':') {
+        Some((head, rest)) => format!("{head} (gradient flow):{rest}"),
+        None => format!("{} (gradient flow)", a.title),
+    };
+    a
+}
+
 /// The sweep `name` at `scale`, each run repeated for seeds 0..seeds.
 pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
     if name == "activations" {
@@ -434,4 +465,49 @@ fn architecture(name: &str, scale: Scale, seeds: u64) -> Option<Ablation> {
         skip_epochs: 0,
         runs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Solver;
+
+    #[test]
+    fn flow_sweeps_integrate_to_the_gd_horizon_with_translated_ntk_checkpoints() {
+        let gd = ablation("dnn", Scale::Quick, 1).unwrap();
+        let flow = as_flow(gd.clone());
+        assert_eq!(flow.runs.len(), gd.runs.len());
+        assert!(
+            flow.title.starts_with("DNN (gradient flow):"),
+            "{}",
+            flow.title
+        );
+        for (g, f) in gd.runs.iter().zip(&flow.runs) {
+            let (gc, fc) = (&g.config, &f.config);
+            assert_eq!(gc.train.solver, Solver::Gd);
+            assert_eq!(fc.train.solver, Solver::Flow);
+            // Quick scale: 6000 epochs at lr 0.1, NTK every 500 epochs.
+            assert_eq!(
+                (gc.train.epochs, gc.train.lr, gc.ntk.every),
+                (6000, 0.1, 500)
+            );
+            assert!((fc.train.flow.t_end - 600.0).abs() < 1e-9);
+            assert_eq!(fc.train.flow.outputs, 200);
+            // 500 of 6000 epochs = 1/12 of the run ≈ 16.67 of 200 outputs.
+            assert_eq!(fc.ntk.every, 17);
+            assert_eq!(fc.train.lr, gc.train.lr);
+            assert_eq!(fc.model.hidden, gc.model.hidden);
+        }
+        // Few epochs: one output per epoch, and the NTK never less often than every output.
+        let mut c = gd.runs[0].config.clone();
+        c.train.epochs = 30;
+        c.ntk.every = 0;
+        to_flow(&mut c);
+        assert_eq!((c.train.flow.outputs, c.ntk.every), (30, 0));
+        let mut c = gd.runs[0].config.clone();
+        c.train.epochs = 1000;
+        c.ntk.every = 1;
+        to_flow(&mut c);
+        assert_eq!((c.train.flow.outputs, c.ntk.every), (200, 1));
+    }
 }

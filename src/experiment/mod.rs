@@ -4,6 +4,10 @@
 //! already holds a finished `summary.json` is read back instead of re-run; an interrupted one
 //! continues from its checkpoint).
 //!
+//! With [`ReproduceOptions::solver`] = `Flow` (`reproduce --solver flow`) every sweep is run by the
+//! kink-aware flow solver to the GD horizon lr·epochs instead ([`as_flow`]);
+//! [`reproduce_ablations`] runs sweeps given as they are (shrunk ones in the tests).
+//!
 //! Small runs go in parallel, one per core, with faer single-threaded inside; large runs go one
 //! after another with faer using every core.
 
@@ -11,7 +15,8 @@ pub mod ablations;
 pub mod verdict;
 
 pub use ablations::{
-    ablation, corollary_activations, Ablation, RunSpec, Scale, ABLATIONS, EXTRA_ABLATIONS,
+    ablation, as_flow, corollary_activations, to_flow, Ablation, RunSpec, Scale, ABLATIONS,
+    EXTRA_ABLATIONS,
 };
 pub use verdict::{verdict, Verdict};
 
@@ -62,6 +67,8 @@ pub struct ReproduceOptions {
     /// Training precision for the runs whose preset the engine trains (dnn, resnet, gcn); the
     /// others train in f64 whatever this says. NTK spectra are always f64.
     pub precision: crate::config::Precision,
+    /// `Flow`: every run integrated by the flow solver instead of GD ([`as_flow`]).
+    pub solver: crate::config::Solver,
 }
 
 /// One finished run in the index.
@@ -138,9 +145,25 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
     };
     let mut ablations: Vec<Ablation> = names
         .iter()
-        .map(|n| ablation(n, opts.scale, opts.seeds))
+        .map(|n| {
+            let a = ablation(n, opts.scale, opts.seeds)?;
+            Ok(match opts.solver {
+                crate::config::Solver::Flow => as_flow(a),
+                crate::config::Solver::Gd => a,
+            })
+        })
         .collect::<Result<_>>()?;
     set_precision(&mut ablations, opts.precision);
+    reproduce_ablations(opts, ablations)
+}
+
+/// Runs (or resumes) the given sweeps as [`reproduce`] does (`opts.only`, `opts.scale`'s sizes
+/// and `opts.solver` are not applied again: the sweeps are taken as they are) and writes
+/// `reproduce.json` in `opts.out`.
+pub fn reproduce_ablations(
+    opts: &ReproduceOptions,
+    ablations: Vec<Ablation>,
+) -> Result<ReproduceIndex> {
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     // The global run list, then this shard's slice of it.
     let mut jobs: Vec<(usize, &RunSpec)> = Vec::new();
@@ -179,7 +202,9 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
         let summary = match previous {
             Some(s) if s.status != run::Status::Interrupted => Ok(s),
             _ => run::prepare(&spec.config).and_then(|prep| {
-                let resume = previous.is_some();
+                // A flow run cannot be resumed: an interrupted one starts again.
+                let resume =
+                    previous.is_some() && spec.config.train.solver == crate::config::Solver::Gd;
                 let ropts = RunOptions {
                     progress: false,
                     force: true,

@@ -19,7 +19,7 @@ pub struct Verdict {
     pub bound_holds: Option<bool>,
     /// Loss fell by at least two orders of magnitude with a positive fitted tail rate.
     pub converging: bool,
-    /// Pre-activations chattered across a kink (a sliding mode).
+    /// Pre-activations chattered across a kink (GD) or slid along one (flow): a sliding mode.
     pub sliding: bool,
     /// The observation agrees with the theorem's prediction.
     pub consistent: bool,
@@ -40,7 +40,9 @@ pub fn verdict(s: &RunSummary) -> Verdict {
     let drop = s.final_loss / s.initial_loss;
     let converging =
         s.status == Status::Completed && drop <= 1e-2 && s.fitted_rate_tail.unwrap_or(0.0) > 0.0;
-    let sliding = s.kinks.steps_with_chattering > 0;
+    // GD chatters across a kink where the flow slides along it; a flow run counts its slides.
+    let flow_slides = s.flow.as_ref().map_or(0, |f| f.events.slides);
+    let sliding = s.kinks.steps_with_chattering > 0 || flow_slides > 0;
     let mut parts = Vec::new();
     parts.push(format!(
         "p/nm = {:.2} {} 1",
@@ -100,7 +102,12 @@ pub fn verdict(s: &RunSummary) -> Verdict {
             "λ_min(H(0)) > 0 although p < nm — impossible for J Jᵀ: numerical trouble".to_string()
         });
     }
-    if sliding {
+    if let Some(f) = s.flow.as_ref().filter(|_| flow_slides > 0) {
+        parts.push(format!(
+            "kinks: {} sliding intervals on {} pre-activations (up to {} pinned at once) — sliding, outside Lemma 2.1",
+            f.events.slides, f.events.entries_slid, f.events.max_pinned
+        ));
+    } else if sliding {
         parts.push(format!(
             "kinks: {} pre-activations crossed, chattering on {} steps (longest {}) — sliding, outside Lemma 2.1",
             s.kinks.units_crossed, s.kinks.steps_with_chattering, s.kinks.longest_chatter

@@ -43,7 +43,7 @@ fn anchor(name: &str) -> String {
 }
 
 /// The `<svg …>…</svg>` element of an SVG document (drops any XML prolog), sized by CSS.
-fn inline_svg(svg: &str, label: &str) -> String {
+pub(crate) fn inline_svg(svg: &str, label: &str) -> String {
     let start = svg.find("<svg").unwrap_or(0);
     let body = &svg[start..];
     // role/aria-label make the figure accessible; width/height stay for the aspect ratio.
@@ -54,7 +54,7 @@ fn inline_svg(svg: &str, label: &str) -> String {
     )
 }
 
-const CSS: &str = "
+pub(crate) const CSS: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', sans-serif; margin: 2rem auto;
        max-width: 1200px; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
 h1 { font-size: 1.7rem; margin-bottom: 0.2rem; }

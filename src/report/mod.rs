@@ -12,7 +12,9 @@
 //! - [`tables`]: the numeric CSV reader;
 //! - [`plots`]: figure descriptions and drawing (plotters);
 //! - [`summary`]: the counts and table cells both renderers print;
-//! - [`html`], [`markdown`]: the two renderers.
+//! - [`html`], [`markdown`]: the two renderers;
+//! - [`single`]: the report of one run directory (no `reproduce.json`), which [`build_report`]
+//!   builds when given one.
 //!
 //! A missing run directory or CSV file is reported as a warning (listed in the report and in
 //! [`ReportFiles::warnings`]) and the rest of the report is still built; a malformed CSV file is
@@ -21,6 +23,7 @@
 pub mod html;
 pub mod markdown;
 pub mod plots;
+pub mod single;
 pub mod summary;
 pub mod tables;
 
@@ -116,8 +119,27 @@ fn file_stem(name: &str) -> String {
     }
 }
 
-/// Builds the report of the reproduction in `dir` (see the module docs).
+/// Builds the report of the reproduction in `dir` (see the module docs), or of the single run in
+/// `dir` when it has no `reproduce.json` but a run's `summary.json` / `metrics.csv`
+/// ([`single::build_run_report`]). A directory that is neither is an error naming the files.
 pub fn build_report(dir: &Path) -> Result<ReportFiles> {
+    let has_index = dir.join(crate::experiment::INDEX_FILE).is_file();
+    if !has_index {
+        if single::RUN_FILES.iter().any(|f| dir.join(f).is_file()) {
+            return single::build_run_report(dir, &single::RunReportOptions::default());
+        }
+        return Err(Error::Invalid(format!(
+            "{}: neither a reproduce directory (no {}) nor a run directory (no {}){}",
+            dir.display(),
+            crate::experiment::INDEX_FILE,
+            single::RUN_FILES.join(", no "),
+            if dir.is_dir() {
+                ""
+            } else {
+                " — the directory does not exist"
+            }
+        )));
+    }
     let index = ReproduceIndex::load(dir)?;
     let mut warnings = Vec::new();
     // Every run's tables, ablation by ablation.

@@ -233,10 +233,14 @@ pub fn run_row(ab: &AblationRecord, r: &RunRecord) -> RunRow {
         opt(s.fitted_rate_tail),
         opt(s.certified_rate),
         bound,
-        format!(
-            "{} / {}",
-            s.kinks.total_crossings, s.kinks.steps_with_chattering
-        ),
+        match &s.flow {
+            // A flow run slides where GD chatters.
+            Some(f) => format!("{} / {} slides", f.events.crossings, f.events.slides),
+            None => format!(
+                "{} / {}",
+                s.kinks.total_crossings, s.kinks.steps_with_chattering
+            ),
+        },
         sci(ratio),
         r.verdict.line.clone(),
     ];

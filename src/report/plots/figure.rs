@@ -16,9 +16,9 @@ pub const PALETTE: [(u8, u8, u8); 9] = [
     (23, 190, 207),
 ];
 /// Reference lines and the keys of the λ_min floor.
-pub(super) const GREY: (u8, u8, u8) = (110, 110, 110);
+pub(crate) const GREY: (u8, u8, u8) = (110, 110, 110);
 /// Keys that explain a line style rather than a run.
-pub(super) const BLACK_RGB: (u8, u8, u8) = (0, 0, 0);
+pub(crate) const BLACK_RGB: (u8, u8, u8) = (0, 0, 0);
 
 /// Colour `i` of the palette (cycling).
 pub fn palette(i: usize) -> (u8, u8, u8) {

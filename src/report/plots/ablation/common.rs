@@ -76,7 +76,7 @@ pub(super) fn columns(
 
 /// The floor at which non-positive λ_min values are drawn: a decade under the smallest positive
 /// value shown, else 1e-12·λ_max (the verdict's rounding threshold), else 1e-16.
-pub(super) fn lambda_floor(values: &[f64], lambda_max: f64) -> f64 {
+pub(crate) fn lambda_floor(values: &[f64], lambda_max: f64) -> f64 {
     let min_pos = values
         .iter()
         .copied()
@@ -93,7 +93,7 @@ pub(super) fn lambda_floor(values: &[f64], lambda_max: f64) -> f64 {
 
 /// Explains the floor in the legend (a label on the plot would sit on the clamped markers) and
 /// draws it as a dashed line.
-pub(super) fn mark_floor(fig: &mut Figure, floor: f64) {
+pub(crate) fn mark_floor(fig: &mut Figure, floor: f64) {
     fig.series.push(Series::key(
         "λ_min ≤ 0, drawn at",
         GREY,

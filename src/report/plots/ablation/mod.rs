@@ -4,7 +4,7 @@
 //! Missing columns become warnings, not errors.
 
 mod bound;
-mod common;
+pub(crate) mod common;
 mod lambda_min;
 mod loss;
 mod threshold;

@@ -1,0 +1,119 @@
+//! `reproduce --solver flow`: the paper's DNN sweep integrated by the kink-aware flow solver
+//! instead of GD, shrunk to n = 10 so it runs in about a second (the quick scale takes many
+//! minutes with the flow solver: t = 600 at n = 100). Checks that every run is a flow run to the
+//! GD horizon lr·epochs, that the index and report are built from flow metrics, and that the loss
+//! figure leaves out the ablation's `skip_epochs` by time (t < skip·η), not by output index.
+
+use gradflow::config::{DataConfig, Solver};
+use gradflow::experiment::{
+    ablation, as_flow, reproduce_ablations, ReproduceOptions, RunRecord, Scale,
+};
+use gradflow::report::plots::{loss_figure, RunInput};
+use gradflow::report::tables::Table;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn tmp(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!(
+        "gradflow-reproduce-flow-{tag}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss_plot() {
+    // The quick DNN sweep's first two runs, shrunk: n = 10, d = 3, m = 2 (nm = 20); width 1
+    // (p = 10 < nm) and width 8 (p = 122 ≥ nm); 400 GD epochs at η = 0.005, so t_end = 2 with
+    // 200 outputs (one every 2 epochs), NTK every 100 epochs = every 50 outputs.
+    let mut ab = ablation("dnn", Scale::Quick, 1).unwrap();
+    ab.runs.truncate(2);
+    for (r, w) in ab.runs.iter_mut().zip([1usize, 8]) {
+        r.value = w;
+        r.label = format!("w={w}-seed0");
+        let c = &mut r.config;
+        c.data = DataConfig::Ball { n: 10, d: 3, m: 2 };
+        c.model.hidden = vec![w, w];
+        c.train.epochs = 400;
+        c.train.lr = 0.005;
+        c.ntk.every = 100;
+    }
+    ab.skip_epochs = 100;
+    let ab = as_flow(ab);
+    let out = tmp("dnn");
+    let opts = ReproduceOptions {
+        scale: Scale::Quick,
+        only: vec!["dnn".into()],
+        seeds: 1,
+        out: out.clone(),
+        shard: None,
+        progress: false,
+        precision: gradflow::config::Precision::F64,
+        solver: Solver::Flow,
+    };
+    let start = std::time::Instant::now();
+    let index = reproduce_ablations(&opts, vec![ab]).unwrap();
+    eprintln!("two flow runs in {:.2} s", start.elapsed().as_secs_f64());
+    let runs: &[RunRecord] = &index.ablations[0].runs;
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        let s: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(&r.dir).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        let f = &s["flow"];
+        assert!(
+            f.is_object(),
+            "{}: no flow section in summary.json",
+            r.label
+        );
+        assert!((f["t_end"].as_f64().unwrap() - 2.0).abs() < 1e-12);
+        assert!(f["counts"]["gradients"].as_u64().unwrap() > 0);
+        assert_eq!(s["t_final"].as_f64().unwrap(), 2.0);
+        assert!(r.summary.flow.is_some());
+        // NTK at outputs 0, 50, 100, 150, 200.
+        assert_eq!(r.summary.bound_checks, 5, "{}", r.label);
+        assert!(out.join(&r.dir).join("sliding.csv").is_file());
+    }
+    assert!(!runs[0].summary.overparametrized && runs[1].summary.overparametrized);
+
+    // The loss figure: rows at t ≥ skip_epochs·η = 0.5 (outputs 50..=200), drawn at t/η.
+    let tables: Vec<Table> = runs
+        .iter()
+        .map(|r| Table::read(&out.join(&r.dir).join("metrics.csv")).unwrap())
+        .collect();
+    let inputs: Vec<RunInput> = runs
+        .iter()
+        .zip(&tables)
+        .map(|(r, t)| RunInput {
+            record: r,
+            metrics: Some(t),
+            ntk: None,
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    let fig = loss_figure(&index.ablations[0], &inputs, &mut warnings);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(fig.x_label, "epoch (flow: t/η)");
+    let loss = tables[1].column("loss").unwrap();
+    let pts = &fig.series[1].points;
+    assert_eq!(pts.len(), 151);
+    assert!((pts[0].0 - 100.0).abs() < 1e-9 && pts[0].1 == loss[50]);
+    assert!((pts[150].0 - 400.0).abs() < 1e-9 && pts[150].1 == loss[200]);
+
+    // The reproduce report is built from the flow runs.
+    let files = gradflow::report::build_report(&out).unwrap();
+    assert!(files.warnings.is_empty(), "{:?}", files.warnings);
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    assert!(html.contains("DNN (gradient flow):"));
+    let slides = runs[1].summary.flow.as_ref().unwrap().events.slides;
+    assert!(
+        html.contains(&format!(" / {slides} slides</td>")),
+        "run table"
+    );
+}
