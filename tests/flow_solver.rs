@@ -625,3 +625,33 @@ fn output_times_are_validated_or_honoured() {
         }
     }
 }
+
+/// The linearised prediction of `flow::kernel` is exact for a linear model (its NTK is
+/// constant): L_lin(t) must match the flow solve's loss at every output time, and the NTK drift
+/// must be zero to rounding. A wrong sign or factor in the exponent (−4cλt) would break it.
+#[test]
+fn linearised_prediction_is_exact_for_a_linear_model() {
+    use gradflow::flow::kernel::kernel_view;
+    for loss in [LossKind::Mse, LossKind::HalfSse] {
+        let data = Dataset::ball(6, 3, 2, 21);
+        let model = linear_model(3, 2);
+        let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 21);
+        let (lin, drift) = kernel_view(&model, &theta0, &data.x, &data.y, loss, true);
+        let (lin, drift) = (lin.unwrap(), drift.unwrap());
+        let opts = FlowOptions::new(5.0, 1e-11, 1e-13, 10, loss);
+        let (losses, thetas, _) = flow(&model, &data, &theta0, &opts);
+        assert!(
+            losses[10] < 0.9 * losses[0],
+            "the loss must move: {losses:?}"
+        );
+        for (k, (&l, th)) in losses.iter().zip(&thetas).enumerate() {
+            let t = 0.5 * k as f64;
+            let ll = lin.loss(t);
+            assert!(
+                (l - ll).abs() <= 1e-9 * l,
+                "{loss:?} t = {t}: flow {l} vs linearised {ll}"
+            );
+            assert!(drift.at(&model, th, &data.x) < 1e-12);
+        }
+    }
+}

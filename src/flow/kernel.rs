@@ -24,6 +24,28 @@ pub fn dense_kernel_affordable(model: &Model, n: usize, budget_bytes: u64) -> bo
     n * model.out_dim() <= MAX_DENSE_NM && 3 * gram_bytes(model, n) <= budget_bytes
 }
 
+/// The kernel-regime view of a run from θ(0) on (x, y), from one Gram matrix H(0): the
+/// linearised loss, and with `with_drift` H(0) kept for the drift.
+pub fn kernel_view(
+    model: &Model,
+    theta0: &[f64],
+    x: &Batch,
+    y: &Batch,
+    loss: LossKind,
+    with_drift: bool,
+) -> (Option<Linearised>, Option<Drift>) {
+    let (h0, _) = gram(model, theta0, x);
+    let u = model.outputs(theta0, x);
+    let e0: Vec<f64> = u
+        .as_slice()
+        .iter()
+        .zip(y.as_slice())
+        .map(|(a, b)| a - b)
+        .collect();
+    let lin = Linearised::from_kernel(&h0, &e0, loss.c(x.n(), y.features()));
+    (lin, with_drift.then(|| Drift::from_kernel(h0)))
+}
+
 /// L_lin(t) for one initial state.
 #[derive(Clone, Debug)]
 pub struct Linearised {
@@ -34,24 +56,10 @@ pub struct Linearised {
 }
 
 impl Linearised {
-    /// From θ(0) on inputs x with targets y.
-    pub fn new(model: &Model, theta0: &[f64], x: &Batch, y: &Batch, loss: LossKind) -> Self {
-        let (h, _) = gram(model, theta0, x);
-        let u = model.outputs(theta0, x);
-        let e0: Vec<f64> = u
-            .as_slice()
-            .iter()
-            .zip(y.as_slice())
-            .map(|(a, b)| a - b)
-            .collect();
-        Self::from_kernel(&h, &e0, loss.c(x.n(), y.features()))
-    }
-
     /// From a kernel H(0) and the initial errors e(0) (ordering i·m + a), with L = c‖e‖².
-    pub fn from_kernel(h: &Mat<f64>, e0: &[f64], c: f64) -> Self {
-        let eig = h
-            .self_adjoint_eigen(faer::Side::Lower)
-            .expect("the symmetric eigen-decomposition of a finite kernel converges");
+    /// None when the eigen-decomposition fails (a non-finite kernel).
+    pub fn from_kernel(h: &Mat<f64>, e0: &[f64], c: f64) -> Option<Self> {
+        let eig = h.self_adjoint_eigen(faer::Side::Lower).ok()?;
         let (q, s) = (eig.U(), eig.S());
         let k = e0.len();
         let mut lambdas = Vec::with_capacity(k);
@@ -61,11 +69,11 @@ impl Linearised {
             lambdas.push(s[j].max(0.0));
             weights.push(proj * proj);
         }
-        Self {
+        Some(Self {
             c,
             lambdas,
             weights,
-        }
+        })
     }
 
     /// L_lin(t).
@@ -88,8 +96,8 @@ pub struct Drift {
 }
 
 impl Drift {
-    pub fn new(model: &Model, theta0: &[f64], x: &Batch) -> Self {
-        let (h0, _) = gram(model, theta0, x);
+    /// Against the kernel H(0).
+    pub fn from_kernel(h0: Mat<f64>) -> Self {
         let norm0 = h0.norm_l2();
         Self { h0, norm0 }
     }
@@ -111,7 +119,7 @@ mod tests {
         let h = Mat::<f64>::from_fn(3, 3, |i, j| if i == j { [1.0, 2.0, 0.5][i] } else { 0.0 });
         let e0 = [1.0, -2.0, 0.5];
         let c = 0.1;
-        let lin = Linearised::from_kernel(&h, &e0, c);
+        let lin = Linearised::from_kernel(&h, &e0, c).unwrap();
         let t = 1.7;
         let want = c
             * ((-0.4f64 * 1.0 * t).exp() * 1.0

@@ -429,7 +429,6 @@ impl<'a> KinkSystem<'a> {
 
     /// ∇_θ z_j for every pinned entry j (seeded reverse passes).
     fn pinned_rows(&mut self, theta: &[f64]) -> Result<Vec<Vec<f64>>> {
-        let n = self.data.n();
         let p = self.model.p();
         let m = self.model.out_dim();
         let mut rows = vec![vec![0.0; p]; self.pinned.len()];
@@ -488,7 +487,6 @@ impl<'a> KinkSystem<'a> {
             }
             j = end;
         }
-        let _ = n;
         for l in &self.layers {
             let mut g = l.layer.control.lock();
             let st = g.as_mut().expect("control installed");

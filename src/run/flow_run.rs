@@ -11,12 +11,11 @@
 use super::progress::{summarize, write_inputs, Checkpoint};
 use super::{param_metadata, write_json, Prepared, RunOptions, RunSummary, Status, NTK_HEADER};
 use crate::error::{Error, Result};
-use crate::flow::kernel::{dense_kernel_affordable, Drift, Linearised};
+use crate::flow::kernel::{dense_kernel_affordable, kernel_view};
 use crate::flow::{gradient_flow, Counts, EventSummary, FlowOptions};
 use crate::io::CsvWriter;
-use crate::ntk::{self, NtkOptions};
+use crate::ntk::NtkOptions;
 use crate::params;
-use crate::theory::BoundTracker;
 use crate::train::{gradient_descent, Control, GdOptions, GdState};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -78,6 +77,25 @@ pub struct KernelSummary {
     /// ‖H(t) − H(0)‖_F / ‖H(0)‖_F at the last NTK checkpoint, and its maximum.
     pub ntk_drift_final: Option<f64>,
     pub ntk_drift_max: Option<f64>,
+}
+
+impl KernelSummary {
+    /// Records L_lin at a metrics row with loss L (no-op when L_lin is not computed).
+    pub(super) fn observe_linearised(&mut self, loss: f64, l_lin: f64) {
+        if l_lin.is_finite() {
+            self.final_loss_linearised = Some(l_lin);
+            let gap = (loss - l_lin).abs() / loss.abs().max(f64::MIN_POSITIVE);
+            self.max_relative_gap_linearised =
+                Some(self.max_relative_gap_linearised.map_or(gap, |g| g.max(gap)));
+        }
+    }
+    /// Records the NTK drift at a checkpoint (no-op when it is not computed).
+    pub(super) fn observe_drift(&mut self, drift: f64) {
+        if drift.is_finite() {
+            self.ntk_drift_final = Some(drift);
+            self.ntk_drift_max = Some(self.ntk_drift_max.map_or(drift, |v| v.max(drift)));
+        }
+    }
 }
 
 /// Runs GD with step lr to t_end, keeping θ at the epoch nearest each output time.
@@ -146,8 +164,18 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     let mut flow_opts = FlowOptions::new(fc.t_end, fc.rtol, fc.atol, fc.outputs, loss_kind);
     flow_opts.kink_aware = fc.kink_aware;
     let dense = dense_kernel_affordable(model, n, budget);
-    let lin = dense.then(|| Linearised::new(model, &prep.theta0, &data.x, &data.y, loss_kind));
-    let drift = (dense && cfg.ntk.enabled).then(|| Drift::new(model, &prep.theta0, &data.x));
+    let (lin, drift) = if dense {
+        kernel_view(
+            model,
+            &prep.theta0,
+            &data.x,
+            &data.y,
+            loss_kind,
+            cfg.ntk.enabled,
+        )
+    } else {
+        (None, None)
+    };
     let gd = if fc.compare_gd {
         Some(gd_reference(prep, &flow_opts.outputs)?)
     } else {
@@ -171,7 +199,6 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut ck = Checkpoint::fresh(prep);
-    let mut kernel = KernelSummary::default();
     let mut cmp = GdComparison {
         lr: cfg.train.lr,
         epochs: gd.as_ref().map_or(0, |g| g.0),
@@ -189,15 +216,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
         ck.series_t.push(rec.t);
         ck.series_loss.push(rec.loss);
         let l_lin = lin.as_ref().map_or(f64::NAN, |l| l.loss(rec.t));
-        if l_lin.is_finite() {
-            kernel.final_loss_linearised = Some(l_lin);
-            let gap = (rec.loss - l_lin).abs() / rec.loss.abs().max(f64::MIN_POSITIVE);
-            kernel.max_relative_gap_linearised = Some(
-                kernel
-                    .max_relative_gap_linearised
-                    .map_or(gap, |g| g.max(gap)),
-            );
-        }
+        ck.kernel.observe_linearised(rec.loss, l_lin);
         let (gd_loss, gd_gap) = match gd.as_ref().and_then(|g| g.1.get(rec.index)) {
             Some((l, th)) => {
                 let gap = rel_gap(th, theta);
@@ -232,46 +251,21 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
         if let Some(csv) = ntk_csv.as_mut() {
             if rec.index == 0 || last || (every > 0 && rec.index % every == 0) {
                 bar.set_message(format!("loss {:.3e} · NTK λ_min …", rec.loss));
-                let s = match ntk::ntk_spectrum(model, theta, &data.x, &ntk_opts) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        io_error = Some(e);
-                        return Control::Stop;
-                    }
-                };
-                let tr = ck
-                    .bound
-                    .get_or_insert_with(|| BoundTracker::new(c, rec.loss));
-                let chk = tr.observe(rec.index, rec.t, rec.loss, s.lambda_min);
-                let dr = drift
-                    .as_ref()
-                    .map_or(f64::NAN, |d| d.at(model, theta, &data.x));
-                if dr.is_finite() {
-                    kernel.ntk_drift_final = Some(dr);
-                    kernel.ntk_drift_max = Some(kernel.ntk_drift_max.map_or(dr, |v| v.max(dr)));
-                }
-                let row = [
-                    rec.index as f64,
-                    rec.t,
-                    rec.loss,
-                    s.lambda_min,
-                    s.lambda_max,
-                    s.condition.unwrap_or(f64::INFINITY),
-                    s.lambda_min_accuracy,
-                    chk.integral,
-                    chk.bound,
-                    chk.holds as u8 as f64,
-                    f64::NAN,
-                    dr,
-                ];
-                if let Err(e) = csv.row(&row).and_then(|_| csv.flush()) {
+                let drift = drift.as_ref();
+                let row = ck.ntk_checkpoint(
+                    model,
+                    theta,
+                    &data.x,
+                    &ntk_opts,
+                    drift,
+                    c,
+                    (rec.index, rec.t, rec.loss),
+                    None,
+                );
+                if let Err(e) = row.and_then(|row| csv.row(&row).and_then(|_| csv.flush())) {
                     io_error = Some(e);
                     return Control::Stop;
                 }
-                if ck.ntk_first.is_none() {
-                    ck.ntk_first = Some(s.clone());
-                }
-                ck.ntk_last = Some(s);
             }
         }
         bar.set_message(format!(
@@ -326,7 +320,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     summary.epochs = 0;
     summary.last_epoch = ck.series_t.len().saturating_sub(1);
     summary.gd_stability_max = None;
-    summary.kernel = Some(kernel);
+    summary.kernel = Some(ck.kernel.clone());
     summary.flow = outcome.as_ref().map(|o| {
         let mut events = o.events.clone();
         events.intervals.clear();

@@ -9,7 +9,7 @@ use super::{
     METRICS_HEADER, NTK_HEADER,
 };
 use crate::error::{Error, Result};
-use crate::flow::kernel::{dense_kernel_affordable, Drift, Linearised};
+use crate::flow::kernel::{dense_kernel_affordable, kernel_view, Drift};
 use crate::io::{self, CsvWriter};
 use crate::ntk::{self, NtkOptions, NtkSummary};
 use crate::params;
@@ -59,6 +59,56 @@ impl Checkpoint {
             seconds: 0.0,
             kernel: KernelSummary::default(),
         }
+    }
+}
+
+impl Checkpoint {
+    /// One NTK checkpoint of a run (GD epoch or flow output `index` at time t with loss L):
+    /// the spectrum of H(θ), the bound L(0)·exp(−4c∫λ_min) checked, the NTK drift when `drift`
+    /// is given, all recorded here; returns the ntk.csv row. `gd_step` = Some(η) for GD runs
+    /// (the stability column η·c·λ_max), None for the flow.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ntk_checkpoint(
+        &mut self,
+        model: &crate::model::Model,
+        theta: &[f64],
+        x: &crate::batch::Batch,
+        opts: &NtkOptions,
+        drift: Option<&Drift>,
+        c: f64,
+        (index, t, loss): (usize, f64, f64),
+        gd_step: Option<f64>,
+    ) -> Result<[f64; 12]> {
+        let s = ntk::ntk_spectrum(model, theta, x, opts)?;
+        let chk = self
+            .bound
+            .get_or_insert_with(|| BoundTracker::new(c, loss))
+            .observe(index, t, loss, s.lambda_min);
+        let dr = drift.map_or(f64::NAN, |d| d.at(model, theta, x));
+        self.kernel.observe_drift(dr);
+        let row = [
+            index as f64,
+            t,
+            loss,
+            s.lambda_min,
+            s.lambda_max,
+            s.condition.unwrap_or(f64::INFINITY),
+            s.lambda_min_accuracy,
+            chk.integral,
+            chk.bound,
+            chk.holds as u8 as f64,
+            gd_step.map_or(f64::NAN, |lr| lr * c * s.lambda_max),
+            dr,
+        ];
+        self.max_lambda_max = Some(
+            self.max_lambda_max
+                .map_or(s.lambda_max, |v| v.max(s.lambda_max)),
+        );
+        if self.ntk_first.is_none() {
+            self.ntk_first = Some(s.clone());
+        }
+        self.ntk_last = Some(s);
+        Ok(row)
     }
 }
 
@@ -142,8 +192,18 @@ pub(super) fn write_run(
     let every = cfg.ntk.every;
     let log_every = cfg.train.log_every.max(1);
     let dense = dense_kernel_affordable(model, n, ntk_opts.memory_budget_bytes);
-    let lin = dense.then(|| Linearised::new(model, &prep.theta0, &data.x, &data.y, loss_kind));
-    let drift = (dense && cfg.ntk.enabled).then(|| Drift::new(model, &prep.theta0, &data.x));
+    let (lin, drift) = if dense {
+        kernel_view(
+            model,
+            &prep.theta0,
+            &data.x,
+            &data.y,
+            loss_kind,
+            cfg.ntk.enabled,
+        )
+    } else {
+        (None, None)
+    };
     let mut theta = std::mem::take(&mut ck.theta);
     let mut gd_state = std::mem::take(&mut ck.gd);
     let outcome =
@@ -153,13 +213,7 @@ pub(super) fn write_run(
             ck.series_loss.push(rec.loss);
             if rec.epoch % log_every == 0 || last {
                 let l_lin = lin.as_ref().map_or(f64::NAN, |l| l.loss(rec.t));
-                if l_lin.is_finite() {
-                    let k = &mut ck.kernel;
-                    k.final_loss_linearised = Some(l_lin);
-                    let gap = (rec.loss - l_lin).abs() / rec.loss.abs().max(f64::MIN_POSITIVE);
-                    k.max_relative_gap_linearised =
-                        Some(k.max_relative_gap_linearised.map_or(gap, |g| g.max(gap)));
-                }
+                ck.kernel.observe_linearised(rec.loss, l_lin);
                 let row = [
                     rec.epoch as f64,
                     rec.t,
@@ -177,51 +231,22 @@ pub(super) fn write_run(
             if let Some(csv) = ntk_csv.as_mut() {
                 if rec.epoch == 0 || last || (every > 0 && rec.epoch % every == 0) {
                     bar.set_message(format!("loss {:.3e} · NTK λ_min …", rec.loss));
-                    let s = match ntk::ntk_spectrum(model, theta, &data.x, &ntk_opts) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            io_error = Some(e);
-                            return Control::Stop;
-                        }
-                    };
-                    let tr = ck
-                        .bound
-                        .get_or_insert_with(|| BoundTracker::new(c, rec.loss));
-                    let chk = tr.observe(rec.epoch, rec.t, rec.loss, s.lambda_min);
-                    let dr = drift
-                        .as_ref()
-                        .map_or(f64::NAN, |d| d.at(model, theta, &data.x));
-                    if dr.is_finite() {
-                        let k = &mut ck.kernel;
-                        k.ntk_drift_final = Some(dr);
-                        k.ntk_drift_max = Some(k.ntk_drift_max.map_or(dr, |v| v.max(dr)));
-                    }
-                    let row = [
-                        rec.epoch as f64,
-                        rec.t,
-                        rec.loss,
-                        s.lambda_min,
-                        s.lambda_max,
-                        s.condition.unwrap_or(f64::INFINITY),
-                        s.lambda_min_accuracy,
-                        chk.integral,
-                        chk.bound,
-                        chk.holds as u8 as f64,
-                        gd.lr * c * s.lambda_max,
-                        dr,
-                    ];
-                    if let Err(e) = csv.row(&row).and_then(|_| csv.flush()) {
+                    let drift = drift.as_ref();
+                    let step = Some(gd.lr);
+                    let row = ck.ntk_checkpoint(
+                        model,
+                        theta,
+                        &data.x,
+                        &ntk_opts,
+                        drift,
+                        c,
+                        (rec.epoch, rec.t, rec.loss),
+                        step,
+                    );
+                    if let Err(e) = row.and_then(|row| csv.row(&row).and_then(|_| csv.flush())) {
                         io_error = Some(e);
                         return Control::Stop;
                     }
-                    ck.max_lambda_max = Some(
-                        ck.max_lambda_max
-                            .map_or(s.lambda_max, |v| v.max(s.lambda_max)),
-                    );
-                    if ck.ntk_first.is_none() {
-                        ck.ntk_first = Some(s.clone());
-                    }
-                    ck.ntk_last = Some(s);
                 }
             }
             if rec.epoch % 64 == 0 || last {
