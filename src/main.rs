@@ -91,6 +91,11 @@ enum Command {
         /// gradient-flow solver to t = lr·epochs instead (default --out runs/reproduce-<scale>-flow).
         #[arg(long, default_value = "gd", value_parser = ["gd", "flow"])]
         solver: String,
+        /// Epochs between NTK λ_min checkpoints in every run, replacing the sweep's own spacing
+        /// (0 = only at the start and the end). Paper-scale checkpoints are matrix-free solves on
+        /// nm = 50,000: fewer of them shortens a paper-scale reproduce by hours.
+        #[arg(long)]
+        ntk_every: Option<usize>,
     },
     /// Rebuild report.html, report.md and plots/ of a reproduce directory or of a single run
     /// directory (what `train` writes) from its saved results.
@@ -154,6 +159,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             quiet,
             precision,
             solver,
+            ntk_every,
         } => reproduce(
             &scale,
             only,
@@ -161,7 +167,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             out,
             shard.as_deref(),
             quiet,
-            (&precision, &solver),
+            (&precision, &solver, ntk_every),
         ),
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
@@ -395,7 +401,7 @@ fn reproduce(
     out: Option<PathBuf>,
     shard: Option<&str>,
     quiet: bool,
-    (precision, solver): (&str, &str),
+    (precision, solver, ntk_every): (&str, &str, Option<usize>),
 ) -> Result<()> {
     let scale = Scale::parse(scale)?;
     let precision = match precision {
@@ -448,9 +454,13 @@ fn reproduce(
         progress: !quiet,
         precision,
         solver,
+        ntk_every,
     };
     let idx = experiment::reproduce(&opts)?;
     print_verdicts(&idx);
+    if let Some(t) = &idx.timing {
+        println!("{}", t.line());
+    }
     if shard.is_some() {
         println!("shard done: join all shards with `gradflow merge DIR... --out DIR`");
         return Ok(());

@@ -1276,6 +1276,59 @@ fn resumed_reproduce_index_is_identical_to_the_first() {
     );
 }
 
+/// `--ntk-every 0` leaves only the first and last NTK checkpoints in every run, and the timing
+/// record (timing.json, printed) counts exactly the runs' work and checkpoints.
+#[test]
+fn reproduce_ntk_every_and_timing_record() {
+    let tmp = TempDir::new("cli-reproduce-timing");
+    let out = tmp.join("rep");
+    let run = gradflow(
+        tmp.path(),
+        [
+            "reproduce".as_ref(),
+            "--only".as_ref(),
+            "dnn".as_ref(),
+            "--shard".as_ref(),
+            "0/6".as_ref(),
+            "--ntk-every".as_ref(),
+            "0".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--quiet".as_ref(),
+        ],
+    )
+    .ok();
+    assert!(run.stdout.contains("TFLOP"), "{}", run.stdout);
+    let index = read_json(&out.join("reproduce.json"));
+    let r = &index["ablations"][0]["runs"][0];
+    let dir = out.join(r["dir"].as_str().unwrap());
+    let ntk_rows = std::fs::read_to_string(dir.join("ntk.csv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(ntk_rows, 1 + 2, "header + the start and the end");
+    let s = &r["summary"];
+    let t = read_json(&out.join("timing.json"));
+    assert_eq!(t["runs"], 1);
+    assert_eq!(t["ntk_checkpoints"], 2);
+    let (n, p, evals) = (
+        s["n"].as_f64().unwrap(),
+        s["p"].as_f64().unwrap(),
+        s["gradient_evaluations"].as_f64().unwrap(),
+    );
+    assert_eq!(
+        t["training_work_flop"].as_f64().unwrap(),
+        6.0 * n * p * evals
+    );
+    let at_peak =
+        t["training_work_flop"].as_f64().unwrap() / (t["peak_gflops"].as_f64().unwrap() * 1e9);
+    assert!((t["seconds_at_peak"].as_f64().unwrap() - at_peak).abs() <= 1e-12 * at_peak);
+    assert!(
+        index.get("timing").is_none(),
+        "timing stays out of reproduce.json"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 9. Shards and merge: the two halves of a sweep, merged, are the whole sweep.
 // ---------------------------------------------------------------------------------------------

@@ -60,6 +60,13 @@ fn summary_without_times(p: &Path) -> serde_json::Value {
             o.remove("seconds");
         }
     }
+    // The timing record: its counts must agree, its seconds cannot.
+    let t = v["timing"]
+        .as_object_mut()
+        .expect("summary.json has a timing record");
+    for k in ["seconds_training", "seconds_ntk", "seconds_kernel_view"] {
+        assert!(t.remove(k).unwrap().as_f64().unwrap() >= 0.0, "{k}");
+    }
     v
 }
 
@@ -276,4 +283,41 @@ fn sigkill_at_random_moments_never_leaves_a_finished_looking_directory() {
         // Killed: no directory at --out at all (only the hidden staging directory may remain).
         assert!(!out.exists(), "a killed run left {} behind", out.display());
     }
+}
+
+/// summary.json's timing record: the training work is 6·n·p per evaluated epoch (by hand for
+/// this 4 → [16, 16] → 2 network), the NTK checkpoints are the ones ntk.csv lists, and the
+/// three parts of the wall-clock time add up to `seconds`.
+#[test]
+fn timing_record_counts_work_and_checkpoints() {
+    let dir = tmp("timing");
+    let (_, cfg) = config(&dir, CONFIG);
+    let prep = run::prepare(&cfg).unwrap();
+    let out = dir.join("run");
+    run::execute(&prep, &out, &RunOptions::default()).unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&read(&out.join("summary.json"))).unwrap();
+    let t = &s["timing"];
+    let p = (4 * 16 + 16) + (16 * 16 + 16) + (16 * 2 + 2);
+    assert_eq!(s["p"], p);
+    let work = 6.0 * 12.0 * p as f64 * 61.0; // epochs 0..=60 each evaluate the gradient
+    assert_eq!(t["training_work_flop"].as_f64().unwrap(), work);
+    assert_eq!(t["precision"], "f64");
+    let ntk_rows = String::from_utf8(read(&out.join("ntk.csv")))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    // every = 7 over 60 epochs: 0, 7, …, 56 and the last epoch 60.
+    assert_eq!(ntk_rows, 10);
+    assert_eq!(t["ntk_checkpoints"], ntk_rows);
+    let parts: f64 = ["seconds_training", "seconds_ntk", "seconds_kernel_view"]
+        .iter()
+        .map(|k| t[*k].as_f64().unwrap())
+        .sum();
+    let total = s["seconds"].as_f64().unwrap();
+    assert!(
+        (parts - total).abs() <= 1e-9 * total.max(1.0),
+        "{parts} vs {total}"
+    );
+    assert!(t["seconds_ntk"].as_f64().unwrap() > 0.0);
 }

@@ -12,13 +12,18 @@
 //! after another with faer using every core.
 
 pub mod ablations;
+pub mod timing;
 pub mod verdict;
 
 pub use ablations::{
     ablation, as_flow, corollary_activations, to_flow, Ablation, RunSpec, Scale, ABLATIONS,
     EXTRA_ABLATIONS,
 };
+pub use timing::{matmul_peak_gflops, ReproduceTiming};
 pub use verdict::{verdict, Verdict};
+
+/// The side of the square product `reproduce` times for the machine's peak.
+const PEAK_SIZE: usize = 2048;
 
 use crate::error::{Error, Result};
 use crate::run::{self, RunOptions, RunSummary};
@@ -69,6 +74,9 @@ pub struct ReproduceOptions {
     pub precision: crate::config::Precision,
     /// `Flow`: every run integrated by the flow solver instead of GD ([`as_flow`]).
     pub solver: crate::config::Solver,
+    /// Replaces every run's `ntk.every` (epochs between λ_min checkpoints; 0 = only at the start
+    /// and the end) — for the flow solver before the translation to outputs.
+    pub ntk_every: Option<usize>,
 }
 
 /// One finished run in the index.
@@ -99,20 +107,34 @@ pub struct ReproduceIndex {
     pub seeds: u64,
     pub shard: Option<Shard>,
     pub ablations: Vec<AblationRecord>,
+    /// The training's work and time against the machine's peak, kept in its own file
+    /// ([`TIMING_FILE`]) so that `reproduce.json` stays identical across machines and resumptions
+    /// (absent after a merge).
+    #[serde(skip)]
+    pub timing: Option<ReproduceTiming>,
 }
 
 pub const INDEX_FILE: &str = "reproduce.json";
+/// Where `reproduce` writes [`ReproduceTiming`].
+pub const TIMING_FILE: &str = "timing.json";
 
 impl ReproduceIndex {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(INDEX_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::input(&path, format!("not a gradflow reproduce index: {e}")))
+        let mut index: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::input(&path, format!("not a gradflow reproduce index: {e}")))?;
+        index.timing = std::fs::read_to_string(dir.join(TIMING_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Ok(index)
     }
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
-        crate::io::write_atomic(&dir.join(INDEX_FILE), text.as_bytes())
+        crate::io::write_atomic(&dir.join(INDEX_FILE), pretty(self)?.as_bytes())?;
+        if let Some(t) = &self.timing {
+            crate::io::write_atomic(&dir.join(TIMING_FILE), pretty(t)?.as_bytes())?;
+        }
+        Ok(())
     }
     /// Every run, in order.
     pub fn all_runs(&self) -> impl Iterator<Item = (&AblationRecord, &RunRecord)> {
@@ -131,6 +153,10 @@ pub fn set_precision(ablations: &mut [Ablation], precision: crate::config::Preci
     }
 }
 
+fn pretty<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))
+}
+
 fn read_summary(dir: &Path) -> Option<RunSummary> {
     let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
     serde_json::from_str(&text).ok()
@@ -146,7 +172,10 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
     let mut ablations: Vec<Ablation> = names
         .iter()
         .map(|n| {
-            let a = ablation(n, opts.scale, opts.seeds)?;
+            let mut a = ablation(n, opts.scale, opts.seeds)?;
+            if let Some(every) = opts.ntk_every {
+                a.runs.iter_mut().for_each(|r| r.config.ntk.every = every);
+            }
             Ok(match opts.solver {
                 crate::config::Solver::Flow => as_flow(a),
                 crate::config::Solver::Gd => a,
@@ -165,6 +194,8 @@ pub fn reproduce_ablations(
     ablations: Vec<Ablation>,
 ) -> Result<ReproduceIndex> {
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let wall = std::time::Instant::now();
+    let peak_before = timing::matmul_peak_gflops(opts.precision, PEAK_SIZE);
     // The global run list, then this shard's slice of it.
     let mut jobs: Vec<(usize, &RunSpec)> = Vec::new();
     let mut k = 0;
@@ -268,6 +299,9 @@ pub fn reproduce_ablations(
     }
     seq_jobs.iter().for_each(&do_one);
     bar.finish_and_clear();
+    let wall_seconds = wall.elapsed().as_secs_f64();
+    let peak = peak_before.max(timing::matmul_peak_gflops(opts.precision, PEAK_SIZE));
+    let packed = !par_jobs.is_empty();
     let errors = errors.into_inner().unwrap();
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(ai, r)| (*ai, r.value, r.seed));
@@ -290,6 +324,18 @@ pub fn reproduce_ablations(
                     .collect(),
             })
             .collect(),
+        timing: None,
+    };
+    let timing = ReproduceTiming::of(
+        index.all_runs().map(|(_, r)| &r.summary),
+        peak,
+        opts.precision,
+        packed,
+        wall_seconds,
+    );
+    let index = ReproduceIndex {
+        timing: Some(timing),
+        ..index
     };
     index.save(&opts.out)?;
     if crate::interrupt::requested() {
@@ -320,6 +366,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<ReproduceIndex> {
             seeds: idx.seeds,
             shard: None,
             ablations: Vec::new(),
+            timing: None,
         });
         if m.scale != idx.scale {
             return Err(Error::Invalid(format!(

@@ -303,6 +303,7 @@ pub(crate) mod tests {
         let over = record("w=8-seed0", 8, summary(40, 20, 0.3, 0, 0, 1e-3));
         let under = record("w=2-seed0", 2, summary(10, 20, 0.0, 1, 6, 0.5));
         let index = ReproduceIndex {
+            timing: None,
             scale: Scale::Quick,
             seeds: 1,
             shard: None,
@@ -497,6 +498,7 @@ pub(crate) mod tests {
         s2.final_loss = 0.0;
         let two = record("w=3-seed0", 3, s2);
         let index = ReproduceIndex {
+            timing: None,
             scale: Scale::Paper,
             seeds: 1,
             shard: Some(crate::experiment::Shard { index: 0, count: 2 }),

@@ -429,6 +429,9 @@ pub fn scale_line(index: &ReproduceIndex) -> String {
             sh.index, sh.count
         ));
     }
+    if let Some(t) = &index.timing {
+        s.push_str(&format!(" · {}", t.line()));
+    }
     s
 }
 
@@ -494,6 +497,7 @@ mod tests {
             run(2, 2, summary(10, 20, 0.0, 0, 0, 0.4)),
         ];
         ReproduceIndex {
+            timing: None,
             scale: Scale::Quick,
             seeds: 3,
             shard: None,

@@ -164,6 +164,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     let mut flow_opts = FlowOptions::new(fc.t_end, fc.rtol, fc.atol, fc.outputs, loss_kind);
     flow_opts.kink_aware = fc.kink_aware;
     let dense = dense_kernel_affordable(model, n, budget);
+    let clock = Instant::now();
     let (lin, drift) = if dense {
         kernel_view(
             model,
@@ -176,6 +177,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     } else {
         (None, None)
     };
+    let kernel_view_seconds = clock.elapsed().as_secs_f64();
     let gd = if fc.compare_gd {
         Some(gd_reference(prep, &flow_opts.outputs)?)
     } else {
@@ -199,6 +201,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut ck = Checkpoint::fresh(prep);
+    ck.kernel_view_seconds = kernel_view_seconds;
     let mut cmp = GdComparison {
         lr: cfg.train.lr,
         epochs: gd.as_ref().map_or(0, |g| g.0),

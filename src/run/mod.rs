@@ -308,6 +308,43 @@ pub struct RunSummary {
     /// solver = "flow" only: the solve's events, counts and the comparison with GD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<flow_run::FlowRunSummary>,
+    /// Where the run's wall-clock time went, and the training's floating-point work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<RunTiming>,
+}
+
+/// Where a run's wall-clock time went (`summary.json` → `timing`). The three parts add up to
+/// `seconds`; a resumed run sums its sessions.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RunTiming {
+    /// The precision θ was trained in ("f64" or "f32").
+    pub precision: String,
+    /// Training: the GD epochs or the flow solve, with metrics, kink tracking and (flow with
+    /// `compare_gd`) the GD reference — everything but the two parts below.
+    pub seconds_training: f64,
+    /// The NTK checkpoints (λ_min, λ_max, bound, drift), `ntk_checkpoints` of them.
+    pub seconds_ntk: f64,
+    pub ntk_checkpoints: usize,
+    /// Forming H(0) once for the linearised prediction and the NTK drift (small nm only).
+    pub seconds_kernel_view: f64,
+    /// The training's floating-point work by issue 7's convention: 6·n·p per gradient
+    /// evaluation (forward and two backward products, 2 flops per multiply-add).
+    pub training_work_flop: f64,
+}
+
+impl RunTiming {
+    pub(crate) fn of(prep: &Prepared, ck: &progress::Checkpoint) -> Self {
+        let evaluations = ck.gradient_evaluations.max(ck.series_t.len() as u64);
+        let other = ck.ntk_seconds + ck.kernel_view_seconds;
+        Self {
+            precision: prep.config.train.precision.name().to_string(),
+            seconds_training: (ck.seconds - other).max(0.0),
+            seconds_ntk: ck.ntk_seconds,
+            ntk_checkpoints: ck.ntk_checkpoints,
+            seconds_kernel_view: ck.kernel_view_seconds,
+            training_work_flop: 6.0 * (prep.data.n() * prep.model.p()) as f64 * evaluations as f64,
+        }
+    }
 }
 
 /// Options that do not change results.

@@ -5,8 +5,8 @@
 
 use super::flow_run::KernelSummary;
 use super::{
-    param_metadata, write_json, Prepared, RunOptions, RunSummary, Status, CHECKPOINT_FILE,
-    METRICS_HEADER, NTK_HEADER,
+    param_metadata, write_json, Prepared, RunOptions, RunSummary, RunTiming, Status,
+    CHECKPOINT_FILE, METRICS_HEADER, NTK_HEADER,
 };
 use crate::error::{Error, Result};
 use crate::flow::kernel::{dense_kernel_affordable, kernel_view, Drift};
@@ -41,6 +41,14 @@ pub struct Checkpoint {
     /// The linearised prediction's gap and the NTK drift so far.
     #[serde(default)]
     pub kernel: KernelSummary,
+    /// Wall-clock seconds spent in NTK checkpoints, and their number, so far.
+    #[serde(default)]
+    pub ntk_seconds: f64,
+    #[serde(default)]
+    pub ntk_checkpoints: usize,
+    /// Wall-clock seconds spent forming H(0) for the linearised prediction and the drift.
+    #[serde(default)]
+    pub kernel_view_seconds: f64,
 }
 
 impl Checkpoint {
@@ -58,6 +66,9 @@ impl Checkpoint {
             gradient_evaluations: 0,
             seconds: 0.0,
             kernel: KernelSummary::default(),
+            ntk_seconds: 0.0,
+            ntk_checkpoints: 0,
+            kernel_view_seconds: 0.0,
         }
     }
 }
@@ -79,6 +90,7 @@ impl Checkpoint {
         (index, t, loss): (usize, f64, f64),
         gd_step: Option<f64>,
     ) -> Result<[f64; 12]> {
+        let clock = Instant::now();
         let s = ntk::ntk_spectrum(model, theta, x, opts)?;
         let chk = self
             .bound
@@ -86,6 +98,8 @@ impl Checkpoint {
             .observe(index, t, loss, s.lambda_min);
         let dr = drift.map_or(f64::NAN, |d| d.at(model, theta, x));
         self.kernel.observe_drift(dr);
+        self.ntk_seconds += clock.elapsed().as_secs_f64();
+        self.ntk_checkpoints += 1;
         let row = [
             index as f64,
             t,
@@ -192,6 +206,7 @@ pub(super) fn write_run(
     let every = cfg.ntk.every;
     let log_every = cfg.train.log_every.max(1);
     let dense = dense_kernel_affordable(model, n, ntk_opts.memory_budget_bytes);
+    let clock = Instant::now();
     let (lin, drift) = if dense {
         kernel_view(
             model,
@@ -204,6 +219,7 @@ pub(super) fn write_run(
     } else {
         (None, None)
     };
+    ck.kernel_view_seconds += clock.elapsed().as_secs_f64();
     let mut theta = std::mem::take(&mut ck.theta);
     let mut gd_state = std::mem::take(&mut ck.gd);
     let outcome =
@@ -379,5 +395,6 @@ pub(super) fn summarize(
             .map(|g| crate::graph::min_abs_eigenvalue(&g.normalized_adjacency())),
         kernel: (ck.kernel != KernelSummary::default()).then(|| ck.kernel.clone()),
         flow: None,
+        timing: Some(RunTiming::of(prep, ck)),
     }
 }

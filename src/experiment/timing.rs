@@ -1,0 +1,182 @@
+//! How fast a `reproduce` ran against what this machine can do: the training's floating-point
+//! work (issue 7's convention, 6·n·p flops per gradient evaluation) over the wall-clock seconds
+//! the runs spent training, compared with a large matrix product timed in the same process —
+//! the machine's own peak, so the ratio means the same on a laptop and on a cluster node.
+//!
+//! The NTK checkpoints are f64 eigenvalue work of another kind (block products and small dense
+//! algebra); their seconds and count are reported beside the training's, not mixed into the
+//! ratio.
+
+use crate::config::Precision;
+use crate::run::RunSummary;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// GFLOP/s of the fastest of three n × n matrix products in `precision`, on all of faer's
+/// threads ([`crate::batch::par`]).
+pub fn matmul_peak_gflops(precision: Precision, n: usize) -> f64 {
+    match precision {
+        Precision::F64 => peak::<f64>(n, |v| v),
+        Precision::F32 => peak::<f32>(n, |v| v as f32),
+    }
+}
+
+fn peak<T>(n: usize, from: impl Fn(f64) -> T) -> f64
+where
+    T: faer::traits::ComplexField + Copy,
+{
+    let a = Mat::<T>::from_fn(n, n, |i, j| from(((i * 7 + j * 3) % 11) as f64 - 5.0));
+    let b = Mat::<T>::from_fn(n, n, |i, j| from(((i * 5 + j * 2) % 13) as f64 - 6.0));
+    let mut c = Mat::<T>::zeros(n, n);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let clock = Instant::now();
+        matmul(
+            c.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            from(1.0),
+            crate::batch::par(),
+        );
+        best = best.min(clock.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// `reproduce.json` → `timing`: totals over the index's runs that recorded their timing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReproduceTiming {
+    /// The matrix-product peak (GFLOP/s, 2048² product, the larger of the measurements before
+    /// and after the runs) in the training precision.
+    pub peak_gflops: f64,
+    pub precision: String,
+    /// Runs counted: those with a `timing` record trained in `precision` (runs of presets the
+    /// engine does not train stay in f64 under `--precision f32` and are left out).
+    pub runs: usize,
+    /// Σ 6·n·p·(gradient evaluations) over the runs.
+    pub training_work_flop: f64,
+    /// Σ of the runs' training seconds.
+    pub seconds_training: f64,
+    /// training_work_flop ÷ peak: the training time at the peak rate.
+    pub seconds_at_peak: f64,
+    /// seconds_training ÷ seconds_at_peak (issue 7's target: ≤ 1.25). None when runs were packed
+    /// one per core (their seconds overlap, so their sum is not wall time).
+    pub ratio_to_peak: Option<f64>,
+    pub seconds_ntk: f64,
+    pub ntk_checkpoints: usize,
+    /// Wall-clock seconds of this `reproduce` invocation (resumed runs' earlier work excluded).
+    pub wall_seconds: f64,
+}
+
+impl ReproduceTiming {
+    /// Totals over `summaries`; `packed` when some runs shared the cores.
+    pub fn of<'a>(
+        summaries: impl Iterator<Item = &'a RunSummary>,
+        peak_gflops: f64,
+        precision: Precision,
+        packed: bool,
+        wall_seconds: f64,
+    ) -> Self {
+        let mut t = Self {
+            peak_gflops,
+            precision: precision.name().to_string(),
+            runs: 0,
+            training_work_flop: 0.0,
+            seconds_training: 0.0,
+            seconds_at_peak: 0.0,
+            ratio_to_peak: None,
+            seconds_ntk: 0.0,
+            ntk_checkpoints: 0,
+            wall_seconds,
+        };
+        let counted = summaries
+            .filter_map(|s| s.timing.as_ref())
+            .filter(|s| s.precision == precision.name());
+        for s in counted {
+            t.runs += 1;
+            t.training_work_flop += s.training_work_flop;
+            t.seconds_training += s.seconds_training;
+            t.seconds_ntk += s.seconds_ntk;
+            t.ntk_checkpoints += s.ntk_checkpoints;
+        }
+        t.seconds_at_peak = t.training_work_flop / (peak_gflops * 1e9);
+        if !packed && t.seconds_at_peak > 0.0 {
+            t.ratio_to_peak = Some(t.seconds_training / t.seconds_at_peak);
+        }
+        t
+    }
+
+    /// One line for the terminal and the report.
+    pub fn line(&self) -> String {
+        let ratio = self.ratio_to_peak.map_or_else(
+            || "runs packed one per core, no ratio".to_string(),
+            |r| format!("{r:.2}× work ÷ peak"),
+        );
+        format!(
+            "training: {:.3} TFLOP in {:.1} s over {} runs ({} peak {:.0} GFLOP/s → {:.1} s at peak; {ratio}); \
+             NTK: {} checkpoints in {:.1} s; wall {:.1} s",
+            self.training_work_flop / 1e12,
+            self.seconds_training,
+            self.runs,
+            self.precision,
+            self.peak_gflops,
+            self.seconds_at_peak,
+            self.ntk_checkpoints,
+            self.seconds_ntk,
+            self.wall_seconds
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::summary;
+    use crate::run::RunTiming;
+
+    fn timed(precision: &str, train: f64, ntk: f64, checkpoints: usize, work: f64) -> RunSummary {
+        let mut s = summary(40, 20, 0.3, 0, 0, 1e-3);
+        s.timing = Some(RunTiming {
+            precision: precision.into(),
+            seconds_training: train,
+            seconds_ntk: ntk,
+            ntk_checkpoints: checkpoints,
+            seconds_kernel_view: 0.0,
+            training_work_flop: work,
+        });
+        s
+    }
+
+    #[test]
+    fn totals_by_hand() {
+        let runs = [
+            timed("f32", 2.0, 1.0, 3, 3e11),
+            timed("f32", 4.0, 0.5, 2, 5e11),
+            timed("f64", 9.0, 9.0, 9, 9e11), // another precision: not counted
+            summary(10, 20, 0.0, 1, 6, 0.5), // no timing record
+        ];
+        let t = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, false, 7.5);
+        assert_eq!(t.runs, 2);
+        assert_eq!(t.training_work_flop, 8e11);
+        assert_eq!(t.seconds_training, 6.0);
+        assert_eq!(t.seconds_ntk, 1.5);
+        assert_eq!(t.ntk_checkpoints, 5);
+        // 8e11 flop at 200 GFLOP/s = 4 s; 6 s measured = 1.5×.
+        assert!((t.seconds_at_peak - 4.0).abs() < 1e-12);
+        assert!((t.ratio_to_peak.unwrap() - 1.5).abs() < 1e-12);
+        assert!(t.line().contains("1.50× work ÷ peak"), "{}", t.line());
+        let packed = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, true, 7.5);
+        assert_eq!(packed.ratio_to_peak, None);
+    }
+
+    #[test]
+    fn peak_is_a_positive_rate() {
+        for p in [Precision::F64, Precision::F32] {
+            let g = matmul_peak_gflops(p, 128);
+            assert!(g.is_finite() && g > 0.0, "{g}");
+        }
+    }
+}
