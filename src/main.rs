@@ -94,8 +94,12 @@ enum Command {
         /// Epochs between NTK λ_min checkpoints in every run, replacing the sweep's own spacing
         /// (0 = only at the start and the end). Paper-scale checkpoints are matrix-free solves on
         /// nm = 50,000: fewer of them shortens a paper-scale reproduce by hours.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_ntk")]
         ntk_every: Option<usize>,
+        /// No NTK checkpoints at all: training only (to time it at paper scale, where one
+        /// ResNet checkpoint alone takes minutes); verdicts then rest on the loss.
+        #[arg(long)]
+        no_ntk: bool,
     },
     /// Rebuild report.html, report.md and plots/ of a reproduce directory or of a single run
     /// directory (what `train` writes) from its saved results.
@@ -160,6 +164,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             precision,
             solver,
             ntk_every,
+            no_ntk,
         } => reproduce(
             &scale,
             only,
@@ -167,7 +172,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             out,
             shard.as_deref(),
             quiet,
-            (&precision, &solver, ntk_every),
+            (&precision, &solver, ntk_every, no_ntk),
         ),
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
@@ -401,7 +406,7 @@ fn reproduce(
     out: Option<PathBuf>,
     shard: Option<&str>,
     quiet: bool,
-    (precision, solver, ntk_every): (&str, &str, Option<usize>),
+    (precision, solver, ntk_every, no_ntk): (&str, &str, Option<usize>, bool),
 ) -> Result<()> {
     let scale = Scale::parse(scale)?;
     let precision = match precision {
@@ -455,6 +460,7 @@ fn reproduce(
         precision,
         solver,
         ntk_every,
+        no_ntk,
     };
     let idx = experiment::reproduce(&opts)?;
     print_verdicts(&idx);

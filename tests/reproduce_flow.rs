@@ -56,6 +56,7 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
         precision: gradflow::config::Precision::F64,
         solver: Solver::Flow,
         ntk_every: None,
+        no_ntk: false,
     };
     let start = std::time::Instant::now();
     let index = reproduce_ablations(&opts, vec![ab]).unwrap();

@@ -77,6 +77,9 @@ pub struct ReproduceOptions {
     /// Replaces every run's `ntk.every` (epochs between λ_min checkpoints; 0 = only at the start
     /// and the end) — for the flow solver before the translation to outputs.
     pub ntk_every: Option<usize>,
+    /// No NTK checkpoints at all (`ntk.enabled = false` in every run): training only, e.g. to
+    /// time it; the verdicts then rest on the loss alone.
+    pub no_ntk: bool,
 }
 
 /// One finished run in the index.
@@ -173,8 +176,13 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
         .iter()
         .map(|n| {
             let mut a = ablation(n, opts.scale, opts.seeds)?;
-            if let Some(every) = opts.ntk_every {
-                a.runs.iter_mut().for_each(|r| r.config.ntk.every = every);
+            for r in &mut a.runs {
+                if let Some(every) = opts.ntk_every {
+                    r.config.ntk.every = every;
+                }
+                if opts.no_ntk {
+                    r.config.ntk.enabled = false;
+                }
             }
             Ok(match opts.solver {
                 crate::config::Solver::Flow => as_flow(a),
