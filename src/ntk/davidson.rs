@@ -35,6 +35,9 @@ pub struct DavidsonOptions {
     /// Vectors added per step (one block product each).
     pub block: usize,
     pub seed: u64,
+    /// Also stop as soon as θ₁ ≤ this (0 = never): θ₁ is a Rayleigh quotient, so λ_min ≤ θ₁ is
+    /// then already certain — used to stop at the working-precision floor of a singular H.
+    pub stop_below: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -227,7 +230,7 @@ pub fn davidson_smallest(
         }
         let res = r.col(0).norm_l2();
         history.push((products, theta, res));
-        if res <= opts.tol * theta.abs() {
+        if res <= opts.tol * theta.abs() || theta <= opts.stop_below {
             break (theta, second, res, y, true);
         }
         if products >= opts.max_products || k >= dim {
@@ -322,6 +325,7 @@ mod tests {
                 max_products: 3000,
                 block,
                 seed: 1,
+                stop_below: 0.0,
             };
             let mut apply = |v: MatRef<'_, f64>| &a * v;
             // Jacobi preconditioner.

@@ -143,6 +143,12 @@ impl MatrixFreePlan {
     }
 }
 
+/// dim·ε·λ_max: below it λ_min of a dim × dim PSD matrix cannot be told from 0 in f64 (the
+/// accuracy the dense eigensolver reports).
+pub fn working_precision_floor(dim: usize, lambda_max: f64) -> f64 {
+    dim as f64 * f64::EPSILON * lambda_max.abs()
+}
+
 fn unit(v: &mut [f64]) {
     let nv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     if nv > 0.0 {
@@ -206,25 +212,8 @@ pub fn preconditioned_extremes(
         .blocking
         .map(|b| OutputBlockPreconditioner::new(op, b, plan.rotate));
     let setup_seconds = t0.elapsed().as_secs_f64();
-    let start_products = op.products;
-    let dopts = DavidsonOptions {
-        max_basis: plan.max_basis,
-        keep: plan.keep,
-        tol: plan.tol,
-        max_products: plan.max_products,
-        block: plan.block,
-        seed: 12,
-    };
-    let mut apply = |v: MatRef<'_, f64>| op.apply_block(v);
-    let mut precond = |r: MatRef<'_, f64>| -> Mat<f64> {
-        match &pre {
-            Some(p) => p.apply(r),
-            None => r.to_owned(),
-        }
-    };
-    let d = davidson_smallest(dim, &mut apply, &mut precond, &dopts);
-    drop(pre);
-    let products_min = op.products - start_products;
+    // λ_max first: it sets the working-precision floor dim·ε·λ_max below which λ_min cannot be
+    // told from 0 (the dense eigensolver's accuracy), where Davidson may stop at once.
     let start_products = op.products;
     let top = lanczos(
         dim,
@@ -240,9 +229,36 @@ pub fn preconditioned_extremes(
         11,
     );
     let products_max = op.products - start_products;
+    let floor = working_precision_floor(dim, top.value);
+    let start_products = op.products;
+    let dopts = DavidsonOptions {
+        max_basis: plan.max_basis,
+        keep: plan.keep,
+        tol: plan.tol,
+        max_products: plan.max_products,
+        block: plan.block,
+        seed: 12,
+        stop_below: floor,
+    };
+    let mut apply = |v: MatRef<'_, f64>| op.apply_block(v);
+    let mut precond = |r: MatRef<'_, f64>| -> Mat<f64> {
+        match &pre {
+            Some(p) => p.apply(r),
+            None => r.to_owned(),
+        }
+    };
+    let d = davidson_smallest(dim, &mut apply, &mut precond, &dopts);
+    drop(pre);
+    let products_min = op.products - start_products;
     let mut y = d.vector.clone();
     unit(&mut y);
-    let (rho, residual) = independent_rayleigh(model, theta, x, &y);
+    let (rho, mut residual) = independent_rayleigh(model, theta, x, &y);
+    // Below the floor: 0 ≤ λ_min ≤ ρ (ρ is a Rayleigh quotient of the PSD H), so ρ itself bounds
+    // the error — far tighter than an unconverged residual.
+    let singular = rho <= floor;
+    if singular {
+        residual = residual.min(rho.max(0.0));
+    }
     let error_estimate = d
         .second
         .filter(|&t2| t2 > rho)
@@ -259,6 +275,11 @@ pub fn preconditioned_extremes(
             format!("davidson+{rot}output-block-jacobi{how}")
         }
     };
+    let method = if singular {
+        format!("{method} (stopped below dim·ε·λ_max: singular to working precision)")
+    } else {
+        method
+    };
     MatrixFreeResult {
         lambda_min: rho,
         residual,
@@ -269,7 +290,7 @@ pub fn preconditioned_extremes(
         products_min,
         products_max,
         products_check: 1,
-        converged: d.converged,
+        converged: d.converged || singular,
         setup_seconds,
         method,
         plan: plan.clone(),
