@@ -384,7 +384,9 @@ fn ntk_cmd(
     println!("λ_max = {:.10e}", s.lambda_max);
     match s.condition {
         Some(c) => println!("condition number = {c:.6e}"),
-        None => println!("condition number = ∞ (λ_min ≤ 0: H is singular to working precision)"),
+        None => println!(
+            "condition number = ∞ (λ_min ≤ nm·ε·λ_max: H is singular to working precision)"
+        ),
     }
     if let Some(eig) = &s.eigenvalues {
         println!("eigenvalues (ascending):");

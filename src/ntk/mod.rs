@@ -70,7 +70,8 @@ pub struct NtkSummary {
     pub p: usize,
     pub lambda_min: f64,
     pub lambda_max: f64,
-    /// λ_max/λ_min; None when λ_min ≤ 0 (singular to working precision).
+    /// λ_max/λ_min; None when λ_min ≤ nm·ε·λ_max (singular to working precision: λ_min cannot
+    /// be told from 0 in f64).
     pub condition: Option<f64>,
     pub lambda_min_accuracy: f64,
     pub method: String,
@@ -107,7 +108,9 @@ pub fn ntk_spectrum(
         p: model.p(),
         lambda_min: ext.lambda_min,
         lambda_max: ext.lambda_max,
-        condition: Some(ext.condition()).filter(|c| c.is_finite()),
+        condition: Some(ext.condition())
+            .filter(|c| c.is_finite())
+            .filter(|_| ext.lambda_min > matrix_free::working_precision_floor(dim, ext.lambda_max)),
         lambda_min_accuracy: ext.lambda_min_accuracy,
         method: ext.method.clone(),
         seconds: start.elapsed().as_secs_f64(),
