@@ -1,0 +1,716 @@
+//! The structured NTK route for graph networks (gcn, cheb, graphconv): H = J Jᵀ (nm × nm) from
+//! one sparse reverse pass, without the Jacobian.
+//!
+//! **Maths.** Output column c = (i, a). Going backwards, column c's cotangent at a layer is a
+//! (width × n) matrix Ȳ_c supported on a node set S_i ([`super::sparse_cot`]): {i} at the
+//! output, and a propagation y = X Pᵀ (y_k = Σ_j P_kj x_j) carries it to x̄_j = Σ_k P_kj ȳ_k, i.e.
+//! to S_i ∪ N_P(S_i). Every parametrised layer of these networks is *affine in stacked
+//! propagated features*: y = Σ_k W_k Z_k + b 1ᵀ with Z_k = X P_kᵀ (dense: Z_0 = X; GraphConv:
+//! Z = [X Aᵀ, X]; ChebConv: Z_k = X T_k(L̃)ᵀ). With x̃_j = [Z_0[:, j]; …; Z_{K−1}[:, j]; 1] the
+//! per-column parameter cotangent is, up to the order of parameters (which the Gram ignores),
+//! θ̄_c = Σ_{j∈S_i} ȳ_{c,j} x̃_jᵀ = Ȳ_c X̃ᵀ, so the layer adds ⟨θ̄_c, θ̄_c'⟩ to H[c, c'] by one of
+//! two routes:
+//! - **Hadamard** (every support a single node, as at the output layer): H += (ȲᵀȲ) ⊙ (X̃_gᵀX̃_g)
+//!   with X̃_g the features of each column's node — cost (nm)²·(out + in′), as for `Dense`'s
+//!   structured `vjp_gram`.
+//! - **tiles** (wider supports): for a block of output rows o, T[(o, f), c] = Σ_{j∈S_i} ȳ_{c,j}[o]
+//!   x̃_j[f] (one small GEMM per column), then H += Tᵀ T on the lower triangle. Memory: one tile
+//!   (at most [`TILE_BYTES`]), never the layer's nm × p Jacobian block; cost (nm)²·p_l/2 plus
+//!   nm·|S|·p_l to form the tiles (the Jacobian route pays (nm)²·p for J Jᵀ and nm full vjps).
+//!
+//! The input cotangent of an affine layer is Σ_k P_kᵀ-adjoint(W_kᵀ ȳ) (Chebyshev: the adjoint
+//! recurrence, on nested supports); element-wise leaves (activations, detected numerically as in
+//! [`super::structured`]) scale each stored column by their Jacobian diagonal at its node, and
+//! a leaf with a few parameters (PReLU's slope) adds PᵀP with P[k, c] = Σ ⟨ȳ, ∂y/∂θ_k⟩ over
+//! column c's nodes (∂y/∂θ_k from one jvp on the whole batch).
+//!
+//! The network is read through the public [`Layer`] API ([`Layer::graph_structure`] for the
+//! graph layers, `serial`/`residual` composites, `dense` leaves). Each affine layer's forward
+//! pass is recomputed from its decomposition and compared with the layer's own; anything the
+//! walker cannot read makes [`graph_gram`] return an error, and [`super::gram`] then takes the
+//! Jacobian route.
+
+use super::gram::{mirror_lower, zeros_parallel};
+use super::sparse_cot::{SparseCot, Supports};
+use super::structured::{diagonal_jacobian, is_dense};
+use crate::batch::{par, Batch};
+use crate::graph::{propagate_columns, SparseMatrix};
+use crate::layers::{GraphBasis, GraphStructure, Layer, Tape};
+use crate::model::Model;
+use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
+use faer::{Accum, Mat, MatMut, MatRef};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Largest tile T of the tile route, in bytes.
+pub const TILE_BYTES: usize = 128 << 20;
+/// Most parameters of a non-affine leaf (their per-column cotangents are kept, nm each).
+const MAX_LEAF_PARAMS: usize = 64;
+/// Row block of the Hadamard route.
+const HADAMARD_ROWS: usize = 256;
+
+/// One node of the walked network.
+enum Node<'a> {
+    Propagate(Arc<SparseMatrix>),
+    Affine {
+        layer: &'a dyn Layer,
+        id: usize,
+        offset: usize,
+        inp: usize,
+        out: usize,
+        basis: GraphBasis,
+        weights: Vec<usize>,
+        bias: Option<usize>,
+    },
+    Leaf {
+        layer: &'a dyn Layer,
+        id: usize,
+        offset: usize,
+        np: usize,
+    },
+    Serial(Vec<Node<'a>>),
+    Residual(Box<Node<'a>>),
+}
+
+impl Node<'_> {
+    fn has_params(&self) -> bool {
+        match self {
+            Node::Propagate(_) => false,
+            Node::Affine { .. } => true,
+            Node::Leaf { np, .. } => *np > 0,
+            Node::Serial(c) => c.iter().any(Node::has_params),
+            Node::Residual(inner) => inner.has_params(),
+        }
+    }
+}
+
+fn build<'a>(layer: &'a dyn Layer, offset: usize, next: &mut usize) -> Result<Node<'a>, String> {
+    let what = layer.describe();
+    let np = layer.num_params();
+    let (inp, out) = (layer.in_dim(), layer.out_dim());
+    if let Some(gs) = layer.graph_structure() {
+        return match gs {
+            GraphStructure::Propagate(p) if np == 0 && inp == out => Ok(Node::Propagate(p)),
+            GraphStructure::Propagate(_) => Err(format!("`{what}`: not a plain propagation")),
+            GraphStructure::Affine {
+                basis,
+                weights,
+                bias,
+            } => {
+                let w = inp * out;
+                let fits = |o: usize, len: usize| o.checked_add(len).is_some_and(|e| e <= np);
+                let count = weights.len() * w + bias.map_or(0, |_| out);
+                if weights.len() != basis.len()
+                    || basis.is_empty()
+                    || count != np
+                    || !weights.iter().all(|&o| fits(o, w))
+                    || !bias.is_none_or(|o| fits(o, out))
+                {
+                    return Err(format!("`{what}`: inconsistent graph structure"));
+                }
+                let id = *next;
+                *next += 1;
+                Ok(Node::Affine {
+                    layer,
+                    id,
+                    offset,
+                    inp,
+                    out,
+                    basis,
+                    weights: weights.iter().map(|o| offset + o).collect(),
+                    bias: bias.map(|o| offset + o),
+                })
+            }
+        };
+    }
+    let children = layer.children();
+    if children.is_empty() {
+        if layer.mixes_samples() {
+            return Err(format!("`{what}` mixes samples without a graph structure"));
+        }
+        let id = *next;
+        *next += 1;
+        return Ok(match is_dense(layer) {
+            Some((inp, out)) => Node::Affine {
+                layer,
+                id,
+                offset,
+                inp,
+                out,
+                basis: GraphBasis::Terms(vec![None]),
+                weights: vec![offset],
+                bias: Some(offset + inp * out),
+            },
+            None if np <= MAX_LEAF_PARAMS => Node::Leaf {
+                layer,
+                id,
+                offset,
+                np,
+            },
+            None => return Err(format!("`{what}`: too many parameters for a leaf")),
+        });
+    }
+    if what.starts_with("serial") {
+        let mut nodes = Vec::with_capacity(children.len());
+        let mut off = offset;
+        for c in children {
+            nodes.push(build(c, off, next)?);
+            off += c.num_params();
+        }
+        if off - offset != np {
+            return Err(format!("`{what}`: children's parameters do not add up"));
+        }
+        Ok(Node::Serial(nodes))
+    } else if what.starts_with("residual") && children.len() == 1 && children[0].num_params() == np
+    {
+        Ok(Node::Residual(Box::new(build(children[0], offset, next)?)))
+    } else {
+        Err(format!(
+            "composite `{what}` is not supported by the graph route"
+        ))
+    }
+}
+
+/// What the forward pass leaves for the reverse pass, by node id.
+#[derive(Default)]
+struct Prepared {
+    /// Affine nodes: X̃ (in′ × n), the stacked basis terms and a row of ones for the bias.
+    features: Vec<Option<Mat<f64>>>,
+    /// Leaves: the Jacobian's diagonal, and ∂y/∂θ_k per parameter.
+    diagonal: Vec<Option<Batch>>,
+    dparams: Vec<Vec<Batch>>,
+}
+
+/// Z_0 … Z_{K−1} of an affine node's basis on input x.
+fn basis_terms(basis: &GraphBasis, x: &Batch) -> Result<Vec<Batch>, String> {
+    let check = |p: &SparseMatrix| {
+        (p.n() == x.n()).then_some(()).ok_or(format!(
+            "a graph of {} nodes on a batch of {}",
+            p.n(),
+            x.n()
+        ))
+    };
+    match basis {
+        GraphBasis::Terms(ts) => ts
+            .iter()
+            .map(|t| match t {
+                Some(p) => check(p).map(|_| propagate_columns(p, x, false)),
+                None => Ok(x.clone()),
+            })
+            .collect(),
+        GraphBasis::Chebyshev { l_tilde, order } => {
+            check(l_tilde)?;
+            let mut z = vec![x.clone()];
+            for k in 1..*order {
+                let mut next = propagate_columns(l_tilde, &z[k - 1], false);
+                if k >= 2 {
+                    for (v, b) in next.as_mut_slice().iter_mut().zip(z[k - 2].as_slice()) {
+                        *v = 2.0 * *v - b;
+                    }
+                }
+                z.push(next);
+            }
+            Ok(z)
+        }
+    }
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0f64, |a, x| a.max(x.abs()))
+}
+
+/// Relative agreement of two batches (NaN fails).
+fn agree(a: &Batch, b: &Batch) -> bool {
+    let scale = max_abs(b.as_slice()).max(1.0);
+    let diff = a
+        .as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+    a.features() == b.features() && a.n() == b.n() && diff <= 1e-12 * scale
+}
+
+fn weight<'t>(theta: &'t [f64], at: usize, out: usize, inp: usize) -> MatRef<'t, f64> {
+    MatRef::from_row_major_slice(&theta[at..at + out * inp], out, inp)
+}
+
+fn forward(
+    node: &Node<'_>,
+    theta: &[f64],
+    x: &Batch,
+    prep: &mut Prepared,
+) -> Result<Batch, String> {
+    match node {
+        Node::Propagate(p) => {
+            if p.n() != x.n() {
+                return Err(format!(
+                    "a graph of {} nodes on a batch of {}",
+                    p.n(),
+                    x.n()
+                ));
+            }
+            Ok(propagate_columns(p, x, false))
+        }
+        Node::Affine {
+            layer,
+            id,
+            offset,
+            inp,
+            out,
+            basis,
+            weights,
+            bias,
+        } => {
+            let z = basis_terms(basis, x)?;
+            let np = layer.num_params();
+            let (y, _) = layer.forward(&theta[*offset..offset + np], x);
+            let rows = z.len() * inp + bias.is_some() as usize;
+            let mut f = Mat::<f64>::zeros(rows, x.n());
+            let mut mine = Batch::zeros(*out, x.n());
+            for (k, zk) in z.iter().enumerate() {
+                f.as_mut().subrows_mut(k * inp, *inp).copy_from(zk.mat());
+                let w = weight(theta, weights[k], *out, *inp);
+                matmul(mine.mat_mut(), Accum::Add, w, zk.mat(), 1.0, par());
+            }
+            if let Some(b) = bias {
+                f.as_mut().row_mut(rows - 1).fill(1.0);
+                mine.add_to_columns(&theta[*b..b + out]);
+            }
+            if !agree(&mine, &y) {
+                return Err(format!(
+                    "`{}`: its graph structure does not reproduce its forward pass",
+                    layer.describe()
+                ));
+            }
+            prep.features[*id] = Some(f);
+            Ok(y)
+        }
+        Node::Leaf {
+            layer,
+            id,
+            offset,
+            np,
+        } => {
+            let th = &theta[*offset..offset + np];
+            let (y, tape): (Batch, Tape) = layer.forward(th, x);
+            let d = diagonal_jacobian(*layer, th, x, &tape)
+                .ok_or_else(|| format!("`{}` is not element-wise", layer.describe()))?;
+            let zero_in = Batch::zeros(x.features(), x.n());
+            prep.dparams[*id] = (0..*np)
+                .map(|k| {
+                    let mut e = vec![0.0; *np];
+                    e[k] = 1.0;
+                    layer.jvp(th, x, &tape, &zero_in, &e)
+                })
+                .collect();
+            prep.diagonal[*id] = Some(d);
+            Ok(y)
+        }
+        Node::Serial(children) => {
+            let mut cur = x.clone();
+            for c in children {
+                cur = forward(c, theta, &cur, prep)?;
+            }
+            Ok(cur)
+        }
+        Node::Residual(inner) => {
+            let mut y = forward(inner, theta, x, prep)?;
+            if y.features() != x.features() {
+                return Err("residual: branch changes the width".into());
+            }
+            y.add_assign(x);
+            Ok(y)
+        }
+    }
+}
+
+/// Adds ⟨θ̄_c, θ̄_c'⟩ of an affine layer with features `f` (in′ × n) and output cotangents `cot`
+/// to the lower triangle of h.
+fn affine_gram(f: &Mat<f64>, cot: &SparseCot, tile_bytes: usize, h: &mut Mat<f64>) {
+    let big_n = cot.m * cot.sup.n();
+    let (inp, w) = (f.nrows(), cot.width);
+    if cot.sup.all_single() {
+        // Hadamard: stored column c is output column c, at node sup.nodes(c / m)[0].
+        let nodes = cot.nodes_of_columns();
+        let mut xg = Mat::<f64>::zeros(inp, big_n);
+        for (c, &j) in nodes.iter().enumerate() {
+            xg.as_mut().col_mut(c).copy_from(f.col(j));
+        }
+        let y = cot.mat();
+        for r0 in (0..big_n).step_by(HADAMARD_ROWS) {
+            let rb = HADAMARD_ROWS.min(big_n - r0);
+            let cols = r0 + rb;
+            let mut g = Mat::<f64>::zeros(rb, cols);
+            let mut k = Mat::<f64>::zeros(rb, cols);
+            let yr = y.subcols(r0, rb).transpose();
+            matmul(
+                g.as_mut(),
+                Accum::Replace,
+                yr,
+                y.subcols(0, cols),
+                1.0,
+                par(),
+            );
+            let xr = xg.as_ref().subcols(r0, rb).transpose();
+            let xc = xg.as_ref().subcols(0, cols);
+            matmul(k.as_mut(), Accum::Replace, xr, xc, 1.0, par());
+            let mut hb = h.as_mut().submatrix_mut(r0, 0, rb, cols);
+            for j in 0..cols {
+                for i in 0..rb {
+                    hb[(i, j)] += g[(i, j)] * k[(i, j)];
+                }
+            }
+        }
+        return;
+    }
+    let block = (tile_bytes / (inp * big_n * 8).max(1)).clamp(1, w);
+    let mut tile = vec![0.0; block * inp * big_n];
+    for o0 in (0..w).step_by(block) {
+        let b = block.min(w - o0);
+        let len = b * inp;
+        tile[..len * big_n]
+            .par_chunks_mut(len * cot.m)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let nodes = cot.sup.nodes(i);
+                let s = nodes.len();
+                let mut fs = Mat::<f64>::zeros(inp, s);
+                for (t, &j) in nodes.iter().enumerate() {
+                    fs.as_mut().col_mut(t).copy_from(f.col(j));
+                }
+                for a in 0..cot.m {
+                    let e0 = cot.first_col(i) + a * s;
+                    let ya = MatRef::from_column_major_slice(&cot.data[e0 * w..(e0 + s) * w], w, s)
+                        .subrows(o0, b);
+                    let dst = MatMut::from_column_major_slice_mut(
+                        &mut chunk[a * len..(a + 1) * len],
+                        inp,
+                        b,
+                    );
+                    matmul(
+                        dst,
+                        Accum::Replace,
+                        fs.as_ref(),
+                        ya.transpose(),
+                        1.0,
+                        faer::Par::Seq,
+                    );
+                }
+            });
+        let t = MatRef::from_column_major_slice(&tile[..len * big_n], len, big_n);
+        triangular::matmul(
+            h.as_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            t.transpose(),
+            BlockStructure::Rectangular,
+            t,
+            BlockStructure::Rectangular,
+            1.0,
+            par(),
+        );
+    }
+}
+
+/// The reverse pass: adds every parametrised node's term to h and returns the input cotangent
+/// when asked for.
+fn reverse(
+    node: &Node<'_>,
+    theta: &[f64],
+    cot: SparseCot,
+    need_input: bool,
+    prep: &Prepared,
+    tile_bytes: usize,
+    h: &mut Mat<f64>,
+) -> Result<Option<SparseCot>, String> {
+    match node {
+        Node::Propagate(p) => {
+            if !need_input {
+                return Ok(None);
+            }
+            let target = Arc::new(cot.sup.expand(p));
+            SparseCot::combine(&target, &[(1.0, Some(p), &cot)]).map(Some)
+        }
+        Node::Affine {
+            id,
+            inp,
+            out,
+            basis,
+            weights,
+            ..
+        } => {
+            let f = prep.features[*id].as_ref().ok_or("missing features")?;
+            affine_gram(f, &cot, tile_bytes, h);
+            if !need_input {
+                return Ok(None);
+            }
+            let zb: Vec<SparseCot> = weights
+                .iter()
+                .map(|&at| cot.map_rows(weight(theta, at, *out, *inp).transpose()))
+                .collect();
+            drop(cot);
+            match basis {
+                GraphBasis::Terms(ts) => {
+                    let mut target = zb[0].sup.as_ref().clone();
+                    let mut parts = Vec::with_capacity(ts.len());
+                    for (t, z) in ts.iter().zip(&zb) {
+                        if let Some(p) = t {
+                            target = target.union(&z.sup.expand(p));
+                        }
+                        parts.push((1.0, t.as_deref(), z));
+                    }
+                    SparseCot::combine(&Arc::new(target), &parts).map(Some)
+                }
+                GraphBasis::Chebyshev { l_tilde, order } => {
+                    chebyshev_adjoint(l_tilde, *order, zb).map(Some)
+                }
+            }
+        }
+        Node::Leaf { id, np, .. } => {
+            if *np > 0 {
+                let big_n = cot.m * cot.sup.n();
+                let mut p = Mat::<f64>::zeros(*np, big_n);
+                for (k, dk) in prep.dparams[*id].iter().enumerate() {
+                    for (c, v) in cot.dot_by_nodes(dk).into_iter().enumerate() {
+                        p[(k, c)] = v;
+                    }
+                }
+                matmul(
+                    h.as_mut(),
+                    Accum::Add,
+                    p.transpose(),
+                    p.as_ref(),
+                    1.0,
+                    par(),
+                );
+            }
+            if !need_input {
+                return Ok(None);
+            }
+            let mut cot = cot;
+            cot.scale_by_nodes(prep.diagonal[*id].as_ref().ok_or("missing diagonal")?);
+            Ok(Some(cot))
+        }
+        Node::Serial(children) => {
+            let mut cur = Some(cot);
+            for k in (0..children.len()).rev() {
+                let need = need_input || children[..k].iter().any(Node::has_params);
+                let Some(c) = cur.take() else {
+                    return Err("internal: a cotangent went missing".into());
+                };
+                cur = reverse(&children[k], theta, c, need, prep, tile_bytes, h)?;
+                if !need {
+                    return Ok(None);
+                }
+            }
+            Ok(cur)
+        }
+        Node::Residual(inner) => {
+            if !need_input {
+                reverse(inner, theta, cot, false, prep, tile_bytes, h)?;
+                return Ok(None);
+            }
+            let r = reverse(inner, theta, cot.clone(), true, prep, tile_bytes, h)?
+                .ok_or("internal: residual branch gave no cotangent")?;
+            let target = Arc::new(r.sup.union(&cot.sup));
+            SparseCot::combine(&target, &[(1.0, None, &r), (1.0, None, &cot)]).map(Some)
+        }
+    }
+}
+
+/// X̄ = Σ_k T_k(L̃)-adjoint of Z̄_k by the Chebyshev recurrence run backwards (as in ChebConv's
+/// vjp), each Z̄_k on the smallest support that holds it: level l = S expanded l times by L̃.
+fn chebyshev_adjoint(
+    l: &SparseMatrix,
+    order: usize,
+    zb: Vec<SparseCot>,
+) -> Result<SparseCot, String> {
+    let mut levels = vec![zb[0].sup.clone()];
+    for _ in 1..order {
+        let next = Arc::new(levels.last().expect("a level").expand(l));
+        levels.push(next);
+    }
+    let mut zb: Vec<(SparseCot, usize)> = zb.into_iter().map(|z| (z, 0)).collect();
+    for k in (1..order).rev() {
+        let (zk, lk) = zb.pop().expect("one term per order");
+        let coef = if k >= 2 { 2.0 } else { 1.0 };
+        let (prev, lp) = &zb[k - 1];
+        let lt = (lk + 1).max(*lp);
+        let sum = SparseCot::combine(&levels[lt], &[(1.0, None, prev), (coef, Some(l), &zk)])?;
+        zb[k - 1] = (sum, lt);
+        if k >= 2 {
+            let (before, lb) = &zb[k - 2];
+            let lt = lk.max(*lb);
+            let sum = SparseCot::combine(&levels[lt], &[(1.0, None, before), (-1.0, None, &zk)])?;
+            zb[k - 2] = (sum, lt);
+        }
+    }
+    Ok(zb.swap_remove(0).0)
+}
+
+/// True when [`graph_gram`] can read the network (it may still fail on a given θ, x: a leaf that
+/// turns out not to be element-wise, or a mismatched graph).
+pub fn supported(model: &Model) -> bool {
+    build(model.net.as_ref(), 0, &mut 0).is_ok()
+}
+
+/// H = J Jᵀ (nm × nm, index i·m + a) by the structured graph route (see the module
+/// documentation). Errors name what the walker cannot handle.
+pub fn graph_gram(model: &Model, theta: &[f64], x: &Batch) -> Result<Mat<f64>, String> {
+    graph_gram_tiled(model, theta, x, TILE_BYTES)
+}
+
+/// [`graph_gram`] with tiles of at most `tile_bytes` (at least one output row per tile), for
+/// tests that cut layers into many tiles.
+pub fn graph_gram_tiled(
+    model: &Model,
+    theta: &[f64],
+    x: &Batch,
+    tile_bytes: usize,
+) -> Result<Mat<f64>, String> {
+    let mut count = 0;
+    let root = build(model.net.as_ref(), 0, &mut count)?;
+    if theta.len() != model.p() || x.features() != model.in_dim() {
+        return Err("θ or x does not fit the model".into());
+    }
+    let mut prep = Prepared {
+        features: (0..count).map(|_| None).collect(),
+        diagonal: (0..count).map(|_| None).collect(),
+        dparams: (0..count).map(|_| Vec::new()).collect(),
+    };
+    let y = forward(&root, theta, x, &mut prep)?;
+    if !agree(&y, &model.outputs(theta, x)) {
+        return Err("the walked forward pass does not reproduce the model's outputs".into());
+    }
+    let (n, m) = (x.n(), model.out_dim());
+    let mut h = zeros_parallel(n * m);
+    let cot = SparseCot::outputs(n, m);
+    reverse(&root, theta, cot, false, &prep, tile_bytes, &mut h)?;
+    mirror_lower(&mut h);
+    Ok(h)
+}
+
+/// Bytes held by the structured graph route on n samples (H, the forward features and the
+/// largest set of live sparse cotangents and tiles), from the supports alone; None when the
+/// network cannot take this route.
+pub fn graph_gram_bytes(model: &Model, n: usize) -> Option<u64> {
+    let root = build(model.net.as_ref(), 0, &mut 0).ok()?;
+    let m = model.out_dim();
+    let mut est = Estimate {
+        n,
+        m,
+        peak: 0,
+        stored: 0,
+    };
+    est.walk(&root, Arc::new(Supports::singletons(n)), m, false)?;
+    let big_n = (n * m) as u64;
+    Some(big_n * big_n * 8 + est.stored + est.peak)
+}
+
+/// The symbolic reverse pass behind [`graph_gram_bytes`].
+struct Estimate {
+    n: usize,
+    m: usize,
+    /// Largest transient working set (bytes).
+    peak: u64,
+    /// Forward quantities kept for the reverse pass (bytes).
+    stored: u64,
+}
+
+impl Estimate {
+    fn cot(&self, sup: &Supports, width: usize) -> u64 {
+        (sup.total() * self.m * width * 8) as u64
+    }
+    fn walk(
+        &mut self,
+        node: &Node<'_>,
+        sup: Arc<Supports>,
+        width: usize,
+        need: bool,
+    ) -> Option<Arc<Supports>> {
+        let big_n = self.n * self.m;
+        let here = self.cot(&sup, width);
+        match node {
+            Node::Propagate(p) => {
+                if p.n() != self.n || sup.n() != self.n {
+                    return None;
+                }
+                let next = Arc::new(sup.expand(p));
+                self.peak = self.peak.max(here + self.cot(&next, width));
+                Some(next)
+            }
+            Node::Affine {
+                inp, basis, bias, ..
+            } => {
+                let feats = basis.len() * inp + bias.is_some() as usize;
+                self.stored += (feats * self.n * 8) as u64;
+                let term = if sup.all_single() {
+                    (feats * big_n + 2 * HADAMARD_ROWS * big_n) * 8
+                } else {
+                    let block = (TILE_BYTES / (feats * big_n * 8).max(1)).clamp(1, width);
+                    block * feats * big_n * 8
+                };
+                self.peak = self.peak.max(here + term as u64);
+                let mut next = sup.as_ref().clone();
+                match basis {
+                    GraphBasis::Terms(ts) => {
+                        for p in ts.iter().flatten() {
+                            if p.n() != self.n {
+                                return None;
+                            }
+                            next = next.union(&sup.expand(p));
+                        }
+                    }
+                    GraphBasis::Chebyshev { l_tilde, order } => {
+                        if l_tilde.n() != self.n {
+                            return None;
+                        }
+                        for _ in 1..*order {
+                            next = next.expand(l_tilde);
+                        }
+                    }
+                }
+                let wide = self.cot(&next, *inp);
+                let k = basis.len() as u64;
+                self.peak = self.peak.max(here + k * self.cot(&sup, *inp) + 2 * wide);
+                Some(Arc::new(next))
+            }
+            Node::Leaf { np, layer, .. } => {
+                self.stored += ((np + 2) * layer.in_dim() * self.n * 8) as u64;
+                self.peak = self.peak.max(2 * here + (np * big_n * 8) as u64);
+                Some(sup)
+            }
+            Node::Serial(children) => {
+                let mut cur = (sup, width);
+                for k in (0..children.len()).rev() {
+                    let need = need || children[..k].iter().any(Node::has_params);
+                    let c = &children[k];
+                    let w_in = node_in_dim(c).unwrap_or(cur.1);
+                    let s = self.walk(c, cur.0, cur.1, need)?;
+                    if !need {
+                        return Some(s);
+                    }
+                    cur = (s, w_in);
+                }
+                Some(cur.0)
+            }
+            Node::Residual(inner) => {
+                let s = self.walk(inner, sup.clone(), width, need)?;
+                Some(Arc::new(s.union(&sup)))
+            }
+        }
+    }
+}
+
+/// Features per sample entering a node (None for parameter-free propagations and composites
+/// without leaves).
+fn node_in_dim(node: &Node<'_>) -> Option<usize> {
+    match node {
+        Node::Propagate(_) => None,
+        Node::Affine { inp, .. } => Some(*inp),
+        Node::Leaf { layer, .. } => Some(layer.in_dim()),
+        Node::Serial(c) => c.iter().find_map(node_in_dim),
+        Node::Residual(inner) => node_in_dim(inner),
+    }
+}
