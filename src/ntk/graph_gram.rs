@@ -18,6 +18,8 @@
 //!   (at most [`TILE_BYTES`]), never the layer's nm × p Jacobian block; cost (nm)²·p_l/2 plus
 //!   nm·|S|·p_l to form the tiles (the Jacobian route pays (nm)²·p for J Jᵀ and nm full vjps).
 //!
+//! (The parameter-Gram kernels and the Chebyshev adjoint live in [`super::graph_terms`].)
+//!
 //! The input cotangent of an affine layer is Σ_k P_kᵀ-adjoint(W_kᵀ ȳ) (Chebyshev: the adjoint
 //! recurrence, on nested supports); element-wise leaves (activations, detected numerically as in
 //! [`super::structured`]) scale each stored column by their Jacobian diagonal at its node, and
@@ -31,6 +33,8 @@
 //! Jacobian route.
 
 use super::gram::{mirror_lower, zeros_parallel};
+pub use super::graph_terms::TILE_BYTES;
+use super::graph_terms::{affine_gram, chebyshev_adjoint, leaf_gram, HADAMARD_ROWS};
 use super::sparse_cot::{SparseCot, Supports};
 use super::structured::{diagonal_jacobian, is_dense};
 use crate::batch::{par, Batch};
@@ -38,17 +42,11 @@ use crate::graph::{propagate_columns, SparseMatrix};
 use crate::layers::{GraphBasis, GraphStructure, Layer, Tape};
 use crate::model::Model;
 use faer::linalg::matmul::matmul;
-use faer::linalg::matmul::triangular::{self, BlockStructure};
-use faer::{Accum, Mat, MatMut, MatRef};
-use rayon::prelude::*;
+use faer::{Accum, Mat, MatRef};
 use std::sync::Arc;
 
-/// Largest tile T of the tile route, in bytes.
-pub const TILE_BYTES: usize = 128 << 20;
 /// Most parameters of a non-affine leaf (their per-column cotangents are kept, nm each).
 const MAX_LEAF_PARAMS: usize = 64;
-/// Row block of the Hadamard route.
-const HADAMARD_ROWS: usize = 256;
 
 /// One node of the walked network.
 enum Node<'a> {
@@ -325,94 +323,6 @@ fn forward(
     }
 }
 
-/// Adds ⟨θ̄_c, θ̄_c'⟩ of an affine layer with features `f` (in′ × n) and output cotangents `cot`
-/// to the lower triangle of h.
-fn affine_gram(f: &Mat<f64>, cot: &SparseCot, tile_bytes: usize, h: &mut Mat<f64>) {
-    let big_n = cot.m * cot.sup.n();
-    let (inp, w) = (f.nrows(), cot.width);
-    if cot.sup.all_single() {
-        // Hadamard: stored column c is output column c, at node sup.nodes(c / m)[0].
-        let nodes = cot.nodes_of_columns();
-        let mut xg = Mat::<f64>::zeros(inp, big_n);
-        for (c, &j) in nodes.iter().enumerate() {
-            xg.as_mut().col_mut(c).copy_from(f.col(j));
-        }
-        let y = cot.mat();
-        for r0 in (0..big_n).step_by(HADAMARD_ROWS) {
-            let rb = HADAMARD_ROWS.min(big_n - r0);
-            let cols = r0 + rb;
-            let mut g = Mat::<f64>::zeros(rb, cols);
-            let mut k = Mat::<f64>::zeros(rb, cols);
-            let yr = y.subcols(r0, rb).transpose();
-            matmul(
-                g.as_mut(),
-                Accum::Replace,
-                yr,
-                y.subcols(0, cols),
-                1.0,
-                par(),
-            );
-            let xr = xg.as_ref().subcols(r0, rb).transpose();
-            let xc = xg.as_ref().subcols(0, cols);
-            matmul(k.as_mut(), Accum::Replace, xr, xc, 1.0, par());
-            let mut hb = h.as_mut().submatrix_mut(r0, 0, rb, cols);
-            for j in 0..cols {
-                for i in 0..rb {
-                    hb[(i, j)] += g[(i, j)] * k[(i, j)];
-                }
-            }
-        }
-        return;
-    }
-    let block = (tile_bytes / (inp * big_n * 8).max(1)).clamp(1, w);
-    let mut tile = vec![0.0; block * inp * big_n];
-    for o0 in (0..w).step_by(block) {
-        let b = block.min(w - o0);
-        let len = b * inp;
-        tile[..len * big_n]
-            .par_chunks_mut(len * cot.m)
-            .enumerate()
-            .for_each(|(i, chunk)| {
-                let nodes = cot.sup.nodes(i);
-                let s = nodes.len();
-                let mut fs = Mat::<f64>::zeros(inp, s);
-                for (t, &j) in nodes.iter().enumerate() {
-                    fs.as_mut().col_mut(t).copy_from(f.col(j));
-                }
-                for a in 0..cot.m {
-                    let e0 = cot.first_col(i) + a * s;
-                    let ya = MatRef::from_column_major_slice(&cot.data[e0 * w..(e0 + s) * w], w, s)
-                        .subrows(o0, b);
-                    let dst = MatMut::from_column_major_slice_mut(
-                        &mut chunk[a * len..(a + 1) * len],
-                        inp,
-                        b,
-                    );
-                    matmul(
-                        dst,
-                        Accum::Replace,
-                        fs.as_ref(),
-                        ya.transpose(),
-                        1.0,
-                        faer::Par::Seq,
-                    );
-                }
-            });
-        let t = MatRef::from_column_major_slice(&tile[..len * big_n], len, big_n);
-        triangular::matmul(
-            h.as_mut(),
-            BlockStructure::TriangularLower,
-            Accum::Add,
-            t.transpose(),
-            BlockStructure::Rectangular,
-            t,
-            BlockStructure::Rectangular,
-            1.0,
-            par(),
-        );
-    }
-}
-
 /// The reverse pass: adds every parametrised node's term to h and returns the input cotangent
 /// when asked for.
 fn reverse(
@@ -469,21 +379,7 @@ fn reverse(
         }
         Node::Leaf { id, np, .. } => {
             if *np > 0 {
-                let big_n = cot.m * cot.sup.n();
-                let mut p = Mat::<f64>::zeros(*np, big_n);
-                for (k, dk) in prep.dparams[*id].iter().enumerate() {
-                    for (c, v) in cot.dot_by_nodes(dk).into_iter().enumerate() {
-                        p[(k, c)] = v;
-                    }
-                }
-                matmul(
-                    h.as_mut(),
-                    Accum::Add,
-                    p.transpose(),
-                    p.as_ref(),
-                    1.0,
-                    par(),
-                );
+                leaf_gram(&prep.dparams[*id], &cot, h);
             }
             if !need_input {
                 return Ok(None);
@@ -517,36 +413,6 @@ fn reverse(
             SparseCot::combine(&target, &[(1.0, None, &r), (1.0, None, &cot)]).map(Some)
         }
     }
-}
-
-/// X̄ = Σ_k T_k(L̃)-adjoint of Z̄_k by the Chebyshev recurrence run backwards (as in ChebConv's
-/// vjp), each Z̄_k on the smallest support that holds it: level l = S expanded l times by L̃.
-fn chebyshev_adjoint(
-    l: &SparseMatrix,
-    order: usize,
-    zb: Vec<SparseCot>,
-) -> Result<SparseCot, String> {
-    let mut levels = vec![zb[0].sup.clone()];
-    for _ in 1..order {
-        let next = Arc::new(levels.last().expect("a level").expand(l));
-        levels.push(next);
-    }
-    let mut zb: Vec<(SparseCot, usize)> = zb.into_iter().map(|z| (z, 0)).collect();
-    for k in (1..order).rev() {
-        let (zk, lk) = zb.pop().expect("one term per order");
-        let coef = if k >= 2 { 2.0 } else { 1.0 };
-        let (prev, lp) = &zb[k - 1];
-        let lt = (lk + 1).max(*lp);
-        let sum = SparseCot::combine(&levels[lt], &[(1.0, None, prev), (coef, Some(l), &zk)])?;
-        zb[k - 1] = (sum, lt);
-        if k >= 2 {
-            let (before, lb) = &zb[k - 2];
-            let lt = lk.max(*lb);
-            let sum = SparseCot::combine(&levels[lt], &[(1.0, None, before), (-1.0, None, &zk)])?;
-            zb[k - 2] = (sum, lt);
-        }
-    }
-    Ok(zb.swap_remove(0).0)
 }
 
 /// True when [`graph_gram`] can read the network (it may still fail on a given θ, x: a leaf that
@@ -671,9 +537,11 @@ impl Estimate {
                         }
                     }
                 }
-                let wide = self.cot(&next, *inp);
-                let k = basis.len() as u64;
-                self.peak = self.peak.max(here + k * self.cot(&sup, *inp) + 2 * wide);
+                if need {
+                    let wide = self.cot(&next, *inp);
+                    let k = basis.len() as u64;
+                    self.peak = self.peak.max(here + k * self.cot(&sup, *inp) + 2 * wide);
+                }
                 Some(Arc::new(next))
             }
             Node::Leaf { np, layer, .. } => {

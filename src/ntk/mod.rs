@@ -13,6 +13,7 @@ pub mod block_krylov;
 pub mod davidson;
 pub mod gram;
 pub mod graph_gram;
+pub mod graph_terms;
 pub mod lanczos;
 pub mod matrix_free;
 pub mod precond;

@@ -109,10 +109,7 @@ pub struct SparseCot {
 }
 
 /// Splits `data` into consecutive mutable pieces of the given lengths.
-fn split_lengths<'a>(
-    mut data: &'a mut [f64],
-    lens: impl Iterator<Item = usize>,
-) -> Vec<&'a mut [f64]> {
+fn split_lengths(mut data: &mut [f64], lens: impl Iterator<Item = usize>) -> Vec<&mut [f64]> {
     let mut out = Vec::new();
     for l in lens {
         let (a, b) = std::mem::take(&mut data).split_at_mut(l);
