@@ -209,9 +209,9 @@ fn residual_graph_block() {
     check("residual gcn", &model, &data.x, 6);
 }
 
-/// The route in `ntk_spectrum`'s summary; the memory estimate counts at least H and stays
-/// within a small factor of the Jacobian route's, also at the benchmark's size (GCN
-/// 100 → [200, 200] → 10, kNN k = 10, n = 500).
+/// The route in `ntk_spectrum`'s summary; the memory estimate counts at least H, stays within
+/// a small factor of the Jacobian route's on a small network, and at the benchmark's size (GCN
+/// 100 → [200, 200] → 10, kNN k = 10, n = 500) is below it.
 #[test]
 fn spectrum_reports_the_graph_route() {
     let data = Dataset::ball(40, 6, 3, 1);

@@ -34,8 +34,8 @@
 
 use super::gram::{mirror_lower, zeros_parallel};
 pub use super::graph_terms::TILE_BYTES;
-use super::graph_terms::{affine_gram, chebyshev_adjoint, leaf_gram, HADAMARD_ROWS};
-use super::sparse_cot::{SparseCot, Supports};
+use super::graph_terms::{affine_term, chebyshev_adjoint, leaf_gram, HADAMARD_ROWS};
+use super::sparse_cot::{Lazy, RowOp, SparseCot, Supports};
 use super::structured::{diagonal_jacobian, is_dense};
 use crate::batch::{par, Batch};
 use crate::graph::{propagate_columns, SparseMatrix};
@@ -176,7 +176,7 @@ struct Prepared {
     /// Affine nodes: X̃ (in′ × n), the stacked basis terms and a row of ones for the bias.
     features: Vec<Option<Mat<f64>>>,
     /// Leaves: the Jacobian's diagonal, and ∂y/∂θ_k per parameter.
-    diagonal: Vec<Option<Batch>>,
+    diagonal: Vec<Option<Arc<Batch>>>,
     dparams: Vec<Vec<Batch>>,
 }
 
@@ -302,7 +302,7 @@ fn forward(
                     layer.jvp(th, x, &tape, &zero_in, &e)
                 })
                 .collect();
-            prep.diagonal[*id] = Some(d);
+            prep.diagonal[*id] = Some(Arc::new(d));
             Ok(y)
         }
         Node::Serial(children) => {
@@ -328,19 +328,21 @@ fn forward(
 fn reverse(
     node: &Node<'_>,
     theta: &[f64],
-    cot: SparseCot,
+    cot: Lazy,
     need_input: bool,
     prep: &Prepared,
     tile_bytes: usize,
     h: &mut Mat<f64>,
-) -> Result<Option<SparseCot>, String> {
+) -> Result<Option<Lazy>, String> {
     match node {
         Node::Propagate(p) => {
             if !need_input {
                 return Ok(None);
             }
-            let target = Arc::new(cot.sup.expand(p));
-            SparseCot::combine(&target, &[(1.0, Some(p), &cot)]).map(Some)
+            let target = Arc::new(cot.supports().expand(p));
+            let mut cot = cot;
+            cot.push(RowOp::Spread(p.clone(), target));
+            Ok(Some(cot))
         }
         Node::Affine {
             id,
@@ -351,16 +353,20 @@ fn reverse(
             ..
         } => {
             let f = prep.features[*id].as_ref().ok_or("missing features")?;
-            affine_gram(f, &cot, tile_bytes, h);
+            let ws: Vec<MatRef<'_, f64>> = if need_input {
+                weights
+                    .iter()
+                    .map(|&at| weight(theta, at, *out, *inp))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let zb = affine_term(f, &cot, &ws, tile_bytes, h)?;
+            drop(cot);
             if !need_input {
                 return Ok(None);
             }
-            let zb: Vec<SparseCot> = weights
-                .iter()
-                .map(|&at| cot.map_rows(weight(theta, at, *out, *inp).transpose()))
-                .collect();
-            drop(cot);
-            match basis {
+            let x_bar = match basis {
                 GraphBasis::Terms(ts) => {
                     let mut target = zb[0].sup.as_ref().clone();
                     let mut parts = Vec::with_capacity(ts.len());
@@ -370,23 +376,29 @@ fn reverse(
                         }
                         parts.push((1.0, t.as_deref(), z));
                     }
-                    SparseCot::combine(&Arc::new(target), &parts).map(Some)
+                    SparseCot::combine(&Arc::new(target), &parts)?
                 }
-                GraphBasis::Chebyshev { l_tilde, order } => {
-                    chebyshev_adjoint(l_tilde, *order, zb).map(Some)
-                }
-            }
+                GraphBasis::Chebyshev { l_tilde, order } => chebyshev_adjoint(l_tilde, *order, zb)?,
+            };
+            Ok(Some(Lazy::new(x_bar)))
         }
         Node::Leaf { id, np, .. } => {
-            if *np > 0 {
-                leaf_gram(&prep.dparams[*id], &cot, h);
+            let d = prep.diagonal[*id].as_ref().ok_or("missing diagonal")?;
+            if *np == 0 {
+                if !need_input {
+                    return Ok(None);
+                }
+                let mut cot = cot;
+                cot.push(RowOp::Scale(d.clone()));
+                return Ok(Some(cot));
             }
+            let mut full = cot.materialize()?;
+            leaf_gram(&prep.dparams[*id], &full, h);
             if !need_input {
                 return Ok(None);
             }
-            let mut cot = cot;
-            cot.scale_by_nodes(prep.diagonal[*id].as_ref().ok_or("missing diagonal")?);
-            Ok(Some(cot))
+            full.scale_by_nodes(d, 0);
+            Ok(Some(Lazy::new(full)))
         }
         Node::Serial(children) => {
             let mut cur = Some(cot);
@@ -408,9 +420,12 @@ fn reverse(
                 return Ok(None);
             }
             let r = reverse(inner, theta, cot.clone(), true, prep, tile_bytes, h)?
-                .ok_or("internal: residual branch gave no cotangent")?;
+                .ok_or("internal: residual branch gave no cotangent")?
+                .materialize()?;
+            let cot = cot.materialize()?;
             let target = Arc::new(r.sup.union(&cot.sup));
-            SparseCot::combine(&target, &[(1.0, None, &r), (1.0, None, &cot)]).map(Some)
+            let sum = SparseCot::combine(&target, &[(1.0, None, &r), (1.0, None, &cot)])?;
+            Ok(Some(Lazy::new(sum)))
         }
     }
 }
@@ -451,14 +466,14 @@ pub fn graph_gram_tiled(
     }
     let (n, m) = (x.n(), model.out_dim());
     let mut h = zeros_parallel(n * m);
-    let cot = SparseCot::outputs(n, m);
+    let cot = Lazy::new(SparseCot::outputs(n, m));
     reverse(&root, theta, cot, false, &prep, tile_bytes, &mut h)?;
     mirror_lower(&mut h);
     Ok(h)
 }
 
 /// Bytes held by the structured graph route on n samples (H, the forward features and the
-/// largest set of live sparse cotangents and tiles), from the supports alone; None when the
+/// largest set of live cotangents, row blocks and tiles), from the supports alone; None when the
 /// network cannot take this route.
 pub fn graph_gram_bytes(model: &Model, n: usize) -> Option<u64> {
     let root = build(model.net.as_ref(), 0, &mut 0).ok()?;
@@ -469,12 +484,14 @@ pub fn graph_gram_bytes(model: &Model, n: usize) -> Option<u64> {
         peak: 0,
         stored: 0,
     };
-    est.walk(&root, Arc::new(Supports::singletons(n)), m, false)?;
+    let outputs = (n * m * m * 8) as u64;
+    est.walk(&root, Arc::new(Supports::singletons(n)), m, false, outputs)?;
     let big_n = (n * m) as u64;
     Some(big_n * big_n * 8 + est.stored + est.peak)
 }
 
-/// The symbolic reverse pass behind [`graph_gram_bytes`].
+/// The symbolic reverse pass behind [`graph_gram_bytes`]: it follows the supports and the bytes
+/// of each lazy cotangent's stored base (see [`Lazy`]).
 struct Estimate {
     n: usize,
     m: usize,
@@ -488,36 +505,38 @@ impl Estimate {
     fn cot(&self, sup: &Supports, width: usize) -> u64 {
         (sup.total() * self.m * width * 8) as u64
     }
+    /// Returns the input supports and the bytes of the input cotangent's stored base.
     fn walk(
         &mut self,
         node: &Node<'_>,
         sup: Arc<Supports>,
         width: usize,
         need: bool,
-    ) -> Option<Arc<Supports>> {
-        let big_n = self.n * self.m;
-        let here = self.cot(&sup, width);
+        base: u64,
+    ) -> Option<(Arc<Supports>, u64)> {
+        let big_n = (self.n * self.m) as u64;
         match node {
             Node::Propagate(p) => {
                 if p.n() != self.n || sup.n() != self.n {
                     return None;
                 }
-                let next = Arc::new(sup.expand(p));
-                self.peak = self.peak.max(here + self.cot(&next, width));
-                Some(next)
+                Some((Arc::new(sup.expand(p)), base))
             }
             Node::Affine {
                 inp, basis, bias, ..
             } => {
-                let feats = basis.len() * inp + bias.is_some() as usize;
-                self.stored += (feats * self.n * 8) as u64;
-                let term = if sup.all_single() {
-                    (feats * big_n + 2 * HADAMARD_ROWS * big_n) * 8
+                let feats = (basis.len() * inp + bias.is_some() as usize) as u64;
+                self.stored += feats * self.n as u64 * 8;
+                let k = basis.len() as u64;
+                let zb = if need { k * self.cot(&sup, *inp) } else { 0 };
+                let work = if sup.all_single() {
+                    self.cot(&sup, width) + (feats + 2 * HADAMARD_ROWS as u64) * big_n * 8
                 } else {
-                    let block = (TILE_BYTES / (feats * big_n * 8).max(1)).clamp(1, width);
-                    block * feats * big_n * 8
+                    let block =
+                        (TILE_BYTES as u64 / (feats * big_n * 8).max(1)).clamp(1, width as u64);
+                    2 * self.cot(&sup, 1) * block + block * feats * big_n * 8
                 };
-                self.peak = self.peak.max(here + term as u64);
+                self.peak = self.peak.max(base + work + zb);
                 let mut next = sup.as_ref().clone();
                 match basis {
                     GraphBasis::Terms(ts) => {
@@ -537,35 +556,41 @@ impl Estimate {
                         }
                     }
                 }
+                let wide = self.cot(&next, *inp);
                 if need {
-                    let wide = self.cot(&next, *inp);
-                    let k = basis.len() as u64;
-                    self.peak = self.peak.max(here + k * self.cot(&sup, *inp) + 2 * wide);
+                    self.peak = self.peak.max(zb + 2 * wide);
                 }
-                Some(Arc::new(next))
+                Some((Arc::new(next), wide))
             }
             Node::Leaf { np, layer, .. } => {
-                self.stored += ((np + 2) * layer.in_dim() * self.n * 8) as u64;
-                self.peak = self.peak.max(2 * here + (np * big_n * 8) as u64);
-                Some(sup)
+                self.stored += ((np + 2) * layer.in_dim() * self.n) as u64 * 8;
+                if *np == 0 {
+                    return Some((sup, base));
+                }
+                let full = self.cot(&sup, width);
+                self.peak = self.peak.max(base + 2 * full + *np as u64 * big_n * 8);
+                Some((sup, full))
             }
             Node::Serial(children) => {
-                let mut cur = (sup, width);
+                let mut cur = (sup, width, base);
                 for k in (0..children.len()).rev() {
                     let need = need || children[..k].iter().any(Node::has_params);
                     let c = &children[k];
                     let w_in = node_in_dim(c).unwrap_or(cur.1);
-                    let s = self.walk(c, cur.0, cur.1, need)?;
+                    let (s, b) = self.walk(c, cur.0, cur.1, need, cur.2)?;
                     if !need {
-                        return Some(s);
+                        return Some((s, b));
                     }
-                    cur = (s, w_in);
+                    cur = (s, w_in, b);
                 }
-                Some(cur.0)
+                Some((cur.0, cur.2))
             }
             Node::Residual(inner) => {
-                let s = self.walk(inner, sup.clone(), width, need)?;
-                Some(Arc::new(s.union(&sup)))
+                let (s, b) = self.walk(inner, sup.clone(), width, need, base)?;
+                let union = Arc::new(s.union(&sup));
+                let full = self.cot(&union, width);
+                self.peak = self.peak.max(b + base + 3 * full);
+                Some((union, full))
             }
         }
     }

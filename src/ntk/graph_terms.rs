@@ -4,7 +4,7 @@
 //! that of a leaf with a few parameters (PᵀP), and the adjoint of the Chebyshev recurrence on
 //! sparse cotangents. The maths is in `graph_gram`'s module documentation.
 
-use super::sparse_cot::SparseCot;
+use super::sparse_cot::{Lazy, SparseCot};
 use crate::batch::{par, Batch};
 use crate::graph::SparseMatrix;
 use faer::linalg::matmul::matmul;
@@ -18,64 +18,50 @@ pub const TILE_BYTES: usize = 128 << 20;
 /// Row block of the Hadamard route.
 pub(crate) const HADAMARD_ROWS: usize = 256;
 
-/// Adds ⟨θ̄_c, θ̄_c'⟩ of an affine layer with features `f` (in′ × n) and output cotangents `cot`
-/// to the lower triangle of h.
-pub(crate) fn affine_gram(f: &Mat<f64>, cot: &SparseCot, tile_bytes: usize, h: &mut Mat<f64>) {
-    let big_n = cot.m * cot.sup.n();
-    let (inp, w) = (f.nrows(), cot.width);
-    if cot.sup.all_single() {
-        // Hadamard: stored column c is output column c, at node sup.nodes(c / m)[0].
-        let nodes = cot.nodes_of_columns();
-        let mut xg = Mat::<f64>::zeros(inp, big_n);
-        for (c, &j) in nodes.iter().enumerate() {
-            xg.as_mut().col_mut(c).copy_from(f.col(j));
-        }
-        let y = cot.mat();
-        for r0 in (0..big_n).step_by(HADAMARD_ROWS) {
-            let rb = HADAMARD_ROWS.min(big_n - r0);
-            let cols = r0 + rb;
-            let mut g = Mat::<f64>::zeros(rb, cols);
-            let mut k = Mat::<f64>::zeros(rb, cols);
-            let yr = y.subcols(r0, rb).transpose();
-            matmul(
-                g.as_mut(),
-                Accum::Replace,
-                yr,
-                y.subcols(0, cols),
-                1.0,
-                par(),
-            );
-            let xr = xg.as_ref().subcols(r0, rb).transpose();
-            let xc = xg.as_ref().subcols(0, cols);
-            matmul(k.as_mut(), Accum::Replace, xr, xc, 1.0, par());
-            let mut hb = h.as_mut().submatrix_mut(r0, 0, rb, cols);
-            for j in 0..cols {
-                for i in 0..rb {
-                    hb[(i, j)] += g[(i, j)] * k[(i, j)];
-                }
-            }
-        }
-        return;
+/// An affine layer's term: adds ⟨θ̄_c, θ̄_c'⟩ (features `f`, in′ × n; output cotangents `cot`)
+/// to the lower triangle of h, and when `ws` is not empty returns the basis cotangents
+/// Z̄_k = W_kᵀ Ȳ for the weights W_k (out × in) in `ws`, on the output supports. The tile route
+/// materialises `cot` one block of output rows at a time and accumulates Z̄_k block by block.
+pub(crate) fn affine_term(
+    f: &Mat<f64>,
+    cot: &Lazy,
+    ws: &[MatRef<'_, f64>],
+    tile_bytes: usize,
+    h: &mut Mat<f64>,
+) -> Result<Vec<SparseCot>, String> {
+    let sup = cot.supports().clone();
+    let m = cot.base.m;
+    let big_n = m * sup.n();
+    let (inp, w) = (f.nrows(), cot.width());
+    if sup.all_single() {
+        let full = cot.rows(0, w)?;
+        hadamard(f, &full, h);
+        return Ok(ws.iter().map(|wk| full.map_rows(wk.transpose())).collect());
     }
+    let mut zb: Vec<SparseCot> = ws
+        .iter()
+        .map(|wk| SparseCot::zeros(wk.ncols(), m, sup.clone()))
+        .collect();
     let block = (tile_bytes / (inp * big_n * 8).max(1)).clamp(1, w);
     let mut tile = vec![0.0; block * inp * big_n];
     for o0 in (0..w).step_by(block) {
         let b = block.min(w - o0);
+        let rows = cot.rows(o0, b)?;
         let len = b * inp;
         tile[..len * big_n]
-            .par_chunks_mut(len * cot.m)
+            .par_chunks_mut(len * m)
             .enumerate()
             .for_each(|(i, chunk)| {
-                let nodes = cot.sup.nodes(i);
+                let nodes = sup.nodes(i);
                 let s = nodes.len();
                 let mut fs = Mat::<f64>::zeros(inp, s);
                 for (t, &j) in nodes.iter().enumerate() {
                     fs.as_mut().col_mut(t).copy_from(f.col(j));
                 }
-                for a in 0..cot.m {
-                    let e0 = cot.first_col(i) + a * s;
-                    let ya = MatRef::from_column_major_slice(&cot.data[e0 * w..(e0 + s) * w], w, s)
-                        .subrows(o0, b);
+                for a in 0..m {
+                    let e0 = rows.first_col(i) + a * s;
+                    let ya =
+                        MatRef::from_column_major_slice(&rows.data[e0 * b..(e0 + s) * b], b, s);
                     let dst = MatMut::from_column_major_slice_mut(
                         &mut chunk[a * len..(a + 1) * len],
                         inp,
@@ -103,6 +89,50 @@ pub(crate) fn affine_gram(f: &Mat<f64>, cot: &SparseCot, tile_bytes: usize, h: &
             1.0,
             par(),
         );
+        for (z, wk) in zb.iter_mut().zip(ws) {
+            let e = z.ncols();
+            let dst = MatMut::from_column_major_slice_mut(&mut z.data, wk.ncols(), e);
+            let wt = wk.subrows(o0, b).transpose();
+            matmul(dst, Accum::Add, wt, rows.mat(), 1.0, par());
+        }
+    }
+    Ok(zb)
+}
+
+/// The Hadamard route (every support one node): stored column c is output column c, at node
+/// S_{c/m}; H += (ȲᵀȲ) ⊙ (X̃_gᵀX̃_g) by blocks of rows.
+fn hadamard(f: &Mat<f64>, cot: &SparseCot, h: &mut Mat<f64>) {
+    let big_n = cot.ncols();
+    let inp = f.nrows();
+    let nodes = cot.nodes_of_columns();
+    let mut xg = Mat::<f64>::zeros(inp, big_n);
+    for (c, &j) in nodes.iter().enumerate() {
+        xg.as_mut().col_mut(c).copy_from(f.col(j));
+    }
+    let y = cot.mat();
+    for r0 in (0..big_n).step_by(HADAMARD_ROWS) {
+        let rb = HADAMARD_ROWS.min(big_n - r0);
+        let cols = r0 + rb;
+        let mut g = Mat::<f64>::zeros(rb, cols);
+        let mut k = Mat::<f64>::zeros(rb, cols);
+        let yr = y.subcols(r0, rb).transpose();
+        matmul(
+            g.as_mut(),
+            Accum::Replace,
+            yr,
+            y.subcols(0, cols),
+            1.0,
+            par(),
+        );
+        let xr = xg.as_ref().subcols(r0, rb).transpose();
+        let xc = xg.as_ref().subcols(0, cols);
+        matmul(k.as_mut(), Accum::Replace, xr, xc, 1.0, par());
+        let mut hb = h.as_mut().submatrix_mut(r0, 0, rb, cols);
+        for j in 0..cols {
+            for i in 0..rb {
+                hb[(i, j)] += g[(i, j)] * k[(i, j)];
+            }
+        }
     }
 }
 

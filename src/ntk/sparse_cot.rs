@@ -135,6 +135,29 @@ impl SparseCot {
             data,
         }
     }
+    /// All-zero cotangents of the given width on supports `sup`.
+    pub fn zeros(width: usize, m: usize, sup: Arc<Supports>) -> Self {
+        let data = vec![0.0; width * m * sup.total()];
+        Self {
+            width,
+            m,
+            sup,
+            data,
+        }
+    }
+    /// Rows [r0, r0 + b) of every stored column.
+    pub fn rows(&self, r0: usize, b: usize) -> Self {
+        let mut data = Vec::with_capacity(b * self.ncols());
+        for col in self.data.chunks(self.width) {
+            data.extend_from_slice(&col[r0..r0 + b]);
+        }
+        Self {
+            width: b,
+            m: self.m,
+            sup: self.sup.clone(),
+            data,
+        }
+    }
     /// E, the number of stored node columns.
     pub fn ncols(&self) -> usize {
         self.m * self.sup.total()
@@ -249,8 +272,9 @@ impl SparseCot {
         Ok(out)
     }
 
-    /// Every stored column multiplied element-wise by column `node` of `d` (width × n).
-    pub fn scale_by_nodes(&mut self, d: &Batch) {
+    /// Every stored column multiplied element-wise by rows [row0, row0 + width) of column `node`
+    /// of `d`.
+    pub fn scale_by_nodes(&mut self, d: &Batch, row0: usize) {
         let width = self.width;
         let sup = self.sup.clone();
         let lens: Vec<usize> = self.sample_lens(width).collect();
@@ -261,7 +285,9 @@ impl SparseCot {
                 let nodes = sup.nodes(i);
                 for (e, col) in dst.chunks_mut(width).enumerate() {
                     let node = nodes[e % nodes.len()];
-                    col.iter_mut().zip(d.col(node)).for_each(|(a, b)| *a *= b);
+                    col.iter_mut()
+                        .zip(&d.col(node)[row0..])
+                        .for_each(|(a, b)| *a *= b);
                 }
             });
     }
@@ -287,6 +313,75 @@ impl SparseCot {
                 })
             })
             .collect()
+    }
+}
+
+/// An operation on cotangents that acts on nodes feature by feature, so it commutes with
+/// taking a block of rows.
+#[derive(Clone, Debug)]
+pub enum RowOp {
+    /// The adjoint of a propagation by P (column j gains Σ_i P_ij ȳ_i), onto these supports.
+    Spread(Arc<SparseMatrix>, Arc<Supports>),
+    /// Element-wise product with column `node` of a (width × n) batch (a Jacobian diagonal).
+    Scale(Arc<Batch>),
+}
+
+/// A cotangent batch kept as a stored `base` followed by row-separable operations (propagations
+/// and element-wise layers), so that an affine layer can materialise it a block of output rows
+/// at a time: the widened cotangents of the first layers never exist whole.
+#[derive(Clone, Debug)]
+pub struct Lazy {
+    pub base: SparseCot,
+    pub ops: Vec<RowOp>,
+}
+
+impl Lazy {
+    pub fn new(base: SparseCot) -> Self {
+        Self {
+            base,
+            ops: Vec::new(),
+        }
+    }
+    pub fn width(&self) -> usize {
+        self.base.width
+    }
+    /// The supports of the materialised cotangents.
+    pub fn supports(&self) -> &Arc<Supports> {
+        self.ops
+            .iter()
+            .rev()
+            .find_map(|op| match op {
+                RowOp::Spread(_, s) => Some(s),
+                RowOp::Scale(_) => None,
+            })
+            .unwrap_or(&self.base.sup)
+    }
+    pub fn push(&mut self, op: RowOp) {
+        self.ops.push(op);
+    }
+    /// Rows [r0, r0 + b) of the materialised cotangents.
+    pub fn rows(&self, r0: usize, b: usize) -> Result<SparseCot, String> {
+        let mut cur = if r0 == 0 && b == self.width() && self.ops.is_empty() {
+            self.base.clone()
+        } else {
+            self.base.rows(r0, b)
+        };
+        for op in &self.ops {
+            match op {
+                RowOp::Spread(p, target) => {
+                    cur = SparseCot::combine(target, &[(1.0, Some(p), &cur)])?;
+                }
+                RowOp::Scale(d) => cur.scale_by_nodes(d, r0),
+            }
+        }
+        Ok(cur)
+    }
+    /// The whole materialised batch.
+    pub fn materialize(self) -> Result<SparseCot, String> {
+        if self.ops.is_empty() {
+            return Ok(self.base);
+        }
+        self.rows(0, self.width())
     }
 }
 
