@@ -276,3 +276,27 @@ fn unknown_composites_fall_back_to_the_jacobian() {
     assert_eq!(route, GramRoute::Jacobian);
     assert!(max_abs_diff(&h, &reference(&model, &theta, &data.x)) <= 1e-12 * max_abs(&h));
 }
+
+/// A batch whose size differs from the graph's node count is an error of the graph route (no
+/// panic), and the memory estimate then declines the route.
+#[test]
+fn mismatched_graph_is_an_error() {
+    let data = Dataset::ball(12, 3, 2, 7);
+    let g = Graph::knn(&data.x, 3).unwrap();
+    let act = Activation::leaky_relu();
+    let other = Dataset::ball(10, 3, 2, 7);
+    for model in [
+        presets::gcn(Arc::new(g.normalized_adjacency()), 3, &[4], 2, &act),
+        presets::cheb(Arc::new(scaled_laplacian(&g, None)), 3, &[4], 3, 2, &act),
+        presets::graphconv(Arc::new(g.adjacency()), 3, &[4], 2, &act),
+    ] {
+        let theta = init_params(&model.param_specs(), &InitScheme::Torch, 1);
+        assert!(
+            graph_gram(&model, &theta, &other.x).is_err(),
+            "{}",
+            model.preset
+        );
+        assert!(ntk::graph_gram::graph_gram_bytes(&model, 10).is_none());
+        assert!(ntk::graph_gram::graph_gram_bytes(&model, 12).is_some());
+    }
+}

@@ -26,6 +26,15 @@
 //! a leaf with a few parameters (PReLU's slope) adds PᵀP with P[k, c] = Σ ⟨ȳ, ∂y/∂θ_k⟩ over
 //! column c's nodes (∂y/∂θ_k from one jvp on the whole batch).
 //!
+//! **Memory.** Propagations and element-wise layers act on nodes feature by feature, so they are
+//! not applied at once: a cotangent travels as a [`Lazy`] (the last stored batch plus these
+//! row-separable operations), and the affine layer below materialises one tile's block of output
+//! rows at a time (accumulating W_kᵀ Ȳ block by block when its input cotangent is needed). The
+//! widest cotangents — two or more hops from every node, at the first layers — therefore never
+//! exist whole; what is stored is the narrower batch after the last affine layer. Peak memory is
+//! H plus that batch plus one row block and one tile ([`graph_gram_bytes`] estimates it from the
+//! supports); the Jacobian route holds H plus nm × p.
+//!
 //! The network is read through the public [`Layer`] API ([`Layer::graph_structure`] for the
 //! graph layers, `serial`/`residual` composites, `dense` leaves). Each affine layer's forward
 //! pass is recomputed from its decomposition and compared with the layer's own; anything the
