@@ -8,7 +8,8 @@
 //! Gram's parts) and `lmax` (λ_max of the paper-scale ResNets). `graph [n …]` compares the
 //! structured graph Gram route with the Jacobian route on the GCN 100 → [200, 200] → 10
 //! (kNN k = 10; n = 100, 200, 500 by default), each route in a child process
-//! (`graph-case n route`) so that its peak RSS is its own.
+//! (`graph-case n route`) so that its peak RSS is its own; `graph-only` among the arguments
+//! skips the Jacobian route.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
@@ -425,7 +426,11 @@ fn graph_bench(ns: &[usize], peak: f64) {
             s1.total() as f64 / n as f64,
             s2.total() as f64 / n as f64
         );
+        let only_graph = std::env::args().any(|a| a == "graph-only");
         for (route, est) in [("graph", graph_mb), ("jacobian", jac_mb)] {
+            if only_graph && route == "jacobian" {
+                continue;
+            }
             match run(n, route) {
                 Some(v) => println!(
                     "| {n} | {nm} | {p} | {hops} | {} | {:.2} | {est:.0} | {:.0} | {:.10e} |",

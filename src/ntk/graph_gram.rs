@@ -15,7 +15,7 @@
 //!   structured `vjp_gram`.
 //! - **tiles** (wider supports): for a block of output rows o, T[(o, f), c] = Σ_{j∈S_i} ȳ_{c,j}[o]
 //!   x̃_j[f] (one small GEMM per column), then H += Tᵀ T on the lower triangle. Memory: one tile
-//!   (at most [`TILE_BYTES`]), never the layer's nm × p Jacobian block; cost (nm)²·p_l/2 plus
+//!   (at most [`TILE_BYTES`]; [`tile_bytes_for`]), never the layer's nm × p Jacobian block; cost (nm)²·p_l/2 plus
 //!   nm·|S|·p_l to form the tiles (the Jacobian route pays (nm)²·p for J Jᵀ and nm full vjps).
 //!
 //! (The parameter-Gram kernels and the Chebyshev adjoint live in [`super::graph_terms`].)
@@ -42,8 +42,8 @@
 //! Jacobian route.
 
 use super::gram::{mirror_lower, zeros_parallel};
-pub use super::graph_terms::TILE_BYTES;
 use super::graph_terms::{affine_term, chebyshev_adjoint, leaf_gram, HADAMARD_ROWS};
+pub use super::graph_terms::{tile_bytes_for, TILE_BYTES};
 use super::sparse_cot::{Lazy, RowOp, SparseCot, Supports};
 use super::structured::{diagonal_jacobian, is_dense};
 use crate::batch::{par, Batch};
@@ -448,7 +448,7 @@ pub fn supported(model: &Model) -> bool {
 /// H = J Jᵀ (nm × nm, index i·m + a) by the structured graph route (see the module
 /// documentation). Errors name what the walker cannot handle.
 pub fn graph_gram(model: &Model, theta: &[f64], x: &Batch) -> Result<Mat<f64>, String> {
-    graph_gram_tiled(model, theta, x, TILE_BYTES)
+    graph_gram_tiled(model, theta, x, tile_bytes_for(x.n() * model.out_dim()))
 }
 
 /// [`graph_gram`] with tiles of at most `tile_bytes` (at least one output row per tile), for
@@ -541,8 +541,9 @@ impl Estimate {
                 let work = if sup.all_single() {
                     self.cot(&sup, width) + (feats + 2 * HADAMARD_ROWS as u64) * big_n * 8
                 } else {
-                    let block =
-                        (TILE_BYTES as u64 / (feats * big_n * 8).max(1)).clamp(1, width as u64);
+                    let block = (tile_bytes_for(big_n as usize) as u64
+                        / (feats * big_n * 8).max(1))
+                    .clamp(1, width as u64);
                     2 * self.cot(&sup, 1) * block + block * feats * big_n * 8
                 };
                 self.peak = self.peak.max(base + work + zb);

@@ -15,6 +15,14 @@ use std::sync::Arc;
 
 /// Largest tile T of the tile route, in bytes.
 pub const TILE_BYTES: usize = 128 << 20;
+/// Smallest tile budget (a tile still holds at least one output row).
+const MIN_TILE_BYTES: usize = 16 << 20;
+
+/// The tile budget for an nm × nm kernel: half the bytes of H, within [16 MB, [`TILE_BYTES`]], so
+/// that small kernels do not pay for a large tile while the GEMM's inner dimension stays long.
+pub fn tile_bytes_for(nm: usize) -> usize {
+    (nm * nm * 4).clamp(MIN_TILE_BYTES, TILE_BYTES)
+}
 /// Row block of the Hadamard route.
 pub(crate) const HADAMARD_ROWS: usize = 256;
 
