@@ -42,7 +42,9 @@
 //! Jacobian route.
 
 use super::gram::{mirror_lower, zeros_parallel};
-use super::graph_terms::{affine_term, chebyshev_adjoint, leaf_gram, HADAMARD_ROWS};
+use super::graph_terms::{
+    affine_term, agree, basis_terms, chebyshev_adjoint, leaf_gram, HADAMARD_ROWS,
+};
 pub use super::graph_terms::{tile_bytes_for, TILE_BYTES};
 use super::sparse_cot::{Lazy, RowOp, SparseCot, Supports};
 use super::structured::{diagonal_jacobian, is_dense};
@@ -187,55 +189,6 @@ struct Prepared {
     /// Leaves: the Jacobian's diagonal, and ∂y/∂θ_k per parameter.
     diagonal: Vec<Option<Arc<Batch>>>,
     dparams: Vec<Vec<Batch>>,
-}
-
-/// Z_0 … Z_{K−1} of an affine node's basis on input x.
-fn basis_terms(basis: &GraphBasis, x: &Batch) -> Result<Vec<Batch>, String> {
-    let check = |p: &SparseMatrix| {
-        (p.n() == x.n()).then_some(()).ok_or(format!(
-            "a graph of {} nodes on a batch of {}",
-            p.n(),
-            x.n()
-        ))
-    };
-    match basis {
-        GraphBasis::Terms(ts) => ts
-            .iter()
-            .map(|t| match t {
-                Some(p) => check(p).map(|_| propagate_columns(p, x, false)),
-                None => Ok(x.clone()),
-            })
-            .collect(),
-        GraphBasis::Chebyshev { l_tilde, order } => {
-            check(l_tilde)?;
-            let mut z = vec![x.clone()];
-            for k in 1..*order {
-                let mut next = propagate_columns(l_tilde, &z[k - 1], false);
-                if k >= 2 {
-                    for (v, b) in next.as_mut_slice().iter_mut().zip(z[k - 2].as_slice()) {
-                        *v = 2.0 * *v - b;
-                    }
-                }
-                z.push(next);
-            }
-            Ok(z)
-        }
-    }
-}
-
-fn max_abs(v: &[f64]) -> f64 {
-    v.iter().fold(0.0f64, |a, x| a.max(x.abs()))
-}
-
-/// Relative agreement of two batches (NaN fails).
-fn agree(a: &Batch, b: &Batch) -> bool {
-    let scale = max_abs(b.as_slice()).max(1.0);
-    let diff = a
-        .as_slice()
-        .iter()
-        .zip(b.as_slice())
-        .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
-    a.features() == b.features() && a.n() == b.n() && diff <= 1e-12 * scale
 }
 
 fn weight<'t>(theta: &'t [f64], at: usize, out: usize, inp: usize) -> MatRef<'t, f64> {

@@ -1,12 +1,13 @@
 //! The per-layer terms of the structured graph NTK route ([`super::graph_gram`]): the
 //! parameter Gram of an affine layer from its stacked features and sparse output cotangents
 //! (Hadamard route for single-node supports, tiles of per-column weight cotangents otherwise),
-//! that of a leaf with a few parameters (PᵀP), and the adjoint of the Chebyshev recurrence on
-//! sparse cotangents. The maths is in `graph_gram`'s module documentation.
+//! that of a leaf with a few parameters (PᵀP), the adjoint of the Chebyshev recurrence on
+//! sparse cotangents, and the forward basis terms Z_k of an affine graph layer. The maths is in `graph_gram`'s module documentation.
 
 use super::sparse_cot::{Lazy, SparseCot};
 use crate::batch::{par, Batch};
-use crate::graph::SparseMatrix;
+use crate::graph::{propagate_columns, SparseMatrix};
+use crate::layers::GraphBasis;
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatMut, MatRef};
@@ -192,4 +193,53 @@ pub(crate) fn chebyshev_adjoint(
         }
     }
     Ok(zb.swap_remove(0).0)
+}
+
+/// Z_0 … Z_{K−1} of an affine node's basis on input x.
+pub(crate) fn basis_terms(basis: &GraphBasis, x: &Batch) -> Result<Vec<Batch>, String> {
+    let check = |p: &SparseMatrix| {
+        (p.n() == x.n()).then_some(()).ok_or(format!(
+            "a graph of {} nodes on a batch of {}",
+            p.n(),
+            x.n()
+        ))
+    };
+    match basis {
+        GraphBasis::Terms(ts) => ts
+            .iter()
+            .map(|t| match t {
+                Some(p) => check(p).map(|_| propagate_columns(p, x, false)),
+                None => Ok(x.clone()),
+            })
+            .collect(),
+        GraphBasis::Chebyshev { l_tilde, order } => {
+            check(l_tilde)?;
+            let mut z = vec![x.clone()];
+            for k in 1..*order {
+                let mut next = propagate_columns(l_tilde, &z[k - 1], false);
+                if k >= 2 {
+                    for (v, b) in next.as_mut_slice().iter_mut().zip(z[k - 2].as_slice()) {
+                        *v = 2.0 * *v - b;
+                    }
+                }
+                z.push(next);
+            }
+            Ok(z)
+        }
+    }
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0f64, |a, x| a.max(x.abs()))
+}
+
+/// Relative agreement of two batches (NaN fails).
+pub(crate) fn agree(a: &Batch, b: &Batch) -> bool {
+    let scale = max_abs(b.as_slice()).max(1.0);
+    let diff = a
+        .as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+    a.features() == b.features() && a.n() == b.n() && diff <= 1e-12 * scale
 }
