@@ -668,6 +668,12 @@ fn ntk_of_graph_networks_is_j_jt() {
         "custom",
         act,
     );
-    check_gram("chebconv", &cheb, g.n, ntk::GramRoute::Jacobian, 7);
-    check_gram("graphconv", &graphconv, g.n, ntk::GramRoute::Jacobian, 8);
+    check_gram("chebconv", &cheb, g.n, ntk::GramRoute::StructuredGraph, 7);
+    check_gram(
+        "graphconv",
+        &graphconv,
+        g.n,
+        ntk::GramRoute::StructuredGraph,
+        8,
+    );
 }

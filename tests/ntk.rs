@@ -159,7 +159,7 @@ fn structured_route_is_taken_for_sample_independent_networks() {
     let routes: Vec<_> = ms.iter().map(ntk::gram_route).collect();
     assert_eq!(routes[0], ntk::GramRoute::Structured);
     assert_eq!(routes[3], ntk::GramRoute::Structured);
-    assert_eq!(routes[4], ntk::GramRoute::Jacobian);
+    assert_eq!(routes[4], ntk::GramRoute::StructuredGraph);
 }
 
 #[test]

@@ -5,7 +5,11 @@
 //! Usage: `cargo run --release --bin bench -- [ntk|ntk-paper|peak|all]`; for profiling also
 //! `phases [block_top block_min [n]]` (the dense λ route phase by phase, n = 500 and 1000 by
 //! default; `CHOLESKY_BLOCK=…` overrides the Cholesky column block), `gram [n]` (the structured
-//! Gram's parts) and `lmax` (λ_max of the paper-scale ResNets).
+//! Gram's parts) and `lmax` (λ_max of the paper-scale ResNets). `graph [n …]` compares the
+//! structured graph Gram route with the Jacobian route on the GCN 100 → [200, 200] → 10
+//! (kNN k = 10; n = 100, 200, 500 by default), each route in a child process
+//! (`graph-case n route`) so that its peak RSS is its own; `graph-only` among the arguments
+//! skips the Jacobian route.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
@@ -136,6 +140,19 @@ fn main() {
             .and_then(|a| a.parse().ok())
             .unwrap_or(1000);
         gram_phases(n);
+        return;
+    }
+    if what == "graph" {
+        let ns: Vec<usize> = std::env::args()
+            .skip(2)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        graph_bench(if ns.is_empty() { &[100, 200, 500] } else { &ns }, peak);
+        return;
+    }
+    if what == "graph-case" {
+        let arg = |i: usize| std::env::args().nth(i).unwrap_or_default();
+        graph_case(arg(2).parse().unwrap_or(100), &arg(3));
         return;
     }
     if what == "phases" {
@@ -329,4 +346,106 @@ fn cholesky_ab(n: usize) {
         let ours_s = t.elapsed().as_secs_f64();
         println!("round {round}: faer in place {faer_s:.2}s ({ok}), ours {ours_s:.2}s ({ok2})");
     }
+}
+
+/// The GCN of the graph benchmark on n points of the ball in R¹⁰⁰, kNN graph k = 10.
+fn graph_model(n: usize) -> (gradflow::model::Model, Dataset) {
+    let data = Dataset::ball(n, 100, 10, 0);
+    let g = gradflow::graph::Graph::knn(&data.x, 10).expect("kNN graph");
+    let a_hat = std::sync::Arc::new(g.normalized_adjacency());
+    let model = presets::gcn(a_hat, 100, &[200, 200], 10, &Activation::leaky_relu());
+    (model, data)
+}
+
+/// One route of the graph benchmark in this process: `graph` (structured graph route) or
+/// `jacobian`. Prints seconds, a checksum of H (Σ H_ij, Σ H_ii) and the peak RSS.
+fn graph_case(n: usize, route: &str) {
+    let (model, data) = graph_model(n);
+    let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let t = Instant::now();
+    let h = match route {
+        "graph" => ntk::graph_gram::graph_gram(&model, &theta, &data.x).expect("graph route"),
+        _ => {
+            let j = ntk::jacobian(&model, &theta, &data.x);
+            let mut h = Mat::<f64>::zeros(j.nrows(), j.nrows());
+            matmul(
+                h.as_mut(),
+                Accum::Replace,
+                j.as_ref(),
+                j.transpose(),
+                1.0,
+                gradflow::batch::par(),
+            );
+            h
+        }
+    };
+    let secs = t.elapsed().as_secs_f64();
+    let (mut sum, mut tr) = (0.0, 0.0);
+    for c in 0..h.ncols() {
+        tr += h[(c, c)];
+        for r in 0..h.nrows() {
+            sum += h[(r, c)];
+        }
+    }
+    println!("{secs:.3} {sum:.12e} {tr:.12e} {:.0}", peak_rss_mb());
+}
+
+/// The structured graph route against the Jacobian route (see `graph_case`), one Markdown row
+/// per n: nm, p, mean supports, seconds, estimated and measured peak memory.
+fn graph_bench(ns: &[usize], peak: f64) {
+    let exe = std::env::current_exe().expect("bench executable");
+    let run = |n: usize, route: &str| -> Option<Vec<f64>> {
+        let out = std::process::Command::new(&exe)
+            .args(["graph-case", &n.to_string(), route])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last()?;
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (v.len() == 4).then_some(v)
+    };
+    println!("| n | nm | p | mean 1-hop / 2-hop support | route | seconds | estimated MB | peak RSS MB | Σ H_ij (checksum) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &n in ns {
+        let (model, _) = graph_model(n);
+        let nm = (n * 10) as u64;
+        let p = model.p() as u64;
+        let graph_mb = ntk::gram_bytes(&model, n) as f64 / 1048576.0;
+        let jac_mb = (nm * nm * 8 + nm * p * 8) as f64 / 1048576.0;
+        let a_hat = match model.net.children()[0].graph_structure() {
+            Some(gradflow::layers::GraphStructure::Propagate(a)) => a,
+            _ => unreachable!("gcn starts with a propagation"),
+        };
+        let s1 = ntk::sparse_cot::Supports::singletons(n).expand(&a_hat);
+        let s2 = s1.expand(&a_hat);
+        let hops = format!(
+            "{:.1} / {:.1}",
+            s1.total() as f64 / n as f64,
+            s2.total() as f64 / n as f64
+        );
+        let only_graph = std::env::args().any(|a| a == "graph-only");
+        for (route, est) in [("graph", graph_mb), ("jacobian", jac_mb)] {
+            if only_graph && route == "jacobian" {
+                continue;
+            }
+            match run(n, route) {
+                Some(v) => println!(
+                    "| {n} | {nm} | {p} | {hops} | {} | {:.2} | {est:.0} | {:.0} | {:.10e} |",
+                    if route == "graph" {
+                        "structured-graph"
+                    } else {
+                        "jacobian"
+                    },
+                    v[0],
+                    v[3],
+                    v[1]
+                ),
+                None => println!("| {n} | {nm} | {p} | {hops} | {route} | failed | {est:.0} | | |"),
+            }
+        }
+    }
+    println!("matmul peak in this process: {peak:.1} GFLOP/s");
 }

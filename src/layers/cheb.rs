@@ -5,8 +5,8 @@
 //! In our (features × nodes) layout the k-th term is W_k Z_k with Z_k = X T_k(L̃)ᵀ and
 //! W_k = `lins.{k}.weight` (out × in, PyG's `Linear` weight, so Θ_k = W_kᵀ). The Z_k are built by
 //! the recurrence Z_k = 2 Z_{k−1} L̃ᵀ − Z_{k−2} from sparse products; T_k is never formed. The
-//! layer is polynomial (bilinear in X and θ) and mixes samples (nodes), so the NTK takes the
-//! Jacobian route and `vjp_gram` keeps the generic default.
+//! layer is polynomial (bilinear in X and θ) and mixes samples (nodes); it describes itself by
+//! [`Layer::graph_structure`] so the NTK takes the structured graph route.
 
 use super::{tape_ref, Batch, Layer, ParamRole, ParamSpec, Tape};
 use crate::batch::par;
@@ -208,5 +208,16 @@ impl Layer for ChebConv {
 
     fn mixes_samples(&self) -> bool {
         true
+    }
+    fn graph_structure(&self) -> Option<super::GraphStructure> {
+        let len = self.inp * self.out;
+        Some(super::GraphStructure::Affine {
+            basis: super::GraphBasis::Chebyshev {
+                l_tilde: self.l_tilde.clone(),
+                order: self.order,
+            },
+            weights: (0..self.order).map(|k| k * len).collect(),
+            bias: Some(self.order * len),
+        })
     }
 }

@@ -183,4 +183,12 @@ impl Layer for GraphConv {
     fn mixes_samples(&self) -> bool {
         true
     }
+    fn graph_structure(&self) -> Option<super::GraphStructure> {
+        let w = self.inp * self.out;
+        Some(super::GraphStructure::Affine {
+            basis: super::GraphBasis::Terms(vec![Some(self.adjacency.clone()), None]),
+            weights: vec![0, w + self.out],
+            bias: Some(w),
+        })
+    }
 }

@@ -40,7 +40,9 @@ pub use upsample::Upsample2d;
 
 use crate::activation::Activation;
 pub use crate::batch::Batch;
+use crate::graph::SparseMatrix;
 use std::any::Any;
+use std::sync::Arc;
 
 /// What a layer remembers between `forward` and `vjp`/`jvp` (its input is passed separately).
 pub type Tape = Box<dyn Any + Send + Sync>;
@@ -181,6 +183,52 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     /// True when output column i depends on input columns other than i (graph propagation).
     fn mixes_samples(&self) -> bool {
         false
+    }
+    /// For a layer that mixes samples: how it is built from sparse propagations and dense maps,
+    /// so the NTK can take the structured graph route (`crate::ntk::graph_gram`). None (the
+    /// default) sends networks containing a sample-mixing layer to the Jacobian route.
+    fn graph_structure(&self) -> Option<GraphStructure> {
+        None
+    }
+}
+
+/// A sample-mixing layer as sparse propagations and dense maps (see [`Layer::graph_structure`]).
+/// Propagation by a sparse P means column i of the result is Σ_j P_ij x_j (X Pᵀ).
+#[derive(Clone, Debug)]
+pub enum GraphStructure {
+    /// y = X Pᵀ, no parameters.
+    Propagate(Arc<SparseMatrix>),
+    /// y = Σ_k W_k Z_k + b 1ᵀ with Z_k the k-th basis term of the input X (in × n each); W_k is
+    /// out × in, row-major at `weights[k]` in the layer's θ slice, b (length out) at `bias`.
+    Affine {
+        basis: GraphBasis,
+        weights: Vec<usize>,
+        bias: Option<usize>,
+    },
+}
+
+/// The terms Z_k of [`GraphStructure::Affine`].
+#[derive(Clone, Debug)]
+pub enum GraphBasis {
+    /// Z_k = X P_kᵀ, or X itself for None.
+    Terms(Vec<Option<Arc<SparseMatrix>>>),
+    /// Chebyshev: Z_0 = X, Z_1 = X L̃ᵀ, Z_k = 2 Z_{k−1} L̃ᵀ − Z_{k−2}, k < order.
+    Chebyshev {
+        l_tilde: Arc<SparseMatrix>,
+        order: usize,
+    },
+}
+
+impl GraphBasis {
+    /// Number of terms Z_k.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Terms(t) => t.len(),
+            Self::Chebyshev { order, .. } => *order,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

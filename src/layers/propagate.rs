@@ -62,4 +62,7 @@ impl Layer for Propagate {
     fn mixes_samples(&self) -> bool {
         true
     }
+    fn graph_structure(&self) -> Option<super::GraphStructure> {
+        Some(super::GraphStructure::Propagate(self.a_hat.clone()))
+    }
 }

@@ -6,8 +6,11 @@
 //!   cotangent batch has N = nm columns, column i·m + a carrying e_a for sample i; every layer adds
 //!   its own term through [`Layer::vjp_gram`] — for a dense layer (Ḡᵀ Ḡ) ⊙ (xᵀx + 1) — so the
 //!   cost is (nm)² per unit of width instead of (nm)²·p, and the Jacobian never exists.
-//! - **jacobian** (graph networks, where an output depends on every node): J row by row, one
-//!   vjp per output, then J Jᵀ. Memory nm·p.
+//! - **structured-graph** (graph networks: gcn, cheb, graphconv): one reverse pass with sparse
+//!   per-sample supports, each affine layer adding its term by Hadamard products or by tiles of
+//!   per-column weight cotangents ([`super::graph_gram`]); J never exists.
+//! - **jacobian** (networks that mix samples in a way the graph walker cannot read, and the
+//!   fallback if it fails): J row by row, one vjp per output, then J Jᵀ. Memory nm·p.
 //! - **matrix-free**: H v = J (Jᵀ v) by one vjp and one jvp; memory O(nm + p).
 
 use crate::batch::{par, Batch};
@@ -21,6 +24,7 @@ use serde::Serialize;
 #[serde(rename_all = "kebab-case")]
 pub enum GramRoute {
     Structured,
+    StructuredGraph,
     Jacobian,
 }
 
@@ -28,6 +32,7 @@ impl GramRoute {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Structured => "structured",
+            Self::StructuredGraph => "structured-graph",
             Self::Jacobian => "jacobian",
         }
     }
@@ -36,7 +41,11 @@ impl GramRoute {
 /// Which route `gram` takes for this model.
 pub fn gram_route(model: &Model) -> GramRoute {
     if model.net.mixes_samples() {
-        GramRoute::Jacobian
+        if super::graph_gram::supported(model) {
+            GramRoute::StructuredGraph
+        } else {
+            GramRoute::Jacobian
+        }
     } else {
         GramRoute::Structured
     }
@@ -51,15 +60,24 @@ pub fn gram_bytes(model: &Model, n: usize) -> u64 {
             let widest = model.p().min(4096) as u64; // activations of N columns, bounded by width
             base + nm * 256 * 8 + 4 * nm * widest * 8
         }
+        GramRoute::StructuredGraph => super::graph_gram::graph_gram_bytes(model, n)
+            .unwrap_or(base + nm * model.p() as u64 * 8),
         GramRoute::Jacobian => base + nm * model.p() as u64 * 8,
     }
 }
 
-/// H = J Jᵀ at θ on inputs x, by the cheapest exact route.
+/// H = J Jᵀ at θ on inputs x, by the cheapest exact route (the structured graph route falls
+/// back to the Jacobian when its walker fails on this θ, x; the route returned is the one taken).
 pub fn gram(model: &Model, theta: &[f64], x: &Batch) -> (Mat<f64>, GramRoute) {
-    match gram_route(model) {
+    let route = gram_route(model);
+    if route == GramRoute::StructuredGraph {
+        if let Ok(h) = super::graph_gram::graph_gram(model, theta, x) {
+            return (h, route);
+        }
+    }
+    match route {
         GramRoute::Structured => (gram_structured(model, theta, x), GramRoute::Structured),
-        GramRoute::Jacobian => {
+        GramRoute::StructuredGraph | GramRoute::Jacobian => {
             let j = jacobian(model, theta, x);
             let mut h = Mat::<f64>::zeros(j.nrows(), j.nrows());
             matmul(

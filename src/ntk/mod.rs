@@ -1,4 +1,5 @@
-//! The neural tangent kernel H(θ) = J Jᵀ: Gram matrices by structured or Jacobian routes
+//! The neural tangent kernel H(θ) = J Jᵀ: Gram matrices by structured routes (sample-wise
+//! networks: [`gram`]; graph networks: [`graph_gram`] on sparse cotangents) or the Jacobian
 //! ([`gram`]), extreme eigenvalues with accuracy bounds ([`spectrum`], [`lanczos`]), and the
 //! one call most users want, [`ntk_spectrum`], which picks a dense or matrix-free route from a
 //! memory budget and says which it took.
@@ -11,9 +12,12 @@
 pub mod block_krylov;
 pub mod davidson;
 pub mod gram;
+pub mod graph_gram;
+pub mod graph_terms;
 pub mod lanczos;
 pub mod matrix_free;
 pub mod precond;
+pub mod sparse_cot;
 pub mod spectrum;
 pub mod structured;
 
@@ -63,7 +67,7 @@ impl Default for NtkOptions {
 /// The spectrum summary of one state.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct NtkSummary {
-    /// "structured", "jacobian" or "matrix-free".
+    /// "structured", "structured-graph", "jacobian" or "matrix-free".
     pub route: String,
     /// nm, the size of H.
     pub dim: usize,

@@ -146,10 +146,20 @@ fn scale_columns(y: &mut Batch, d: &Batch) {
 /// The diagonal of a parameter-free leaf's input Jacobian if that Jacobian is diagonal: jvp of
 /// the all-ones batch, accepted only when jvp and vjp of a pseudo-random batch both equal the
 /// element-wise product with it.
-fn diagonal_jacobian(layer: &dyn Layer, x: &Batch, tape: &Tape) -> Option<Batch> {
+/// `theta` is the layer's slice (empty for parameter-free leaves); θ̇ = 0.
+pub(crate) fn diagonal_jacobian(
+    layer: &dyn Layer,
+    theta: &[f64],
+    x: &Batch,
+    tape: &Tape,
+) -> Option<Batch> {
     let (f, n) = (x.features(), x.n());
+    if layer.in_dim() != layer.out_dim() {
+        return None;
+    }
+    let zero = vec![0.0; theta.len()];
     let ones = Batch::from_vec(f, n, vec![1.0; f * n]);
-    let d = layer.jvp(&[], x, tape, &ones, &[]);
+    let d = layer.jvp(theta, x, tape, &ones, &zero);
     if d.features() != f || d.n() != n || !d.all_finite() {
         return None;
     }
@@ -176,8 +186,8 @@ fn diagonal_jacobian(layer: &dyn Layer, x: &Batch, tape: &Tape) -> Option<Batch>
                 .zip(&want)
                 .all(|(g, w)| (g - w).abs() <= 1e-13 * scale)
     };
-    let jvp = layer.jvp(&[], x, tape, &r, &[]);
-    let vjp = layer.vjp(&[], x, tape, &r, &mut []);
+    let jvp = layer.jvp(theta, x, tape, &r, &zero);
+    let vjp = layer.vjp(theta, x, tape, &r, &mut vec![0.0; theta.len()]);
     (close(&jvp) && close(&vjp)).then_some(d)
 }
 
@@ -205,7 +215,7 @@ pub struct StructuredNtk<'a> {
     pub products: usize,
 }
 
-fn is_dense(layer: &dyn Layer) -> Option<(usize, usize)> {
+pub(crate) fn is_dense(layer: &dyn Layer) -> Option<(usize, usize)> {
     let (inp, out) = (layer.in_dim(), layer.out_dim());
     let specs = layer.param_specs();
     let ok = layer.describe().starts_with("dense")
@@ -313,7 +323,7 @@ impl<'a> StructuredNtk<'a> {
         let mut diagonals: Vec<Option<Batch>> = (0..count).map(|_| None).collect();
         Self::visit_leaves(&s.root, &mut |layer, id, np| {
             if np == 0 && layer.in_dim() == layer.out_dim() {
-                diagonals[id] = diagonal_jacobian(layer, &s.inputs[id], &s.tapes[id]);
+                diagonals[id] = diagonal_jacobian(layer, &[], &s.inputs[id], &s.tapes[id]);
             }
         });
         s.diagonals = diagonals;
