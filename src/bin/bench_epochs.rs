@@ -240,7 +240,7 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
                 .map(|s| 2.0 * n * (s.inp * s.out) as f64)
                 .sum();
             let first = 2.0 * n * (plan.stages[0].inp * plan.stages[0].out) as f64;
-            let phase_flops = [mm, 0.0, 0.0, 0.0, mm, mm - first, 0.0, 0.0];
+            let phase_flops = [mm, 0.0, 0.0, 0.0, mm, mm - first, 0.0, 0.0, 0.0];
             // Kink tracking (on in `train`/`reproduce` for activations with kinks): per epoch.
             let mut tracker = gradflow::kinks::KinkTracker::new();
             tracker.observe_pieces(|cur| e.pieces(cur));

@@ -157,9 +157,10 @@ pub fn loss_cotangent<T: Real>(u: &[T], y: &[T], cot: &mut [T], c: f64) -> f64 {
     c * sse
 }
 
-/// gb = Σ over columns of g (`out` features × n), through per-chunk partial sums.
-pub fn row_sums<T: Real>(g: &[T], out: usize, partial: &mut [T], gb: &mut [T]) {
-    let cs = chunk_cols(g.len() / out) * out;
+/// gb = Σ over columns of g (`out` features × cols), through partial sums over chunks of
+/// `cpc` columns.
+pub fn row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: &mut [T], gb: &mut [T]) {
+    let cs = cpc * out;
     let nch = g.len().div_ceil(cs);
     let partial = &mut partial[..nch * out];
     partial.iter_mut().for_each(|v| *v = T::default());
@@ -315,15 +316,21 @@ impl<T: Real> Csr<T> {
     }
 
     /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
-    /// holds, columns of `width` features.
-    pub fn propagate(&self, src: &[T], dst: &mut [T], width: usize, first: usize) {
+    /// holds, columns of `width` features. The source is split in two at column `hc`:
+    /// columns j < hc are in `src[0]`, the rest in `src[1]` (the engine's two column halves).
+    pub fn propagate(&self, src: [&[T]; 2], hc: usize, dst: &mut [T], width: usize, first: usize) {
         for (r, col) in dst.chunks_exact_mut(width).enumerate() {
             let i = first + r;
             col.iter_mut().for_each(|v| *v = T::default());
             for e in self.row_start[i]..self.row_start[i + 1] {
                 let (j, a) = (self.cols[e], self.vals[e]);
-                for (o, &s) in col.iter_mut().zip(&src[j * width..(j + 1) * width]) {
-                    *o += a * s;
+                let s = if j < hc {
+                    &src[0][j * width..(j + 1) * width]
+                } else {
+                    &src[1][(j - hc) * width..(j - hc + 1) * width]
+                };
+                for (o, &v) in col.iter_mut().zip(s) {
+                    *o += a * v;
                 }
             }
         }

@@ -29,6 +29,7 @@
 
 mod gd;
 mod kernels;
+mod mixing;
 mod passes;
 mod plan;
 #[cfg(test)]
@@ -105,35 +106,101 @@ pub struct Engine<T: Real> {
     act: ActKind,
     n: usize,
     loss: LossKind,
-    /// Inputs X (d × n), or ÂX when the first stage propagates its input.
-    x: Vec<T>,
-    y: Vec<T>,
     a: Option<Csr<T>>,
     a_t: Option<Csr<T>>,
-    /// Per stage: pre-activation z (out × n); the last stage's is the output u.
-    z: Vec<Vec<T>>,
-    /// Per stage but the last: the stage's output h (out × n).
-    h: Vec<Vec<T>>,
-    /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
-    p: Vec<Vec<T>>,
-    /// Backward scratch, max width × n each: Z̄ of the current stage and of the next (ping-pong).
-    zb: Vec<T>,
-    zb2: Vec<T>,
-    /// Column-major scratch for weight cotangents (max out·in).
-    gws: Vec<T>,
-    hb: Vec<T>,
-    pb: Vec<T>,
-    /// Per-chunk partial sums for bias and slope cotangents.
-    partial: Vec<T>,
+    /// The two column halves (samples 0..hc and hc..n), each owning all of its buffers.
+    halves: [Half<T>; 2],
     kink_points: Vec<f64>,
     /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
     profile: Option<[f64; PHASES.len()]>,
 }
 
+/// The buffers of one column half (samples `c0..c0 + cols`), all column-major (features ×
+/// cols). The halves share nothing mutable, so each can run on its own thread; only graph
+/// propagation reads the other half's buffers.
+pub(crate) struct Half<T> {
+    c0: usize,
+    cols: usize,
+    /// Inputs X, or ÂX when the first stage propagates its input.
+    x: Vec<T>,
+    y: Vec<T>,
+    /// Per stage: pre-activation z (out × cols); the last stage's is the output u.
+    z: Vec<Vec<T>>,
+    /// Per stage but the last: the stage's output h (out × cols).
+    h: Vec<Vec<T>>,
+    /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
+    p: Vec<Vec<T>>,
+    /// Backward scratch, max width × cols each: Z̄ of the current stage and of the next.
+    zb: Vec<T>,
+    zb2: Vec<T>,
+    hb: Vec<T>,
+    pb: Vec<T>,
+    /// Column-major scratch for weight cotangents (max out·in).
+    gws: Vec<T>,
+    /// Per-chunk partial sums for bias and slope cotangents (this half's chunks).
+    partial: Vec<T>,
+    /// The second half's gradient contribution (p long; empty for the first half, which writes
+    /// into the caller's gradient), added in after the join.
+    g: Vec<T>,
+    loss: f64,
+}
+
+impl<T: Real> Half<T> {
+    fn new(
+        plan: &Plan,
+        x: &[T],
+        y: &[T],
+        c0: usize,
+        cols: usize,
+        cpc: usize,
+        own_grad: bool,
+    ) -> Self {
+        let (d, m) = (plan.in_dim(), plan.out_dim());
+        let last = plan.stages.len() - 1;
+        let wmax = plan
+            .stages
+            .iter()
+            .map(|s| s.inp.max(s.out))
+            .max()
+            .unwrap_or(0);
+        let buf = |w: usize| vec![T::default(); w * cols];
+        Self {
+            c0,
+            cols,
+            x: x[c0 * d..(c0 + cols) * d].to_vec(),
+            y: y[c0 * m..(c0 + cols) * m].to_vec(),
+            z: plan.stages.iter().map(|s| buf(s.out)).collect(),
+            h: plan.stages[..last].iter().map(|s| buf(s.out)).collect(),
+            p: plan
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match s.prop {
+                    Prop::Before if i > 0 => buf(s.inp),
+                    Prop::After => buf(s.out),
+                    _ => Vec::new(),
+                })
+                .collect(),
+            zb: buf(wmax),
+            zb2: buf(wmax),
+            hb: buf(wmax),
+            pb: buf(wmax),
+            gws: vec![T::default(); plan.stages.iter().map(|s| s.out * s.inp).max().unwrap_or(0)],
+            partial: vec![T::default(); cols.div_ceil(cpc) * (wmax + 1)],
+            g: if own_grad {
+                vec![T::default(); plan.num_params()]
+            } else {
+                Vec::new()
+            },
+            loss: 0.0,
+        }
+    }
+}
+
 /// The phases of an epoch the profile separates. Work split over the two column halves is
 /// timed on the first half's thread; the time the main thread then waits for the other half is
 /// charged to the last phase.
-pub const PHASES: [&str; 8] = [
+pub const PHASES: [&str; 9] = [
     "forward matmuls",
     "forward bias + σ (fused)",
     "graph propagation Â (both directions)",
@@ -141,6 +208,7 @@ pub const PHASES: [&str; 8] = [
     "backward weight-cotangent matmuls",
     "backward input-cotangent matmuls",
     "backward σ' + bias/slope sums (fused)",
+    "sum of the two halves' gradients",
     "waiting for the other core (imbalance, wake-up)",
 ];
 
@@ -213,53 +281,25 @@ impl<T: Real> Engine<T> {
         if plan.stages[0].prop == Prop::Before {
             // Â X is fixed for the whole run.
             let mut ax = vec![T::default(); xs.len()];
-            a.as_ref().unwrap().propagate(&xs, &mut ax, x.features(), 0);
+            a.as_ref()
+                .unwrap()
+                .propagate([&xs, &[]], n, &mut ax, x.features(), 0);
             xs = ax;
         }
-        let last = plan.stages.len() - 1;
-        let z = plan
-            .stages
-            .iter()
-            .map(|s| vec![T::default(); s.out * n])
-            .collect();
-        let h = plan.stages[..last]
-            .iter()
-            .map(|s| vec![T::default(); s.out * n])
-            .collect();
-        let p = plan
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s.prop {
-                Prop::Before if i > 0 => vec![T::default(); s.inp * n],
-                Prop::After => vec![T::default(); s.out * n],
-                _ => Vec::new(),
-            })
-            .collect();
-        let wmax = plan
-            .stages
-            .iter()
-            .map(|s| s.inp.max(s.out))
-            .max()
-            .unwrap_or(0);
+        let ys: Vec<T> = convert(y.as_slice());
+        let (hc, cpc) = (kernels::half_cols(n), kernels::chunk_cols(n));
+        let halves = [
+            Half::new(&plan, &xs, &ys, 0, hc, cpc, false),
+            Half::new(&plan, &xs, &ys, hc, n - hc, cpc, true),
+        ];
         Self {
             act: ActKind::new(activation),
             kink_points: activation.kinks(),
             n,
             loss,
-            x: xs,
-            y: convert(y.as_slice()),
             a,
             a_t,
-            z,
-            h,
-            p,
-            zb: vec![T::default(); wmax * n],
-            zb2: vec![T::default(); wmax * n],
-            gws: vec![T::default(); plan.stages.iter().map(|s| s.out * s.inp).max().unwrap_or(0)],
-            hb: vec![T::default(); wmax * n],
-            pb: vec![T::default(); wmax * n],
-            partial: vec![T::default(); kernels::CHUNKS * (wmax + 1)],
+            halves,
             profile: None,
             plan,
         }
@@ -294,29 +334,30 @@ impl<T: Real> Engine<T> {
     }
     /// The network's outputs u (m × n) after [`Self::forward`] (and after
     /// [`Self::loss_and_grad`], which leaves them in place).
-    pub fn outputs(&self) -> &[T] {
-        self.z.last().unwrap()
-    }
-
-    /// The forward pass at θ; the outputs are then in [`Self::outputs`].
-    pub fn forward(&mut self, theta: &[T]) {
-        let mut clock = Clock::new(self.profile.is_some());
-        self.forward_timed(theta, &mut clock);
-        self.charge(&clock);
+    pub fn outputs(&self) -> impl Iterator<Item = T> + '_ {
+        self.halves
+            .iter()
+            .flat_map(|hf| hf.z.last().unwrap().iter().copied())
     }
 
     /// The piece of σ every pre-activation sits in, in the order of the general path's
     /// `visit_pre_activations` (layer by layer, sample-major), appended to `out`.
     pub fn pieces(&self, out: &mut Vec<u16>) {
         let ns = self.plan.stages.len();
-        for z in &self.z[..ns - 1] {
-            kernels::pieces(z, &self.kink_points, out);
+        for s in 0..ns - 1 {
+            for hf in &self.halves {
+                kernels::pieces(&hf.z[s], &self.kink_points, out);
+            }
         }
     }
     /// Number of pre-activations the kink tracker follows.
     pub fn tracked(&self) -> usize {
         let ns = self.plan.stages.len();
-        self.z[..ns - 1].iter().map(Vec::len).sum()
+        self.n
+            * self.plan.stages[..ns - 1]
+                .iter()
+                .map(|s| s.out)
+                .sum::<usize>()
     }
 }
 
