@@ -3,11 +3,12 @@
 //! PReLU-slope cotangents, the loss and its cotangent, and graph propagation with Â stored in
 //! compressed rows (its transpose stored too, so both directions are gathers).
 //!
-//! Every kernel is sequential over the columns it is given; the engine's passes split the n
-//! columns into two fixed halves ([`half_cols`]) and run them on both cores with [`both`].
+//! Every kernel is sequential over the columns it is given; the engine splits the n columns
+//! into [`PARTS`] fixed parts ([`part_cols`]) and runs them on both cores with [`run_parts`].
 //! Sums over columns go through per-chunk partial sums ([`CHUNKS`] fixed chunks of
-//! [`chunk_cols`] columns, four per half), combined in chunk order, so results do not depend on
-//! the thread count. No kernel allocates.
+//! [`chunk_cols`] columns, two per part), combined in chunk order, so results do not depend on
+//! the thread count. No kernel allocates; the element-wise ones run compiled for AVX-512 when
+//! the CPU has it.
 
 use super::Real;
 use crate::activation::Activation;
@@ -40,14 +41,39 @@ pub fn parallel() -> bool {
     !matches!(crate::batch::par(), faer::Par::Seq)
 }
 
+/// Column parts per epoch, each a whole number of chunks: the unit of work the two cores share
+/// (rayon balances them, so a core that is descheduled on a shared machine stalls at most a
+/// part, not half the epoch).
+pub const PARTS: usize = 4;
+
 /// Columns per chunk of partial sums.
 pub fn chunk_cols(n: usize) -> usize {
     n.div_ceil(CHUNKS).max(1)
 }
 
-/// Columns in the first half (a whole number of chunks).
-pub fn half_cols(n: usize) -> usize {
-    n.min(CHUNKS / 2 * chunk_cols(n))
+/// Columns c0..c1 of part k (empty at the end when n is small).
+pub fn part_cols(n: usize, k: usize) -> (usize, usize) {
+    let w = CHUNKS / PARTS * chunk_cols(n);
+    ((k * w).min(n), ((k + 1) * w).min(n))
+}
+
+/// Runs `f` on every part, on both cores (nested rayon joins, no heap allocation; one after
+/// the other when the global parallelism is `Seq`), and returns the sum of their clocks.
+pub(crate) fn run_parts<T: Send>(
+    parts: &mut [T],
+    on: bool,
+    f: &(impl Fn(&mut T) -> super::Clock + Sync),
+) -> super::Clock {
+    match parts.len() {
+        0 => super::Clock::new(on),
+        1 => f(&mut parts[0]),
+        k => {
+            let (a, b) = parts.split_at_mut(k / 2);
+            let (mut ca, cb) = both(|| run_parts(a, on, f), || run_parts(b, on, f));
+            ca.add(&cb);
+            ca
+        }
+    }
 }
 
 /// Defines `pub fn $name` that runs its body compiled for AVX-512 when the CPU has it (the crate
@@ -354,23 +380,48 @@ impl<T: Real> Csr<T> {
     }
 
     /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
-    /// holds, columns of `width` features. The source is split in two at column `hc`:
-    /// columns j < hc are in `src[0]`, the rest in `src[1]` (the engine's two column halves).
-    pub fn propagate(&self, src: [&[T]; 2], hc: usize, dst: &mut [T], width: usize, first: usize) {
+    /// holds, columns of `width` features. The source is split into the engine's column parts
+    /// of `pw` columns each: column j is column j mod pw of `src[j / pw]`.
+    pub fn propagate(
+        &self,
+        src: [&[T]; PARTS],
+        pw: usize,
+        dst: &mut [T],
+        width: usize,
+        first: usize,
+    ) {
         for (r, col) in dst.chunks_exact_mut(width).enumerate() {
             let i = first + r;
             col.iter_mut().for_each(|v| *v = T::default());
             for e in self.row_start[i]..self.row_start[i + 1] {
                 let (j, a) = (self.cols[e], self.vals[e]);
-                let s = if j < hc {
-                    &src[0][j * width..(j + 1) * width]
-                } else {
-                    &src[1][(j - hc) * width..(j - hc + 1) * width]
-                };
-                for (o, &v) in col.iter_mut().zip(s) {
-                    *o += a * v;
-                }
+                let o = j % pw * width;
+                axpy(col, a, &src[j / pw][o..o + width]);
             }
         }
     }
+}
+
+wide! {
+/// y += a·x.
+pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * v;
+    }
+}
+}
+
+wide! {
+/// dst = Σ_k src[k] element-wise, added in k order.
+pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) {
+    let n = dst.len();
+    let src = src.map(|s| &s[..n]);
+    for (i, d) in dst.iter_mut().enumerate() {
+        let mut v = src[0][i];
+        for s in &src[1..] {
+            v += s[i];
+        }
+        *d = v;
+    }
+}
 }

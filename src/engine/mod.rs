@@ -108,17 +108,18 @@ pub struct Engine<T: Real> {
     loss: LossKind,
     a: Option<Csr<T>>,
     a_t: Option<Csr<T>>,
-    /// The two column halves (samples 0..hc and hc..n), each owning all of its buffers.
-    halves: [Half<T>; 2],
+    /// The column parts ([`kernels::PARTS`] consecutive ranges of samples), each owning all of
+    /// its buffers.
+    parts: [Part<T>; kernels::PARTS],
     kink_points: Vec<f64>,
     /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
     profile: Option<[f64; PHASES.len()]>,
 }
 
-/// The buffers of one column half (samples `c0..c0 + cols`), all column-major (features ×
-/// cols). The halves share nothing mutable, so each can run on its own thread; only graph
-/// propagation reads the other half's buffers.
-pub(crate) struct Half<T> {
+/// The buffers of one column part (samples `c0..c0 + cols`), all column-major (features ×
+/// cols). The parts share nothing mutable, so each can run on any thread; only graph
+/// propagation reads the other parts' buffers.
+pub(crate) struct Part<T> {
     c0: usize,
     cols: usize,
     /// Inputs X, or ÂX when the first stage propagates its input.
@@ -137,24 +138,16 @@ pub(crate) struct Half<T> {
     pb: Vec<T>,
     /// Column-major scratch for weight cotangents (max out·in).
     gws: Vec<T>,
-    /// Per-chunk partial sums for bias and slope cotangents (this half's chunks).
+    /// Per-chunk partial sums for bias and slope cotangents (this part's chunks).
     partial: Vec<T>,
-    /// The second half's gradient contribution (p long; empty for the first half, which writes
-    /// into the caller's gradient), added in after the join.
+    /// This part's gradient contribution (p long), summed over the parts in a fixed order
+    /// after the epoch.
     g: Vec<T>,
     loss: f64,
 }
 
-impl<T: Real> Half<T> {
-    fn new(
-        plan: &Plan,
-        x: &[T],
-        y: &[T],
-        c0: usize,
-        cols: usize,
-        cpc: usize,
-        own_grad: bool,
-    ) -> Self {
+impl<T: Real> Part<T> {
+    fn new(plan: &Plan, x: &[T], y: &[T], c0: usize, cols: usize, cpc: usize) -> Self {
         let (d, m) = (plan.in_dim(), plan.out_dim());
         let last = plan.stages.len() - 1;
         let wmax = plan
@@ -187,19 +180,15 @@ impl<T: Real> Half<T> {
             pb: buf(wmax),
             gws: vec![T::default(); plan.stages.iter().map(|s| s.out * s.inp).max().unwrap_or(0)],
             partial: vec![T::default(); cols.div_ceil(cpc) * (wmax + 1)],
-            g: if own_grad {
-                vec![T::default(); plan.num_params()]
-            } else {
-                Vec::new()
-            },
+            g: vec![T::default(); plan.num_params()],
             loss: 0.0,
         }
     }
 }
 
-/// The phases of an epoch the profile separates. Work split over the two column halves is
-/// timed on the first half's thread; the time the main thread then waits for the other half is
-/// charged to the last phase.
+/// The phases of an epoch the profile separates. Work split over the column parts is timed in
+/// every part and charged per core (the parts' sum ÷ the cores in use); the rest of the wall
+/// time of the fork-join (imbalance, wake-ups, a descheduled core) is charged to the last phase.
 pub const PHASES: [&str; 9] = [
     "forward matmuls",
     "forward bias + σ (fused)",
@@ -235,14 +224,22 @@ impl Clock {
             self.t = now;
         }
     }
-    /// After a join: the first half's phases, and the rest of the wall time as waiting.
+    /// Adds another clock's phases (a part's, into the sum over parts).
+    pub(crate) fn add(&mut self, other: &Clock) {
+        for (a, b) in self.acc.iter_mut().zip(other.acc) {
+            *a += b;
+        }
+    }
+    /// After a fork-join: the parts' summed phases (`task`) per core, and the rest of the wall
+    /// time as waiting.
     pub(crate) fn absorb(&mut self, task: &Clock) {
         if self.on {
             let now = std::time::Instant::now();
             let wall = (now - self.t).as_secs_f64();
-            let busy: f64 = task.acc.iter().sum();
+            let cores = if kernels::parallel() { 2.0 } else { 1.0 };
+            let busy: f64 = task.acc.iter().sum::<f64>() / cores;
             for (a, b) in self.acc.iter_mut().zip(task.acc) {
-                *a += b;
+                *a += b / cores;
             }
             self.acc[PHASES.len() - 1] += (wall - busy).max(0.0);
             self.t = now;
@@ -283,15 +280,15 @@ impl<T: Real> Engine<T> {
             let mut ax = vec![T::default(); xs.len()];
             a.as_ref()
                 .unwrap()
-                .propagate([&xs, &[]], n, &mut ax, x.features(), 0);
+                .propagate([&xs, &[], &[], &[]], n, &mut ax, x.features(), 0);
             xs = ax;
         }
         let ys: Vec<T> = convert(y.as_slice());
-        let (hc, cpc) = (kernels::half_cols(n), kernels::chunk_cols(n));
-        let halves = [
-            Half::new(&plan, &xs, &ys, 0, hc, cpc, false),
-            Half::new(&plan, &xs, &ys, hc, n - hc, cpc, true),
-        ];
+        let cpc = kernels::chunk_cols(n);
+        let parts = std::array::from_fn(|k| {
+            let (c0, c1) = kernels::part_cols(n, k);
+            Part::new(&plan, &xs, &ys, c0, c1 - c0, cpc)
+        });
         Self {
             act: ActKind::new(activation),
             kink_points: activation.kinks(),
@@ -299,7 +296,7 @@ impl<T: Real> Engine<T> {
             loss,
             a,
             a_t,
-            halves,
+            parts,
             profile: None,
             plan,
         }
@@ -335,9 +332,9 @@ impl<T: Real> Engine<T> {
     /// The network's outputs u (m × n) after [`Self::forward`] (and after
     /// [`Self::loss_and_grad`], which leaves them in place).
     pub fn outputs(&self) -> impl Iterator<Item = T> + '_ {
-        self.halves
+        self.parts
             .iter()
-            .flat_map(|hf| hf.z.last().unwrap().iter().copied())
+            .flat_map(|part| part.z.last().unwrap().iter().copied())
     }
 
     /// The piece of σ every pre-activation sits in, in the order of the general path's
@@ -345,8 +342,8 @@ impl<T: Real> Engine<T> {
     pub fn pieces(&self, out: &mut Vec<u16>) {
         let ns = self.plan.stages.len();
         for s in 0..ns - 1 {
-            for hf in &self.halves {
-                kernels::pieces(&hf.z[s], &self.kink_points, out);
+            for part in &self.parts {
+                kernels::pieces(&part.z[s], &self.kink_points, out);
             }
         }
     }

@@ -1,23 +1,22 @@
-//! The engine's per-half passes: everything one column half ([`Half`]) does on its own thread —
-//! a stage's forward product and fused bias + σ, the loss and output cotangent, a stage's weight
+//! The engine's per-part passes: everything one column part ([`Part`]) does on one thread — a
+//! stage's forward product and fused bias + σ, the loss and output cotangent, a stage's weight
 //! cotangent, input cotangent and fused σ' + bias/slope sums — and, for plans that never mix
-//! samples (DNN, ResNet), a whole epoch. Such an epoch is one fork-join: each half runs the
-//! full forward and backward on its own samples, writing its own gradient contribution (the
-//! first half into the caller's gradient, the second into its own), and the two are added after
-//! the join ([`Engine::loss_and_grad`]). Plans that propagate over the graph (GCN) synchronise
-//! at each Â instead (`mixing.rs`).
+//! samples (DNN, ResNet), a whole epoch. Such an epoch is one fork-join over the parts
+//! (`mixing.rs`): each part runs the full forward and backward on its own samples, writing its
+//! own gradient contribution (`Part::g`); the contributions are summed in a fixed order after
+//! the join. Plans that propagate over the graph (GCN) synchronise at each Â instead.
 //!
-//! Weight cotangents S̄·srcᵀ are computed per half (a sum over its own samples) straight into
+//! Weight cotangents S̄·srcᵀ are computed per part (a sum over its own samples) straight into
 //! θ's row-major layout when in ≤ out (the product src·S̄ᵀ with a column-major destination),
-//! else into a column-major scratch then transposed by blocks (faer is about half as fast on
-//! the direct form when in ≫ out, e.g. the 500-wide first layers).
+//! else into a column-major scratch then transposed by blocks (faer's direct form is up to
+//! half as fast when in ≫ out, e.g. the 500-wide first layers).
 
 use super::kernels::{self, ActKind};
-use super::{cm, cm_mut, Clock, Half, Plan, Prop, Real, Stage};
+use super::{cm, cm_mut, Clock, Part, Plan, Prop, Real, Stage};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatRef, Par};
 
-/// What every per-half step reads.
+/// What every per-part step reads.
 pub(super) struct Ctx<'a, T> {
     pub plan: &'a Plan,
     pub act: &'a ActKind,
@@ -53,7 +52,7 @@ fn mm_t<T: Real>(dst: &mut [T], w: &[T], g: &[T], out: usize, inp: usize, acc: A
     );
 }
 
-/// gW (θ's row-major out × inp) = S̄ (out × cols) · srcᵀ, summed over this half's columns, on
+/// gW (θ's row-major out × inp) = S̄ (out × cols) · srcᵀ, summed over this part's columns, on
 /// this thread. `tmp` is scratch of at least out·inp.
 fn weight_cot<T: Real>(
     gw: &mut [T],
@@ -121,8 +120,8 @@ pub(super) fn tail<T: Real>(
     }
 }
 
-impl<T: Real> Half<T> {
-    /// Stage s's forward on this half, for a stage that reads no other sample (no Â, or Â
+impl<T: Real> Part<T> {
+    /// Stage s's forward on this part, for a stage that reads no other sample (no Â, or Â
     /// before the first stage, where x already holds ÂX).
     pub(super) fn forward_local(&mut self, cx: &Ctx<'_, T>, s: usize, c: &mut Clock) {
         let st = &cx.plan.stages[s];
@@ -136,25 +135,24 @@ impl<T: Real> Half<T> {
         c.lap(1);
     }
 
-    /// This half's share of L (in `self.loss`), its output cotangent (into zb) and the last
-    /// stage's bias cotangent over its columns (into g).
-    pub(super) fn loss_local(&mut self, cx: &Ctx<'_, T>, c_loss: f64, g: &mut [T], c: &mut Clock) {
+    /// This part's share of L (in `self.loss`), its output cotangent (into zb) and the last
+    /// stage's bias cotangent over its columns (into `self.g`).
+    pub(super) fn loss_local(&mut self, cx: &Ctx<'_, T>, c_loss: f64, c: &mut Clock) {
         let m = cx.plan.out_dim();
         let u = self.z.last().unwrap();
         self.loss = kernels::loss_cotangent(u, &self.y, &mut self.zb, c_loss);
         c.lap(3);
-        let (_, gb, _) = cx.plan.stages.last().unwrap().params_mut(g);
+        let (_, gb, _) = cx.plan.stages.last().unwrap().params_mut(&mut self.g);
         kernels::row_sums(&self.zb[..m * self.cols], m, cx.cpc, &mut self.partial, gb);
         c.lap(6);
     }
 
-    /// Stage s's weight cotangent over this half's columns into g, from S̄ in zb (or in pb
+    /// Stage s's weight cotangent over this part's columns into `self.g`, from S̄ in zb (or in pb
     /// when `sbar_in_pb`: Âᵀ Z̄ for a stage propagating after W).
     pub(super) fn weight_local(
         &mut self,
         cx: &Ctx<'_, T>,
         s: usize,
-        g: &mut [T],
         sbar_in_pb: bool,
         c: &mut Clock,
     ) {
@@ -166,12 +164,12 @@ impl<T: Real> Half<T> {
             _ => &self.h[s - 1],
         };
         let sbar = if sbar_in_pb { &self.pb } else { &self.zb };
-        let (gw, _, _) = st.params_mut(g);
+        let (gw, _, _) = st.params_mut(&mut self.g);
         weight_cot(gw, &mut self.gws, &sbar[..out * cols], src, out, inp, cols);
         c.lap(4);
     }
 
-    /// Stage s's input cotangent Wᵀ S̄ over this half: S̄ from zb (or pb when `sbar_in_pb`),
+    /// Stage s's input cotangent Wᵀ S̄ over this part: S̄ from zb (or pb when `sbar_in_pb`),
     /// into hb (or into pb when `into_pb`, for Â before W); added to hb for a residual stage,
     /// whose hb holds the cotangent of the stage's output already.
     pub(super) fn input_local(
@@ -208,8 +206,8 @@ impl<T: Real> Half<T> {
     }
 
     /// Z̄ of stage s − 1 = H̄ (in hb) ⊙ σ'(z), into zb (the previous Z̄ moves to zb2), and the
-    /// stage's bias (and PReLU slope) cotangents over this half's chunks into g.
-    pub(super) fn act_back_local(&mut self, cx: &Ctx<'_, T>, s: usize, g: &mut [T], c: &mut Clock) {
+    /// stage's bias (and PReLU slope) cotangents over this part's chunks into `self.g`.
+    pub(super) fn act_back_local(&mut self, cx: &Ctx<'_, T>, s: usize, c: &mut Clock) {
         let prev = &cx.plan.stages[s - 1];
         let (_, _, slope) = prev.params(cx.theta);
         let (w, cols) = (prev.out, self.cols);
@@ -224,7 +222,7 @@ impl<T: Real> Half<T> {
             &mut self.partial,
         );
         let nch = cols.div_ceil(cx.cpc);
-        let (_, gb, gslope) = prev.params_mut(g);
+        let (_, gb, gslope) = prev.params_mut(&mut self.g);
         kernels::combine(
             &self.partial[..nch * (w + 1)],
             w + 1,
@@ -236,26 +234,26 @@ impl<T: Real> Half<T> {
         c.lap(6);
     }
 
-    /// Stage s's whole backward on this half, for a stage that mixes no samples.
-    pub(super) fn backward_local(&mut self, cx: &Ctx<'_, T>, s: usize, g: &mut [T], c: &mut Clock) {
-        self.weight_local(cx, s, g, false, c);
+    /// Stage s's whole backward on this part, for a stage that mixes no samples.
+    pub(super) fn backward_local(&mut self, cx: &Ctx<'_, T>, s: usize, c: &mut Clock) {
+        self.weight_local(cx, s, false, c);
         if s > 0 {
             self.input_local(cx, s, false, false, c);
-            self.act_back_local(cx, s, g, c);
+            self.act_back_local(cx, s, c);
         }
     }
 
-    /// A whole epoch on this half (plans that never mix samples): forward, loss, backward; this
-    /// half's gradient contribution goes to g. Returns this thread's phase times.
-    pub(super) fn epoch_local(&mut self, cx: &Ctx<'_, T>, c_loss: f64, g: &mut [T]) -> Clock {
+    /// A whole epoch on this part (plans that never mix samples): forward, loss, backward; this
+    /// part's gradient contribution goes to `self.g`. Returns its phase times.
+    pub(super) fn epoch_local(&mut self, cx: &Ctx<'_, T>, c_loss: f64) -> Clock {
         let mut c = Clock::new(cx.on);
         let ns = cx.plan.stages.len();
         for s in 0..ns {
             self.forward_local(cx, s, &mut c);
         }
-        self.loss_local(cx, c_loss, g, &mut c);
+        self.loss_local(cx, c_loss, &mut c);
         for s in (0..ns).rev() {
-            self.backward_local(cx, s, g, &mut c);
+            self.backward_local(cx, s, &mut c);
         }
         c
     }
