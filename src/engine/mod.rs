@@ -136,8 +136,6 @@ pub(crate) struct Part<T> {
     zb2: Vec<T>,
     hb: Vec<T>,
     pb: Vec<T>,
-    /// Column-major scratch for weight cotangents (max out·in).
-    gws: Vec<T>,
     /// Per-chunk partial sums for bias and slope cotangents (this part's chunks).
     partial: Vec<T>,
     /// This part's gradient contribution (p long), summed over the parts in a fixed order
@@ -178,7 +176,6 @@ impl<T: Real> Part<T> {
             zb2: buf(wmax),
             hb: buf(wmax),
             pb: buf(wmax),
-            gws: vec![T::default(); plan.stages.iter().map(|s| s.out * s.inp).max().unwrap_or(0)],
             partial: vec![T::default(); cols.div_ceil(cpc) * (wmax + 1)],
             g: vec![T::default(); plan.num_params()],
             loss: 0.0,
