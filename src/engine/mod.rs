@@ -13,12 +13,16 @@
 //!   cotangent Wᵀ·Z̄ (added in place for residual skips); one fused pass `Z̄ = H̄ ⊙ σ'(z)` that also
 //!   sums the bias (and PReLU slope) cotangents.
 //!
-//! Both cores work on every stage (`passes.rs`): the n columns are split into two fixed halves,
-//! each a single-threaded faer product followed by its element-wise work in the same rayon task;
-//! weight cotangents are split by rows of W. When the global faer parallelism
-//! ([`crate::batch::par`]) is `Seq` — `reproduce` packing small runs one per core — the halves run
-//! one after the other. The split and the chunks of partial sums never depend on the thread count,
-//! so results are the same either way.
+//! The n columns (samples) are split into [`kernels::PARTS`] fixed parts (`Part`), each owning
+//! all of its buffers and its own gradient contribution; rayon balances the parts over both
+//! cores (`mixing.rs`). DNN and ResNet never mix samples, so an epoch is a single fork-join:
+//! every part runs the whole forward and backward on its samples with single-threaded faer
+//! products and fused element-wise passes (`passes.rs`), the weight cotangents written
+//! straight into θ's layout; then the parts' contributions are summed in part order. The GCN
+//! joins at each propagation by Â, which reads every part. When the global faer parallelism
+//! ([`crate::batch::par`]) is `Seq` — `reproduce` packing small runs one per core — the parts
+//! run one after another. The parts and the chunks of partial sums never depend on the thread
+//! count, so results are bitwise the same either way (tested).
 //!
 //! GCN: Â is symmetric-normalised and fixed, and the inputs X are fixed, so ÂX is computed once.
 //! Later stages propagate whichever side of the dense layer is narrower: W(ÂH) when in ≤ out,
@@ -194,8 +198,8 @@ pub const PHASES: [&str; 9] = [
     "backward weight-cotangent matmuls",
     "backward input-cotangent matmuls",
     "backward σ' + bias/slope sums (fused)",
-    "sum of the two halves' gradients",
-    "waiting for the other core (imbalance, wake-up)",
+    "sum of the parts' gradient contributions",
+    "waiting at joins (imbalance, wake-ups, a descheduled core)",
 ];
 
 /// A stopwatch that charges elapsed time to phases (a no-op when profiling is off).
