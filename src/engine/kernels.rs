@@ -173,18 +173,24 @@ fn fwd<T: Real>(
     out: usize,
     sigma: impl Fn(T) -> T,
 ) {
-    for (j, (zcol, hcol)) in z
-        .chunks_exact_mut(out)
-        .zip(h.chunks_exact_mut(out))
-        .enumerate()
-    {
-        for ((zv, hv), &bv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b) {
-            *zv += bv;
-            *hv = sigma(*zv);
+    let cols = z.chunks_exact_mut(out).zip(h.chunks_exact_mut(out));
+    match skip {
+        None => {
+            for (zcol, hcol) in cols {
+                for ((zv, hv), &bv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b) {
+                    *zv += bv;
+                    *hv = sigma(*zv);
+                }
+            }
         }
-        if let Some(s) = skip {
-            for (hv, &sv) in hcol.iter_mut().zip(&s[j * out..(j + 1) * out]) {
-                *hv += sv;
+        Some(s) => {
+            // One pass: h = σ(z) + skip (the same two roundings as σ first, then the add).
+            for ((zcol, hcol), scol) in cols.zip(s.chunks_exact(out)) {
+                for (((zv, hv), &bv), &sv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b).zip(scol)
+                {
+                    *zv += bv;
+                    *hv = sigma(*zv) + sv;
+                }
             }
         }
     }
