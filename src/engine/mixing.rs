@@ -1,11 +1,11 @@
 //! The epoch's orchestration over the column parts: [`Engine::loss_and_grad`] and
-//! [`Engine::forward`]. Plans that never mix samples (DNN, ResNet) run a whole epoch per part
-//! in one fork-join over the parts (`passes.rs`); plans that propagate over the graph (GCN)
-//! fork and join per stage, because Â needs a complete batch: each propagation reads every
-//! part's source (taken out of the parts for the join, so that each part stays otherwise
-//! mutable) and writes its own part's columns. Afterwards the parts' gradient contributions
-//! are summed in part order, so results do not depend on the thread count or on which core ran
-//! which part.
+//! [`Engine::forward`]. Each part runs as far as it can on its own samples (`passes.rs`); a
+//! fork-join ends only where Â needs a complete batch. Plans that never mix samples (DNN,
+//! ResNet) thus run a whole epoch in one fork-join; the GCN in one per propagation (5 for the
+//! paper's [200, 200]). Each propagation reads every part's source (taken out of the parts for
+//! the join, so that each part stays otherwise mutable) and writes its own part's columns, then
+//! continues locally up to the next. Afterwards the parts' gradient contributions are summed in
+//! part order, so results do not depend on the thread count or on which core ran which part.
 
 use super::kernels::{self, both, run_parts, Csr, CHUNKS, PARTS};
 use super::passes::{mm, tail, Ctx};
@@ -26,10 +26,6 @@ fn sum_parts<T: Real>(grad: &mut [T], parts: &[Part<T>; PARTS]) {
 }
 
 impl<T: Real> Engine<T> {
-    fn mixes(&self) -> bool {
-        self.plan.stages.iter().any(|s| s.prop != Prop::None)
-    }
-
     /// The forward pass at θ; the outputs are then in [`Self::outputs`].
     pub fn forward(&mut self, theta: &[T]) {
         assert_eq!(theta.len(), self.p(), "engine: θ has the wrong length");
@@ -41,10 +37,7 @@ impl<T: Real> Engine<T> {
             cpc: kernels::chunk_cols(self.n),
             on: clock.on,
         };
-        let a = self.a.as_ref();
-        for s in 0..self.plan.stages.len() {
-            forward_stage(&cx, &mut self.parts, a, s, None, &mut clock);
-        }
+        forward_all(&cx, &mut self.parts, self.a.as_ref(), None, &mut clock);
         self.charge(&clock);
     }
 
@@ -72,7 +65,6 @@ impl<T: Real> Engine<T> {
         );
         let mut clock = Clock::new(self.profile.is_some());
         let c_loss = self.loss.c(self.n, self.plan.out_dim());
-        let mixes = self.mixes();
         let cx = Ctx {
             plan: &self.plan,
             act: &self.act,
@@ -80,15 +72,14 @@ impl<T: Real> Engine<T> {
             cpc: kernels::chunk_cols(self.n),
             on: clock.on,
         };
-        if mixes {
-            let (a, a_t) = (self.a.as_ref().unwrap(), self.a_t.as_ref().unwrap());
-            epoch_mixing(&cx, &mut self.parts, a, a_t, c_loss, &mut clock);
-        } else {
-            let c = run_parts(&mut self.parts, cx.on, &|part| {
-                part.epoch_local(&cx, c_loss)
-            });
-            clock.absorb(&c);
-        }
+        forward_all(
+            &cx,
+            &mut self.parts,
+            self.a.as_ref(),
+            Some(c_loss),
+            &mut clock,
+        );
+        backward_all(&cx, &mut self.parts, self.a_t.as_ref(), &mut clock);
         sum_parts(grad, &self.parts);
         clock.lap(7);
         self.charge(&clock);
@@ -96,114 +87,97 @@ impl<T: Real> Engine<T> {
     }
 }
 
-/// Stage s's forward on every part (one or two fork-joins). With `loss` the last stage's join
-/// also computes the loss, the output cotangent and its bias sums.
-fn forward_stage<T: Real>(
+/// The forward pass on every part: one fork-join up to the first propagation, then one per
+/// propagation, each continuing locally up to the next ([`Part::forward_on`]). With `loss`, the
+/// last join also computes the loss and starts the backward pass.
+fn forward_all<T: Real>(
     cx: &Ctx<'_, T>,
     parts: &mut [Part<T>; PARTS],
     a: Option<&Csr<T>>,
-    s: usize,
     loss: Option<f64>,
-    clock: &mut Clock,
-) {
-    let st = &cx.plan.stages[s];
-    let (w, _, _) = st.params(cx.theta);
-    let (inp, out, on) = (st.inp, st.out, cx.on);
-    let pw = CHUNKS / PARTS * cx.cpc;
-    let finish = |part: &mut Part<T>, c: &mut Clock| {
-        if let Some(c_loss) = loss {
-            part.loss_local(cx, c_loss, c);
-        }
-    };
-    match st.prop {
-        Prop::Before if s > 0 => {
-            // p = Â h (every part's h[s − 1]), then z = W p and the tail, per part.
-            let hs: [Vec<T>; PARTS] = from_fn(|k| take(&mut parts[k].h[s - 1]));
-            let src = from_fn(|k| &hs[k][..]);
-            let a = a.unwrap();
-            let c = run_parts(parts, on, &|part| {
-                let mut c = Clock::new(on);
-                a.propagate(src, pw, &mut part.p[s], inp, part.c0);
-                c.lap(2);
-                mm(&mut part.z[s], w, &part.p[s], out, inp, Accum::Replace);
-                c.lap(0);
-                tail(cx, st, &mut part.z[s], part.h.get_mut(s), &part.p[s]);
-                c.lap(1);
-                finish(part, &mut c);
-                c
-            });
-            for (part, h) in parts.iter_mut().zip(hs) {
-                part.h[s - 1] = h;
-            }
-            clock.absorb(&c);
-        }
-        Prop::After => {
-            // q = W src per part; then z = Â q needs every part's q.
-            let c = run_parts(parts, on, &|part| {
-                let mut c = Clock::new(on);
-                let src: &[T] = if s == 0 { &part.x } else { &part.h[s - 1] };
-                mm(&mut part.p[s], w, src, out, inp, Accum::Replace);
-                c.lap(0);
-                c
-            });
-            clock.absorb(&c);
-            let qs: [Vec<T>; PARTS] = from_fn(|k| take(&mut parts[k].p[s]));
-            let q = from_fn(|k| &qs[k][..]);
-            let a = a.unwrap();
-            let c = run_parts(parts, on, &|part| {
-                let mut c = Clock::new(on);
-                a.propagate(q, pw, &mut part.z[s], out, part.c0);
-                c.lap(2);
-                // Â after W: a residual skip would need the stage's source; presets have none.
-                tail(cx, st, &mut part.z[s], part.h.get_mut(s), &[]);
-                c.lap(1);
-                finish(part, &mut c);
-                c
-            });
-            for (part, q) in parts.iter_mut().zip(qs) {
-                part.p[s] = q;
-            }
-            clock.absorb(&c);
-        }
-        _ => {
-            let c = run_parts(parts, on, &|part| {
-                let mut c = Clock::new(on);
-                part.forward_local(cx, s, &mut c);
-                finish(part, &mut c);
-                c
-            });
-            clock.absorb(&c);
-        }
-    }
-}
-
-/// One epoch of a plan that propagates over the graph: per stage, fork-joins separated by the
-/// propagations (the loss joins the last stage's; each backward propagation is fused with the
-/// local work after it).
-fn epoch_mixing<T: Real>(
-    cx: &Ctx<'_, T>,
-    parts: &mut [Part<T>; PARTS],
-    a: &Csr<T>,
-    a_t: &Csr<T>,
-    c_loss: f64,
     clock: &mut Clock,
 ) {
     let on = cx.on;
     let pw = CHUNKS / PARTS * cx.cpc;
-    let ns = cx.plan.stages.len();
-    for s in 0..ns {
-        let loss = (s + 1 == ns).then_some(c_loss);
-        forward_stage(cx, parts, Some(a), s, loss, clock);
+    let c = run_parts(parts, on, &|part| {
+        let mut c = Clock::new(on);
+        part.forward_on(cx, 0, loss, &mut c);
+        c
+    });
+    clock.absorb(&c);
+    for (s, st) in cx.plan.stages.iter().enumerate() {
+        let (w, _, _) = st.params(cx.theta);
+        let (inp, out) = (st.inp, st.out);
+        match st.prop {
+            Prop::Before if s > 0 => {
+                // p = Â h (every part's h[s − 1], taken out for the join), z = W p, the tail.
+                let hs: [Vec<T>; PARTS] = from_fn(|k| take(&mut parts[k].h[s - 1]));
+                let src = from_fn(|k| &hs[k][..]);
+                let a = a.unwrap();
+                let c = run_parts(parts, on, &|part| {
+                    let mut c = Clock::new(on);
+                    a.propagate(src, pw, &mut part.p[s], inp, part.c0);
+                    c.lap(2);
+                    mm(&mut part.z[s], w, &part.p[s], out, inp, Accum::Replace);
+                    c.lap(0);
+                    tail(cx, st, &mut part.z[s], part.h.get_mut(s), &part.p[s]);
+                    c.lap(1);
+                    part.forward_on(cx, s + 1, loss, &mut c);
+                    c
+                });
+                for (part, h) in parts.iter_mut().zip(hs) {
+                    part.h[s - 1] = h;
+                }
+                clock.absorb(&c);
+            }
+            Prop::After => {
+                // z = Â q (every part's q = W src, taken out for the join), the tail.
+                let qs: [Vec<T>; PARTS] = from_fn(|k| take(&mut parts[k].p[s]));
+                let q = from_fn(|k| &qs[k][..]);
+                let a = a.unwrap();
+                let c = run_parts(parts, on, &|part| {
+                    let mut c = Clock::new(on);
+                    a.propagate(q, pw, &mut part.z[s], out, part.c0);
+                    c.lap(2);
+                    // Â after W: a residual skip would need the stage's source; presets have none.
+                    tail(cx, st, &mut part.z[s], part.h.get_mut(s), &[]);
+                    c.lap(1);
+                    part.forward_on(cx, s + 1, loss, &mut c);
+                    c
+                });
+                for (part, q) in parts.iter_mut().zip(qs) {
+                    part.p[s] = q;
+                }
+                clock.absorb(&c);
+            }
+            _ => {}
+        }
     }
-    for s in (0..ns).rev() {
-        let st = &cx.plan.stages[s];
+}
+
+/// The rest of the backward pass after [`forward_all`]: one fork-join per propagation, each
+/// continuing locally down to the next ([`Part::backward_on`]). The propagated buffer (Z̄ or
+/// Wᵀ Z̄) is taken out of every part for the join, its spare standing in, and becomes the
+/// spare afterwards.
+fn backward_all<T: Real>(
+    cx: &Ctx<'_, T>,
+    parts: &mut [Part<T>; PARTS],
+    a_t: Option<&Csr<T>>,
+    clock: &mut Clock,
+) {
+    let on = cx.on;
+    let pw = CHUNKS / PARTS * cx.cpc;
+    for (s, st) in cx.plan.stages.iter().enumerate().rev() {
         let (inp, out) = (st.inp, st.out);
         match st.prop {
             Prop::After => {
-                // S̄ = Âᵀ Z̄ (every part's Z̄, taken out for the join) into pb, then the local
-                // work from pb; σ' writes the next Z̄ into zb2 and swaps it into zb.
-                let zs: [Vec<T>; PARTS] = from_fn(|k| take(&mut parts[k].zb));
-                let zb = from_fn(|k| &zs[k][..]);
+                // S̄ = Âᵀ Z̄ into pb, the stage's local work from pb, then on down.
+                let zs: [Vec<T>; PARTS] = from_fn(|k| {
+                    let spare = take(&mut parts[k].zb_spare);
+                    std::mem::replace(&mut parts[k].zb, spare)
+                });
+                let zb = from_fn(|k| &zs[k][..out * parts[k].cols]);
+                let a_t = a_t.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
                     a_t.propagate(zb, pw, &mut part.pb[..out * part.cols], out, part.c0);
@@ -213,50 +187,36 @@ fn epoch_mixing<T: Real>(
                         part.input_local(cx, s, true, false, &mut c);
                         part.act_back_local(cx, s, &mut c);
                     }
+                    part.backward_on(cx, s, &mut c);
                     c
                 });
-                clock.absorb(&c);
-                // The old Z̄ becomes the spare buffer (zb2), or stays in zb at the first stage.
                 for (part, z) in parts.iter_mut().zip(zs) {
-                    if s > 0 {
-                        part.zb2 = z;
-                    } else {
-                        part.zb = z;
-                    }
+                    part.zb_spare = z;
                 }
+                clock.absorb(&c);
             }
             Prop::Before if s > 0 => {
-                // Weight cotangent from p = Â h; Wᵀ Z̄ into pb; then H̄ = Âᵀ pb needs every
-                // part's pb (taken out for the join) and is followed by σ' in the same task.
-                let c = run_parts(parts, on, &|part| {
-                    let mut c = Clock::new(on);
-                    part.weight_local(cx, s, false, &mut c);
-                    part.input_local(cx, s, false, true, &mut c);
-                    c
+                // H̄ = Âᵀ (Wᵀ Z̄) from every part's pb (filled by the join before), σ', on down.
+                let ps: [Vec<T>; PARTS] = from_fn(|k| {
+                    let spare = take(&mut parts[k].pb_spare);
+                    std::mem::replace(&mut parts[k].pb, spare)
                 });
-                clock.absorb(&c);
-                let ps: [Vec<T>; PARTS] = from_fn(|k| take(&mut parts[k].pb));
-                let pb = from_fn(|k| &ps[k][..]);
+                let pb = from_fn(|k| &ps[k][..inp * parts[k].cols]);
+                let a_t = a_t.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
                     a_t.propagate(pb, pw, &mut part.hb[..inp * part.cols], inp, part.c0);
                     c.lap(2);
                     part.act_back_local(cx, s, &mut c);
+                    part.backward_on(cx, s, &mut c);
                     c
                 });
                 for (part, p) in parts.iter_mut().zip(ps) {
-                    part.pb = p;
+                    part.pb_spare = p;
                 }
                 clock.absorb(&c);
             }
-            _ => {
-                let c = run_parts(parts, on, &|part| {
-                    let mut c = Clock::new(on);
-                    part.backward_local(cx, s, &mut c);
-                    c
-                });
-                clock.absorb(&c);
-            }
+            _ => {}
         }
     }
 }

@@ -140,6 +140,10 @@ pub(crate) struct Part<T> {
     zb2: Vec<T>,
     hb: Vec<T>,
     pb: Vec<T>,
+    /// Spares for zb and pb: a propagation takes every part's zb (or pb) out for its join and
+    /// leaves the spare in its place (`mixing.rs`).
+    zb_spare: Vec<T>,
+    pb_spare: Vec<T>,
     /// Per-chunk partial sums for bias and slope cotangents (this part's chunks).
     partial: Vec<T>,
     /// This part's gradient contribution (p long), summed over the parts in a fixed order
@@ -180,6 +184,8 @@ impl<T: Real> Part<T> {
             zb2: buf(wmax),
             hb: buf(wmax),
             pb: buf(wmax),
+            zb_spare: buf(wmax),
+            pb_spare: buf(wmax),
             partial: vec![T::default(); cols.div_ceil(cpc) * (wmax + 1)],
             g: vec![T::default(); plan.num_params()],
             loss: 0.0,

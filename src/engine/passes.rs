@@ -1,10 +1,11 @@
 //! The engine's per-part passes: everything one column part ([`Part`]) does on one thread — a
 //! stage's forward product and fused bias + σ, the loss and output cotangent, a stage's weight
 //! cotangent, input cotangent and fused σ' + bias/slope sums — and, for plans that never mix
-//! samples (DNN, ResNet), a whole epoch. Such an epoch is one fork-join over the parts
-//! (`mixing.rs`): each part runs the full forward and backward on its own samples, writing its
-//! own gradient contribution (`Part::g`); the contributions are summed in a fixed order after
-//! the join. Plans that propagate over the graph (GCN) synchronise at each Â instead.
+//! samples (DNN, ResNet), a whole epoch ([`Part::forward_on`]). Such an epoch is one fork-join
+//! over the parts (`mixing.rs`): each part runs the full forward and backward on its own
+//! samples, writing its own gradient contribution (`Part::g`); the contributions are summed in
+//! a fixed order after the join. Plans that propagate over the graph (GCN) run the same code
+//! between propagations, one fork-join per Â.
 //!
 //! Weight cotangents S̄·srcᵀ are computed per part (a sum over its own samples) straight into
 //! θ's row-major layout: the product src·S̄ᵀ with a column-major destination. (With 250-column
@@ -214,18 +215,52 @@ impl<T: Real> Part<T> {
         }
     }
 
-    /// A whole epoch on this part (plans that never mix samples): forward, loss, backward; this
-    /// part's gradient contribution goes to `self.g`. Returns its phase times.
-    pub(super) fn epoch_local(&mut self, cx: &Ctx<'_, T>, c_loss: f64) -> Clock {
-        let mut c = Clock::new(cx.on);
+    /// The forward pass on this part from stage `from` up to the next stage that needs every
+    /// part (Â before W: stop; Â after W: do W·src, then stop). When it reaches the end, with
+    /// `loss`: the loss, the output cotangent and the backward pass down to the first
+    /// propagation. For plans that never mix samples this is the whole epoch.
+    pub(super) fn forward_on(
+        &mut self,
+        cx: &Ctx<'_, T>,
+        from: usize,
+        loss: Option<f64>,
+        c: &mut Clock,
+    ) {
         let ns = cx.plan.stages.len();
-        for s in 0..ns {
-            self.forward_local(cx, s, &mut c);
+        for t in from..ns {
+            let st = &cx.plan.stages[t];
+            match st.prop {
+                Prop::After => {
+                    let (w, _, _) = st.params(cx.theta);
+                    let src: &[T] = if t == 0 { &self.x } else { &self.h[t - 1] };
+                    mm(&mut self.p[t], w, src, st.out, st.inp, Accum::Replace);
+                    c.lap(0);
+                    return;
+                }
+                Prop::Before if t > 0 => return,
+                _ => self.forward_local(cx, t, c),
+            }
         }
-        self.loss_local(cx, c_loss, &mut c);
-        for s in (0..ns).rev() {
-            self.backward_local(cx, s, &mut c);
+        if let Some(c_loss) = loss {
+            self.loss_local(cx, c_loss, c);
+            self.backward_on(cx, ns, c);
         }
-        c
+    }
+
+    /// The backward pass on this part through the stages below `upto`, down to the next
+    /// propagation (Â after W: stop; Â before W: the weight cotangent and Wᵀ Z̄ into pb, then
+    /// stop).
+    pub(super) fn backward_on(&mut self, cx: &Ctx<'_, T>, upto: usize, c: &mut Clock) {
+        for t in (0..upto).rev() {
+            match cx.plan.stages[t].prop {
+                Prop::After => return,
+                Prop::Before if t > 0 => {
+                    self.weight_local(cx, t, false, c);
+                    self.input_local(cx, t, false, true, c);
+                    return;
+                }
+                _ => self.backward_local(cx, t, c),
+            }
+        }
     }
 }
