@@ -4,10 +4,11 @@
 //! faer product; 6·n·p flops per epoch: forward, input and weight cotangents). Also: heap
 //! allocations per steady-state epoch (a counting allocator), cores kept busy (process CPU time ÷
 //! wall time), two small runs packed one per core, a per-phase profile, the general path for
-//! comparison, and an estimate of the paper-scale `reproduce`. Not a test.
+//! comparison, an estimate of the paper-scale `reproduce`, and (`--shapes`) single-threaded faer
+//! rates on the engine's per-part product shapes. Not a test.
 //!
 //! Usage: `cargo run --release --bin bench_epochs -- [--precision f64|f32|both] [--reps R]
-//! [--general] [--profile] [--packed] [--reproduce-paper]`
+//! [--general] [--profile] [--packed] [--reproduce-paper] [--shapes] [--seq]`
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
@@ -84,6 +85,76 @@ fn peak<T: Real>(n: usize) -> f64 {
         best = best.min(t.elapsed().as_secs_f64());
     }
     2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// Single-threaded faer rates (GFLOP/s, best of 7) on the engine's per-part product shapes (a
+/// part is 250 of the n = 1000 columns), operands warm: what one core can reach on each stage.
+fn shapes<T: Real>() {
+    use faer::{MatMut, MatRef, Par};
+    let v = |len: usize| {
+        (0..len)
+            .map(|i| T::from_f64(((i * 7) % 11) as f64 - 5.0))
+            .collect::<Vec<T>>()
+    };
+    let rate = |f: &mut dyn FnMut(), flops: f64| {
+        for _ in 0..5 {
+            f();
+        }
+        let mut best = f64::INFINITY;
+        for _ in 0..7 {
+            let t = Instant::now();
+            for _ in 0..5 {
+                f();
+            }
+            best = best.min(t.elapsed().as_secs_f64() / 5.0);
+        }
+        flops / best / 1e9
+    };
+    let cols = 250;
+    for (out, inp) in [
+        (100, 100),
+        (50, 500),
+        (50, 50),
+        (250, 500),
+        (250, 250),
+        (50, 250),
+        (200, 500),
+        (200, 200),
+    ] {
+        let (w, src, sb) = (v(out * inp), v(inp * cols), v(out * cols));
+        let (mut z, mut hb, mut g) = (v(out * cols), v(inp * cols), v(out * inp));
+        let fl = 2.0 * (out * inp * cols) as f64;
+        let wr = MatRef::from_row_major_slice(&w, out, inp);
+        let fwd = rate(
+            &mut || {
+                let d = MatMut::from_column_major_slice_mut(&mut z, out, cols);
+                let s = MatRef::from_column_major_slice(&src, inp, cols);
+                matmul(d, Accum::Replace, wr, s, T::one(), Par::Seq)
+            },
+            fl,
+        );
+        let input = rate(
+            &mut || {
+                let d = MatMut::from_column_major_slice_mut(&mut hb, inp, cols);
+                let s = MatRef::from_column_major_slice(&sb, out, cols);
+                matmul(d, Accum::Replace, wr.transpose(), s, T::one(), Par::Seq)
+            },
+            fl,
+        );
+        let weight = rate(
+            &mut || {
+                let d = MatMut::from_column_major_slice_mut(&mut g, inp, out);
+                let a = MatRef::from_column_major_slice(&src, inp, cols);
+                let b = MatRef::from_column_major_slice(&sb, out, cols).transpose();
+                matmul(d, Accum::Replace, a, b, T::one(), Par::Seq)
+            },
+            fl,
+        );
+        println!(
+            "| {} | {out} × {inp} × {cols} | {fwd:.0} | {input:.0} | {weight:.0} |",
+            T::NAME
+        );
+    }
 }
 
 struct Workload {
@@ -240,7 +311,7 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
                 .map(|s| 2.0 * n * (s.inp * s.out) as f64)
                 .sum();
             let first = 2.0 * n * (plan.stages[0].inp * plan.stages[0].out) as f64;
-            let phase_flops = [mm, 0.0, 0.0, 0.0, mm, mm - first, 0.0, 0.0];
+            let phase_flops = [mm, 0.0, 0.0, 0.0, mm, mm - first, 0.0, 0.0, 0.0];
             // Kink tracking (on in `train`/`reproduce` for activations with kinks): per epoch.
             let mut tracker = gradflow::kinks::KinkTracker::new();
             tracker.observe_pieces(|cur| e.pieces(cur));
@@ -438,6 +509,26 @@ fn main() {
         if f64s {
             reproduce_paper::<f64>();
         }
+        return;
+    }
+    if has("--shapes") {
+        println!(
+            "\n### Single-threaded faer products on one part's shapes (GFLOP/s, load {})\n",
+            load()
+        );
+        println!("| precision | out × in × columns | forward W·src | input cotangent Wᵀ·S̄ | weight cotangent (θ layout) |");
+        println!("|---|---|---|---|---|");
+        if f64s {
+            shapes::<f64>();
+        }
+        if f32s {
+            shapes::<f32>();
+        }
+        println!(
+            "\nSame-process 2-core peak: f64 {:.0}, f32 {:.0} GFLOP/s",
+            peak::<f64>(2048),
+            peak::<f32>(2048)
+        );
         return;
     }
     let ws = workloads();

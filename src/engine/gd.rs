@@ -44,7 +44,7 @@ pub fn engine_for<T: Real>(
     let reference = model.outputs(theta, &data.x);
     engine.forward(&convert::<T>(theta));
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
-    for (a, b) in engine.outputs().iter().zip(reference.as_slice()) {
+    for (a, b) in engine.outputs().zip(reference.as_slice()) {
         diff += (a.to_f64() - b).powi(2);
         norm += b * b;
     }

@@ -3,11 +3,12 @@
 //! PReLU-slope cotangents, the loss and its cotangent, and graph propagation with Â stored in
 //! compressed rows (its transpose stored too, so both directions are gathers).
 //!
-//! Every kernel is sequential over the columns it is given; the engine's passes split the n
-//! columns into two fixed halves ([`half_cols`]) and run them on both cores with [`both`].
+//! Every kernel is sequential over the columns it is given; the engine splits the n columns
+//! into [`PARTS`] fixed parts ([`part_cols`]) and runs them on both cores with [`run_parts`].
 //! Sums over columns go through per-chunk partial sums ([`CHUNKS`] fixed chunks of
-//! [`chunk_cols`] columns, four per half), combined in chunk order, so results do not depend on
-//! the thread count. No kernel allocates.
+//! [`chunk_cols`] columns, two per part), combined in chunk order, so results do not depend on
+//! the thread count. No kernel allocates; the element-wise ones run compiled for AVX-512 when
+//! the CPU has it.
 
 use super::Real;
 use crate::activation::Activation;
@@ -40,14 +41,65 @@ pub fn parallel() -> bool {
     !matches!(crate::batch::par(), faer::Par::Seq)
 }
 
+/// Column parts per epoch, each a whole number of chunks: the unit of work the two cores share
+/// (rayon balances them, so a core that is descheduled on a shared machine stalls at most a
+/// part, not half the epoch).
+pub const PARTS: usize = 4;
+
 /// Columns per chunk of partial sums.
 pub fn chunk_cols(n: usize) -> usize {
     n.div_ceil(CHUNKS).max(1)
 }
 
-/// Columns in the first half (a whole number of chunks).
-pub fn half_cols(n: usize) -> usize {
-    n.min(CHUNKS / 2 * chunk_cols(n))
+/// Columns c0..c1 of part k (empty at the end when n is small).
+pub fn part_cols(n: usize, k: usize) -> (usize, usize) {
+    let w = CHUNKS / PARTS * chunk_cols(n);
+    ((k * w).min(n), ((k + 1) * w).min(n))
+}
+
+/// Runs `f` on every part, on both cores (nested rayon joins, no heap allocation; one after
+/// the other when the global parallelism is `Seq`), and returns the sum of their clocks.
+pub(crate) fn run_parts<T: Send>(
+    parts: &mut [T],
+    on: bool,
+    f: &(impl Fn(&mut T) -> super::Clock + Sync),
+) -> super::Clock {
+    match parts.len() {
+        0 => super::Clock::new(on),
+        1 => f(&mut parts[0]),
+        k => {
+            let (a, b) = parts.split_at_mut(k / 2);
+            let (mut ca, cb) = both(|| run_parts(a, on, f), || run_parts(b, on, f));
+            ca.add(&cb);
+            ca
+        }
+    }
+}
+
+/// Defines `pub fn $name` that runs its body compiled for AVX-512 when the CPU has it (the crate
+/// itself is built for baseline x86-64, where these loops vectorise only 2 doubles wide).
+/// Results are the same on every path: the kernels are element-wise, their sums over columns
+/// run in the same order, and nothing is contracted into FMAs.
+macro_rules! wide {
+    ($(#[$m:meta])* pub fn $name:ident<T: Real>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        pub fn $name<T: Real>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp<T: Real>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2")]
+                unsafe fn avx512<T: Real>($($arg: $ty),*) $(-> $ret)? {
+                    imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+            }
+            imp($($arg),*)
+        }
+    };
 }
 
 /// Runs `a` and `b` on both cores (rayon's join), or one after the other when the global
@@ -63,6 +115,7 @@ pub fn both<A: Send, B: Send>(
     }
 }
 
+wide! {
 /// z += b (per feature) and h = σ(z) (+ skip), for z, h, skip of `out` features × n.
 pub fn bias_act_forward<T: Real>(
     act: &ActKind,
@@ -109,7 +162,9 @@ pub fn bias_act_forward<T: Real>(
         }
     }
 }
+}
 
+#[inline(always)]
 fn fwd<T: Real>(
     b: &[T],
     z: &mut [T],
@@ -118,23 +173,30 @@ fn fwd<T: Real>(
     out: usize,
     sigma: impl Fn(T) -> T,
 ) {
-    for (j, (zcol, hcol)) in z
-        .chunks_exact_mut(out)
-        .zip(h.chunks_exact_mut(out))
-        .enumerate()
-    {
-        for ((zv, hv), &bv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b) {
-            *zv += bv;
-            *hv = sigma(*zv);
+    let cols = z.chunks_exact_mut(out).zip(h.chunks_exact_mut(out));
+    match skip {
+        None => {
+            for (zcol, hcol) in cols {
+                for ((zv, hv), &bv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b) {
+                    *zv += bv;
+                    *hv = sigma(*zv);
+                }
+            }
         }
-        if let Some(s) = skip {
-            for (hv, &sv) in hcol.iter_mut().zip(&s[j * out..(j + 1) * out]) {
-                *hv += sv;
+        Some(s) => {
+            // One pass: h = σ(z) + skip (the same two roundings as σ first, then the add).
+            for ((zcol, hcol), scol) in cols.zip(s.chunks_exact(out)) {
+                for (((zv, hv), &bv), &sv) in zcol.iter_mut().zip(hcol.iter_mut()).zip(b).zip(scol)
+                {
+                    *zv += bv;
+                    *hv = sigma(*zv) + sv;
+                }
             }
         }
     }
 }
 
+wide! {
 /// z += b per feature (the output stage).
 pub fn add_bias<T: Real>(z: &mut [T], b: &[T], out: usize) {
     for col in z.chunks_exact_mut(out) {
@@ -143,7 +205,9 @@ pub fn add_bias<T: Real>(z: &mut [T], b: &[T], out: usize) {
         }
     }
 }
+}
 
+wide! {
 /// L = c‖u − y‖² (accumulated in f64) and the cotangent 2c(u − y) into `cot[..u.len()]`.
 pub fn loss_cotangent<T: Real>(u: &[T], y: &[T], cot: &mut [T], c: f64) -> f64 {
     let two_c = T::from_f64(2.0 * c);
@@ -156,10 +220,13 @@ pub fn loss_cotangent<T: Real>(u: &[T], y: &[T], cot: &mut [T], c: f64) -> f64 {
     }
     c * sse
 }
+}
 
-/// gb = Σ over columns of g (`out` features × n), through per-chunk partial sums.
-pub fn row_sums<T: Real>(g: &[T], out: usize, partial: &mut [T], gb: &mut [T]) {
-    let cs = chunk_cols(g.len() / out) * out;
+wide! {
+/// gb = Σ over columns of g (`out` features × cols), through partial sums over chunks of
+/// `cpc` columns.
+pub fn row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: &mut [T], gb: &mut [T]) {
+    let cs = cpc * out;
     let nch = g.len().div_ceil(cs);
     let partial = &mut partial[..nch * out];
     partial.iter_mut().for_each(|v| *v = T::default());
@@ -172,6 +239,7 @@ pub fn row_sums<T: Real>(g: &[T], out: usize, partial: &mut [T], gb: &mut [T]) {
         }
     }
     combine(partial, out, nch, gb, None);
+}
 }
 
 pub fn combine<T: Real>(partial: &[T], w: usize, nch: usize, gb: &mut [T], mut gs: Option<&mut T>) {
@@ -190,6 +258,7 @@ pub fn combine<T: Real>(partial: &[T], w: usize, nch: usize, gb: &mut [T], mut g
     }
 }
 
+wide! {
 /// zb = hb ⊙ σ'(z) over the given columns; partial row k (out + 1 wide) of `partial` receives
 /// chunk k's Σ_columns zb and, for PReLU, Σ hb ⊙ min(z, 0) (∂σ/∂a) in its last entry.
 #[allow(clippy::too_many_arguments)]
@@ -223,9 +292,11 @@ pub fn act_backward<T: Real>(
         }
     }
 }
+}
 
 type BwdArgs<'a, T> = (&'a [T], &'a [T], &'a mut [T], usize, usize, &'a mut [T]);
 
+#[inline(always)]
 fn bwd<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) {
     let (z, hb, zb, out, cpc, partial) = args;
     let zero = T::default();
@@ -315,17 +386,48 @@ impl<T: Real> Csr<T> {
     }
 
     /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
-    /// holds, columns of `width` features.
-    pub fn propagate(&self, src: &[T], dst: &mut [T], width: usize, first: usize) {
+    /// holds, columns of `width` features. The source is split into the engine's column parts
+    /// of `pw` columns each: column j is column j mod pw of `src[j / pw]`.
+    pub fn propagate(
+        &self,
+        src: [&[T]; PARTS],
+        pw: usize,
+        dst: &mut [T],
+        width: usize,
+        first: usize,
+    ) {
         for (r, col) in dst.chunks_exact_mut(width).enumerate() {
             let i = first + r;
             col.iter_mut().for_each(|v| *v = T::default());
             for e in self.row_start[i]..self.row_start[i + 1] {
                 let (j, a) = (self.cols[e], self.vals[e]);
-                for (o, &s) in col.iter_mut().zip(&src[j * width..(j + 1) * width]) {
-                    *o += a * s;
-                }
+                let o = j % pw * width;
+                axpy(col, a, &src[j / pw][o..o + width]);
             }
         }
     }
+}
+
+wide! {
+/// y += a·x.
+pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * v;
+    }
+}
+}
+
+wide! {
+/// dst = Σ_k src[k] element-wise, added in k order.
+pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) {
+    let n = dst.len();
+    let src = src.map(|s| &s[..n]);
+    for (i, d) in dst.iter_mut().enumerate() {
+        let mut v = src[0][i];
+        for s in &src[1..] {
+            v += s[i];
+        }
+        *d = v;
+    }
+}
 }

@@ -13,12 +13,16 @@
 //!   cotangent Wᵀ·Z̄ (added in place for residual skips); one fused pass `Z̄ = H̄ ⊙ σ'(z)` that also
 //!   sums the bias (and PReLU slope) cotangents.
 //!
-//! Both cores work on every stage (`passes.rs`): the n columns are split into two fixed halves,
-//! each a single-threaded faer product followed by its element-wise work in the same rayon task;
-//! weight cotangents are split by rows of W. When the global faer parallelism
-//! ([`crate::batch::par`]) is `Seq` — `reproduce` packing small runs one per core — the halves run
-//! one after the other. The split and the chunks of partial sums never depend on the thread count,
-//! so results are the same either way.
+//! The n columns (samples) are split into [`kernels::PARTS`] fixed parts (`Part`), each owning
+//! all of its buffers and its own gradient contribution; rayon balances the parts over both
+//! cores (`mixing.rs`). DNN and ResNet never mix samples, so an epoch is a single fork-join:
+//! every part runs the whole forward and backward on its samples with single-threaded faer
+//! products and fused element-wise passes (`passes.rs`), the weight cotangents written
+//! straight into θ's layout; then the parts' contributions are summed in part order. The GCN
+//! joins at each propagation by Â, which reads every part. When the global faer parallelism
+//! ([`crate::batch::par`]) is `Seq` — `reproduce` packing small runs one per core — the parts
+//! run one after another. The parts and the chunks of partial sums never depend on the thread
+//! count, so results are bitwise the same either way (tested).
 //!
 //! GCN: Â is symmetric-normalised and fixed, and the inputs X are fixed, so ÂX is computed once.
 //! Later stages propagate whichever side of the dense layer is narrower: W(ÂH) when in ≤ out,
@@ -29,6 +33,7 @@
 
 mod gd;
 mod kernels;
+mod mixing;
 mod passes;
 mod plan;
 #[cfg(test)]
@@ -105,35 +110,93 @@ pub struct Engine<T: Real> {
     act: ActKind,
     n: usize,
     loss: LossKind,
-    /// Inputs X (d × n), or ÂX when the first stage propagates its input.
-    x: Vec<T>,
-    y: Vec<T>,
     a: Option<Csr<T>>,
     a_t: Option<Csr<T>>,
-    /// Per stage: pre-activation z (out × n); the last stage's is the output u.
-    z: Vec<Vec<T>>,
-    /// Per stage but the last: the stage's output h (out × n).
-    h: Vec<Vec<T>>,
-    /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
-    p: Vec<Vec<T>>,
-    /// Backward scratch, max width × n each: Z̄ of the current stage and of the next (ping-pong).
-    zb: Vec<T>,
-    zb2: Vec<T>,
-    /// Column-major scratch for weight cotangents (max out·in).
-    gws: Vec<T>,
-    hb: Vec<T>,
-    pb: Vec<T>,
-    /// Per-chunk partial sums for bias and slope cotangents.
-    partial: Vec<T>,
+    /// The column parts ([`kernels::PARTS`] consecutive ranges of samples), each owning all of
+    /// its buffers.
+    parts: [Part<T>; kernels::PARTS],
     kink_points: Vec<f64>,
     /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
     profile: Option<[f64; PHASES.len()]>,
 }
 
-/// The phases of an epoch the profile separates. Work split over the two column halves is
-/// timed on the first half's thread; the time the main thread then waits for the other half is
-/// charged to the last phase.
-pub const PHASES: [&str; 8] = [
+/// The buffers of one column part (samples `c0..c0 + cols`), all column-major (features ×
+/// cols). The parts share nothing mutable, so each can run on any thread; only graph
+/// propagation reads the other parts' buffers.
+pub(crate) struct Part<T> {
+    c0: usize,
+    cols: usize,
+    /// Inputs X, or ÂX when the first stage propagates its input.
+    x: Vec<T>,
+    y: Vec<T>,
+    /// Per stage: pre-activation z (out × cols); the last stage's is the output u.
+    z: Vec<Vec<T>>,
+    /// Per stage but the last: the stage's output h (out × cols).
+    h: Vec<Vec<T>>,
+    /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
+    p: Vec<Vec<T>>,
+    /// Backward scratch, max width × cols each: Z̄ of the current stage and of the next.
+    zb: Vec<T>,
+    zb2: Vec<T>,
+    hb: Vec<T>,
+    pb: Vec<T>,
+    /// Spares for zb and pb: a propagation takes every part's zb (or pb) out for its join and
+    /// leaves the spare in its place (`mixing.rs`).
+    zb_spare: Vec<T>,
+    pb_spare: Vec<T>,
+    /// Per-chunk partial sums for bias and slope cotangents (this part's chunks).
+    partial: Vec<T>,
+    /// This part's gradient contribution (p long), summed over the parts in a fixed order
+    /// after the epoch.
+    g: Vec<T>,
+    loss: f64,
+}
+
+impl<T: Real> Part<T> {
+    fn new(plan: &Plan, x: &[T], y: &[T], c0: usize, cols: usize, cpc: usize) -> Self {
+        let (d, m) = (plan.in_dim(), plan.out_dim());
+        let last = plan.stages.len() - 1;
+        let wmax = plan
+            .stages
+            .iter()
+            .map(|s| s.inp.max(s.out))
+            .max()
+            .unwrap_or(0);
+        let buf = |w: usize| vec![T::default(); w * cols];
+        Self {
+            c0,
+            cols,
+            x: x[c0 * d..(c0 + cols) * d].to_vec(),
+            y: y[c0 * m..(c0 + cols) * m].to_vec(),
+            z: plan.stages.iter().map(|s| buf(s.out)).collect(),
+            h: plan.stages[..last].iter().map(|s| buf(s.out)).collect(),
+            p: plan
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match s.prop {
+                    Prop::Before if i > 0 => buf(s.inp),
+                    Prop::After => buf(s.out),
+                    _ => Vec::new(),
+                })
+                .collect(),
+            zb: buf(wmax),
+            zb2: buf(wmax),
+            hb: buf(wmax),
+            pb: buf(wmax),
+            zb_spare: buf(wmax),
+            pb_spare: buf(wmax),
+            partial: vec![T::default(); cols.div_ceil(cpc) * (wmax + 1)],
+            g: vec![T::default(); plan.num_params()],
+            loss: 0.0,
+        }
+    }
+}
+
+/// The phases of an epoch the profile separates. Work split over the column parts is timed in
+/// every part and charged per core (the parts' sum ÷ the cores in use); the rest of the wall
+/// time of the fork-join (imbalance, wake-ups, a descheduled core) is charged to the last phase.
+pub const PHASES: [&str; 9] = [
     "forward matmuls",
     "forward bias + σ (fused)",
     "graph propagation Â (both directions)",
@@ -141,7 +204,8 @@ pub const PHASES: [&str; 8] = [
     "backward weight-cotangent matmuls",
     "backward input-cotangent matmuls",
     "backward σ' + bias/slope sums (fused)",
-    "waiting for the other core (imbalance, wake-up)",
+    "sum of the parts' gradient contributions",
+    "waiting at joins (imbalance, wake-ups, a descheduled core)",
 ];
 
 /// A stopwatch that charges elapsed time to phases (a no-op when profiling is off).
@@ -167,14 +231,22 @@ impl Clock {
             self.t = now;
         }
     }
-    /// After a join: the first half's phases, and the rest of the wall time as waiting.
+    /// Adds another clock's phases (a part's, into the sum over parts).
+    pub(crate) fn add(&mut self, other: &Clock) {
+        for (a, b) in self.acc.iter_mut().zip(other.acc) {
+            *a += b;
+        }
+    }
+    /// After a fork-join: the parts' summed phases (`task`) per core, and the rest of the wall
+    /// time as waiting.
     pub(crate) fn absorb(&mut self, task: &Clock) {
         if self.on {
             let now = std::time::Instant::now();
             let wall = (now - self.t).as_secs_f64();
-            let busy: f64 = task.acc.iter().sum();
+            let cores = if kernels::parallel() { 2.0 } else { 1.0 };
+            let busy: f64 = task.acc.iter().sum::<f64>() / cores;
             for (a, b) in self.acc.iter_mut().zip(task.acc) {
-                *a += b;
+                *a += b / cores;
             }
             self.acc[PHASES.len() - 1] += (wall - busy).max(0.0);
             self.t = now;
@@ -213,53 +285,25 @@ impl<T: Real> Engine<T> {
         if plan.stages[0].prop == Prop::Before {
             // Â X is fixed for the whole run.
             let mut ax = vec![T::default(); xs.len()];
-            a.as_ref().unwrap().propagate(&xs, &mut ax, x.features(), 0);
+            a.as_ref()
+                .unwrap()
+                .propagate([&xs, &[], &[], &[]], n, &mut ax, x.features(), 0);
             xs = ax;
         }
-        let last = plan.stages.len() - 1;
-        let z = plan
-            .stages
-            .iter()
-            .map(|s| vec![T::default(); s.out * n])
-            .collect();
-        let h = plan.stages[..last]
-            .iter()
-            .map(|s| vec![T::default(); s.out * n])
-            .collect();
-        let p = plan
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s.prop {
-                Prop::Before if i > 0 => vec![T::default(); s.inp * n],
-                Prop::After => vec![T::default(); s.out * n],
-                _ => Vec::new(),
-            })
-            .collect();
-        let wmax = plan
-            .stages
-            .iter()
-            .map(|s| s.inp.max(s.out))
-            .max()
-            .unwrap_or(0);
+        let ys: Vec<T> = convert(y.as_slice());
+        let cpc = kernels::chunk_cols(n);
+        let parts = std::array::from_fn(|k| {
+            let (c0, c1) = kernels::part_cols(n, k);
+            Part::new(&plan, &xs, &ys, c0, c1 - c0, cpc)
+        });
         Self {
             act: ActKind::new(activation),
             kink_points: activation.kinks(),
             n,
             loss,
-            x: xs,
-            y: convert(y.as_slice()),
             a,
             a_t,
-            z,
-            h,
-            p,
-            zb: vec![T::default(); wmax * n],
-            zb2: vec![T::default(); wmax * n],
-            gws: vec![T::default(); plan.stages.iter().map(|s| s.out * s.inp).max().unwrap_or(0)],
-            hb: vec![T::default(); wmax * n],
-            pb: vec![T::default(); wmax * n],
-            partial: vec![T::default(); kernels::CHUNKS * (wmax + 1)],
+            parts,
             profile: None,
             plan,
         }
@@ -294,29 +338,30 @@ impl<T: Real> Engine<T> {
     }
     /// The network's outputs u (m × n) after [`Self::forward`] (and after
     /// [`Self::loss_and_grad`], which leaves them in place).
-    pub fn outputs(&self) -> &[T] {
-        self.z.last().unwrap()
-    }
-
-    /// The forward pass at θ; the outputs are then in [`Self::outputs`].
-    pub fn forward(&mut self, theta: &[T]) {
-        let mut clock = Clock::new(self.profile.is_some());
-        self.forward_timed(theta, &mut clock);
-        self.charge(&clock);
+    pub fn outputs(&self) -> impl Iterator<Item = T> + '_ {
+        self.parts
+            .iter()
+            .flat_map(|part| part.z.last().unwrap().iter().copied())
     }
 
     /// The piece of σ every pre-activation sits in, in the order of the general path's
     /// `visit_pre_activations` (layer by layer, sample-major), appended to `out`.
     pub fn pieces(&self, out: &mut Vec<u16>) {
         let ns = self.plan.stages.len();
-        for z in &self.z[..ns - 1] {
-            kernels::pieces(z, &self.kink_points, out);
+        for s in 0..ns - 1 {
+            for part in &self.parts {
+                kernels::pieces(&part.z[s], &self.kink_points, out);
+            }
         }
     }
     /// Number of pre-activations the kink tracker follows.
     pub fn tracked(&self) -> usize {
         let ns = self.plan.stages.len();
-        self.z[..ns - 1].iter().map(Vec::len).sum()
+        self.n
+            * self.plan.stages[..ns - 1]
+                .iter()
+                .map(|s| s.out)
+                .sum::<usize>()
     }
 }
 

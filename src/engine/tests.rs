@@ -1,5 +1,6 @@
 //! The engine against the general path: loss and gradient for the three presets and every kind
-//! of σ (f64 to ~1e-12, f32 to ~1e-4), GD trajectories and kink counts, the fallbacks.
+//! of σ (f64 to ~1e-12, f32 to ~1e-4), GD trajectories and kink counts, the fallbacks, and
+//! results independent of the thread count.
 
 use super::*;
 use crate::activation::PiecewisePolynomial;
@@ -115,6 +116,34 @@ fn engine_gradient_matches_the_general_path() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // Parts run one after another (Seq), on a one-thread pool, and on two threads: bitwise equal.
+    let act = Activation::Prelu { init: 0.25 };
+    for which in ["dnn", "resnet", "gcn"] {
+        let (model, data) = case(which, 1, &act);
+        let theta = theta_for(&model, 3);
+        let run = |par: faer::Par, threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let old = faer::get_global_parallelism();
+                faer::set_global_parallelism(par);
+                let mut e = engine_for::<f64>(&model, &data, LossKind::Mse, &theta).unwrap();
+                let mut g = vec![0.0; model.p()];
+                let l = e.loss_and_grad(&theta, &mut g);
+                faer::set_global_parallelism(old);
+                (l, g)
+            })
+        };
+        let seq = run(faer::Par::Seq, 1);
+        assert_eq!(seq, run(faer::Par::rayon(1), 1), "{which}");
+        assert_eq!(seq, run(faer::Par::rayon(2), 2), "{which}");
     }
 }
 
