@@ -96,8 +96,8 @@ enum Command {
         /// nm = 50,000: fewer of them shortens a paper-scale reproduce by hours.
         #[arg(long, conflicts_with = "no_ntk")]
         ntk_every: Option<usize>,
-        /// No NTK checkpoints at all: training only (to time it at paper scale, where one
-        /// ResNet checkpoint alone takes minutes); verdicts then rest on the loss.
+        /// No NTK checkpoints at all: training only (e.g. to time it at paper scale, where the
+        /// matrix-free checkpoints take 30–60 s each); verdicts then rest on the loss.
         #[arg(long)]
         no_ntk: bool,
     },
