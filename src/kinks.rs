@@ -8,6 +8,7 @@
 use crate::batch::Batch;
 use crate::layers::PreActivation;
 use crate::model::{Evaluation, Model};
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// Counts at one step.
@@ -62,6 +63,73 @@ pub struct KinkTracker {
 /// Shortest run of consecutive flips recorded as a chattering (sliding-like) interval.
 pub const MIN_CHATTER_RUN: u64 = 3;
 
+/// Entries per parallel chunk of [`KinkTracker::observe_pieces`].
+const CHUNK: usize = 1 << 15;
+
+/// One chunk's share of a step.
+struct ChunkTally {
+    crossings: usize,
+    chattering: usize,
+    longest: u64,
+    /// Finished chattering runs (entry, first step, end step), entries increasing.
+    runs: Vec<(usize, u64, u64)>,
+}
+
+/// Compares one chunk of entries (the first is entry `base`) with the previous step's pieces and
+/// updates their flip state; `steps` is the index of this step.
+#[allow(clippy::needless_range_loop)] // five parallel arrays indexed by k
+fn compare_chunk(
+    base: usize,
+    steps: u64,
+    cur: &[u16],
+    old: &[u16],
+    flipped_last: &mut [bool],
+    flips: &mut [u64],
+    streak: &mut [u64],
+) -> ChunkTally {
+    let mut t = ChunkTally {
+        crossings: 0,
+        chattering: 0,
+        longest: 0,
+        runs: Vec::new(),
+    };
+    // Most pre-activations keep their piece: skip blocks where nothing flipped now or on the
+    // last step, and within a block every entry that did neither — a streak is non-zero only
+    // right after a flip, so there is nothing to update.
+    const B: usize = 64;
+    for b0 in (0..cur.len()).step_by(B) {
+        let b1 = (b0 + B).min(cur.len());
+        if cur[b0..b1] == old[b0..b1] && !flipped_last[b0..b1].iter().any(|&f| f) {
+            continue;
+        }
+        for k in b0..b1 {
+            let flipped = cur[k] != old[k];
+            if !flipped && !flipped_last[k] {
+                continue;
+            }
+            if flipped {
+                t.crossings += 1;
+                flips[k] += 1;
+                if flipped_last[k] {
+                    t.chattering += 1;
+                    streak[k] += 1;
+                } else {
+                    streak[k] = 1;
+                }
+                t.longest = t.longest.max(streak[k]);
+            } else {
+                let run = streak[k];
+                if run >= MIN_CHATTER_RUN {
+                    t.runs.push((base + k, steps - run, steps));
+                }
+                streak[k] = 0;
+            }
+            flipped_last[k] = flipped;
+        }
+    }
+    t
+}
+
 impl KinkTracker {
     pub fn new() -> Self {
         Self::default()
@@ -83,8 +151,7 @@ impl KinkTracker {
 
     /// Like [`Self::observe`], with the pieces (index among σ's kink points of every
     /// pre-activation, in the order of `visit_pre_activations`) appended by `fill` to an empty
-    /// vector (reused between calls: no allocation in the steady state).
-    #[allow(clippy::needless_range_loop)] // five parallel arrays indexed by k
+    /// vector (reused between calls).
     pub fn observe_pieces(&mut self, fill: impl FnOnce(&mut Vec<u16>)) -> KinkStep {
         let mut cur = std::mem::take(&mut self.scratch);
         cur.clear();
@@ -99,41 +166,28 @@ impl KinkTracker {
                 ..Default::default()
             };
         } else {
-            // Most pre-activations keep their piece: skip blocks where nothing flipped now or on
-            // the last step (a streak is non-zero only right after a flip, so it is 0 there).
-            const B: usize = 64;
-            for b0 in (0..cur.len()).step_by(B) {
-                let b1 = (b0 + B).min(cur.len());
-                if cur[b0..b1] == self.pieces[b0..b1]
-                    && !self.flipped_last[b0..b1].iter().any(|&f| f)
-                {
-                    continue;
-                }
-                for k in b0..b1 {
-                    let flipped = cur[k] != self.pieces[k];
-                    if flipped {
-                        step.crossings += 1;
-                        self.flips[k] += 1;
-                        if self.flipped_last[k] {
-                            step.chattering += 1;
-                            self.streak[k] += 1;
-                        } else {
-                            self.streak[k] = 1;
-                        }
-                        self.summary.longest_chatter =
-                            self.summary.longest_chatter.max(self.streak[k]);
-                    } else {
-                        let run = self.streak[k];
-                        if run >= MIN_CHATTER_RUN {
-                            self.summary.chatter_runs += 1;
-                            if self.chatter_runs.len() < 10_000 {
-                                self.chatter_runs.push((k, self.steps - run, self.steps));
-                            }
-                        }
-                        self.streak[k] = 0;
-                    }
-                    self.flipped_last[k] = flipped;
-                }
+            // Chunks of the entries in parallel, each with its own tallies, merged in chunk
+            // order: the same counts and the same run list (entries in increasing order) as one
+            // sequential pass, whatever the thread count.
+            let steps = self.steps;
+            let tallies: Vec<ChunkTally> = cur
+                .par_chunks(CHUNK)
+                .zip(self.pieces.par_chunks(CHUNK))
+                .zip(self.flipped_last.par_chunks_mut(CHUNK))
+                .zip(self.flips.par_chunks_mut(CHUNK))
+                .zip(self.streak.par_chunks_mut(CHUNK))
+                .enumerate()
+                .map(|(c, ((((cur, old), last), flips), streak))| {
+                    compare_chunk(c * CHUNK, steps, cur, old, last, flips, streak)
+                })
+                .collect();
+            for t in tallies {
+                step.crossings += t.crossings;
+                step.chattering += t.chattering;
+                self.summary.longest_chatter = self.summary.longest_chatter.max(t.longest);
+                self.summary.chatter_runs += t.runs.len() as u64;
+                let room = 10_000usize.saturating_sub(self.chatter_runs.len());
+                self.chatter_runs.extend(t.runs.into_iter().take(room));
             }
             self.summary.total_crossings += step.crossings as u64;
             self.summary.steps_with_chattering += (step.chattering > 0) as u64;
@@ -193,5 +247,71 @@ mod tests {
         assert_eq!(tr2.chatter_runs(), vec![(1, 1, 5), (2, 3, 6)]);
         assert_eq!(tr2.summary().chatter_runs, 2);
         assert_eq!(tr.summary().longest_chatter, 4);
+    }
+
+    /// Several chunks (3 × CHUNK + a remainder): the parallel pass against a plain sequential
+    /// reference written here, on random piece sequences with frequent back-and-forth flips.
+    #[test]
+    fn chunked_pass_matches_a_sequential_reference() {
+        use rand::RngExt;
+        let n = 3 * CHUNK + 12_345;
+        let mut rng = crate::rng::stream(5, crate::rng::Stream::Init);
+        let mut tracker = KinkTracker::new();
+        // Reference state.
+        let (mut old, mut last, mut flips, mut streak) =
+            (vec![0u16; n], vec![false; n], vec![0u64; n], vec![0u64; n]);
+        let (mut runs, mut run_count, mut longest) = (Vec::new(), 0u64, 0u64);
+        let mut cur = vec![0u16; n];
+        for step in 0..12u64 {
+            for (k, c) in cur.iter_mut().enumerate() {
+                // Entries in a "hot" band flip often (runs ≥ 3 appear), the rest rarely.
+                let p = if (k / 1000) % 7 == 0 { 0.7 } else { 0.001 };
+                if rng.random::<f64>() < p {
+                    *c = 1 - *c;
+                }
+            }
+            let got = tracker.observe_pieces(|v| v.extend_from_slice(&cur));
+            let (mut crossings, mut chattering) = (0usize, 0usize);
+            if step > 0 {
+                for k in 0..n {
+                    let f = cur[k] != old[k];
+                    if f {
+                        crossings += 1;
+                        flips[k] += 1;
+                        if last[k] {
+                            chattering += 1;
+                            streak[k] += 1;
+                        } else {
+                            streak[k] = 1;
+                        }
+                        longest = longest.max(streak[k]);
+                    } else {
+                        if streak[k] >= MIN_CHATTER_RUN {
+                            run_count += 1;
+                            if runs.len() < 10_000 {
+                                runs.push((k, step - streak[k], step));
+                            }
+                        }
+                        streak[k] = 0;
+                    }
+                    last[k] = f;
+                }
+            }
+            old.copy_from_slice(&cur);
+            assert_eq!(got.crossings, crossings, "step {step}");
+            assert_eq!(got.chattering, chattering, "step {step}");
+        }
+        let s = tracker.summary();
+        assert_eq!(s.longest_chatter, longest);
+        assert_eq!(s.chatter_runs, run_count);
+        assert_eq!(s.max_flips, flips.iter().copied().max().unwrap());
+        assert!(run_count > 10_000, "the cap is exercised: {run_count}");
+        let mut expected = runs.clone();
+        for (k, &r) in streak.iter().enumerate() {
+            if r >= MIN_CHATTER_RUN && expected.len() < 10_000 {
+                expected.push((k, 12 - r, 12));
+            }
+        }
+        assert_eq!(tracker.chatter_runs(), expected);
     }
 }

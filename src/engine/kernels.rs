@@ -334,16 +334,18 @@ fn bwd<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) {
     }
 }
 
-/// The piece of σ each value sits in (index among the kink points), appended to `out`.
-pub fn pieces<T: Real>(z: &[T], kinks: &[f64], out: &mut Vec<u16>) {
+/// The piece of σ each value sits in (index among the kink points), written to `out`
+/// (`out.len() == z.len()`).
+pub fn pieces_into<T: Real>(z: &[T], kinks: &[f64], out: &mut [u16]) {
     if kinks == [0.0] {
         let zero = T::default();
-        out.extend(z.iter().map(|&v| (v > zero) as u16));
+        for (o, &v) in out.iter_mut().zip(z) {
+            *o = (v > zero) as u16;
+        }
     } else {
-        out.extend(
-            z.iter()
-                .map(|&v| kinks.partition_point(|&b| b < v.to_f64()) as u16),
-        );
+        for (o, &v) in out.iter_mut().zip(z) {
+            *o = kinks.partition_point(|&b| b < v.to_f64()) as u16;
+        }
     }
 }
 

@@ -346,13 +346,26 @@ impl<T: Real> Engine<T> {
 
     /// The piece of σ every pre-activation sits in, in the order of the general path's
     /// `visit_pre_activations` (layer by layer, sample-major), appended to `out`.
+    /// The (stage, part) blocks are filled in parallel, each into its own slice of `out`.
     pub fn pieces(&self, out: &mut Vec<u16>) {
+        use rayon::prelude::*;
         let ns = self.plan.stages.len();
+        let start = out.len();
+        let total: usize = (0..ns - 1)
+            .flat_map(|s| self.parts.iter().map(move |part| part.z[s].len()))
+            .sum();
+        out.resize(start + total, 0);
+        let mut rest = &mut out[start..];
+        let mut jobs = Vec::with_capacity((ns - 1) * self.parts.len());
         for s in 0..ns - 1 {
             for part in &self.parts {
-                kernels::pieces(&part.z[s], &self.kink_points, out);
+                let (head, tail) = rest.split_at_mut(part.z[s].len());
+                jobs.push((&part.z[s][..], head));
+                rest = tail;
             }
         }
+        jobs.into_par_iter()
+            .for_each(|(z, dst)| kernels::pieces_into(z, &self.kink_points, dst));
     }
     /// Number of pre-activations the kink tracker follows.
     pub fn tracked(&self) -> usize {
