@@ -8,10 +8,9 @@
 //! A flow run cannot be paused and resumed (a GD run can): Ctrl-C stops it at the next output
 //! time with status "interrupted", keeping the rows written so far.
 
-use super::progress::{summarize, write_inputs, Checkpoint};
+use super::progress::{summarize, timed_kernel_view, write_inputs, Checkpoint};
 use super::{param_metadata, write_json, Prepared, RunOptions, RunSummary, Status, NTK_HEADER};
 use crate::error::{Error, Result};
-use crate::flow::kernel::{dense_kernel_affordable, kernel_view};
 use crate::flow::{gradient_flow, Counts, EventSummary, FlowOptions};
 use crate::io::CsvWriter;
 use crate::ntk::NtkOptions;
@@ -163,21 +162,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     };
     let mut flow_opts = FlowOptions::new(fc.t_end, fc.rtol, fc.atol, fc.outputs, loss_kind);
     flow_opts.kink_aware = fc.kink_aware;
-    let dense = dense_kernel_affordable(model, n, budget);
-    let clock = Instant::now();
-    let (lin, drift) = if dense {
-        kernel_view(
-            model,
-            &prep.theta0,
-            &data.x,
-            &data.y,
-            loss_kind,
-            cfg.ntk.enabled,
-        )
-    } else {
-        (None, None)
-    };
-    let kernel_view_seconds = clock.elapsed().as_secs_f64();
+    let ((lin, drift), kernel_view_seconds) = timed_kernel_view(prep, budget);
     let gd = if fc.compare_gd {
         Some(gd_reference(prep, &flow_opts.outputs)?)
     } else {

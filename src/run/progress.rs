@@ -9,7 +9,7 @@ use super::{
     CHECKPOINT_FILE, METRICS_HEADER, NTK_HEADER,
 };
 use crate::error::{Error, Result};
-use crate::flow::kernel::{dense_kernel_affordable, kernel_view, Drift};
+use crate::flow::kernel::{dense_kernel_affordable, kernel_view, Drift, Linearised};
 use crate::io::{self, CsvWriter};
 use crate::ntk::{self, NtkOptions, NtkSummary};
 use crate::params;
@@ -126,6 +126,29 @@ impl Checkpoint {
     }
 }
 
+/// The linearised prediction and the NTK drift from H(0) when the dense kernel is affordable
+/// within `budget` bytes (else neither), and the seconds it took.
+pub(super) fn timed_kernel_view(
+    prep: &Prepared,
+    budget: u64,
+) -> ((Option<Linearised>, Option<Drift>), f64) {
+    let (model, data) = (&prep.model, &prep.data);
+    let clock = Instant::now();
+    let view = if dense_kernel_affordable(model, data.n(), budget) {
+        kernel_view(
+            model,
+            &prep.theta0,
+            &data.x,
+            &data.y,
+            prep.config.train.loss,
+            prep.config.ntk.enabled,
+        )
+    } else {
+        (None, None)
+    };
+    (view, clock.elapsed().as_secs_f64())
+}
+
 /// Writes what a run starts from: the resolved config, the data (and graph), θ(0).
 pub(super) fn write_inputs(prep: &Prepared, dir: &Path) -> Result<()> {
     let data = &prep.data;
@@ -205,21 +228,8 @@ pub(super) fn write_run(
     let mut io_error = None;
     let every = cfg.ntk.every;
     let log_every = cfg.train.log_every.max(1);
-    let dense = dense_kernel_affordable(model, n, ntk_opts.memory_budget_bytes);
-    let clock = Instant::now();
-    let (lin, drift) = if dense {
-        kernel_view(
-            model,
-            &prep.theta0,
-            &data.x,
-            &data.y,
-            loss_kind,
-            cfg.ntk.enabled,
-        )
-    } else {
-        (None, None)
-    };
-    ck.kernel_view_seconds += clock.elapsed().as_secs_f64();
+    let ((lin, drift), seconds) = timed_kernel_view(prep, ntk_opts.memory_budget_bytes);
+    ck.kernel_view_seconds += seconds;
     let mut theta = std::mem::take(&mut ck.theta);
     let mut gd_state = std::mem::take(&mut ck.gd);
     let outcome =
