@@ -8,7 +8,11 @@
 //! rates on the engine's per-part product shapes. Not a test.
 //!
 //! Usage: `cargo run --release --bin bench_epochs -- [--precision f64|f32|both] [--reps R]
-//! [--general] [--profile] [--packed] [--reproduce-paper] [--shapes] [--seq]`
+//! [--general] [--profile] [--packed] [--reproduce-paper] [--shapes] [--seq] [--loop E]`
+//!
+//! `--loop E`: the training loop itself (`gradient_descent_from`, as `train` and `reproduce` run
+//! it: ‖∇L‖, the step, the observer, kink tracking) on the widest paper-scale run of each
+//! ablation with its own step, E epochs with kink tracking on and then off.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
@@ -312,14 +316,31 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
                 .sum();
             let first = 2.0 * n * (plan.stages[0].inp * plan.stages[0].out) as f64;
             let phase_flops = [mm, 0.0, 0.0, 0.0, mm, mm - first, 0.0, 0.0, 0.0];
-            // Kink tracking (on in `train`/`reproduce` for activations with kinks): per epoch.
+            // Kink tracking (on in `train`/`reproduce` for activations with kinks), per epoch:
+            // recording the pieces' bits in the forward pass (forward passes with and without)
+            // plus the tracker's step on them.
+            let theta = init_params(&w.model.param_specs(), &InitScheme::Torch, 0);
+            let th: Vec<T> = convert(&theta);
+            let mut e = e;
+            let mut forwards = |record: bool| {
+                e.set_record_pieces(record);
+                let t = Instant::now();
+                for _ in 0..epochs {
+                    e.forward(&th);
+                }
+                t.elapsed().as_secs_f64() / epochs as f64
+            };
+            let (off, on) = (forwards(false), forwards(true));
+            let (off2, on2) = (forwards(false), forwards(true));
+            let record = ((on - off) + (on2 - off2)) / 2.0;
+            let segs = e.piece_segments();
             let mut tracker = gradflow::kinks::KinkTracker::new();
-            tracker.observe_pieces(|cur| e.pieces(cur));
+            tracker.observe_bits(&segs, |l, words| e.piece_bits(l, words));
             let tk = Instant::now();
             for _ in 0..epochs {
-                tracker.observe_pieces(|cur| e.pieces(cur));
+                tracker.observe_bits(&segs, |l, words| e.piece_bits(l, words));
             }
-            kink_times.push(tk.elapsed().as_secs_f64() / epochs as f64);
+            kink_times.push(tk.elapsed().as_secs_f64() / epochs as f64 + record);
             cols.push((t.per_epoch, epochs as f64, prof, phase_flops));
         }
         for (k, name) in PHASES.iter().enumerate() {
@@ -425,6 +446,70 @@ fn general(ws: &[Workload]) {
     }
 }
 
+/// The training loop on the widest paper-scale run of each ablation: ms per epoch with kink
+/// tracking on and off, share of the same-process peak, and the mean piece changes per epoch.
+fn training_loop<T: Real>(epochs: usize) {
+    use gradflow::experiment::{ablation, Scale, ABLATIONS};
+    use gradflow::train::gradient_descent_from;
+    let precision = if T::NAME == "f32" {
+        Precision::F32
+    } else {
+        Precision::F64
+    };
+    println!(
+        "\n### Training loop, {} ({epochs} epochs of the widest paper-scale run of each ablation; load {})\n",
+        T::NAME,
+        load()
+    );
+    println!("| run | p | tracking | ms/epoch | share of peak | crossings/epoch | chattering/epoch | peak GFLOP/s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for name in ABLATIONS {
+        let a = ablation(name, Scale::Paper, 1).unwrap();
+        let spec = a.runs.last().unwrap();
+        let prep = gradflow::run::prepare(&spec.config).unwrap();
+        let flops = 6.0 * prep.data.n() as f64 * prep.model.p() as f64;
+        for track in [true, false] {
+            let mut theta = init_params(&prep.model.param_specs(), &InitScheme::Torch, 0);
+            let opts = GdOptions {
+                lr: spec.config.train.lr,
+                epochs,
+                loss: LossKind::Mse,
+                track_kinks: track,
+                precision,
+            };
+            let before = peak::<T>(2048);
+            let (mut crossings, mut chattering) = (0usize, 0usize);
+            let t = Instant::now();
+            gradient_descent_from(
+                &prep.model,
+                &prep.data,
+                &mut theta,
+                &opts,
+                &mut GdState::default(),
+                |r, _| {
+                    crossings += r.kinks.crossings;
+                    chattering += r.kinks.chattering;
+                    Control::Continue
+                },
+            )
+            .unwrap();
+            let per = t.elapsed().as_secs_f64() / (epochs + 1) as f64;
+            let pk = before.max(peak::<T>(2048));
+            println!(
+                "| {name}/{} | {} | {} | {:.2} | {:.0}% | {:.0} | {:.0} | {:.0} |",
+                spec.label,
+                prep.model.p(),
+                if track { "on" } else { "off" },
+                per * 1e3,
+                100.0 * flops / per / 1e9 / pk,
+                crossings as f64 / (epochs + 1) as f64,
+                chattering as f64 / (epochs + 1) as f64,
+                pk
+            );
+        }
+    }
+}
+
 /// The paper-scale `reproduce` (dnn, resnet, gcn ablations): exact training work, training time
 /// measured on every run's own network for a few epochs and extrapolated to all its epochs.
 fn reproduce_paper<T: Real>() {
@@ -508,6 +593,15 @@ fn main() {
         }
         if f64s {
             reproduce_paper::<f64>();
+        }
+        return;
+    }
+    if let Some(e) = value("--loop").and_then(|v| v.parse::<usize>().ok()) {
+        if f32s {
+            training_loop::<f32>(e);
+        }
+        if f64s {
+            training_loop::<f64>(e);
         }
         return;
     }

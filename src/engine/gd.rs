@@ -97,6 +97,8 @@ fn run<T: Real>(
         vec![0.0; p]
     };
     let lr = T::from_f64(opts.lr);
+    let segments = engine.piece_segments();
+    engine.set_record_pieces(opts.track_kinks);
     let start = state.epoch;
     let write_back = |th: &[T], theta: &mut [f64]| {
         for (d, &s) in theta.iter_mut().zip(th) {
@@ -128,10 +130,14 @@ fn run<T: Real>(
             )));
         }
         let initial_loss = *state.initial_loss.get_or_insert(loss);
-        let kinks = if opts.track_kinks {
-            state.tracker.observe_pieces(|cur| engine.pieces(cur))
-        } else {
+        let kinks = if !opts.track_kinks {
             KinkStep::default()
+        } else if engine.single_kink().is_some() {
+            state
+                .tracker
+                .observe_bits(&segments, |layout, words| engine.piece_bits(layout, words))
+        } else {
+            state.tracker.observe_pieces(|cur| engine.pieces(cur))
         };
         let record = EpochRecord {
             epoch: k,

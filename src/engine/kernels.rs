@@ -349,6 +349,40 @@ pub fn pieces_into<T: Real>(z: &[T], kinks: &[f64], out: &mut [u16]) {
     }
 }
 
+wide! {
+/// For σ with one kink point at `kink`: bit i of `words` set ⇔ z_i > kink (the piece index
+/// `pieces_into` would give), 64 entries a word; unused high bits of the last word are 0.
+pub fn piece_bits_into<T: Real>(z: &[T], kink: f64, words: &mut [u64]) {
+    let exact = T::from_f64(kink);
+    if exact.to_f64() == kink {
+        pack_bits(z, words, move |v| v > exact)
+    } else {
+        pack_bits(z, words, move |v| v.to_f64() > kink)
+    }
+}
+}
+
+/// Bit i of `words` = above(z_i); whole words first (a fixed 64-lane loop the compiler turns
+/// into vector compares and mask moves), then the remainder.
+#[inline(always)]
+fn pack_bits<T: Real>(z: &[T], words: &mut [u64], above: impl Fn(T) -> bool) {
+    let full = z.len() / 64;
+    for (w, chunk) in words.iter_mut().zip(z.chunks_exact(64)) {
+        let mut bits = 0u64;
+        for (i, &v) in chunk.iter().enumerate() {
+            bits |= (above(v) as u64) << i;
+        }
+        *w = bits;
+    }
+    if let (Some(w), rest) = (words.get_mut(full), &z[full * 64..]) {
+        let mut bits = 0u64;
+        for (i, &v) in rest.iter().enumerate() {
+            bits |= (above(v) as u64) << i;
+        }
+        *w = bits;
+    }
+}
+
 /// Â in compressed rows, in the engine's float type.
 pub struct Csr<T> {
     row_start: Vec<usize>,

@@ -36,6 +36,7 @@ impl<T: Real> Engine<T> {
             theta,
             cpc: kernels::chunk_cols(self.n),
             on: clock.on,
+            record_kink: self.recorded_kink(),
         };
         forward_all(&cx, &mut self.parts, self.a.as_ref(), None, &mut clock);
         self.charge(&clock);
@@ -71,6 +72,7 @@ impl<T: Real> Engine<T> {
             theta,
             cpc: kernels::chunk_cols(self.n),
             on: clock.on,
+            record_kink: self.recorded_kink(),
         };
         forward_all(
             &cx,
@@ -120,7 +122,8 @@ fn forward_all<T: Real>(
                     c.lap(2);
                     mm(&mut part.z[s], w, &part.p[s], out, inp, Accum::Replace);
                     c.lap(0);
-                    tail(cx, st, &mut part.z[s], part.h.get_mut(s), &part.p[s]);
+                    let bits = part.bits.get_mut(s);
+                    tail(cx, st, &mut part.z[s], part.h.get_mut(s), &part.p[s], bits);
                     c.lap(1);
                     part.forward_on(cx, s + 1, loss, &mut c);
                     c
@@ -140,7 +143,8 @@ fn forward_all<T: Real>(
                     a.propagate(q, pw, &mut part.z[s], out, part.c0);
                     c.lap(2);
                     // Â after W: a residual skip would need the stage's source; presets have none.
-                    tail(cx, st, &mut part.z[s], part.h.get_mut(s), &[]);
+                    let bits = part.bits.get_mut(s);
+                    tail(cx, st, &mut part.z[s], part.h.get_mut(s), &[], bits);
                     c.lap(1);
                     part.forward_on(cx, s + 1, loss, &mut c);
                     c

@@ -116,6 +116,8 @@ pub struct Engine<T: Real> {
     /// its buffers.
     parts: [Part<T>; kernels::PARTS],
     kink_points: Vec<f64>,
+    /// Whether forward passes record the pieces' bits (σ with one kink, kink tracking on).
+    record_pieces: bool,
     /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
     profile: Option<[f64; PHASES.len()]>,
 }
@@ -133,6 +135,9 @@ pub(crate) struct Part<T> {
     z: Vec<Vec<T>>,
     /// Per stage but the last: the stage's output h (out × cols).
     h: Vec<Vec<T>>,
+    /// Per stage but the last: bit i set ⇔ z_i above σ's kink (written by forward passes when
+    /// the engine records pieces), 64 entries a word.
+    bits: Vec<Vec<u64>>,
     /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
     p: Vec<Vec<T>>,
     /// Backward scratch, max width × cols each: Z̄ of the current stage and of the next.
@@ -170,6 +175,10 @@ impl<T: Real> Part<T> {
             y: y[c0 * m..(c0 + cols) * m].to_vec(),
             z: plan.stages.iter().map(|s| buf(s.out)).collect(),
             h: plan.stages[..last].iter().map(|s| buf(s.out)).collect(),
+            bits: plan.stages[..last]
+                .iter()
+                .map(|s| vec![0; (s.out * cols).div_ceil(64)])
+                .collect(),
             p: plan
                 .stages
                 .iter()
@@ -299,6 +308,7 @@ impl<T: Real> Engine<T> {
         Self {
             act: ActKind::new(activation),
             kink_points: activation.kinks(),
+            record_pieces: false,
             n,
             loss,
             a,
@@ -366,6 +376,50 @@ impl<T: Real> Engine<T> {
         }
         jobs.into_par_iter()
             .for_each(|(z, dst)| kernels::pieces_into(z, &self.kink_points, dst));
+    }
+    /// σ's kink point when it has exactly one (the tracker then follows pieces as bits through
+    /// [`Self::piece_segments`] and [`Self::piece_bits`]).
+    pub fn single_kink(&self) -> Option<f64> {
+        match self.kink_points[..] {
+            [k] => Some(k),
+            _ => None,
+        }
+    }
+    /// Entry counts of the (stage, part) blocks of pre-activations, in the order of
+    /// [`Self::pieces`].
+    pub fn piece_segments(&self) -> Vec<usize> {
+        let ns = self.plan.stages.len();
+        (0..ns - 1)
+            .flat_map(|s| self.parts.iter().map(move |part| part.z[s].len()))
+            .collect()
+    }
+    /// Makes forward passes record the pieces' bits for [`Self::piece_bits`] (σ with one kink;
+    /// no effect otherwise). Costs one pass over each stage's z while it is in cache.
+    pub fn set_record_pieces(&mut self, on: bool) {
+        self.record_pieces = on;
+    }
+    fn recorded_kink(&self) -> Option<f64> {
+        self.single_kink().filter(|_| self.record_pieces)
+    }
+    /// For σ with one kink: the pieces of the last forward pass as bits in `layout` (built from
+    /// [`Self::piece_segments`]): copied from the bits the pass recorded (see
+    /// [`Self::set_record_pieces`]), else computed from z, the blocks in parallel.
+    pub fn piece_bits(&self, layout: &crate::kinks::BitLayout, words: &mut [u64]) {
+        use rayon::prelude::*;
+        let Some(kink) = self.single_kink() else {
+            return;
+        };
+        let ns = self.plan.stages.len();
+        let blocks = (0..ns - 1).flat_map(|s| self.parts.iter().map(move |part| (part, s)));
+        let jobs: Vec<_> = blocks.zip(layout.split_mut(words)).collect();
+        if self.record_pieces {
+            for ((part, s), dst) in jobs {
+                dst.copy_from_slice(&part.bits[s]);
+            }
+        } else {
+            jobs.into_par_iter()
+                .for_each(|((part, s), dst)| kernels::piece_bits_into(&part.z[s], kink, dst));
+        }
     }
     /// Number of pre-activations the kink tracker follows.
     pub fn tracked(&self) -> usize {

@@ -26,6 +26,9 @@ pub(super) struct Ctx<'a, T> {
     /// Columns per chunk of partial sums ([`kernels::chunk_cols`] of the whole n).
     pub cpc: usize,
     pub on: bool,
+    /// σ's single kink point when the pieces are being recorded for the kink tracker: every
+    /// tail then also writes its stage's bits (z > kink) while z is still in cache.
+    pub record_kink: Option<f64>,
 }
 
 /// dst (out × cols) (=|+=) W (row-major out × inp) · src (inp × cols), on this thread.
@@ -73,13 +76,15 @@ fn weight_cot<T: Real>(gw: &mut [T], sbar: &[T], src: &[T], out: usize, inp: usi
     );
 }
 
-/// Stage `st`'s element-wise tail: z += b, then h = σ(z) (+ skip) unless it is the last stage.
+/// Stage `st`'s element-wise tail: z += b, then h = σ(z) (+ skip) unless it is the last stage
+/// (and the pieces' bits, when recorded).
 pub(super) fn tail<T: Real>(
     cx: &Ctx<'_, T>,
     st: &Stage,
     z: &mut [T],
     h: Option<&mut Vec<T>>,
     skip: &[T],
+    bits: Option<&mut Vec<u64>>,
 ) {
     let (_, b, slope) = st.params(cx.theta);
     match h {
@@ -88,6 +93,9 @@ pub(super) fn tail<T: Real>(
             let skip = st.residual.then_some(skip);
             let slope = slope.unwrap_or_default();
             kernels::bias_act_forward(cx.act, slope, b, z, h, skip, st.out);
+            if let (Some(kink), Some(bits)) = (cx.record_kink, bits) {
+                kernels::piece_bits_into(z, kink, bits);
+            }
         }
     }
 }
@@ -103,7 +111,7 @@ impl<T: Real> Part<T> {
         let z = &mut self.z[s];
         mm(z, w, src, st.out, st.inp, Accum::Replace);
         c.lap(0);
-        tail(cx, st, z, h_rest.first_mut(), src);
+        tail(cx, st, z, h_rest.first_mut(), src, self.bits.get_mut(s));
         c.lap(1);
     }
 

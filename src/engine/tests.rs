@@ -194,6 +194,9 @@ fn gd_trajectories_match_the_general_path() {
             );
             assert!(rel(&l, &l_ref) <= 1e-11, "{which} {act}");
             assert_eq!(k, k_ref, "{which} {act}");
+            // The engine follows the pieces as bits recorded in its forward pass, the general
+            // path as piece indices: the comparison means something only if pieces change.
+            assert!(k.total_crossings > 0, "{which} {act}: no crossings");
             assert!(l.last() < l.first(), "{which}: the loss decreases");
             let (t32, l32, _) = trajectory(&model, &data, &opts(Precision::F32, true), false);
             assert!(

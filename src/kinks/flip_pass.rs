@@ -1,0 +1,180 @@
+//! The tracker's per-step pass over bit words: given, for every 64-entry word, the bits of the
+//! pre-activations whose piece changed since the previous step, update the per-entry flip
+//! counts and streaks and tally crossings, chattering and finished chattering runs.
+//!
+//! Entries live in *segments* (one per block of pre-activations the caller fills separately,
+//! e.g. a stage's columns of one engine part), each padded to whole words, so that segments can
+//! be written in parallel without sharing a word. [`BitLayout`] maps words back to entries.
+//! Most words have no flip now and none last step: they cost one load and a test. Only the set
+//! bits of `flip | flipped_last` touch the per-entry arrays.
+
+use rayon::prelude::*;
+
+/// Shortest run of consecutive flips recorded as a chattering (sliding-like) interval.
+pub const MIN_CHATTER_RUN: u64 = 3;
+
+/// Words per parallel chunk of the pass (32,768 entries).
+pub(super) const WORD_CHUNK: usize = 512;
+
+/// Where the entries of each segment sit among the padded words.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BitLayout {
+    /// Entries per segment.
+    lens: Vec<usize>,
+    /// Entry index of bit 0 of every word (padding bits of a segment's last word are unused).
+    word_base: Vec<usize>,
+    /// First word of every segment, and the total word count at the end.
+    seg_word: Vec<usize>,
+    entries: usize,
+}
+
+impl BitLayout {
+    /// Segments of the given entry counts, in order.
+    pub fn new(lens: &[usize]) -> Self {
+        let mut word_base = Vec::new();
+        let mut seg_word = Vec::with_capacity(lens.len() + 1);
+        let mut entry = 0;
+        for &len in lens {
+            seg_word.push(word_base.len());
+            word_base.extend((0..len.div_ceil(64)).map(|w| entry + 64 * w));
+            entry += len;
+        }
+        seg_word.push(word_base.len());
+        Self {
+            lens: lens.to_vec(),
+            word_base,
+            seg_word,
+            entries: entry,
+        }
+    }
+    /// One segment of `n` entries.
+    pub fn single(n: usize) -> Self {
+        Self::new(&[n])
+    }
+    pub fn words(&self) -> usize {
+        self.word_base.len()
+    }
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+    pub fn segment_lens(&self) -> &[usize] {
+        &self.lens
+    }
+    /// `words` cut into the segments' word ranges, in order.
+    pub fn split_mut<'a>(&self, mut words: &'a mut [u64]) -> Vec<&'a mut [u64]> {
+        let mut out = Vec::with_capacity(self.lens.len());
+        for s in 0..self.lens.len() {
+            let (head, tail) = words.split_at_mut(self.seg_word[s + 1] - self.seg_word[s]);
+            out.push(head);
+            words = tail;
+        }
+        out
+    }
+    /// Bit `k` of the words, by entry index (the inverse of the layout), for conversions.
+    pub fn get(&self, words: &[u64], entry: usize) -> bool {
+        let (w, b) = self.locate(entry);
+        words[w] >> b & 1 == 1
+    }
+    pub fn set(&self, words: &mut [u64], entry: usize, on: bool) {
+        let (w, b) = self.locate(entry);
+        if on {
+            words[w] |= 1 << b;
+        } else {
+            words[w] &= !(1 << b);
+        }
+    }
+    fn locate(&self, entry: usize) -> (usize, usize) {
+        // The last word whose base is ≤ entry.
+        let w = self.word_base.partition_point(|&b| b <= entry) - 1;
+        (w, entry - self.word_base[w])
+    }
+}
+
+/// One chunk's share of a step.
+pub(super) struct ChunkTally {
+    pub crossings: usize,
+    pub chattering: usize,
+    pub longest: u64,
+    /// Finished chattering runs (entry, first step, end step), entries increasing.
+    pub runs: Vec<(usize, u64, u64)>,
+}
+
+/// Applies one step's flip words (`flip(w)` for word w) to the state, in parallel chunks of
+/// [`WORD_CHUNK`] words, and returns the chunk tallies in chunk order (their concatenated run
+/// lists are in increasing entry order, as one sequential pass would give).
+pub(super) fn apply_flips(
+    layout: &BitLayout,
+    steps: u64,
+    flip: &(impl Fn(usize) -> u64 + Sync),
+    flipped_last: &mut [u64],
+    flips: &mut [u64],
+    streak: &mut [u64],
+) -> Vec<ChunkTally> {
+    // Disjoint entry ranges of the chunks (entries increase with words).
+    let nw = layout.words();
+    let mut jobs = Vec::with_capacity(nw.div_ceil(WORD_CHUNK));
+    let (mut last_rest, mut flips_rest, mut streak_rest) = (flipped_last, flips, streak);
+    let mut entry0 = 0;
+    for w0 in (0..nw).step_by(WORD_CHUNK) {
+        let w1 = (w0 + WORD_CHUNK).min(nw);
+        let entry1 = if w1 < nw {
+            layout.word_base[w1]
+        } else {
+            layout.entries
+        };
+        let (l, lr) = last_rest.split_at_mut(w1 - w0);
+        let (f, fr) = flips_rest.split_at_mut(entry1 - entry0);
+        let (s, sr) = streak_rest.split_at_mut(entry1 - entry0);
+        jobs.push((w0, entry0, l, f, s));
+        (last_rest, flips_rest, streak_rest) = (lr, fr, sr);
+        entry0 = entry1;
+    }
+    jobs.into_par_iter()
+        .map(|(w0, e0, last, flips, streak)| {
+            let mut t = ChunkTally {
+                crossings: 0,
+                chattering: 0,
+                longest: 0,
+                runs: Vec::new(),
+            };
+            for (i, lw) in last.iter_mut().enumerate() {
+                let w = w0 + i;
+                let (f, l) = (flip(w), *lw);
+                if f | l == 0 {
+                    continue;
+                }
+                t.crossings += f.count_ones() as usize;
+                t.chattering += (f & l).count_ones() as usize;
+                let base = layout.word_base[w];
+                let mut touched = f | l;
+                while touched != 0 {
+                    let b = touched.trailing_zeros();
+                    touched &= touched - 1;
+                    let k = base + b as usize - e0;
+                    if f >> b & 1 == 1 {
+                        flips[k] += 1;
+                        streak[k] = if l >> b & 1 == 1 { streak[k] + 1 } else { 1 };
+                        t.longest = t.longest.max(streak[k]);
+                    } else {
+                        if streak[k] >= MIN_CHATTER_RUN {
+                            t.runs.push((base + b as usize, steps - streak[k], steps));
+                        }
+                        streak[k] = 0;
+                    }
+                }
+                *lw = f;
+            }
+            t
+        })
+        .collect()
+}
+
+/// Packs "piece changed" bits of u16 pieces (one segment, `layout` single) into word w.
+pub(super) fn changed_word(cur: &[u16], old: &[u16], w: usize) -> u64 {
+    let (a, b) = (64 * w, (64 * w + 64).min(cur.len()));
+    let mut f = 0u64;
+    for (i, (x, y)) in cur[a..b].iter().zip(&old[a..b]).enumerate() {
+        f |= ((x != y) as u64) << i;
+    }
+    f
+}

@@ -1,0 +1,361 @@
+//! Kink diagnostics: where the trajectory leaves the smooth pieces the proof relies on.
+//!
+//! Every pre-activation z (one per sample and unit) sits in one piece of σ. Between two
+//! evaluations we count the pre-activations whose piece changed (kink crossings), and those that
+//! changed on two consecutive steps (chattering: back and forth across z = 0, the discrete trace
+//! of a Filippov sliding mode). Per-unit flip counts give the worst offenders for the summary.
+
+use crate::batch::Batch;
+use crate::layers::PreActivation;
+use crate::model::{Evaluation, Model};
+use serde::Serialize;
+
+mod flip_pass;
+pub use flip_pass::{BitLayout, MIN_CHATTER_RUN};
+
+/// Counts at one step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct KinkStep {
+    /// Pre-activations whose piece changed since the previous evaluation.
+    pub crossings: usize,
+    /// Of those, the ones that had also changed on the step before (chattering).
+    pub chattering: usize,
+}
+
+/// Totals over a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct KinkSummary {
+    /// Number of pre-activations tracked (samples × units, over all activation layers).
+    pub tracked: usize,
+    pub total_crossings: u64,
+    /// Pre-activations that crossed at least once.
+    pub units_crossed: usize,
+    /// Pre-activations that changed piece more than 100 times.
+    pub units_over_100_flips: usize,
+    /// The most flips of any single pre-activation.
+    pub max_flips: u64,
+    /// The longest run of consecutive steps on which one pre-activation flipped.
+    pub longest_chatter: u64,
+    /// Steps with at least one chattering pre-activation.
+    pub steps_with_chattering: u64,
+    /// Finished runs of ≥ 3 consecutive flips of one pre-activation (sliding-like intervals).
+    #[serde(default)]
+    pub chatter_runs: u64,
+}
+
+/// The pieces of the previous step.
+#[derive(Clone, Debug, Default)]
+enum Pieces {
+    #[default]
+    None,
+    /// σ with one kink: bit set ⇔ z above it, in the tracker's [`BitLayout`].
+    Bits(Vec<u64>),
+    /// Any σ: the index among the kink points, one segment.
+    Indices(Vec<u16>),
+}
+
+/// Per-pre-activation state between steps (serialisable, so a paused run resumes exactly; the
+/// serialised form lists pieces and last-step flips per entry, whatever the representation).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(from = "TrackerWire", into = "TrackerWire")]
+pub struct KinkTracker {
+    layout: BitLayout,
+    pieces: Pieces,
+    /// Entries that flipped on the last step, in `layout`'s words.
+    flipped_last: Vec<u64>,
+    flips: Vec<u64>,
+    streak: Vec<u64>,
+    summary: KinkSummary,
+    /// Steps observed so far (the index of the next step).
+    steps: u64,
+    /// Chattering runs of at least [`MIN_CHATTER_RUN`] consecutive flips: (entry, first step,
+    /// step after the last flip) — GD's discrete trace of a sliding interval. The first 10,000.
+    chatter_runs: Vec<(usize, u64, u64)>,
+    scratch: Vec<u16>,
+    scratch_bits: Vec<u64>,
+}
+
+/// The serialised tracker (the format of every version so far).
+#[derive(Serialize, serde::Deserialize)]
+struct TrackerWire {
+    pieces: Vec<u16>,
+    flipped_last: Vec<bool>,
+    flips: Vec<u64>,
+    streak: Vec<u64>,
+    summary: KinkSummary,
+    #[serde(default)]
+    steps: u64,
+    #[serde(default)]
+    chatter_runs: Vec<(usize, u64, u64)>,
+}
+
+impl From<TrackerWire> for KinkTracker {
+    fn from(w: TrackerWire) -> Self {
+        let n = w.pieces.len();
+        let layout = BitLayout::single(n);
+        let mut flipped_last = vec![0u64; layout.words()];
+        for (k, &f) in w.flipped_last.iter().enumerate().take(n) {
+            layout.set(&mut flipped_last, k, f);
+        }
+        let complete = w.flipped_last.len() == n && w.flips.len() == n && w.streak.len() == n;
+        if n == 0 || !complete {
+            // Nothing observed yet (or a state this version cannot read): start afresh.
+            return Self {
+                steps: w.steps,
+                ..Self::default()
+            };
+        }
+        Self {
+            layout,
+            pieces: Pieces::Indices(w.pieces),
+            flipped_last,
+            flips: w.flips,
+            streak: w.streak,
+            summary: w.summary,
+            steps: w.steps,
+            chatter_runs: w.chatter_runs,
+            scratch: Vec::new(),
+            scratch_bits: Vec::new(),
+        }
+    }
+}
+
+impl From<KinkTracker> for TrackerWire {
+    fn from(t: KinkTracker) -> Self {
+        let n = t.layout.entries();
+        let pieces = match &t.pieces {
+            Pieces::None => Vec::new(),
+            Pieces::Indices(p) => p.clone(),
+            Pieces::Bits(b) => (0..n).map(|k| t.layout.get(b, k) as u16).collect(),
+        };
+        let flipped_last = if pieces.is_empty() {
+            Vec::new()
+        } else {
+            (0..n).map(|k| t.layout.get(&t.flipped_last, k)).collect()
+        };
+        Self {
+            pieces,
+            flipped_last,
+            flips: t.flips,
+            streak: t.streak,
+            summary: t.summary,
+            steps: t.steps,
+            chatter_runs: t.chatter_runs,
+        }
+    }
+}
+
+impl KinkTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the pieces of every pre-activation of `ev` and returns the changes since the last call.
+    pub fn observe(&mut self, model: &Model, x: &Batch, ev: &Evaluation) -> KinkStep {
+        self.observe_pieces(|cur| {
+            model.visit_pre_activations(x, ev, &mut |pa: PreActivation<'_>| {
+                let kinks = pa.activation.kinks();
+                cur.extend(
+                    pa.z.as_slice()
+                        .iter()
+                        .map(|&z| kinks.partition_point(|&b| b < z) as u16),
+                );
+            });
+        })
+    }
+
+    /// Like [`Self::observe`], with the pieces (index among σ's kink points of every
+    /// pre-activation, in the order of `visit_pre_activations`) appended by `fill` to an empty
+    /// vector (reused between calls).
+    pub fn observe_pieces(&mut self, fill: impl FnOnce(&mut Vec<u16>)) -> KinkStep {
+        let mut cur = std::mem::take(&mut self.scratch);
+        cur.clear();
+        fill(&mut cur);
+        let n = cur.len();
+        // A bit representation of the same entries (a run resumed on another path) converts.
+        if let Pieces::Bits(b) = &self.pieces {
+            if self.layout.entries() == n {
+                let p = (0..n).map(|k| self.layout.get(b, k) as u16).collect();
+                self.relayout(BitLayout::single(n));
+                self.pieces = Pieces::Indices(p);
+            }
+        }
+        let step = match std::mem::take(&mut self.pieces) {
+            Pieces::Indices(old) if old.len() == n && self.layout.segment_lens() == [n] => {
+                let step = self.apply(&|w| flip_pass::changed_word(&cur, &old, w));
+                self.scratch = old;
+                step
+            }
+            _ => {
+                self.reset(BitLayout::single(n));
+                KinkStep::default()
+            }
+        };
+        self.pieces = Pieces::Indices(cur);
+        self.steps += 1;
+        step
+    }
+
+    /// For σ with one kink: the pieces as bits (set ⇔ above the kink), in segments of the given
+    /// entry counts (concatenated in the order of `visit_pre_activations`), each padded to whole
+    /// 64-bit words. `fill` writes every word of every segment (zeroed before the call; unused
+    /// high bits of a segment's last word must stay 0), e.g. the segments in parallel through
+    /// [`BitLayout::split_mut`] of the layout it is handed.
+    pub fn observe_bits(
+        &mut self,
+        segments: &[usize],
+        fill: impl FnOnce(&BitLayout, &mut [u64]),
+    ) -> KinkStep {
+        if self.layout.segment_lens() != segments {
+            let layout = BitLayout::new(segments);
+            let converted = match &self.pieces {
+                _ if self.layout.entries() != layout.entries() => None,
+                Pieces::Bits(b) => Some(
+                    (0..layout.entries())
+                        .map(|k| self.layout.get(b, k))
+                        .collect::<Vec<_>>(),
+                ),
+                Pieces::Indices(p) if p.iter().all(|&v| v <= 1) => {
+                    Some(p.iter().map(|&v| v == 1).collect())
+                }
+                _ => None,
+            };
+            match converted {
+                Some(bits) => {
+                    let mut words = vec![0u64; layout.words()];
+                    for (k, &on) in bits.iter().enumerate() {
+                        layout.set(&mut words, k, on);
+                    }
+                    self.relayout(layout);
+                    self.pieces = Pieces::Bits(words);
+                }
+                None => {
+                    self.reset(layout);
+                    self.pieces = Pieces::None;
+                }
+            }
+        }
+        let mut cur = std::mem::take(&mut self.scratch_bits);
+        cur.clear();
+        cur.resize(self.layout.words(), 0);
+        fill(&self.layout, &mut cur);
+        let step = match std::mem::take(&mut self.pieces) {
+            Pieces::Bits(old) if old.len() == cur.len() => {
+                let step = self.apply(&|w| cur[w] ^ old[w]);
+                self.scratch_bits = old;
+                step
+            }
+            _ => {
+                self.reset(self.layout.clone());
+                KinkStep::default()
+            }
+        };
+        self.pieces = Pieces::Bits(cur);
+        self.steps += 1;
+        step
+    }
+
+    /// One step's flips applied to the state; the step's counts.
+    fn apply(&mut self, flip: &(impl Fn(usize) -> u64 + Sync)) -> KinkStep {
+        let tallies = flip_pass::apply_flips(
+            &self.layout,
+            self.steps,
+            flip,
+            &mut self.flipped_last,
+            &mut self.flips,
+            &mut self.streak,
+        );
+        let mut step = KinkStep::default();
+        for t in tallies {
+            step.crossings += t.crossings;
+            step.chattering += t.chattering;
+            self.summary.longest_chatter = self.summary.longest_chatter.max(t.longest);
+            self.summary.chatter_runs += t.runs.len() as u64;
+            let room = 10_000usize.saturating_sub(self.chatter_runs.len());
+            self.chatter_runs.extend(t.runs.into_iter().take(room));
+        }
+        self.summary.total_crossings += step.crossings as u64;
+        self.summary.steps_with_chattering += (step.chattering > 0) as u64;
+        step
+    }
+
+    /// Starts counting afresh over `layout`'s entries (the first step, or the pre-activations
+    /// changed in number).
+    fn reset(&mut self, layout: BitLayout) {
+        let n = layout.entries();
+        self.flipped_last = vec![0; layout.words()];
+        self.flips = vec![0; n];
+        self.streak = vec![0; n];
+        self.summary = KinkSummary {
+            tracked: n,
+            ..Default::default()
+        };
+        self.layout = layout;
+    }
+
+    /// The same entries in another layout: `flipped_last` repacked (the caller converts the
+    /// pieces).
+    fn relayout(&mut self, layout: BitLayout) {
+        let mut words = vec![0u64; layout.words()];
+        for k in 0..layout.entries() {
+            layout.set(&mut words, k, self.layout.get(&self.flipped_last, k));
+        }
+        self.flipped_last = words;
+        self.layout = layout;
+    }
+
+    /// The recorded chattering runs (entry, first step, end step), plus the runs still going
+    /// (ending at the current step).
+    pub fn chatter_runs(&self) -> Vec<(usize, u64, u64)> {
+        let mut out = self.chatter_runs.clone();
+        for (k, &run) in self.streak.iter().enumerate() {
+            if run >= MIN_CHATTER_RUN && out.len() < 10_000 {
+                out.push((k, self.steps - run, self.steps));
+            }
+        }
+        out
+    }
+
+    pub fn summary(&self) -> KinkSummary {
+        let mut s = self.summary.clone();
+        s.units_crossed = self.flips.iter().filter(|&&f| f > 0).count();
+        s.units_over_100_flips = self.flips.iter().filter(|&&f| f > 100).count();
+        s.max_flips = self.flips.iter().copied().max().unwrap_or(0);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entry 1 flips on steps 1–4 and then stays (one run of four flips: steps [1, 5)); entry 0
+    /// flips twice in a row only (too short); entry 2 flips on steps 3–5 and is still going.
+    #[test]
+    fn chatter_runs_by_hand() {
+        let seq: [[u16; 3]; 6] = [
+            [0, 0, 0],
+            [1, 1, 0],
+            [0, 0, 0],
+            [0, 1, 1],
+            [0, 0, 0],
+            [0, 0, 1],
+        ];
+        let mut tr = KinkTracker::new();
+        for s in seq {
+            tr.observe_pieces(|cur| cur.extend_from_slice(&s));
+        }
+        let mut tr2 = tr.clone();
+        tr2.observe_pieces(|cur| cur.extend_from_slice(&[0, 0, 1]));
+        // After six steps: entry 1's run [1, 5) is finished, entry 2's [3, 6) is still going.
+        assert_eq!(tr.chatter_runs(), vec![(1, 1, 5), (2, 3, 6)]);
+        assert_eq!(tr.summary().chatter_runs, 1);
+        // One more step without a flip ends entry 2's run at 6.
+        assert_eq!(tr2.chatter_runs(), vec![(1, 1, 5), (2, 3, 6)]);
+        assert_eq!(tr2.summary().chatter_runs, 2);
+        assert_eq!(tr.summary().longest_chatter, 4);
+    }
+}
+
+#[cfg(test)]
+mod tests_reference;
