@@ -114,7 +114,10 @@ fn shapes<T: Real>() {
         }
         flops / best / 1e9
     };
-    let cols = 250;
+    let cols: usize = std::env::var("SHAPES_COLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250);
     for (out, inp) in [
         (100, 100),
         (50, 500),

@@ -91,10 +91,10 @@ fn run<T: Real>(
     let p = theta.len();
     let mut th: Vec<T> = convert(theta);
     let mut grad = vec![T::default(); p];
-    let mut th64 = if T::as_f64_slice(&th).is_some() {
+    let mut th64: Vec<f64> = if T::as_f64_slice(&th).is_some() {
         Vec::new()
     } else {
-        vec![0.0; p]
+        th.iter().map(|v| v.to_f64()).collect()
     };
     let lr = T::from_f64(opts.lr);
     let segments = engine.piece_segments();
@@ -107,14 +107,7 @@ fn run<T: Real>(
     };
     for k in start..=opts.epochs {
         let loss = engine.loss_and_grad(&th, &mut grad);
-        let grad_norm = grad
-            .iter()
-            .map(|g| {
-                let g = g.to_f64();
-                g * g
-            })
-            .sum::<f64>()
-            .sqrt();
+        let grad_norm = engine.grad_norm();
         if !loss.is_finite() || !grad_norm.is_finite() {
             write_back(&th, theta);
             let g64: Vec<f64> = grad.iter().map(|g| g.to_f64()).collect();
@@ -146,19 +139,12 @@ fn run<T: Real>(
             grad_norm,
             kinks,
         };
-        let view: &[f64] = match T::as_f64_slice(&th) {
-            Some(v) => v,
-            None => {
-                for (d, &s) in th64.iter_mut().zip(&th) {
-                    *d = s.to_f64();
-                }
-                &th64
-            }
-        };
+        // In f32, th64 holds θ_k in f64: written before the loop and by every step.
+        let view: &[f64] = T::as_f64_slice(&th).unwrap_or(&th64);
         let control = observe(&record, view);
         let pause = control == Control::Pause && k < opts.epochs;
         if pause {
-            step(&mut th, &grad, lr);
+            step(&mut th, &grad, lr, &mut th64);
         }
         if k == opts.epochs || control != Control::Continue {
             state.epoch = if pause { k + 1 } else { k };
@@ -173,7 +159,7 @@ fn run<T: Real>(
                 kinks: state.tracker.summary(),
             });
         }
-        step(&mut th, &grad, lr);
+        step(&mut th, &grad, lr, &mut th64);
     }
     Err(Error::Invalid(format!(
         "nothing to do: the run is already at epoch {start} of {}",
@@ -181,8 +167,12 @@ fn run<T: Real>(
     )))
 }
 
-fn step<T: Real>(th: &mut [T], grad: &[T], lr: T) {
-    for (t, &g) in th.iter_mut().zip(grad) {
-        *t -= lr * g;
-    }
+/// θ −= lr·g, and `th64` (empty in f64 training) = the new θ in f64; both halves of θ at once.
+fn step<T: Real>(th: &mut [T], grad: &[T], lr: T, th64: &mut [f64]) {
+    use super::kernels::{both, step_into};
+    let mid = th.len() / 2;
+    let (t0, t1) = th.split_at_mut(mid);
+    let (g0, g1) = grad.split_at(mid);
+    let (v0, v1) = th64.split_at_mut(mid.min(th64.len()));
+    both(|| step_into(t0, g0, lr, v0), || step_into(t1, g1, lr, v1));
 }

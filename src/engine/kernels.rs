@@ -455,15 +455,32 @@ pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
 
 wide! {
 /// dst = Σ_k src[k] element-wise, added in k order.
-pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) {
+pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) -> f64 {
     let n = dst.len();
     let src = src.map(|s| &s[..n]);
+    // Σ dst² in f64 on 8 fixed lanes (vectorisable; the same order on every run and thread).
+    let mut lanes = [0.0f64; 8];
     for (i, d) in dst.iter_mut().enumerate() {
         let mut v = src[0][i];
         for s in &src[1..] {
             v += s[i];
         }
         *d = v;
+        let v = v.to_f64();
+        lanes[i % 8] += v * v;
+    }
+    lanes.iter().sum()
+}
+}
+
+wide! {
+/// One GD step θ −= lr·g, and (f32 training) `view` = θ in f64 for the next epoch's observer.
+pub fn step_into<T: Real>(theta: &mut [T], grad: &[T], lr: T, view: &mut [f64]) {
+    for (t, &g) in theta.iter_mut().zip(grad) {
+        *t -= lr * g;
+    }
+    for (v, &t) in view.iter_mut().zip(theta.iter()) {
+        *v = t.to_f64();
     }
 }
 }

@@ -14,15 +14,17 @@ use faer::Accum;
 use std::array::from_fn;
 use std::mem::take;
 
-/// grad = Σ_k parts[k].g in part order, the vector split over both cores.
-fn sum_parts<T: Real>(grad: &mut [T], parts: &[Part<T>; PARTS]) {
+/// grad = Σ_k parts[k].g in part order, the vector split over both cores; returns ‖grad‖² (in
+/// f64, the two halves' sums added in order).
+fn sum_parts<T: Real>(grad: &mut [T], parts: &[Part<T>; PARTS]) -> f64 {
     let mid = grad.len() / 2;
     let (a, b) = grad.split_at_mut(mid);
     let go = |dst: &mut [T], off: usize| {
         let end = off + dst.len();
-        kernels::sum_into(dst, from_fn(|k| &parts[k].g[off..end]));
+        kernels::sum_into(dst, from_fn(|k| &parts[k].g[off..end]))
     };
-    both(|| go(a, 0), || go(b, mid));
+    let (sa, sb) = both(|| go(a, 0), || go(b, mid));
+    sa + sb
 }
 
 impl<T: Real> Engine<T> {
@@ -82,7 +84,7 @@ impl<T: Real> Engine<T> {
             &mut clock,
         );
         backward_all(&cx, &mut self.parts, self.a_t.as_ref(), &mut clock);
-        sum_parts(grad, &self.parts);
+        self.grad_norm_sq = sum_parts(grad, &self.parts);
         clock.lap(7);
         self.charge(&clock);
         self.parts.iter().map(|part| part.loss).sum()

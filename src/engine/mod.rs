@@ -116,6 +116,8 @@ pub struct Engine<T: Real> {
     /// its buffers.
     parts: [Part<T>; kernels::PARTS],
     kink_points: Vec<f64>,
+    /// ‖∇L‖² of the last [`Self::loss_and_grad`], in f64.
+    grad_norm_sq: f64,
     /// Whether forward passes record the pieces' bits (σ with one kink, kink tracking on).
     record_pieces: bool,
     /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
@@ -309,6 +311,7 @@ impl<T: Real> Engine<T> {
             act: ActKind::new(activation),
             kink_points: activation.kinks(),
             record_pieces: false,
+            grad_norm_sq: 0.0,
             n,
             loss,
             a,
@@ -420,6 +423,10 @@ impl<T: Real> Engine<T> {
             jobs.into_par_iter()
                 .for_each(|((part, s), dst)| kernels::piece_bits_into(&part.z[s], kink, dst));
         }
+    }
+    /// ‖∇L‖₂ of the last [`Self::loss_and_grad`] (summed in f64 while the gradient is formed).
+    pub fn grad_norm(&self) -> f64 {
+        self.grad_norm_sq.sqrt()
     }
     /// Number of pre-activations the kink tracker follows.
     pub fn tracked(&self) -> usize {

@@ -157,7 +157,8 @@ fn opts(precision: Precision, track_kinks: bool) -> GdOptions {
     }
 }
 
-/// (θ after GD, loss series, kink summary) on the engine (`general` false) or the general path.
+/// (θ after GD, loss and ‖∇L‖ series interleaved, kink summary) on the engine (`general` false)
+/// or the general path.
 fn trajectory(
     model: &Model,
     data: &Dataset,
@@ -168,6 +169,7 @@ fn trajectory(
     let mut losses = Vec::new();
     let obs = |r: &crate::train::EpochRecord, _: &[f64]| {
         losses.push(r.loss);
+        losses.push(r.grad_norm);
         Control::Continue
     };
     let out = if general {
@@ -219,7 +221,7 @@ fn f32_pause_and_resume_is_bit_identical() {
     let mut losses = Vec::new();
     let first =
         crate::train::gradient_descent_from(&model, &data, &mut theta, &o, &mut state, |r, _| {
-            losses.push(r.loss);
+            losses.extend([r.loss, r.grad_norm]);
             if r.epoch == 10 {
                 Control::Pause
             } else {
@@ -228,12 +230,16 @@ fn f32_pause_and_resume_is_bit_identical() {
         })
         .unwrap();
     assert!(first.paused);
-    crate::train::gradient_descent_from(&model, &data, &mut theta, &o, &mut state, |r, _| {
-        losses.push(r.loss);
+    let mut seen = Vec::new();
+    crate::train::gradient_descent_from(&model, &data, &mut theta, &o, &mut state, |r, th| {
+        losses.extend([r.loss, r.grad_norm]);
+        seen = th.to_vec();
         Control::Continue
     })
     .unwrap();
     assert_eq!(theta, t_ref);
+    // The observer saw θ_E itself (the f64 view is kept up to date by every step).
+    assert_eq!(seen, theta);
     assert_eq!(losses, l_ref);
 }
 
