@@ -12,7 +12,8 @@
 //!
 //! `--loop E`: the training loop itself (`gradient_descent_from`, as `train` and `reproduce` run
 //! it: ‖∇L‖, the step, the observer, kink tracking) on the widest paper-scale run of each
-//! ablation with its own step, E epochs with kink tracking on and then off.
+//! ablation with its own step, E epochs with kink tracking on and then off (`--rounds R` times;
+//! `--only dnn|resnet|gcn`).
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
@@ -451,7 +452,7 @@ fn general(ws: &[Workload]) {
 
 /// The training loop on the widest paper-scale run of each ablation: ms per epoch with kink
 /// tracking on and off, share of the same-process peak, and the mean piece changes per epoch.
-fn training_loop<T: Real>(epochs: usize) {
+fn training_loop<T: Real>(epochs: usize, only: Option<&str>, rounds: usize) {
     use gradflow::experiment::{ablation, Scale, ABLATIONS};
     use gradflow::train::gradient_descent_from;
     let precision = if T::NAME == "f32" {
@@ -466,12 +467,12 @@ fn training_loop<T: Real>(epochs: usize) {
     );
     println!("| run | p | tracking | ms/epoch | share of peak | crossings/epoch | chattering/epoch | peak GFLOP/s |");
     println!("|---|---|---|---|---|---|---|---|");
-    for name in ABLATIONS {
+    for name in ABLATIONS.iter().filter(|n| only.is_none_or(|o| o == **n)) {
         let a = ablation(name, Scale::Paper, 1).unwrap();
         let spec = a.runs.last().unwrap();
         let prep = gradflow::run::prepare(&spec.config).unwrap();
         let flops = 6.0 * prep.data.n() as f64 * prep.model.p() as f64;
-        for track in [true, false] {
+        for track in [true, false].repeat(rounds) {
             let mut theta = init_params(&prep.model.param_specs(), &InitScheme::Torch, 0);
             let opts = GdOptions {
                 lr: spec.config.train.lr,
@@ -600,11 +601,12 @@ fn main() {
         return;
     }
     if let Some(e) = value("--loop").and_then(|v| v.parse::<usize>().ok()) {
+        let rounds = value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(1);
         if f32s {
-            training_loop::<f32>(e);
+            training_loop::<f32>(e, value("--only").as_deref(), rounds);
         }
         if f64s {
-            training_loop::<f64>(e);
+            training_loop::<f64>(e, value("--only").as_deref(), rounds);
         }
         return;
     }

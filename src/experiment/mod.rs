@@ -24,6 +24,11 @@ pub use verdict::{verdict, Verdict};
 
 /// The side of the square product `reproduce` times for the machine's peak.
 const PEAK_SIZE: usize = 2048;
+/// Runs with at most this much work per gradient evaluation (6·n·p flops) are packed one per
+/// core: a fork-join per epoch costs them more than the second core gains (measured with
+/// `bench_epochs --packed`: two DNN 500 → [50, 50] → 50 runs at n = 1000, 0.18 GFLOP an epoch,
+/// run 8% (f32) to 36% (f64) faster packed than one after the other on both cores).
+pub const PACK_WORK_PER_EPOCH: f64 = 2e8;
 
 use crate::error::{Error, Result};
 use crate::run::{self, RunOptions, RunSummary};
@@ -283,20 +288,12 @@ pub fn reproduce_ablations(
         }
         bar.inc(1);
     };
+    // Runs whose epochs are too small to keep both cores busy (a fork-join per epoch costs more
+    // than it gains) are packed one per core: the quick scale, and at paper scale the narrowest
+    // networks (6·n·p ≤ PACK_WORK_PER_EPOCH).
     let small = |s: &RunSpec| {
-        let (n, d) = match s.config.data {
-            crate::config::DataConfig::Ball { n, d, .. }
-            | crate::config::DataConfig::Pairs { n, d, .. } => (n, d),
-            crate::config::DataConfig::Images {
-                n,
-                channels,
-                height,
-                width,
-                ..
-            } => (n, channels * height * width),
-            _ => (usize::MAX, 1),
-        };
-        n.saturating_mul(d) <= 50_000
+        run::prepare(&s.config)
+            .is_ok_and(|p| 6.0 * (p.data.n() * p.model.p()) as f64 <= PACK_WORK_PER_EPOCH)
     };
     let (par_jobs, seq_jobs): (Vec<_>, Vec<_>) = jobs.iter().partition(|(_, s)| small(s));
     if !par_jobs.is_empty() {
@@ -309,7 +306,6 @@ pub fn reproduce_ablations(
     bar.finish_and_clear();
     let wall_seconds = wall.elapsed().as_secs_f64();
     let peak = peak_before.max(timing::matmul_peak_gflops(opts.precision, PEAK_SIZE));
-    let packed = !par_jobs.is_empty();
     let errors = errors.into_inner().unwrap();
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(ai, r)| (*ai, r.value, r.seed));
@@ -338,7 +334,10 @@ pub fn reproduce_ablations(
         index.all_runs().map(|(_, r)| &r.summary),
         peak,
         opts.precision,
-        packed,
+        match faer::get_global_parallelism() {
+            faer::Par::Seq => 1,
+            faer::Par::Rayon(n) => n.get(),
+        },
         wall_seconds,
     );
     let index = ReproduceIndex {

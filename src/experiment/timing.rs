@@ -60,10 +60,15 @@ pub struct ReproduceTiming {
     pub training_work_flop: f64,
     /// Σ of the runs' training seconds.
     pub seconds_training: f64,
+    /// Σ of the runs' training seconds × (cores the run had ÷ the machine's cores): the time
+    /// the whole machine spent, when small runs were packed one per core (their seconds
+    /// overlap). Equal to `seconds_training` when no run was packed.
+    #[serde(default)]
+    pub machine_seconds_training: f64,
     /// training_work_flop ÷ peak: the training time at the peak rate.
     pub seconds_at_peak: f64,
-    /// seconds_training ÷ seconds_at_peak (issue 7's target: ≤ 1.25). None when runs were packed
-    /// one per core (their seconds overlap, so their sum is not wall time).
+    /// machine_seconds_training ÷ seconds_at_peak (issue 7's target: ≤ 1.25). None without
+    /// timed work.
     pub ratio_to_peak: Option<f64>,
     pub seconds_ntk: f64,
     pub ntk_checkpoints: usize,
@@ -72,12 +77,12 @@ pub struct ReproduceTiming {
 }
 
 impl ReproduceTiming {
-    /// Totals over `summaries`; `packed` when some runs shared the cores.
+    /// Totals over `summaries`, on a machine of `cores` cores (the peak's).
     pub fn of<'a>(
         summaries: impl Iterator<Item = &'a RunSummary>,
         peak_gflops: f64,
         precision: Precision,
-        packed: bool,
+        cores: usize,
         wall_seconds: f64,
     ) -> Self {
         let mut t = Self {
@@ -86,6 +91,7 @@ impl ReproduceTiming {
             runs: 0,
             training_work_flop: 0.0,
             seconds_training: 0.0,
+            machine_seconds_training: 0.0,
             seconds_at_peak: 0.0,
             ratio_to_peak: None,
             seconds_ntk: 0.0,
@@ -99,12 +105,17 @@ impl ReproduceTiming {
             t.runs += 1;
             t.training_work_flop += s.training_work_flop;
             t.seconds_training += s.seconds_training;
+            let share = match s.cores {
+                0 => 1.0,
+                c => c.min(cores.max(1)) as f64 / cores.max(1) as f64,
+            };
+            t.machine_seconds_training += s.seconds_training * share;
             t.seconds_ntk += s.seconds_ntk;
             t.ntk_checkpoints += s.ntk_checkpoints;
         }
         t.seconds_at_peak = t.training_work_flop / (peak_gflops * 1e9);
-        if !packed && t.seconds_at_peak > 0.0 {
-            t.ratio_to_peak = Some(t.seconds_training / t.seconds_at_peak);
+        if t.seconds_at_peak > 0.0 {
+            t.ratio_to_peak = Some(t.machine_seconds_training / t.seconds_at_peak);
         }
         t
     }
@@ -112,11 +123,19 @@ impl ReproduceTiming {
     /// One line for the terminal and the report.
     pub fn line(&self) -> String {
         let ratio = self.ratio_to_peak.map_or_else(
-            || "runs packed one per core, no ratio".to_string(),
+            || "no timed work".to_string(),
             |r| format!("{r:.2}× work ÷ peak"),
         );
+        let machine = if self.machine_seconds_training < self.seconds_training {
+            format!(
+                " = {:.1} machine-seconds with small runs packed one per core",
+                self.machine_seconds_training
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "training: {:.3} TFLOP in {:.1} s over {} runs ({} peak {:.0} GFLOP/s → {:.1} s at peak; {ratio}); \
+            "training: {:.3} TFLOP in {:.1} s{machine} over {} runs ({} peak {:.0} GFLOP/s → {:.1} s at peak; {ratio}); \
              NTK: {} checkpoints in {:.1} s; wall {:.1} s",
             self.training_work_flop / 1e12,
             self.seconds_training,
@@ -138,6 +157,17 @@ mod tests {
     use crate::run::RunTiming;
 
     fn timed(precision: &str, train: f64, ntk: f64, checkpoints: usize, work: f64) -> RunSummary {
+        timed_on(precision, train, ntk, checkpoints, work, 2)
+    }
+
+    fn timed_on(
+        precision: &str,
+        train: f64,
+        ntk: f64,
+        checkpoints: usize,
+        work: f64,
+        cores: usize,
+    ) -> RunSummary {
         let mut s = summary(40, 20, 0.3, 0, 0, 1e-3);
         s.timing = Some(RunTiming {
             precision: precision.into(),
@@ -146,6 +176,7 @@ mod tests {
             ntk_checkpoints: checkpoints,
             seconds_kernel_view: 0.0,
             training_work_flop: work,
+            cores,
         });
         s
     }
@@ -158,7 +189,7 @@ mod tests {
             timed("f64", 9.0, 9.0, 9, 9e11), // another precision: not counted
             summary(10, 20, 0.0, 1, 6, 0.5), // no timing record
         ];
-        let t = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, false, 7.5);
+        let t = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5);
         assert_eq!(t.runs, 2);
         assert_eq!(t.training_work_flop, 8e11);
         assert_eq!(t.seconds_training, 6.0);
@@ -168,8 +199,21 @@ mod tests {
         assert!((t.seconds_at_peak - 4.0).abs() < 1e-12);
         assert!((t.ratio_to_peak.unwrap() - 1.5).abs() < 1e-12);
         assert!(t.line().contains("1.50× work ÷ peak"), "{}", t.line());
-        let packed = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, true, 7.5);
-        assert_eq!(packed.ratio_to_peak, None);
+        assert_eq!(t.machine_seconds_training, 6.0);
+        // The second run packed (one of two cores): it counts 4 s × 1/2 of the machine.
+        let runs = [
+            timed("f32", 2.0, 1.0, 3, 3e11),
+            timed_on("f32", 4.0, 0.5, 2, 5e11, 1),
+        ];
+        let packed = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5);
+        assert_eq!(packed.seconds_training, 6.0);
+        assert_eq!(packed.machine_seconds_training, 4.0);
+        assert!((packed.ratio_to_peak.unwrap() - 1.0).abs() < 1e-12);
+        assert!(
+            packed.line().contains("4.0 machine-seconds"),
+            "{}",
+            packed.line()
+        );
     }
 
     #[test]

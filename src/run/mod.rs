@@ -330,6 +330,10 @@ pub struct RunTiming {
     /// The training's floating-point work by issue 7's convention: 6·n·p per gradient
     /// evaluation (forward and two backward products, 2 flops per multiply-add).
     pub training_work_flop: f64,
+    /// Cores the run had: 1 when `reproduce` packed it with others one per core, else all of
+    /// them (0 in records written before this field: read as all).
+    #[serde(default)]
+    pub cores: usize,
 }
 
 impl RunTiming {
@@ -343,6 +347,10 @@ impl RunTiming {
             ntk_checkpoints: ck.ntk_checkpoints,
             seconds_kernel_view: ck.kernel_view_seconds,
             training_work_flop: 6.0 * (prep.data.n() * prep.model.p()) as f64 * evaluations as f64,
+            cores: match crate::batch::par() {
+                faer::Par::Seq => 1,
+                faer::Par::Rayon(n) => n.get(),
+            },
         }
     }
 }
