@@ -5,9 +5,10 @@
 //! Entries live in *segments* (one per block of pre-activations the caller fills separately,
 //! e.g. a stage's columns of one engine part), each padded to whole words, so that segments can
 //! be written in parallel without sharing a word. [`BitLayout`] maps words back to entries.
-//! Most words have no flip now and none last step: they cost one load and a test. Only the set
-//! bits of `flip | flipped_last` touch the per-entry arrays.
+//! Most words have no flip now and none last step: they cost one load and a test; the others
+//! update their bit-sliced counters ([`super::sliced`]) with a few word operations.
 
+use super::sliced::{self, Counters, STRIDE};
 use rayon::prelude::*;
 
 /// Shortest run of consecutive flips recorded as a chattering (sliding-like) interval.
@@ -83,7 +84,12 @@ impl BitLayout {
             words[w] &= !(1 << b);
         }
     }
-    fn locate(&self, entry: usize) -> (usize, usize) {
+    /// Entry index of bit `b` of word `w`.
+    pub fn entry(&self, w: usize, b: u32) -> usize {
+        self.word_base[w] + b as usize
+    }
+    /// (word, bit) of an entry.
+    pub fn locate(&self, entry: usize) -> (usize, usize) {
         // The last word whose base is ≤ entry.
         let w = self.word_base.partition_point(|&b| b <= entry) - 1;
         (w, entry - self.word_base[w])
@@ -107,37 +113,27 @@ pub(super) fn apply_flips(
     steps: u64,
     flip: &(impl Fn(usize) -> u64 + Sync),
     flipped_last: &mut [u64],
-    flips: &mut [u64],
-    streak: &mut [u64],
+    counters: &mut Counters,
 ) -> Vec<ChunkTally> {
-    // Disjoint entry ranges of the chunks (entries increase with words).
-    let nw = layout.words();
-    let mut jobs = Vec::with_capacity(nw.div_ceil(WORD_CHUNK));
-    let (mut last_rest, mut flips_rest, mut streak_rest) = (flipped_last, flips, streak);
-    let mut entry0 = 0;
-    for w0 in (0..nw).step_by(WORD_CHUNK) {
-        let w1 = (w0 + WORD_CHUNK).min(nw);
-        let entry1 = if w1 < nw {
-            layout.word_base[w1]
-        } else {
-            layout.entries
-        };
-        let (l, lr) = last_rest.split_at_mut(w1 - w0);
-        let (f, fr) = flips_rest.split_at_mut(entry1 - entry0);
-        let (s, sr) = streak_rest.split_at_mut(entry1 - entry0);
-        jobs.push((w0, entry0, l, f, s));
-        (last_rest, flips_rest, streak_rest) = (lr, fr, sr);
-        entry0 = entry1;
-    }
-    jobs.into_par_iter()
-        .map(|(w0, e0, last, flips, streak)| {
+    flipped_last
+        .par_chunks_mut(WORD_CHUNK)
+        .zip(counters.planes.par_chunks_mut(WORD_CHUNK * STRIDE))
+        .zip(counters.height.par_chunks_mut(WORD_CHUNK))
+        .enumerate()
+        .map(|(c, ((last, planes), height))| {
+            let w0 = c * WORD_CHUNK;
             let mut t = ChunkTally {
                 crossings: 0,
                 chattering: 0,
                 longest: 0,
                 runs: Vec::new(),
             };
-            for (i, lw) in last.iter_mut().enumerate() {
+            for (i, ((lw, pw), hw)) in last
+                .iter_mut()
+                .zip(planes.chunks_exact_mut(STRIDE))
+                .zip(height.iter_mut())
+                .enumerate()
+            {
                 let w = w0 + i;
                 let (f, l) = (flip(w), *lw);
                 if f | l == 0 {
@@ -146,22 +142,11 @@ pub(super) fn apply_flips(
                 t.crossings += f.count_ones() as usize;
                 t.chattering += (f & l).count_ones() as usize;
                 let base = layout.word_base[w];
-                let mut touched = f | l;
-                while touched != 0 {
-                    let b = touched.trailing_zeros();
-                    touched &= touched - 1;
-                    let k = base + b as usize - e0;
-                    if f >> b & 1 == 1 {
-                        flips[k] += 1;
-                        streak[k] = if l >> b & 1 == 1 { streak[k] + 1 } else { 1 };
-                        t.longest = t.longest.max(streak[k]);
-                    } else {
-                        if streak[k] >= MIN_CHATTER_RUN {
-                            t.runs.push((base + b as usize, steps - streak[k], steps));
-                        }
-                        streak[k] = 0;
-                    }
-                }
+                let runs = &mut t.runs;
+                let longest = sliced::step_word(pw, hw, f, l, |b, run| {
+                    runs.push((base + b as usize, steps - run, steps));
+                });
+                t.longest = t.longest.max(longest);
                 *lw = f;
             }
             t

@@ -11,7 +11,9 @@ use crate::model::{Evaluation, Model};
 use serde::Serialize;
 
 mod flip_pass;
+mod sliced;
 pub use flip_pass::{BitLayout, MIN_CHATTER_RUN};
+use sliced::Counters;
 
 /// Counts at one step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -63,8 +65,8 @@ pub struct KinkTracker {
     pieces: Pieces,
     /// Entries that flipped on the last step, in `layout`'s words.
     flipped_last: Vec<u64>,
-    flips: Vec<u64>,
-    streak: Vec<u64>,
+    /// Flip counts and streaks per entry, bit-sliced per word of `layout`.
+    counters: Counters,
     summary: KinkSummary,
     /// Steps observed so far (the index of the next step).
     steps: u64,
@@ -105,12 +107,16 @@ impl From<TrackerWire> for KinkTracker {
                 ..Self::default()
             };
         }
+        let mut counters = Counters::new(layout.words());
+        for k in 0..n {
+            let (wi, b) = layout.locate(k);
+            counters.set(wi, b as u32, w.flips[k], w.streak[k]);
+        }
         Self {
             layout,
             pieces: Pieces::Indices(w.pieces),
             flipped_last,
-            flips: w.flips,
-            streak: w.streak,
+            counters,
             summary: w.summary,
             steps: w.steps,
             chatter_runs: w.chatter_runs,
@@ -133,11 +139,12 @@ impl From<KinkTracker> for TrackerWire {
         } else {
             (0..n).map(|k| t.layout.get(&t.flipped_last, k)).collect()
         };
+        let (flips, streak) = t.per_entry_counters();
         Self {
             pieces,
             flipped_last,
-            flips: t.flips,
-            streak: t.streak,
+            flips,
+            streak,
             summary: t.summary,
             steps: t.steps,
             chatter_runs: t.chatter_runs,
@@ -262,8 +269,7 @@ impl KinkTracker {
             self.steps,
             flip,
             &mut self.flipped_last,
-            &mut self.flips,
-            &mut self.streak,
+            &mut self.counters,
         );
         let mut step = KinkStep::default();
         for t in tallies {
@@ -284,8 +290,7 @@ impl KinkTracker {
     fn reset(&mut self, layout: BitLayout) {
         let n = layout.entries();
         self.flipped_last = vec![0; layout.words()];
-        self.flips = vec![0; n];
-        self.streak = vec![0; n];
+        self.counters = Counters::new(layout.words());
         self.summary = KinkSummary {
             tracked: n,
             ..Default::default()
@@ -297,10 +302,16 @@ impl KinkTracker {
     /// pieces).
     fn relayout(&mut self, layout: BitLayout) {
         let mut words = vec![0u64; layout.words()];
+        let mut counters = Counters::new(layout.words());
         for k in 0..layout.entries() {
             layout.set(&mut words, k, self.layout.get(&self.flipped_last, k));
+            let (w0, b0) = self.layout.locate(k);
+            let (f, s) = self.counters.get(w0, b0 as u32);
+            let (w1, b1) = layout.locate(k);
+            counters.set(w1, b1 as u32, f, s);
         }
         self.flipped_last = words;
+        self.counters = counters;
         self.layout = layout;
     }
 
@@ -308,19 +319,45 @@ impl KinkTracker {
     /// (ending at the current step).
     pub fn chatter_runs(&self) -> Vec<(usize, u64, u64)> {
         let mut out = self.chatter_runs.clone();
-        for (k, &run) in self.streak.iter().enumerate() {
-            if run >= MIN_CHATTER_RUN && out.len() < 10_000 {
-                out.push((k, self.steps - run, self.steps));
+        for w in 0..self.layout.words() {
+            let mut m = self.counters.streak_at_least_3(w);
+            while m != 0 && out.len() < 10_000 {
+                let b = m.trailing_zeros();
+                m &= m - 1;
+                let run = self.counters.get(w, b).1;
+                out.push((self.layout.entry(w, b), self.steps - run, self.steps));
             }
         }
         out
     }
 
+    /// (flips, streak) of every entry, in entry order.
+    fn per_entry_counters(&self) -> (Vec<u64>, Vec<u64>) {
+        (0..self.layout.entries())
+            .map(|k| {
+                let (w, b) = self.layout.locate(k);
+                self.counters.get(w, b as u32)
+            })
+            .unzip()
+    }
+
     pub fn summary(&self) -> KinkSummary {
         let mut s = self.summary.clone();
-        s.units_crossed = self.flips.iter().filter(|&&f| f > 0).count();
-        s.units_over_100_flips = self.flips.iter().filter(|&&f| f > 100).count();
-        s.max_flips = self.flips.iter().copied().max().unwrap_or(0);
+        let (mut crossed, mut over_100, mut max) = (0, 0, 0);
+        for w in 0..self.layout.words() {
+            let mut m = self.counters.crossed(w);
+            crossed += m.count_ones() as usize;
+            while m != 0 {
+                let b = m.trailing_zeros();
+                m &= m - 1;
+                let f = self.counters.get(w, b).0;
+                over_100 += (f > 100) as usize;
+                max = max.max(f);
+            }
+        }
+        s.units_crossed = crossed;
+        s.units_over_100_flips = over_100;
+        s.max_flips = max;
         s
     }
 }
