@@ -144,6 +144,7 @@ pub fn build_report(dir: &Path) -> Result<ReportFiles> {
     let mut warnings = Vec::new();
     // Every run's tables, ablation by ablation.
     let mut tables: Vec<Vec<(Option<Table>, Option<Table>)>> = Vec::new();
+    let mut runs_without_ntk = 0;
     for ab in &index.ablations {
         let mut v = Vec::new();
         for r in &ab.runs {
@@ -163,14 +164,29 @@ pub fn build_report(dir: &Path) -> Result<ReportFiles> {
                 "the run's loss curve is left out",
                 &mut warnings,
             )?;
-            let n = read_optional(
-                &rd.join("ntk.csv"),
-                "the run's λ_min and bound curves are left out (NTK tracking off?)",
-                &mut warnings,
-            )?;
+            // A run that tracked no NTK (`reproduce --no-ntk`, `ntk.enabled = false`) has no
+            // ntk.csv by design: one note for all of them below, not a warning each.
+            let ntk_off = r.summary.ntk_initial.is_none() && r.summary.ntk_final.is_none();
+            let ntk_path = rd.join("ntk.csv");
+            let n = if ntk_off && !ntk_path.exists() {
+                runs_without_ntk += 1;
+                None
+            } else {
+                read_optional(
+                    &ntk_path,
+                    "the run's λ_min and bound curves are left out (NTK tracking off?)",
+                    &mut warnings,
+                )?
+            };
             v.push((m, n));
         }
         tables.push(v);
+    }
+    if runs_without_ntk > 0 {
+        warnings.push(format!(
+            "{runs_without_ntk} run(s) tracked no NTK (`reproduce --no-ntk` or ntk.enabled = false): \
+             their λ_min and bound curves are left out"
+        ));
     }
 
     let plots_dir = dir.join(PLOTS_DIR);

@@ -1,0 +1,86 @@
+//! `reproduce --no-ntk` on a tiny DNN sweep: the report is built with one note for the runs
+//! that tracked no NTK (not a warning per run), and `timing.json` accounts for runs packed one
+//! per core by their share of the machine.
+
+use gradflow::config::{DataConfig, Precision, Solver};
+use gradflow::experiment::{ablation, reproduce_ablations, ReproduceOptions, Scale};
+use std::path::PathBuf;
+
+fn tmp(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!(
+        "gradflow-reproduce-no-ntk-{tag}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn no_ntk_sweep_has_one_note_and_packed_runs_count_by_their_cores() {
+    let mut ab = ablation("dnn", Scale::Quick, 1).unwrap();
+    ab.runs.truncate(3);
+    for (r, w) in ab.runs.iter_mut().zip([2usize, 4, 8]) {
+        r.value = w;
+        r.label = format!("w={w}-seed0");
+        let c = &mut r.config;
+        c.data = DataConfig::Ball { n: 12, d: 3, m: 2 };
+        c.model.hidden = vec![w, w];
+        c.train.epochs = 300;
+        c.train.lr = 0.01;
+        c.ntk.enabled = false; // what `reproduce --no-ntk` sets before reproduce_ablations
+    }
+    ab.skip_epochs = 0;
+    let out = tmp("dnn");
+    let opts = ReproduceOptions {
+        scale: Scale::Quick,
+        only: vec!["dnn".into()],
+        seeds: 1,
+        out: out.clone(),
+        shard: None,
+        progress: false,
+        precision: Precision::F64,
+        solver: Solver::Gd,
+        ntk_every: None,
+        no_ntk: true,
+    };
+    let index = reproduce_ablations(&opts, vec![ab]).unwrap();
+    let runs = &index.ablations[0].runs;
+    assert_eq!(runs.len(), 3);
+    for r in runs {
+        assert!(r.summary.ntk_initial.is_none(), "{}: NTK was off", r.label);
+        assert!(!out.join(&r.dir).join("ntk.csv").exists());
+        // Tiny runs (6·n·p far below the packing threshold) ran one per core.
+        let t = r.summary.timing.as_ref().unwrap();
+        assert_eq!(t.cores, 1, "{}", r.label);
+    }
+    let files = gradflow::report::build_report(&out).unwrap();
+    assert_eq!(files.warnings.len(), 1, "{:?}", files.warnings);
+    assert!(
+        files.warnings[0].starts_with("3 run(s) tracked no NTK"),
+        "{:?}",
+        files.warnings
+    );
+    // timing.json: each packed run counts its seconds × 1 / (the machine's cores).
+    let timing: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("timing.json")).unwrap()).unwrap();
+    let cores = match faer::get_global_parallelism() {
+        faer::Par::Seq => 1,
+        faer::Par::Rayon(n) => n.get(),
+    } as f64;
+    let seconds: f64 = runs
+        .iter()
+        .map(|r| r.summary.timing.as_ref().unwrap().seconds_training)
+        .sum();
+    let machine = timing["machine_seconds_training"].as_f64().unwrap();
+    assert!(
+        (machine - seconds / cores).abs() <= 1e-9 * seconds.max(1.0),
+        "{machine} vs {seconds} / {cores}"
+    );
+    let ratio = timing["ratio_to_peak"].as_f64().unwrap();
+    let at_peak = timing["seconds_at_peak"].as_f64().unwrap();
+    assert!((ratio - machine / at_peak).abs() <= 1e-9 * ratio);
+}
