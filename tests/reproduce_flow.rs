@@ -4,6 +4,8 @@
 //! GD horizon lr·epochs, that the index and report are built from flow metrics, and that the loss
 //! figure leaves out the ablation's `skip_epochs` by time (t < skip·η), not by output index.
 
+mod common;
+
 use gradflow::config::{DataConfig, Solver};
 use gradflow::experiment::{
     ablation, as_flow, reproduce_ablations, ReproduceOptions, RunRecord, Scale,
@@ -14,16 +16,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn tmp(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!(
-        "gradflow-reproduce-flow-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir("reproduce-flow", tag)
 }
 
 #[test]

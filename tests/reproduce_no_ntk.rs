@@ -2,21 +2,14 @@
 //! that tracked no NTK (not a warning per run), and `timing.json` accounts for runs packed one
 //! per core by their share of the machine.
 
+mod common;
+
 use gradflow::config::{DataConfig, Precision, Solver};
 use gradflow::experiment::{ablation, reproduce_ablations, ReproduceOptions, Scale};
 use std::path::PathBuf;
 
 fn tmp(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!(
-        "gradflow-reproduce-no-ntk-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir("reproduce-no-ntk", tag)
 }
 
 #[test]

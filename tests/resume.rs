@@ -3,6 +3,8 @@
 //! real SIGINT); a run killed with SIGKILL at random moments never leaves a directory at `--out`
 //! that looks finished.
 
+mod common;
+
 use gradflow::config::Config;
 use gradflow::error::Error;
 use gradflow::run::{self, RunOptions, Status};
@@ -11,16 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn tmp(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!(
-        "gradflow-resume-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir("resume", tag)
 }
 
 const CONFIG: &str = r#"

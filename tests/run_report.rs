@@ -4,6 +4,8 @@
 //! without `ntk.csv` still reported with a note, and a clear error for a directory that is neither
 //! a run nor a reproduction. Tiny runs (n = 10), well under a second each.
 
+mod common;
+
 use gradflow::config::Config;
 use gradflow::report::build_report;
 use gradflow::run::{self, RunOptions};
@@ -11,16 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn tmp(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!(
-        "gradflow-run-report-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir("run-report", tag)
 }
 
 const GD: &str = r#"

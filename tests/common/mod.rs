@@ -1,5 +1,6 @@
-//! Shared helpers for the integration tests: a deterministic RNG, random batches, and the generic
-//! finite-difference checker of the `Layer` contract (forward / vjp / jvp).
+//! Shared helpers for the integration tests: a deterministic RNG, random batches, fresh temporary
+//! directories, and the generic finite-difference checker of the `Layer` contract (forward / vjp
+//! / jvp).
 //!
 //! Everything here is an *independent* computation: finite differences of `forward`, plain loops
 //! for inner products — never the library's own derivative code.
@@ -18,6 +19,21 @@ pub const KINK_MARGIN: f64 = 1e-3;
 pub const FD_REL: f64 = 1e-6;
 /// Absolute floor of finite-difference comparisons, relative to the scale of the function.
 pub const FD_ABS: f64 = 1e-7;
+
+/// A new empty directory under the system's temp dir, unique to this process and moment:
+/// `gradflow-<suite>-<tag>-<pid>-<nanos>`.
+pub fn fresh_dir(suite: &str, tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!(
+        "gradflow-{suite}-{tag}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
 
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
