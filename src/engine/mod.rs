@@ -296,9 +296,12 @@ impl<T: Real> Engine<T> {
         if plan.stages[0].prop == Prop::Before {
             // Â X is fixed for the whole run.
             let mut ax = vec![T::default(); xs.len()];
+            // All of X as the first part's source (the others empty): one gather over all rows.
+            let src: [&[T]; kernels::PARTS] =
+                std::array::from_fn(|k| if k == 0 { &xs[..] } else { &[][..] });
             a.as_ref()
                 .unwrap()
-                .propagate([&xs, &[], &[], &[]], n, &mut ax, x.features(), 0);
+                .propagate(src, n, &mut ax, x.features(), 0);
             xs = ax;
         }
         let ys: Vec<T> = convert(y.as_slice());
