@@ -84,6 +84,15 @@ impl BitLayout {
             words[w] &= !(1 << b);
         }
     }
+    /// Zeroes the bits past each segment's last entry.
+    pub fn clear_padding(&self, words: &mut [u64]) {
+        for (s, &len) in self.lens.iter().enumerate() {
+            let (end, used) = (self.seg_word[s + 1], len % 64);
+            if used != 0 {
+                words[end - 1] &= (1u64 << used) - 1;
+            }
+        }
+    }
     /// Entry index of bit `b` of word `w`.
     pub fn entry(&self, w: usize, b: u32) -> usize {
         self.word_base[w] + b as usize
@@ -144,7 +153,7 @@ pub(super) fn apply_flips(
                 let base = layout.word_base[w];
                 let runs = &mut t.runs;
                 let longest = sliced::step_word(pw, hw, f, l, |b, run| {
-                    runs.push((base + b as usize, steps - run, steps));
+                    runs.push((base + b as usize, steps.saturating_sub(run), steps));
                 });
                 t.longest = t.longest.max(longest);
                 *lw = f;

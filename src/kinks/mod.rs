@@ -118,7 +118,9 @@ impl From<TrackerWire> for KinkTracker {
             flipped_last,
             counters,
             summary: w.summary,
-            steps: w.steps,
+            // States written before `steps` existed read 0: a streak cannot be longer than
+            // the steps seen, so the run starts it reports stay ≥ 0.
+            steps: w.steps.max(w.streak.iter().copied().max().unwrap_or(0)),
             chatter_runs: w.chatter_runs,
             scratch: Vec::new(),
             scratch_bits: Vec::new(),
@@ -213,7 +215,7 @@ impl KinkTracker {
         segments: &[usize],
         fill: impl FnOnce(&BitLayout, &mut [u64]),
     ) -> KinkStep {
-        if self.layout.segment_lens() != segments {
+        if self.layout.segment_lens() != segments || !matches!(self.pieces, Pieces::Bits(_)) {
             let layout = BitLayout::new(segments);
             let converted = match &self.pieces {
                 _ if self.layout.entries() != layout.entries() => None,
@@ -246,6 +248,8 @@ impl KinkTracker {
         cur.clear();
         cur.resize(self.layout.words(), 0);
         fill(&self.layout, &mut cur);
+        // Unused high bits of each segment's last word must not count as flips.
+        self.layout.clear_padding(&mut cur);
         let step = match std::mem::take(&mut self.pieces) {
             Pieces::Bits(old) if old.len() == cur.len() => {
                 let step = self.apply(&|w| cur[w] ^ old[w]);
@@ -325,7 +329,11 @@ impl KinkTracker {
                 let b = m.trailing_zeros();
                 m &= m - 1;
                 let run = self.counters.get(w, b).1;
-                out.push((self.layout.entry(w, b), self.steps - run, self.steps));
+                out.push((
+                    self.layout.entry(w, b),
+                    self.steps.saturating_sub(run),
+                    self.steps,
+                ));
             }
         }
         out

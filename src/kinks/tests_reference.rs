@@ -115,11 +115,16 @@ enum Route {
     /// Bits, paused (serialised and read back) after step 5, the rest as u16 pieces until step
     /// 8, then bits again.
     Mixed,
+    /// As Mixed, with all entries in one segment (the u16 pieces' own layout).
+    MixedOneSegment,
 }
 
 fn run(route: Route) {
     use rand::RngExt;
-    let segs = segments();
+    let segs = match route {
+        Route::MixedOneSegment => vec![segments().iter().sum()],
+        _ => segments(),
+    };
     let n: usize = segs.iter().sum();
     let mut rng = crate::rng::stream(5, crate::rng::Stream::Init);
     let mut tracker = KinkTracker::new();
@@ -134,14 +139,15 @@ fn run(route: Route) {
                 *c = 1 - *c;
             }
         }
-        if route == Route::Mixed && step == 6 {
+        let mixed = matches!(route, Route::Mixed | Route::MixedOneSegment);
+        if mixed && step == 6 {
             let json = serde_json::to_string(&tracker).unwrap();
             tracker = serde_json::from_str(&json).unwrap();
         }
         let bits = match route {
             Route::Pieces => false,
             Route::Bits => true,
-            Route::Mixed => !(6..8).contains(&step),
+            Route::Mixed | Route::MixedOneSegment => !(6..8).contains(&step),
         };
         let got = if bits {
             tracker.observe_bits(&segs, |layout, words| fill_bits(layout, words, &cur))
@@ -170,6 +176,40 @@ fn bit_words_in_segments_match_the_reference() {
 #[test]
 fn pause_and_representation_changes_keep_the_state() {
     run(Route::Mixed);
+}
+
+#[test]
+fn representation_changes_in_one_segment_keep_the_state() {
+    run(Route::MixedOneSegment);
+}
+
+/// Stray bits past a segment's end (a careless `fill`) are not flips.
+#[test]
+fn padding_bits_are_ignored() {
+    let segs = [3, 70];
+    let mut tr = KinkTracker::new();
+    for step in 0..4u64 {
+        // Words: segment 0 = [0] (3 entries), segment 1 = [1, 2] (64 + 6 entries). Entry 0
+        // flips every step; the padding bits (3.. of word 0, 6.. of word 2) flip too.
+        let garbage = if step % 2 == 0 { 0 } else { u64::MAX };
+        let got = tr.observe_bits(&segs, |_, words| {
+            words[0] = (garbage << 3) | (step & 1);
+            words[1] = 0;
+            words[2] = garbage << 6;
+        });
+        assert_eq!(got.crossings, (step > 0) as usize, "step {step}");
+    }
+    assert_eq!(tr.summary().units_crossed, 1);
+}
+
+/// A state saved before `steps` was recorded (steps = 0) with a streak under way.
+#[test]
+fn old_states_without_steps_report_runs_from_step_zero() {
+    let json = r#"{"pieces":[1,0],"flipped_last":[true,false],"flips":[4,0],"streak":[4,0],
+        "summary":{"tracked":2,"total_crossings":4,"units_crossed":1,"units_over_100_flips":0,
+        "max_flips":4,"longest_chatter":4,"steps_with_chattering":3}}"#;
+    let tr: KinkTracker = serde_json::from_str(json).unwrap();
+    assert_eq!(tr.chatter_runs(), vec![(0, 0, 4)]);
 }
 
 #[test]
