@@ -1,6 +1,6 @@
 //! `reproduce --no-ntk` on a tiny DNN sweep: the report is built with one note for the runs
 //! that tracked no NTK (not a warning per run), and `timing.json` accounts for runs packed one
-//! per core by their share of the machine.
+//! per core by at least their share of the machine.
 
 mod common;
 
@@ -69,9 +69,12 @@ fn no_ntk_sweep_has_one_note_and_packed_runs_count_by_their_cores() {
         .map(|r| r.summary.timing.as_ref().unwrap().seconds_training)
         .sum();
     let machine = timing["machine_seconds_training"].as_f64().unwrap();
+    let wall = timing["wall_seconds"].as_f64().unwrap();
+    // At least the runs' shares of the machine; at most the invocation's wall clock (the
+    // packed phase's wall clock, scaled by the share of the runs' time spent training).
     assert!(
-        (machine - seconds / cores).abs() <= 1e-9 * seconds.max(1.0),
-        "{machine} vs {seconds} / {cores}"
+        machine >= seconds / cores * (1.0 - 1e-12) && machine <= wall,
+        "{machine} vs {seconds} / {cores}, wall {wall}"
     );
     let ratio = timing["ratio_to_peak"].as_f64().unwrap();
     let at_peak = timing["seconds_at_peak"].as_f64().unwrap();

@@ -296,10 +296,13 @@ pub fn reproduce_ablations(
             .is_ok_and(|p| 6.0 * (p.data.n() * p.model.p()) as f64 <= PACK_WORK_PER_EPOCH)
     };
     let (par_jobs, seq_jobs): (Vec<_>, Vec<_>) = jobs.iter().partition(|(_, s)| small(s));
+    let mut packed_wall = 0.0;
     if !par_jobs.is_empty() {
         let old = faer::get_global_parallelism();
         faer::set_global_parallelism(faer::Par::Seq);
+        let clock = std::time::Instant::now();
         par_jobs.par_iter().for_each(do_one);
+        packed_wall = clock.elapsed().as_secs_f64();
         faer::set_global_parallelism(old);
     }
     seq_jobs.iter().for_each(&do_one);
@@ -339,6 +342,7 @@ pub fn reproduce_ablations(
             faer::Par::Rayon(n) => n.get(),
         },
         wall_seconds,
+        packed_wall,
     );
     let index = ReproduceIndex {
         timing: Some(timing),

@@ -60,9 +60,11 @@ pub struct ReproduceTiming {
     pub training_work_flop: f64,
     /// Σ of the runs' training seconds.
     pub seconds_training: f64,
-    /// Σ of the runs' training seconds × (cores the run had ÷ the machine's cores): the time
-    /// the whole machine spent, when small runs were packed one per core (their seconds
-    /// overlap). Equal to `seconds_training` when no run was packed.
+    /// The time the whole machine spent training: runs on all cores count their seconds; runs
+    /// packed one per core count the larger of Σ seconds × (their cores ÷ the machine's) and
+    /// the packed phase's wall clock × the share of their time that was training (so a core
+    /// left idle at the end of the packed phase is charged). Equal to `seconds_training` when
+    /// no run was packed.
     #[serde(default)]
     pub machine_seconds_training: f64,
     /// training_work_flop ÷ peak: the training time at the peak rate.
@@ -77,13 +79,15 @@ pub struct ReproduceTiming {
 }
 
 impl ReproduceTiming {
-    /// Totals over `summaries`, on a machine of `cores` cores (the peak's).
+    /// Totals over `summaries`, on a machine of `cores` cores (the peak's); `packed_wall` is the
+    /// wall-clock seconds of this invocation's packed phase (0 if none ran).
     pub fn of<'a>(
         summaries: impl Iterator<Item = &'a RunSummary>,
         peak_gflops: f64,
         precision: Precision,
         cores: usize,
         wall_seconds: f64,
+        packed_wall: f64,
     ) -> Self {
         let mut t = Self {
             peak_gflops,
@@ -101,17 +105,26 @@ impl ReproduceTiming {
         let counted = summaries
             .filter_map(|s| s.timing.as_ref())
             .filter(|s| s.precision == precision.name());
+        let cores = cores.max(1);
+        // Packed runs: Σ share-weighted training seconds, Σ training and Σ all their seconds.
+        let (mut packed_share, mut packed_train, mut packed_total) = (0.0, 0.0, 0.0);
         for s in counted {
             t.runs += 1;
             t.training_work_flop += s.training_work_flop;
             t.seconds_training += s.seconds_training;
-            let share = match s.cores {
-                0 => 1.0,
-                c => c.min(cores.max(1)) as f64 / cores.max(1) as f64,
-            };
-            t.machine_seconds_training += s.seconds_training * share;
+            if s.cores == 0 || s.cores >= cores {
+                t.machine_seconds_training += s.seconds_training;
+            } else {
+                packed_share += s.seconds_training * s.cores as f64 / cores as f64;
+                packed_train += s.seconds_training;
+                packed_total += s.seconds_training + s.seconds_ntk + s.seconds_kernel_view;
+            }
             t.seconds_ntk += s.seconds_ntk;
             t.ntk_checkpoints += s.ntk_checkpoints;
+        }
+        if packed_total > 0.0 {
+            let by_wall = packed_wall * packed_train / packed_total;
+            t.machine_seconds_training += packed_share.max(by_wall);
         }
         t.seconds_at_peak = t.training_work_flop / (peak_gflops * 1e9);
         if t.seconds_at_peak > 0.0 {
@@ -189,7 +202,7 @@ mod tests {
             timed("f64", 9.0, 9.0, 9, 9e11), // another precision: not counted
             summary(10, 20, 0.0, 1, 6, 0.5), // no timing record
         ];
-        let t = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5);
+        let t = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 0.0);
         assert_eq!(t.runs, 2);
         assert_eq!(t.training_work_flop, 8e11);
         assert_eq!(t.seconds_training, 6.0);
@@ -205,7 +218,7 @@ mod tests {
             timed("f32", 2.0, 1.0, 3, 3e11),
             timed_on("f32", 4.0, 0.5, 2, 5e11, 1),
         ];
-        let packed = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5);
+        let packed = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 0.0);
         assert_eq!(packed.seconds_training, 6.0);
         assert_eq!(packed.machine_seconds_training, 4.0);
         assert!((packed.ratio_to_peak.unwrap() - 1.0).abs() < 1e-12);
@@ -214,6 +227,14 @@ mod tests {
             "{}",
             packed.line()
         );
+        // The packed phase took 3 s of wall clock (a core idle part of it) and the packed run
+        // spent 4.5 s (4 training + 0.5 NTK): it is charged 3 × 4 / 4.5 s instead of 2.
+        let walled = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 3.0);
+        assert!((walled.machine_seconds_training - (2.0 + 3.0 * 4.0 / 4.5)).abs() < 1e-12);
+        // A wall clock shorter than the share (runs read back from an earlier invocation):
+        // the share stands.
+        let short = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 1.0);
+        assert_eq!(short.machine_seconds_training, 4.0);
     }
 
     #[test]
