@@ -20,25 +20,10 @@ use gradflow::ntk::{self, NtkOptions};
 use gradflow::presets;
 use std::time::Instant;
 
-/// GFLOP/s of an f64 square matrix product of size `n` (best of 3).
+/// GFLOP/s of an f64 square matrix product of size `n` (best of 3; the peak `reproduce`
+/// reports too).
 fn matmul_peak(n: usize) -> f64 {
-    let a = Mat::<f64>::from_fn(n, n, |i, j| ((i * 7 + j * 3) % 11) as f64 - 5.0);
-    let b = Mat::<f64>::from_fn(n, n, |i, j| ((i * 5 + j * 2) % 13) as f64 - 6.0);
-    let mut c = Mat::<f64>::zeros(n, n);
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let t = Instant::now();
-        matmul(
-            c.as_mut(),
-            Accum::Replace,
-            a.as_ref(),
-            b.as_ref(),
-            1.0,
-            gradflow::batch::par(),
-        );
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    2.0 * (n as f64).powi(3) / best / 1e9
+    gradflow::experiment::timing::matmul_peak_gflops(gradflow::config::Precision::F64, n)
 }
 
 fn peak_rss_mb() -> f64 {

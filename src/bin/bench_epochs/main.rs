@@ -16,7 +16,7 @@
 //! `--only dnn|resnet|gcn`).
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat};
+use faer::Accum;
 use gradflow::activation::Activation;
 use gradflow::data::Dataset;
 use gradflow::engine::{convert, engine_for, Engine, Real, PHASES};
@@ -70,29 +70,14 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
-/// GFLOP/s of the best of 3 n×n products in precision T.
+/// GFLOP/s of the best of 3 n×n products in precision T (the peak `reproduce` reports too).
 fn peak<T: Real>(n: usize) -> f64 {
-    let a = Mat::<T>::from_fn(n, n, |i, j| {
-        T::from_f64(((i * 7 + j * 3) % 11) as f64 - 5.0)
-    });
-    let b = Mat::<T>::from_fn(n, n, |i, j| {
-        T::from_f64(((i * 5 + j * 2) % 13) as f64 - 6.0)
-    });
-    let mut c = Mat::<T>::zeros(n, n);
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let t = Instant::now();
-        matmul(
-            c.as_mut(),
-            Accum::Replace,
-            a.as_ref(),
-            b.as_ref(),
-            T::one(),
-            gradflow::batch::par(),
-        );
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    2.0 * (n as f64).powi(3) / best / 1e9
+    let precision = if T::NAME == "f32" {
+        Precision::F32
+    } else {
+        Precision::F64
+    };
+    gradflow::experiment::timing::matmul_peak_gflops(precision, n)
 }
 
 /// Single-threaded faer rates (GFLOP/s, best of 7) on the engine's per-part product shapes (a
