@@ -1,4 +1,5 @@
-//! The engine's element-wise and sparse passes over (features × n) column-major buffers:
+//! The engine's element-wise and sparse passes over (features × n) buffers — column-major here,
+//! sample-major in `rows.rs` (the kernels taking `sm` dispatch to it):
 //! fused bias + activation (+ residual skip) forward, fused activation backward with bias and
 //! PReLU-slope cotangents, the loss and its cotangent, and graph propagation with Â stored in
 //! compressed rows (its transpose stored too, so both directions are gathers).
@@ -10,7 +11,7 @@
 //! the thread count. No kernel allocates; the element-wise ones run compiled for AVX-512 when
 //! the CPU has it.
 
-use super::Real;
+use super::{rows, Real};
 use crate::activation::Activation;
 use crate::graph::SparseMatrix;
 
@@ -116,7 +117,9 @@ pub fn both<A: Send, B: Send>(
 }
 
 wide! {
-/// z += b (per feature) and h = σ(z) (+ skip), for z, h, skip of `out` features × n.
+/// z += b (per feature) and h = σ(z) (+ skip), for z, h, skip of `out` features × n, stored
+/// feature-major or (`sm`) sample-major.
+#[allow(clippy::too_many_arguments)]
 pub fn bias_act_forward<T: Real>(
     act: &ActKind,
     slope: T,
@@ -125,12 +128,13 @@ pub fn bias_act_forward<T: Real>(
     h: &mut [T],
     skip: Option<&[T]>,
     out: usize,
+    sm: bool,
 ) {
     let zero = T::default();
     match act {
         ActKind::Leaky(a) => {
             let a = T::from_f64(*a);
-            fwd(
+            fwd_any(sm,
                 b,
                 z,
                 h,
@@ -139,7 +143,7 @@ pub fn bias_act_forward<T: Real>(
                 move |v| if v > zero { v } else { a * v },
             )
         }
-        ActKind::Prelu => fwd(
+        ActKind::Prelu => fwd_any(sm,
             b,
             z,
             h,
@@ -153,15 +157,32 @@ pub fn bias_act_forward<T: Real>(
                 }
             },
         ),
-        ActKind::Relu => fwd(b, z, h, skip, out, move |v| if v > zero { v } else { zero }),
+        ActKind::Relu => fwd_any(sm, b, z, h, skip, out, move |v| if v > zero { v } else { zero }),
         ActKind::General(f) => {
             let s = slope.to_f64();
-            fwd(b, z, h, skip, out, move |v| {
+            fwd_any(sm, b, z, h, skip, out, move |v| {
                 T::from_f64(f.value(v.to_f64(), s))
             })
         }
     }
 }
+}
+
+#[inline(always)]
+fn fwd_any<T: Real>(
+    sm: bool,
+    b: &[T],
+    z: &mut [T],
+    h: &mut [T],
+    skip: Option<&[T]>,
+    out: usize,
+    sigma: impl Fn(T) -> T,
+) {
+    if sm {
+        rows::fwd_rows(b, z, h, skip, out, sigma)
+    } else {
+        fwd(b, z, h, skip, out, sigma)
+    }
 }
 
 #[inline(always)]
@@ -197,8 +218,11 @@ fn fwd<T: Real>(
 }
 
 wide! {
-/// z += b per feature (the output stage).
-pub fn add_bias<T: Real>(z: &mut [T], b: &[T], out: usize) {
+/// z += b per feature (the output stage), z feature-major or (`sm`) sample-major.
+pub fn add_bias<T: Real>(z: &mut [T], b: &[T], out: usize, sm: bool) {
+    if sm {
+        return rows::add_bias_rows(z, b, out);
+    }
     for col in z.chunks_exact_mut(out) {
         for (v, &bv) in col.iter_mut().zip(b) {
             *v += bv;
@@ -223,9 +247,13 @@ pub fn loss_cotangent<T: Real>(u: &[T], y: &[T], cot: &mut [T], c: f64) -> f64 {
 }
 
 wide! {
-/// gb = Σ over columns of g (`out` features × cols), through partial sums over chunks of
-/// `cpc` columns.
-pub fn row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: &mut [T], gb: &mut [T]) {
+/// gb = Σ over columns of g (`out` features × cols, feature-major or (`sm`) sample-major),
+/// through partial sums over chunks of `cpc` columns.
+pub fn row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: &mut [T], gb: &mut [T], sm: bool) {
+    if sm {
+        let nch = rows::chunk_row_sums(g, out, cpc, partial);
+        return combine(&partial[..nch * out], out, nch, gb, None);
+    }
     let cs = cpc * out;
     let nch = g.len().div_ceil(cs);
     let partial = &mut partial[..nch * out];
@@ -259,7 +287,7 @@ pub fn combine<T: Real>(partial: &[T], w: usize, nch: usize, gb: &mut [T], mut g
 }
 
 wide! {
-/// zb = hb ⊙ σ'(z) over the given columns; partial row k (out + 1 wide) of `partial` receives
+/// zb = hb ⊙ σ'(z) over the given columns (feature-major or, `sm`, sample-major); partial row k (out + 1 wide) of `partial` receives
 /// chunk k's Σ_columns zb and, for PReLU, Σ hb ⊙ min(z, 0) (∂σ/∂a) in its last entry.
 #[allow(clippy::too_many_arguments)]
 pub fn act_backward<T: Real>(
@@ -271,20 +299,21 @@ pub fn act_backward<T: Real>(
     out: usize,
     cols_per_chunk: usize,
     partial: &mut [T],
+    sm: bool,
 ) {
     let zero = T::default();
     let one = T::one();
-    let args = (z, hb, zb, out, cols_per_chunk, partial);
+    let args = (z, hb, zb, out, cols_per_chunk, partial, sm);
     match act {
         ActKind::Leaky(a) => {
             let a = T::from_f64(*a);
-            bwd(args, move |v| if v > zero { one } else { a }, false)
+            bwd_any(args, move |v| if v > zero { one } else { a }, false)
         }
-        ActKind::Prelu => bwd(args, move |v| if v > zero { one } else { slope }, true),
-        ActKind::Relu => bwd(args, move |v| if v > zero { one } else { zero }, false),
+        ActKind::Prelu => bwd_any(args, move |v| if v > zero { one } else { slope }, true),
+        ActKind::Relu => bwd_any(args, move |v| if v > zero { one } else { zero }, false),
         ActKind::General(f) => {
             let s = slope.to_f64();
-            bwd(
+            bwd_any(
                 args,
                 move |v| T::from_f64(f.derivative(v.to_f64(), s)),
                 false,
@@ -294,11 +323,38 @@ pub fn act_backward<T: Real>(
 }
 }
 
-type BwdArgs<'a, T> = (&'a [T], &'a [T], &'a mut [T], usize, usize, &'a mut [T]);
+type BwdArgs<'a, T> = (
+    &'a [T],
+    &'a [T],
+    &'a mut [T],
+    usize,
+    usize,
+    &'a mut [T],
+    bool,
+);
 
 #[inline(always)]
-fn bwd<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) {
-    let (z, hb, zb, out, cpc, partial) = args;
+fn bwd_any<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) {
+    let (z, hb, zb, out, cpc, partial, sm) = args;
+    if sm {
+        rows::bwd_rows(z, hb, zb, out, cpc, partial, dsigma, prelu)
+    } else {
+        bwd(z, hb, zb, out, cpc, partial, dsigma, prelu)
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn bwd<T: Real>(
+    z: &[T],
+    hb: &[T],
+    zb: &mut [T],
+    out: usize,
+    cpc: usize,
+    partial: &mut [T],
+    dsigma: impl Fn(T) -> T,
+    prelu: bool,
+) {
     let zero = T::default();
     let cs = cpc * out;
     for (k, ((zz, hh), zc)) in z
@@ -335,8 +391,13 @@ fn bwd<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) {
 }
 
 /// The piece of σ each value sits in (index among the kink points), written to `out`
-/// (`out.len() == z.len()`).
-pub fn pieces_into<T: Real>(z: &[T], kinks: &[f64], out: &mut [u16]) {
+/// (`out.len() == z.len()`) in the feature-major entry order; z of `feats` features is stored
+/// feature-major or (`sm`) sample-major.
+pub fn pieces_into<T: Real>(z: &[T], kinks: &[f64], out: &mut [u16], feats: usize, sm: bool) {
+    if sm {
+        let piece = |v: T| kinks.partition_point(|&b| b < v.to_f64()) as u16;
+        return rows::pieces_rows(z, feats, out, piece);
+    }
     if kinks == [0.0] {
         let zero = T::default();
         for (o, &v) in out.iter_mut().zip(z) {
@@ -351,13 +412,16 @@ pub fn pieces_into<T: Real>(z: &[T], kinks: &[f64], out: &mut [u16]) {
 
 wide! {
 /// For σ with one kink point at `kink`: bit i of `words` set ⇔ z_i > kink (the piece index
-/// `pieces_into` would give), 64 entries a word; unused high bits of the last word are 0.
-pub fn piece_bits_into<T: Real>(z: &[T], kink: f64, words: &mut [u64]) {
+/// `pieces_into` would give), 64 entries a word, in the feature-major entry order (z of `feats`
+/// features stored feature-major or, `sm`, sample-major); unused high bits of the last word
+/// are 0.
+pub fn piece_bits_into<T: Real>(z: &[T], kink: f64, words: &mut [u64], feats: usize, sm: bool) {
     let exact = T::from_f64(kink);
-    if exact.to_f64() == kink {
-        pack_bits(z, words, move |v| v > exact)
-    } else {
-        pack_bits(z, words, move |v| v.to_f64() > kink)
+    match (exact.to_f64() == kink, sm) {
+        (true, false) => pack_bits(z, words, move |v| v > exact),
+        (false, false) => pack_bits(z, words, move |v| v.to_f64() > kink),
+        (true, true) => rows::pack_bits_rows(z, feats, words, move |v| v > exact),
+        (false, true) => rows::pack_bits_rows(z, feats, words, move |v| v.to_f64() > kink),
     }
 }
 }

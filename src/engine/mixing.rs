@@ -39,6 +39,7 @@ impl<T: Real> Engine<T> {
             cpc: kernels::chunk_cols(self.n),
             on: clock.on,
             record_kink: self.recorded_kink(),
+            sm: self.layout == super::Layout::Samples,
         };
         forward_all(&cx, &mut self.parts, self.a.as_ref(), None, &mut clock);
         self.charge(&clock);
@@ -75,6 +76,7 @@ impl<T: Real> Engine<T> {
             cpc: kernels::chunk_cols(self.n),
             on: clock.on,
             record_kink: self.recorded_kink(),
+            sm: self.layout == super::Layout::Samples,
         };
         forward_all(
             &cx,
@@ -122,7 +124,15 @@ fn forward_all<T: Real>(
                     let mut c = Clock::new(on);
                     a.propagate(src, pw, &mut part.p[s], inp, part.c0);
                     c.lap(2);
-                    mm(&mut part.z[s], w, &part.p[s], out, inp, Accum::Replace);
+                    mm(
+                        &mut part.z[s],
+                        w,
+                        &part.p[s],
+                        out,
+                        inp,
+                        Accum::Replace,
+                        false,
+                    );
                     c.lap(0);
                     let bits = part.bits.get_mut(s);
                     tail(cx, st, &mut part.z[s], part.h.get_mut(s), &part.p[s], bits);

@@ -24,6 +24,11 @@
 //! run one after another. The parts and the chunks of partial sums never depend on the thread
 //! count, so results are bitwise the same either way (tested).
 //!
+//! Buffers are features × samples in one of two [`Layout`]s: DNN and ResNet store them
+//! sample-major (faer then tiles the 250 samples of a part, not a 100-wide layer's features),
+//! the GCN feature-major (its propagation gathers whole samples). The kink tracker sees the
+//! pieces in the general path's order either way.
+//!
 //! GCN: Â is symmetric-normalised and fixed, and the inputs X are fixed, so ÂX is computed once.
 //! Later stages propagate whichever side of the dense layer is narrower: W(ÂH) when in ≤ out,
 //! Â(WH) otherwise — the same function, different rounding.
@@ -36,6 +41,7 @@ mod kernels;
 mod mixing;
 mod passes;
 mod plan;
+mod rows;
 #[cfg(test)]
 mod tests;
 
@@ -104,9 +110,34 @@ pub fn convert<T: Real>(src: &[f64]) -> Vec<T> {
     src.iter().map(|&v| T::from_f64(v)).collect()
 }
 
+/// How a part stores its (features × samples) activations, inputs and targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Column-major: one sample's features contiguous. Graph propagation gathers whole
+    /// samples, so plans that propagate (GCN) use this.
+    Features,
+    /// Row-major: one feature's samples contiguous. faer tiles the samples (250 a part) in the
+    /// forward and input-cotangent products instead of the features, which wastes less of its
+    /// tiles when a width is just above a multiple of them (ResNet's 100 = 96 + 4 in f32) or
+    /// small (DNN [50, 50]).
+    Samples,
+}
+
+impl Layout {
+    /// Samples for plans that never mix samples, Features otherwise.
+    pub fn preferred(plan: &Plan) -> Self {
+        if plan.stages.iter().all(|s| s.prop == Prop::None) {
+            Self::Samples
+        } else {
+            Self::Features
+        }
+    }
+}
+
 /// A compiled network with all its buffers, for one data set (inputs, targets, loss).
 pub struct Engine<T: Real> {
     plan: Plan,
+    layout: Layout,
     act: ActKind,
     n: usize,
     loss: LossKind,
@@ -124,8 +155,8 @@ pub struct Engine<T: Real> {
     profile: Option<[f64; PHASES.len()]>,
 }
 
-/// The buffers of one column part (samples `c0..c0 + cols`), all column-major (features ×
-/// cols). The parts share nothing mutable, so each can run on any thread; only graph
+/// The buffers of one column part (samples `c0..c0 + cols`), each features × cols in the
+/// engine's [`Layout`] (the bits in the feature-major entry order either way). The parts share nothing mutable, so each can run on any thread; only graph
 /// propagation reads the other parts' buffers.
 pub(crate) struct Part<T> {
     c0: usize,
@@ -160,8 +191,18 @@ pub(crate) struct Part<T> {
 }
 
 impl<T: Real> Part<T> {
-    fn new(plan: &Plan, x: &[T], y: &[T], c0: usize, cols: usize, cpc: usize) -> Self {
+    fn new(plan: &Plan, x: &[T], y: &[T], c0: usize, cols: usize, cpc: usize, sm: bool) -> Self {
         let (d, m) = (plan.in_dim(), plan.out_dim());
+        // This part's columns of a feature-major (w × n) array, in the engine's layout.
+        let own = |a: &[T], w: usize| -> Vec<T> {
+            let block = &a[c0 * w..(c0 + cols) * w];
+            if !sm {
+                return block.to_vec();
+            }
+            (0..w * cols)
+                .map(|i| block[(i % cols) * w + i / cols])
+                .collect()
+        };
         let last = plan.stages.len() - 1;
         let wmax = plan
             .stages
@@ -173,8 +214,8 @@ impl<T: Real> Part<T> {
         Self {
             c0,
             cols,
-            x: x[c0 * d..(c0 + cols) * d].to_vec(),
-            y: y[c0 * m..(c0 + cols) * m].to_vec(),
+            x: own(x, d),
+            y: own(y, m),
             z: plan.stages.iter().map(|s| buf(s.out)).collect(),
             h: plan.stages[..last].iter().map(|s| buf(s.out)).collect(),
             bits: plan.stages[..last]
@@ -266,8 +307,8 @@ impl Clock {
 }
 
 impl<T: Real> Engine<T> {
-    /// Builds the engine for `plan` on inputs `x` (d × n) and targets `y` (m × n). `a_hat` is
-    /// required when the plan propagates (GCN).
+    /// Builds the engine for `plan` on inputs `x` (d × n) and targets `y` (m × n), in the
+    /// plan's preferred [`Layout`]. `a_hat` is required when the plan propagates (GCN).
     pub fn new(
         plan: Plan,
         activation: &Activation,
@@ -276,6 +317,25 @@ impl<T: Real> Engine<T> {
         loss: LossKind,
         a_hat: Option<&SparseMatrix>,
     ) -> Self {
+        let layout = Layout::preferred(&plan);
+        Self::with_layout(plan, activation, x, y, loss, a_hat, layout)
+    }
+
+    /// [`Self::new`] in a given layout (Samples only for plans that never mix samples).
+    pub fn with_layout(
+        plan: Plan,
+        activation: &Activation,
+        x: &Batch,
+        y: &Batch,
+        loss: LossKind,
+        a_hat: Option<&SparseMatrix>,
+        layout: Layout,
+    ) -> Self {
+        assert!(
+            layout == Layout::Features || Layout::preferred(&plan) == Layout::Samples,
+            "engine: graph propagation needs the feature-major layout"
+        );
+        let sm = layout == Layout::Samples;
         let n = x.n();
         assert_eq!(x.features(), plan.in_dim(), "engine: input width");
         assert_eq!(y.features(), plan.out_dim(), "engine: output width");
@@ -308,7 +368,7 @@ impl<T: Real> Engine<T> {
         let cpc = kernels::chunk_cols(n);
         let parts = std::array::from_fn(|k| {
             let (c0, c1) = kernels::part_cols(n, k);
-            Part::new(&plan, &xs, &ys, c0, c1 - c0, cpc)
+            Part::new(&plan, &xs, &ys, c0, c1 - c0, cpc, sm)
         });
         Self {
             act: ActKind::new(activation),
@@ -322,6 +382,7 @@ impl<T: Real> Engine<T> {
             parts,
             profile: None,
             plan,
+            layout,
         }
     }
 
@@ -344,6 +405,9 @@ impl<T: Real> Engine<T> {
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
     pub fn p(&self) -> usize {
         self.plan.num_params()
     }
@@ -355,9 +419,11 @@ impl<T: Real> Engine<T> {
     /// The network's outputs u (m × n) after [`Self::forward`] (and after
     /// [`Self::loss_and_grad`], which leaves them in place).
     pub fn outputs(&self) -> impl Iterator<Item = T> + '_ {
-        self.parts
-            .iter()
-            .flat_map(|part| part.z.last().unwrap().iter().copied())
+        let (m, sm) = (self.plan.out_dim(), self.layout == Layout::Samples);
+        self.parts.iter().flat_map(move |part| {
+            let (u, cols) = (part.z.last().unwrap(), part.cols);
+            (0..m * cols).map(move |e| if sm { u[e % m * cols + e / m] } else { u[e] })
+        })
     }
 
     /// The piece of σ every pre-activation sits in, in the order of the general path's
@@ -376,12 +442,13 @@ impl<T: Real> Engine<T> {
         for s in 0..ns - 1 {
             for part in &self.parts {
                 let (head, tail) = rest.split_at_mut(part.z[s].len());
-                jobs.push((&part.z[s][..], head));
+                jobs.push((&part.z[s][..], head, self.plan.stages[s].out));
                 rest = tail;
             }
         }
+        let sm = self.layout == Layout::Samples;
         jobs.into_par_iter()
-            .for_each(|(z, dst)| kernels::pieces_into(z, &self.kink_points, dst));
+            .for_each(|(z, dst, feats)| kernels::pieces_into(z, &self.kink_points, dst, feats, sm));
     }
     /// σ's kink point when it has exactly one (the tracker then follows pieces as bits through
     /// [`Self::piece_segments`] and [`Self::piece_bits`]).
@@ -423,8 +490,11 @@ impl<T: Real> Engine<T> {
                 dst.copy_from_slice(&part.bits[s]);
             }
         } else {
-            jobs.into_par_iter()
-                .for_each(|((part, s), dst)| kernels::piece_bits_into(&part.z[s], kink, dst));
+            let sm = self.layout == Layout::Samples;
+            jobs.into_par_iter().for_each(|((part, s), dst)| {
+                let feats = self.plan.stages[s].out;
+                kernels::piece_bits_into(&part.z[s], kink, dst, feats, sm)
+            });
         }
     }
     /// ‖∇L‖₂ of the last [`Self::loss_and_grad`] (summed in f64 while the gradient is formed).
@@ -442,9 +512,21 @@ impl<T: Real> Engine<T> {
     }
 }
 
-pub(crate) fn cm<T: Real>(s: &[T], rows: usize, cols: usize) -> MatRef<'_, T> {
-    MatRef::from_column_major_slice(&s[..rows * cols], rows, cols)
+/// A (rows × cols) buffer as a matrix: column-major, or row-major when `sm` (sample-major).
+pub(crate) fn view<T: Real>(s: &[T], rows: usize, cols: usize, sm: bool) -> MatRef<'_, T> {
+    let s = &s[..rows * cols];
+    if sm {
+        MatRef::from_row_major_slice(s, rows, cols)
+    } else {
+        MatRef::from_column_major_slice(s, rows, cols)
+    }
 }
-pub(crate) fn cm_mut<T: Real>(s: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
-    MatMut::from_column_major_slice_mut(&mut s[..rows * cols], rows, cols)
+/// [`view`], mutable.
+pub(crate) fn view_mut<T: Real>(s: &mut [T], rows: usize, cols: usize, sm: bool) -> MatMut<'_, T> {
+    let s = &mut s[..rows * cols];
+    if sm {
+        MatMut::from_row_major_slice_mut(s, rows, cols)
+    } else {
+        MatMut::from_column_major_slice_mut(s, rows, cols)
+    }
 }

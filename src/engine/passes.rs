@@ -14,9 +14,9 @@
 //! the 500-wide first layers.)
 
 use super::kernels::{self, ActKind};
-use super::{cm, cm_mut, Clock, Part, Plan, Prop, Real, Stage};
+use super::{view, view_mut, Clock, Part, Plan, Prop, Real, Stage};
 use faer::linalg::matmul::matmul;
-use faer::{Accum, MatRef, Par};
+use faer::{Accum, MatMut, MatRef, Par};
 
 /// What every per-part step reads.
 pub(super) struct Ctx<'a, T> {
@@ -29,29 +29,41 @@ pub(super) struct Ctx<'a, T> {
     /// σ's single kink point when the pieces are being recorded for the kink tracker: every
     /// tail then also writes its stage's bits (z > kink) while z is still in cache.
     pub record_kink: Option<f64>,
+    /// The buffers are sample-major ([`super::Layout::Samples`]).
+    pub sm: bool,
 }
 
-/// dst (out × cols) (=|+=) W (row-major out × inp) · src (inp × cols), on this thread.
-pub(super) fn mm<T: Real>(dst: &mut [T], w: &[T], src: &[T], out: usize, inp: usize, acc: Accum) {
+/// dst (out × cols) (=|+=) W (row-major out × inp) · src (inp × cols), on this thread; dst and
+/// src sample-major when `sm`.
+pub(super) fn mm<T: Real>(
+    dst: &mut [T],
+    w: &[T],
+    src: &[T],
+    out: usize,
+    inp: usize,
+    acc: Accum,
+    sm: bool,
+) {
     let cols = dst.len() / out.max(1);
     matmul(
-        cm_mut(dst, out, cols),
+        view_mut(dst, out, cols, sm),
         acc,
         MatRef::from_row_major_slice(w, out, inp),
-        cm(src, inp, cols),
+        view(src, inp, cols, sm),
         T::one(),
         Par::Seq,
     );
 }
 
-/// dst (inp × cols) (=|+=) Wᵀ · g (out × cols), on this thread.
-fn mm_t<T: Real>(dst: &mut [T], w: &[T], g: &[T], out: usize, inp: usize, acc: Accum) {
+/// dst (inp × cols) (=|+=) Wᵀ · g (out × cols), on this thread; dst and g sample-major when
+/// `sm`.
+fn mm_t<T: Real>(dst: &mut [T], w: &[T], g: &[T], out: usize, inp: usize, acc: Accum, sm: bool) {
     let cols = dst.len() / inp.max(1);
     matmul(
-        cm_mut(dst, inp, cols),
+        view_mut(dst, inp, cols, sm),
         acc,
         MatRef::from_row_major_slice(w, out, inp).transpose(),
-        cm(g, out, cols),
+        view(g, out, cols, sm),
         T::one(),
         Par::Seq,
     );
@@ -59,18 +71,27 @@ fn mm_t<T: Real>(dst: &mut [T], w: &[T], g: &[T], out: usize, inp: usize, acc: A
 
 /// gW (θ's row-major out × inp) = S̄ (out × cols) · srcᵀ, summed over this part's columns, on
 /// this thread. θ's row-major out × inp is a column-major inp × out, so the product src · S̄ᵀ
-/// lands there directly.
-fn weight_cot<T: Real>(gw: &mut [T], sbar: &[T], src: &[T], out: usize, inp: usize, cols: usize) {
+/// lands there directly (S̄ and src sample-major when `sm`).
+#[allow(clippy::too_many_arguments)]
+fn weight_cot<T: Real>(
+    gw: &mut [T],
+    sbar: &[T],
+    src: &[T],
+    out: usize,
+    inp: usize,
+    cols: usize,
+    sm: bool,
+) {
     if cols == 0 {
         // An empty part (small n): no samples, no contribution.
         gw.iter_mut().for_each(|v| *v = T::default());
         return;
     }
     matmul(
-        cm_mut(gw, inp, out),
+        MatMut::from_column_major_slice_mut(gw, inp, out),
         Accum::Replace,
-        cm(src, inp, cols),
-        cm(sbar, out, cols).transpose(),
+        view(src, inp, cols, sm),
+        view(sbar, out, cols, sm).transpose(),
         T::one(),
         Par::Seq,
     );
@@ -88,13 +109,13 @@ pub(super) fn tail<T: Real>(
 ) {
     let (_, b, slope) = st.params(cx.theta);
     match h {
-        None => kernels::add_bias(z, b, st.out),
+        None => kernels::add_bias(z, b, st.out, cx.sm),
         Some(h) => {
             let skip = st.residual.then_some(skip);
             let slope = slope.unwrap_or_default();
-            kernels::bias_act_forward(cx.act, slope, b, z, h, skip, st.out);
+            kernels::bias_act_forward(cx.act, slope, b, z, h, skip, st.out, cx.sm);
             if let (Some(kink), Some(bits)) = (cx.record_kink, bits) {
-                kernels::piece_bits_into(z, kink, bits);
+                kernels::piece_bits_into(z, kink, bits, st.out, cx.sm);
             }
         }
     }
@@ -109,7 +130,7 @@ impl<T: Real> Part<T> {
         let (h_prev, h_rest) = self.h.split_at_mut(s);
         let src: &[T] = if s == 0 { &self.x } else { &h_prev[s - 1] };
         let z = &mut self.z[s];
-        mm(z, w, src, st.out, st.inp, Accum::Replace);
+        mm(z, w, src, st.out, st.inp, Accum::Replace, cx.sm);
         c.lap(0);
         tail(cx, st, z, h_rest.first_mut(), src, self.bits.get_mut(s));
         c.lap(1);
@@ -123,7 +144,8 @@ impl<T: Real> Part<T> {
         self.loss = kernels::loss_cotangent(u, &self.y, &mut self.zb, c_loss);
         c.lap(3);
         let (_, gb, _) = cx.plan.stages.last().unwrap().params_mut(&mut self.g);
-        kernels::row_sums(&self.zb[..m * self.cols], m, cx.cpc, &mut self.partial, gb);
+        let zb = &self.zb[..m * self.cols];
+        kernels::row_sums(zb, m, cx.cpc, &mut self.partial, gb, cx.sm);
         c.lap(6);
     }
 
@@ -145,7 +167,7 @@ impl<T: Real> Part<T> {
         };
         let sbar = if sbar_in_pb { &self.pb } else { &self.zb };
         let (gw, _, _) = st.params_mut(&mut self.g);
-        weight_cot(gw, &sbar[..out * cols], src, out, inp, cols);
+        weight_cot(gw, &sbar[..out * cols], src, out, inp, cols, cx.sm);
         c.lap(4);
     }
 
@@ -181,6 +203,7 @@ impl<T: Real> Part<T> {
             out,
             inp,
             acc,
+            cx.sm,
         );
         c.lap(5);
     }
@@ -200,6 +223,7 @@ impl<T: Real> Part<T> {
             w,
             cx.cpc,
             &mut self.partial,
+            cx.sm,
         );
         let nch = cols.div_ceil(cx.cpc);
         let (_, gb, gslope) = prev.params_mut(&mut self.g);
@@ -241,7 +265,15 @@ impl<T: Real> Part<T> {
                 Prop::After => {
                     let (w, _, _) = st.params(cx.theta);
                     let src: &[T] = if t == 0 { &self.x } else { &self.h[t - 1] };
-                    mm(&mut self.p[t], w, src, st.out, st.inp, Accum::Replace);
+                    mm(
+                        &mut self.p[t],
+                        w,
+                        src,
+                        st.out,
+                        st.inp,
+                        Accum::Replace,
+                        cx.sm,
+                    );
                     c.lap(0);
                     return;
                 }

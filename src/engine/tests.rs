@@ -291,3 +291,89 @@ fn reproduce_precision_applies_to_engine_presets_only() {
         .iter()
         .all(|r| r.config.train.precision == Precision::F64));
 }
+
+/// The engine for `model` on `data` in `layout` (DNN and ResNet only: no Â).
+fn engine_in(model: &Model, data: &Dataset, layout: Layout) -> Engine<f64> {
+    let plan = Plan::from_model(model).unwrap();
+    Engine::with_layout(
+        plan,
+        &model.activation,
+        &data.x,
+        &data.y,
+        LossKind::Mse,
+        None,
+        layout,
+    )
+}
+
+#[test]
+fn both_layouts_agree_with_the_general_path_and_report_pieces_in_its_order() {
+    let two_kinks = activations().pop().unwrap();
+    let acts = [
+        Activation::leaky_relu(),
+        Activation::Prelu { init: 0.25 },
+        two_kinks,
+    ];
+    for which in ["dnn", "resnet"] {
+        for act in &acts {
+            // The small cases, and one whose parts hold full 8 × 8 blocks of (features,
+            // samples) and words spanning two samples.
+            let mut cases: Vec<(Model, Dataset)> = (0..3).map(|v| case(which, v, act)).collect();
+            let big = Dataset::ball(70, 17, 3, 9);
+            cases.push(match which {
+                "dnn" => (presets::dnn(17, &[19, 9], 3, act), big),
+                _ => (presets::resnet(17, 2, 3, act), big),
+            });
+            for (v, (model, data)) in cases.iter().enumerate() {
+                let tag = format!("{which} case {v} {act}");
+                let theta = theta_for(model, v as u64 + 5);
+                let mut g_ref = vec![0.0; model.p()];
+                let (l_ref, _) =
+                    model.loss_and_grad(&theta, &data.x, &data.y, LossKind::Mse, &mut g_ref);
+                let u_ref = model.outputs(&theta, &data.x);
+                let mut seen: Vec<(Vec<u16>, Vec<u64>)> = Vec::new();
+                for layout in [Layout::Features, Layout::Samples] {
+                    let mut e = engine_in(model, data, layout);
+                    assert_eq!(e.layout(), layout);
+                    let mut g = vec![0.0; model.p()];
+                    e.set_record_pieces(true);
+                    let l = e.loss_and_grad(&theta, &mut g);
+                    assert!((l - l_ref).abs() <= 1e-12 * l_ref, "{tag} {layout:?}");
+                    assert!(rel(&g, &g_ref) <= 1e-12, "{tag} {layout:?}");
+                    let u: Vec<f64> = e.outputs().collect();
+                    assert!(rel(&u, u_ref.as_slice()) <= 1e-12, "{tag} {layout:?}");
+                    let mut pieces = Vec::new();
+                    e.pieces(&mut pieces);
+                    assert_eq!(pieces.len(), e.tracked(), "{tag}");
+                    let mut bits = Vec::new();
+                    if e.single_kink().is_some() {
+                        let bl = crate::kinks::BitLayout::new(&e.piece_segments());
+                        // Recorded in the forward pass, and computed from z afterwards.
+                        let mut recorded = vec![u64::MAX; bl.words()];
+                        e.piece_bits(&bl, &mut recorded);
+                        e.set_record_pieces(false);
+                        bits = vec![u64::MAX; bl.words()];
+                        e.piece_bits(&bl, &mut bits);
+                        assert_eq!(recorded, bits, "{tag} {layout:?}");
+                        for (k, &p) in pieces.iter().enumerate() {
+                            assert_eq!(bl.get(&bits, k), p == 1, "{tag} {layout:?} entry {k}");
+                        }
+                    }
+                    seen.push((pieces, bits));
+                }
+                assert_eq!(seen[0], seen[1], "{tag}: pieces differ between layouts");
+                // The entry order is the general path's: sample by sample, features fastest.
+                let mut tracker = crate::kinks::KinkTracker::new();
+                let ev = model.evaluate(&theta, &data.x);
+                tracker.observe(model, &data.x, &ev);
+                let mut again = crate::kinks::KinkTracker::new();
+                again.observe_pieces(|out| out.extend_from_slice(&seen[1].0));
+                assert_eq!(
+                    serde_json::to_string(&tracker).unwrap(),
+                    serde_json::to_string(&again).unwrap(),
+                    "{tag}: the engine's pieces are not in the general path's order"
+                );
+            }
+        }
+    }
+}

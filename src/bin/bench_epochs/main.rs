@@ -8,7 +8,11 @@
 //! rates on the engine's per-part product shapes. Not a test.
 //!
 //! Usage: `cargo run --release --bin bench_epochs -- [--precision f64|f32|both] [--reps R]
-//! [--general] [--profile] [--packed] [--reproduce-paper] [--shapes] [--seq] [--loop E]`
+//! [--general] [--profile] [--packed] [--reproduce-paper] [--shapes] [--seq] [--loop E]
+//! [--layout features|samples] [--layouts]`
+//!
+//! `--layouts [--only NAME]`: DNN and ResNet epochs in both activation layouts, timed back to back in each
+//! repetition (a paired comparison, robust to the machine's drifting speed).
 //!
 //! `--loop E`: the training loop itself (`gradient_descent_from`, as `train` and `reproduce` run
 //! it: ‖∇L‖, the step, the observer, kink tracking) on the widest paper-scale run of each
@@ -19,7 +23,7 @@ use faer::linalg::matmul::matmul;
 use faer::Accum;
 use gradflow::activation::Activation;
 use gradflow::data::Dataset;
-use gradflow::engine::{convert, engine_for, Engine, Real, PHASES};
+use gradflow::engine::{convert, engine_for, Engine, Layout as ActLayout, Real, PHASES};
 use gradflow::graph::Graph;
 use gradflow::init::{init_params, InitScheme};
 use gradflow::loss::LossKind;
@@ -31,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod layouts;
 mod paper;
 use paper::{reproduce_paper, training_loop};
 
@@ -64,14 +69,14 @@ fn cpu_seconds() -> f64 {
     (t(11) + t(12)) / 100.0
 }
 
-fn load() -> String {
+pub(crate) fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
 
 /// GFLOP/s of the best of 3 n×n products in precision T (the peak `reproduce` reports too).
-fn peak<T: Real>(n: usize) -> f64 {
+pub(crate) fn peak<T: Real>(n: usize) -> f64 {
     let precision = if T::NAME == "f32" {
         Precision::F32
     } else {
@@ -107,6 +112,22 @@ fn shapes<T: Real>() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(250);
+    // An activation buffer (features × cols) stored feature-major (column-major, the layout
+    // of graph plans) or sample-major (row-major: faer then tiles the samples).
+    fn act<T: Real>(s: &[T], rows: usize, cols: usize, sm: bool) -> MatRef<'_, T> {
+        if sm {
+            MatRef::from_row_major_slice(s, rows, cols)
+        } else {
+            MatRef::from_column_major_slice(s, rows, cols)
+        }
+    }
+    fn act_mut<T: Real>(s: &mut [T], rows: usize, cols: usize, sm: bool) -> MatMut<'_, T> {
+        if sm {
+            MatMut::from_row_major_slice_mut(s, rows, cols)
+        } else {
+            MatMut::from_column_major_slice_mut(s, rows, cols)
+        }
+    }
     for (out, inp) in [
         (100, 100),
         (50, 500),
@@ -117,49 +138,67 @@ fn shapes<T: Real>() {
         (200, 500),
         (200, 200),
     ] {
-        let (w, src, sb) = (v(out * inp), v(inp * cols), v(out * cols));
-        let (mut z, mut hb, mut g) = (v(out * cols), v(inp * cols), v(out * inp));
-        let fl = 2.0 * (out * inp * cols) as f64;
-        let wr = MatRef::from_row_major_slice(&w, out, inp);
-        let fwd = rate(
-            &mut || {
-                let d = MatMut::from_column_major_slice_mut(&mut z, out, cols);
-                let s = MatRef::from_column_major_slice(&src, inp, cols);
-                matmul(d, Accum::Replace, wr, s, T::one(), Par::Seq)
-            },
-            fl,
-        );
-        let input = rate(
-            &mut || {
-                let d = MatMut::from_column_major_slice_mut(&mut hb, inp, cols);
-                let s = MatRef::from_column_major_slice(&sb, out, cols);
-                matmul(d, Accum::Replace, wr.transpose(), s, T::one(), Par::Seq)
-            },
-            fl,
-        );
-        let weight = rate(
-            &mut || {
-                let d = MatMut::from_column_major_slice_mut(&mut g, inp, out);
-                let a = MatRef::from_column_major_slice(&src, inp, cols);
-                let b = MatRef::from_column_major_slice(&sb, out, cols).transpose();
-                matmul(d, Accum::Replace, a, b, T::one(), Par::Seq)
-            },
-            fl,
-        );
-        println!(
-            "| {} | {out} × {inp} × {cols} | {fwd:.0} | {input:.0} | {weight:.0} |",
-            T::NAME
-        );
+        for sm in [false, true] {
+            let (w, src, sb) = (v(out * inp), v(inp * cols), v(out * cols));
+            let (mut z, mut hb, mut g) = (v(out * cols), v(inp * cols), v(out * inp));
+            let fl = 2.0 * (out * inp * cols) as f64;
+            let wr = MatRef::from_row_major_slice(&w, out, inp);
+            let fwd = rate(
+                &mut || {
+                    let d = act_mut(&mut z, out, cols, sm);
+                    matmul(
+                        d,
+                        Accum::Replace,
+                        wr,
+                        act(&src, inp, cols, sm),
+                        T::one(),
+                        Par::Seq,
+                    )
+                },
+                fl,
+            );
+            let input = rate(
+                &mut || {
+                    let d = act_mut(&mut hb, inp, cols, sm);
+                    let s = act(&sb, out, cols, sm);
+                    matmul(d, Accum::Replace, wr.transpose(), s, T::one(), Par::Seq)
+                },
+                fl,
+            );
+            let weight = rate(
+                &mut || {
+                    let d = MatMut::from_column_major_slice_mut(&mut g, inp, out);
+                    let b = act(&sb, out, cols, sm).transpose();
+                    matmul(
+                        d,
+                        Accum::Replace,
+                        act(&src, inp, cols, sm),
+                        b,
+                        T::one(),
+                        Par::Seq,
+                    )
+                },
+                fl,
+            );
+            let layout = if sm { "sample-major" } else { "feature-major" };
+            println!(
+                "| {} | {out} × {inp} × {cols} | {layout} | {fwd:.0} | {input:.0} | {weight:.0} |",
+                T::NAME
+            );
+        }
     }
 }
 
-struct Workload {
-    name: &'static str,
-    model: Model,
-    data: Dataset,
+/// `--layout`: the activation layout for DNN and ResNet (default: the engine's preference).
+static LAYOUT: std::sync::OnceLock<ActLayout> = std::sync::OnceLock::new();
+
+pub(crate) struct Workload {
+    pub(crate) name: &'static str,
+    pub(crate) model: Model,
+    pub(crate) data: Dataset,
 }
 
-fn workloads() -> Vec<Workload> {
+pub(crate) fn workloads() -> Vec<Workload> {
     let act = Activation::leaky_relu();
     let d500 = Dataset::ball(1000, 500, 50, 0);
     let d100 = Dataset::ball(1000, 100, 100, 0);
@@ -201,15 +240,32 @@ fn epoch<T: Real>(e: &mut Engine<T>, th: &mut [T], g: &mut [T], lr: T) -> f64 {
     l + norm * 0.0
 }
 
-struct Timing {
-    per_epoch: f64,
+pub(crate) struct Timing {
+    pub(crate) per_epoch: f64,
     allocs_per_epoch: f64,
     cores_busy: f64,
 }
 
 fn time_engine<T: Real>(w: &Workload, epochs: usize, profile: bool) -> (Timing, Engine<T>) {
+    time_engine_in(w, epochs, profile, LAYOUT.get().copied())
+}
+
+/// [`time_engine`] in a given activation layout (DNN and ResNet; None: the engine's choice).
+pub(crate) fn time_engine_in<T: Real>(
+    w: &Workload,
+    epochs: usize,
+    profile: bool,
+    layout: Option<ActLayout>,
+) -> (Timing, Engine<T>) {
     let theta = init_params(&w.model.param_specs(), &InitScheme::Torch, 0);
     let mut e = engine_for::<T>(&w.model, &w.data, LossKind::Mse, &theta).expect("engine");
+    if let Some(layout) = layout {
+        if ActLayout::preferred(e.plan()) == ActLayout::Samples && e.layout() != layout {
+            let (m, d) = (&w.model, &w.data);
+            let plan = e.plan().clone();
+            e = Engine::with_layout(plan, &m.activation, &d.x, &d.y, LossKind::Mse, None, layout);
+        }
+    }
     let mut th: Vec<T> = convert(&theta);
     let mut g = vec![T::default(); th.len()];
     let lr = T::from_f64(1e-4);
@@ -236,7 +292,7 @@ fn time_engine<T: Real>(w: &Workload, epochs: usize, profile: bool) -> (Timing, 
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -450,6 +506,12 @@ fn main() {
     let precision = value("--precision").unwrap_or_else(|| "both".into());
     let reps: usize = value("--reps").and_then(|v| v.parse().ok()).unwrap_or(3);
     let (f64s, f32s) = (precision != "f32", precision != "f64");
+    match value("--layout").as_deref() {
+        Some("features") => LAYOUT.set(ActLayout::Features).unwrap(),
+        Some("samples") => LAYOUT.set(ActLayout::Samples).unwrap(),
+        Some(other) => panic!("--layout features|samples, not {other}"),
+        None => {}
+    }
     if has("--seq") {
         faer::set_global_parallelism(faer::Par::Seq);
     }
@@ -473,13 +535,28 @@ fn main() {
         }
         return;
     }
+    if has("--layouts") {
+        let only = value("--only").unwrap_or_default().to_lowercase();
+        let ws: Vec<Workload> = workloads()
+            .into_iter()
+            .take(3)
+            .filter(|w| w.name.to_lowercase().contains(&only))
+            .collect();
+        if f64s {
+            layouts::compare::<f64>(&ws, reps);
+        }
+        if f32s {
+            layouts::compare::<f32>(&ws, reps);
+        }
+        return;
+    }
     if has("--shapes") {
         println!(
             "\n### Single-threaded faer products on one part's shapes (GFLOP/s, load {})\n",
             load()
         );
-        println!("| precision | out × in × columns | forward W·src | input cotangent Wᵀ·S̄ | weight cotangent (θ layout) |");
-        println!("|---|---|---|---|---|");
+        println!("| precision | out × in × columns | activations | forward W·src | input cotangent Wᵀ·S̄ | weight cotangent (θ layout) |");
+        println!("|---|---|---|---|---|---|");
         if f64s {
             shapes::<f64>();
         }

@@ -1,0 +1,342 @@
+//! The engine's element-wise loops for **sample-major** buffers: a stage's `out` features ×
+//! `cols` samples stored as `out` rows of `cols` contiguous samples (faer's row-major view).
+//! Plans that never mix samples (DNN, ResNet) use this layout ([`super::Layout::Samples`]):
+//! faer then tiles the samples (250 per part) instead of the features for the forward and
+//! input-cotangent products, so a 100-wide ResNet stage no longer runs a 16-row kernel for
+//! its last 4 rows (faer's AVX-512 tiles are 96 rows in f32, 48 in f64).
+//!
+//! Each loop here is the sample-major twin of one in `kernels.rs` (which dispatches to it):
+//! bias + σ forward, bias alone, per-chunk bias sums, σ' backward with bias and PReLU-slope
+//! sums, and the pieces (u16 or bits) — the pieces written in the **feature-major** entry order
+//! (sample by sample, features fastest), the order of the general path and of the kink tracker,
+//! so nothing outside the engine sees the layout. Sums along a row run on [`LANES`] fixed
+//! lanes (vectorisable, the same order on every run and thread).
+
+use super::Real;
+
+/// Fixed accumulation lanes of the sums along a row.
+const LANES: usize = 16;
+
+/// Σ over `acc`'s lanes, in lane order.
+#[inline(always)]
+fn fold<T: Real>(acc: &[T; LANES]) -> T {
+    acc.iter().fold(T::default(), |a, &b| a + b)
+}
+
+/// z += b (per row) and h = σ(z) (+ skip).
+#[inline(always)]
+pub(super) fn fwd_rows<T: Real>(
+    b: &[T],
+    z: &mut [T],
+    h: &mut [T],
+    skip: Option<&[T]>,
+    out: usize,
+    sigma: impl Fn(T) -> T,
+) {
+    let cols = z.len() / out.max(1);
+    if cols == 0 {
+        return;
+    }
+    let rows = z.chunks_exact_mut(cols).zip(h.chunks_exact_mut(cols));
+    match skip {
+        None => {
+            for ((zrow, hrow), &bv) in rows.zip(b) {
+                for (zv, hv) in zrow.iter_mut().zip(hrow.iter_mut()) {
+                    *zv += bv;
+                    *hv = sigma(*zv);
+                }
+            }
+        }
+        Some(s) => {
+            for (((zrow, hrow), &bv), srow) in rows.zip(b).zip(s.chunks_exact(cols)) {
+                for ((zv, hv), &sv) in zrow.iter_mut().zip(hrow.iter_mut()).zip(srow) {
+                    *zv += bv;
+                    *hv = sigma(*zv) + sv;
+                }
+            }
+        }
+    }
+}
+
+/// z += b per row (the output stage).
+#[inline(always)]
+pub(super) fn add_bias_rows<T: Real>(z: &mut [T], b: &[T], out: usize) {
+    let cols = z.len() / out.max(1);
+    if cols == 0 {
+        return;
+    }
+    for (row, &bv) in z.chunks_exact_mut(cols).zip(b) {
+        row.iter_mut().for_each(|v| *v += bv);
+    }
+}
+
+/// partial[k·out + f] = Σ of row f over chunk k (`cpc` samples a chunk); returns the number of
+/// chunks.
+#[inline(always)]
+pub(super) fn chunk_row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: &mut [T]) -> usize {
+    let cols = g.len() / out.max(1);
+    let nch = cols.div_ceil(cpc);
+    if cols == 0 {
+        return 0;
+    }
+    for (f, row) in g.chunks_exact(cols).enumerate() {
+        for (k, chunk) in row.chunks(cpc).enumerate() {
+            let mut acc = [T::default(); LANES];
+            let mut it = chunk.chunks_exact(LANES);
+            for c in &mut it {
+                for (a, &v) in acc.iter_mut().zip(c) {
+                    *a += v;
+                }
+            }
+            for (a, &v) in acc.iter_mut().zip(it.remainder()) {
+                *a += v;
+            }
+            partial[k * out + f] = fold(&acc);
+        }
+    }
+    nch
+}
+
+/// zb = hb ⊙ σ'(z); partial row k (out + 1 wide) receives chunk k's Σ zb per feature and, for
+/// PReLU, Σ hb ⊙ min(z, 0) in its last entry (added over the features in order).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn bwd_rows<T: Real>(
+    z: &[T],
+    hb: &[T],
+    zb: &mut [T],
+    out: usize,
+    cpc: usize,
+    partial: &mut [T],
+    dsigma: impl Fn(T) -> T,
+    prelu: bool,
+) {
+    let zero = T::default();
+    let cols = z.len() / out.max(1);
+    if cols == 0 {
+        return;
+    }
+    let nch = cols.div_ceil(cpc);
+    partial[..nch * (out + 1)]
+        .iter_mut()
+        .for_each(|v| *v = zero);
+    let rows = z
+        .chunks_exact(cols)
+        .zip(hb.chunks_exact(cols))
+        .zip(zb.chunks_exact_mut(cols));
+    for (f, ((zrow, hrow), zbrow)) in rows.enumerate() {
+        let chunks = zrow
+            .chunks(cpc)
+            .zip(hrow.chunks(cpc))
+            .zip(zbrow.chunks_mut(cpc));
+        for (k, ((zc, hc), gc)) in chunks.enumerate() {
+            let (mut acc, mut sl) = ([zero; LANES], [zero; LANES]);
+            let mut step = |zs: &[T], hs: &[T], gs: &mut [T]| {
+                for i in 0..zs.len() {
+                    let (zv, hv) = (zs[i], hs[i]);
+                    let d = hv * dsigma(zv);
+                    gs[i] = d;
+                    acc[i] += d;
+                    if prelu {
+                        sl[i] += if zv < zero { hv * zv } else { zero };
+                    }
+                }
+            };
+            let full = zc.len() / LANES * LANES;
+            let (zh, zt) = zc.split_at(full);
+            let (hh, ht) = hc.split_at(full);
+            let (gh, gt) = gc.split_at_mut(full);
+            for ((zs, hs), gs) in zh
+                .chunks_exact(LANES)
+                .zip(hh.chunks_exact(LANES))
+                .zip(gh.chunks_exact_mut(LANES))
+            {
+                step(zs, hs, gs);
+            }
+            step(zt, ht, gt);
+            let row = &mut partial[k * (out + 1)..(k + 1) * (out + 1)];
+            row[f] = fold(&acc);
+            if prelu {
+                row[out] += fold(&sl);
+            }
+        }
+    }
+}
+
+/// out_u16[c·out + f] = piece(z[f·cols + c]): the pieces in the feature-major entry order.
+pub(super) fn pieces_rows<T: Real>(z: &[T], out: usize, dst: &mut [u16], piece: impl Fn(T) -> u16) {
+    let cols = z.len() / out.max(1);
+    for c in 0..cols {
+        for (f, d) in dst[c * out..(c + 1) * out].iter_mut().enumerate() {
+            *d = piece(z[f * cols + c]);
+        }
+    }
+}
+
+/// Transposes an 8 × 8 bit matrix held in a u64 (bit 8i + j ↦ bit 8j + i).
+#[inline(always)]
+pub(super) fn transpose8(mut x: u64) -> u64 {
+    let t = (x ^ (x >> 7)) & 0x00AA_00AA_00AA_00AA;
+    x ^= t ^ (t << 7);
+    let t = (x ^ (x >> 14)) & 0x0000_CCCC_0000_CCCC;
+    x ^= t ^ (t << 14);
+    let t = (x ^ (x >> 28)) & 0x0000_0000_F0F0_F0F0;
+    x ^= t ^ (t << 28);
+    x
+}
+
+/// ORs the 8 bits of `byte` into `words` from bit `pos` on (entries pos..pos + 8 all exist).
+#[inline(always)]
+fn deposit(words: &mut [u64], pos: usize, byte: u64) {
+    let (w, sh) = (pos / 64, pos % 64);
+    words[w] |= byte << sh;
+    if sh > 56 {
+        words[w + 1] |= byte >> (64 - sh);
+    }
+}
+
+/// Bit c·out + f of `words` = above(z[f·cols + c]): the pieces of a sample-major z as bits in
+/// the feature-major entry order, 64 a word, unused high bits 0. Blocks of 8 samples × 8
+/// features go through one 8 × 8 bit transposition; the edges entry by entry.
+#[inline(always)]
+pub(super) fn pack_bits_rows<T: Real>(
+    z: &[T],
+    out: usize,
+    words: &mut [u64],
+    above: impl Fn(T) -> bool,
+) {
+    words.iter_mut().for_each(|w| *w = 0);
+    let cols = z.len() / out.max(1);
+    let set = |words: &mut [u64], e: usize| words[e / 64] |= 1 << (e % 64);
+    let (cf, ff) = (cols / 8 * 8, out / 8 * 8);
+    for c0 in (0..cf).step_by(8) {
+        for f0 in (0..ff).step_by(8) {
+            let mut x = 0u64;
+            for i in 0..8 {
+                let row = &z[(f0 + i) * cols + c0..][..8];
+                let mut byte = 0u64;
+                for (j, &v) in row.iter().enumerate() {
+                    byte |= (above(v) as u64) << j;
+                }
+                x |= byte << (8 * i);
+            }
+            let t = transpose8(x);
+            for j in 0..8 {
+                deposit(words, (c0 + j) * out + f0, (t >> (8 * j)) & 0xff);
+            }
+        }
+        for f in ff..out {
+            for c in c0..c0 + 8 {
+                if above(z[f * cols + c]) {
+                    set(words, c * out + f);
+                }
+            }
+        }
+    }
+    for c in cf..cols {
+        for f in 0..out {
+            if above(z[f * cols + c]) {
+                set(words, c * out + f);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose8_moves_every_bit_to_its_mirror() {
+        let x = 0x8142_2418_F00F_A55Au64;
+        let t = transpose8(x);
+        for i in 0..8 {
+            for j in 0..8 {
+                assert_eq!(
+                    (x >> (8 * i + j)) & 1,
+                    (t >> (8 * j + i)) & 1,
+                    "bit ({i}, {j})"
+                );
+            }
+        }
+        assert_eq!(transpose8(t), x);
+    }
+
+    #[test]
+    fn bits_of_a_sample_major_block_come_out_in_feature_major_order() {
+        // Shapes with and without full 8 × 8 blocks and with words straddling samples.
+        for (out, cols) in [
+            (100usize, 250usize),
+            (8, 8),
+            (3, 5),
+            (13, 21),
+            (64, 9),
+            (9, 64),
+        ] {
+            let z: Vec<f64> = (0..out * cols)
+                .map(|i| ((i * 2_654_435_761) % 1000) as f64 / 500.0 - 1.0)
+                .collect();
+            let mut words = vec![u64::MAX; (out * cols).div_ceil(64)];
+            pack_bits_rows(&z, out, &mut words, |v| v > 0.1);
+            for c in 0..cols {
+                for f in 0..out {
+                    let e = c * out + f;
+                    let bit = (words[e / 64] >> (e % 64)) & 1 == 1;
+                    assert_eq!(
+                        bit,
+                        z[f * cols + c] > 0.1,
+                        "out {out} cols {cols} ({f}, {c})"
+                    );
+                }
+            }
+            let tail = out * cols % 64;
+            if tail != 0 {
+                assert_eq!(words.last().unwrap() >> tail, 0, "padding bits stay clear");
+            }
+        }
+    }
+
+    #[test]
+    fn row_loops_match_their_definitions() {
+        let (out, cols, cpc) = (5, 37, 10);
+        let z: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.37).sin()).collect();
+        let hb: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.11).cos()).collect();
+        let mut zb = vec![0.0; out * cols];
+        let nch = cols.div_ceil(cpc);
+        let mut partial = vec![f64::NAN; nch * (out + 1)];
+        let slope = 0.3;
+        let ds = |v: f64| if v > 0.0 { 1.0 } else { slope };
+        bwd_rows(&z, &hb, &mut zb, out, cpc, &mut partial, ds, true);
+        for k in 0..nch {
+            let mut sl = 0.0;
+            for f in 0..out {
+                let mut s = 0.0;
+                for c in k * cpc..((k + 1) * cpc).min(cols) {
+                    let i = f * cols + c;
+                    assert_eq!(zb[i], hb[i] * ds(z[i]));
+                    s += zb[i];
+                    sl += hb[i] * z[i].min(0.0);
+                }
+                assert!((partial[k * (out + 1) + f] - s).abs() < 1e-14);
+            }
+            assert!((partial[k * (out + 1) + out] - sl).abs() < 1e-13);
+        }
+        let mut sums = vec![f64::NAN; nch * out];
+        assert_eq!(chunk_row_sums(&hb, out, cpc, &mut sums), nch);
+        for k in 0..nch {
+            for f in 0..out {
+                let s: f64 = (k * cpc..((k + 1) * cpc).min(cols))
+                    .map(|c| hb[f * cols + c])
+                    .sum();
+                assert!((sums[k * out + f] - s).abs() < 1e-14);
+            }
+        }
+        let mut p = vec![0u16; out * cols];
+        pieces_rows(&z, out, &mut p, |v| (v > 0.0) as u16);
+        for c in 0..cols {
+            for f in 0..out {
+                assert_eq!(p[c * out + f], (z[f * cols + c] > 0.0) as u16);
+            }
+        }
+    }
+}
