@@ -426,24 +426,44 @@ pub fn piece_bits_into<T: Real>(z: &[T], kink: f64, words: &mut [u64], feats: us
 }
 }
 
-/// Bit i of `words` = above(z_i); whole words first (a fixed 64-lane loop the compiler turns
-/// into vector compares and mask moves), then the remainder.
+wide! {
+/// Sample-major z (`out` rows): brings the bits up to date with z — `sm` row by row (⌈cols/64⌉
+/// words a row) and `fm` in the feature-major entry order — by packing each row's new words,
+/// comparing them with `sm` and toggling only the changed entries in `fm`. Both must describe
+/// the same pieces before the call (e.g. both zero), and do after it.
+pub fn track_bits_rows<T: Real>(z: &[T], kink: f64, out: usize, sm: &mut [u64], fm: &mut [u64]) {
+    let exact = T::from_f64(kink);
+    if exact.to_f64() == kink {
+        rows::track_bits(z, out, sm, fm, move |v| v > exact)
+    } else {
+        rows::track_bits(z, out, sm, fm, move |v| v.to_f64() > kink)
+    }
+}
+}
+
+/// The bits above(v) of up to 64 values (bit i for `chunk[i]`; the rest 0).
 #[inline(always)]
-fn pack_bits<T: Real>(z: &[T], words: &mut [u64], above: impl Fn(T) -> bool) {
-    let full = z.len() / 64;
-    for (w, chunk) in words.iter_mut().zip(z.chunks_exact(64)) {
-        let mut bits = 0u64;
+pub(super) fn pack_word<T: Real>(chunk: &[T], above: impl Fn(T) -> bool) -> u64 {
+    let mut bits = 0u64;
+    if let Ok(full) = <&[T; 64]>::try_from(chunk) {
+        // A fixed 64-lane loop: vector compares and mask moves.
+        for (i, &v) in full.iter().enumerate() {
+            bits |= (above(v) as u64) << i;
+        }
+    } else {
         for (i, &v) in chunk.iter().enumerate() {
             bits |= (above(v) as u64) << i;
         }
-        *w = bits;
     }
-    if let (Some(w), rest) = (words.get_mut(full), &z[full * 64..]) {
-        let mut bits = 0u64;
-        for (i, &v) in rest.iter().enumerate() {
-            bits |= (above(v) as u64) << i;
-        }
-        *w = bits;
+    bits
+}
+
+/// Bit i of `words` = above(z_i), 64 a word ([`pack_word`]); unused high bits of the last word
+/// 0.
+#[inline(always)]
+pub(super) fn pack_bits<T: Real>(z: &[T], words: &mut [u64], above: impl Fn(T) -> bool) {
+    for (w, chunk) in words.iter_mut().zip(z.chunks(64)) {
+        *w = pack_word(chunk, &above);
     }
 }
 

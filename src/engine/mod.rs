@@ -168,9 +168,9 @@ pub(crate) struct Part<T> {
     z: Vec<Vec<T>>,
     /// Per stage but the last: the stage's output h (out × cols).
     h: Vec<Vec<T>>,
-    /// Per stage but the last: bit i set ⇔ z_i above σ's kink (written by forward passes when
-    /// the engine records pieces), 64 entries a word.
-    bits: Vec<Vec<u64>>,
+    /// Per stage but the last: the pieces as bits (written by forward passes when the engine
+    /// records pieces).
+    bits: Vec<StageBits>,
     /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
     p: Vec<Vec<T>>,
     /// Backward scratch, max width × cols each: Z̄ of the current stage and of the next.
@@ -220,7 +220,14 @@ impl<T: Real> Part<T> {
             h: plan.stages[..last].iter().map(|s| buf(s.out)).collect(),
             bits: plan.stages[..last]
                 .iter()
-                .map(|s| vec![0; (s.out * cols).div_ceil(64)])
+                .map(|s| StageBits {
+                    fm: vec![0; (s.out * cols).div_ceil(64)],
+                    sm: if sm {
+                        vec![0; s.out * cols.div_ceil(64)]
+                    } else {
+                        Vec::new()
+                    },
+                })
                 .collect(),
             p: plan
                 .stages
@@ -243,6 +250,18 @@ impl<T: Real> Part<T> {
             loss: 0.0,
         }
     }
+}
+
+/// One stage's pieces as bits (z above σ's single kink), kept by one part.
+pub(crate) struct StageBits {
+    /// Bit c·out + f ⇔ z(f, c) above the kink: the feature-major entry order (the tracker's),
+    /// 64 entries a word, unused high bits 0.
+    fm: Vec<u64>,
+    /// Sample-major layout only: the same bits row by row (feature f's samples in words
+    /// f·⌈cols/64⌉..), as of the last recording. A recording compares the new row words with
+    /// these and toggles only the changed entries in `fm` — the transposition costs in
+    /// proportion to the crossings, and the two always describe the same pieces.
+    sm: Vec<u64>,
 }
 
 /// The phases of an epoch the profile separates. Work split over the column parts is timed in
@@ -487,7 +506,7 @@ impl<T: Real> Engine<T> {
         let jobs: Vec<_> = blocks.zip(layout.split_mut(words)).collect();
         if self.record_pieces {
             for ((part, s), dst) in jobs {
-                dst.copy_from_slice(&part.bits[s]);
+                dst.copy_from_slice(&part.bits[s].fm);
             }
         } else {
             let sm = self.layout == Layout::Samples;

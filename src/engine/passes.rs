@@ -14,7 +14,7 @@
 //! the 500-wide first layers.)
 
 use super::kernels::{self, ActKind};
-use super::{view, view_mut, Clock, Part, Plan, Prop, Real, Stage};
+use super::{view, view_mut, Clock, Part, Plan, Prop, Real, Stage, StageBits};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
@@ -105,7 +105,7 @@ pub(super) fn tail<T: Real>(
     z: &mut [T],
     h: Option<&mut Vec<T>>,
     skip: &[T],
-    bits: Option<&mut Vec<u64>>,
+    bits: Option<&mut StageBits>,
 ) {
     let (_, b, slope) = st.params(cx.theta);
     match h {
@@ -115,7 +115,11 @@ pub(super) fn tail<T: Real>(
             let slope = slope.unwrap_or_default();
             kernels::bias_act_forward(cx.act, slope, b, z, h, skip, st.out, cx.sm);
             if let (Some(kink), Some(bits)) = (cx.record_kink, bits) {
-                kernels::piece_bits_into(z, kink, bits, st.out, cx.sm);
+                if cx.sm {
+                    kernels::track_bits_rows(z, kink, st.out, &mut bits.sm, &mut bits.fm);
+                } else {
+                    kernels::piece_bits_into(z, kink, &mut bits.fm, st.out, false);
+                }
             }
         }
     }

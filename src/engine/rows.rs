@@ -195,48 +195,87 @@ fn deposit(words: &mut [u64], pos: usize, byte: u64) {
     }
 }
 
+/// See `kernels::track_bits_rows`.
+#[inline(always)]
+pub(super) fn track_bits<T: Real>(
+    z: &[T],
+    out: usize,
+    sm: &mut [u64],
+    fm: &mut [u64],
+    above: impl Fn(T) -> bool + Copy,
+) {
+    let cols = z.len() / out.max(1);
+    if cols == 0 {
+        return;
+    }
+    let wpr = cols.div_ceil(64);
+    for (f, (row, old)) in z
+        .chunks_exact(cols)
+        .zip(sm.chunks_exact_mut(wpr))
+        .enumerate()
+    {
+        for (k, (chunk, o)) in row.chunks(64).zip(old.iter_mut()).enumerate() {
+            let new = super::kernels::pack_word(chunk, above);
+            let mut d = new ^ *o;
+            *o = new;
+            while d != 0 {
+                let c = 64 * k + d.trailing_zeros() as usize;
+                d &= d - 1;
+                let e = c * out + f;
+                fm[e / 64] ^= 1 << (e % 64);
+            }
+        }
+    }
+}
+
+/// Samples per column block of [`pack_bits_rows`] (8 words a row).
+const BLOCK: usize = 512;
+
 /// Bit c·out + f of `words` = above(z[f·cols + c]): the pieces of a sample-major z as bits in
-/// the feature-major entry order, 64 a word, unused high bits 0. Blocks of 8 samples × 8
-/// features go through one 8 × 8 bit transposition; the edges entry by entry.
+/// the feature-major entry order, 64 a word, unused high bits 0. Per block of 8 rows and
+/// [`BLOCK`] samples, each row is packed 64 samples a word (vector compares), then every
+/// 8 × 8 block of (features, samples) goes through one bit transposition; the last `out % 8`
+/// rows bit by bit.
 #[inline(always)]
 pub(super) fn pack_bits_rows<T: Real>(
     z: &[T],
     out: usize,
     words: &mut [u64],
-    above: impl Fn(T) -> bool,
+    above: impl Fn(T) -> bool + Copy,
 ) {
     words.iter_mut().for_each(|w| *w = 0);
     let cols = z.len() / out.max(1);
-    let set = |words: &mut [u64], e: usize| words[e / 64] |= 1 << (e % 64);
-    let (cf, ff) = (cols / 8 * 8, out / 8 * 8);
-    for c0 in (0..cf).step_by(8) {
-        for f0 in (0..ff).step_by(8) {
-            let mut x = 0u64;
-            for i in 0..8 {
-                let row = &z[(f0 + i) * cols + c0..][..8];
-                let mut byte = 0u64;
-                for (j, &v) in row.iter().enumerate() {
-                    byte |= (above(v) as u64) << j;
+    let mut rb = [[0u64; BLOCK / 64]; 8];
+    for cb in (0..cols).step_by(BLOCK) {
+        let width = (cols - cb).min(BLOCK);
+        let nw = width.div_ceil(64);
+        for f0 in (0..out).step_by(8) {
+            let fb = (out - f0).min(8);
+            for (i, r) in rb.iter_mut().enumerate().take(fb) {
+                let row = &z[(f0 + i) * cols + cb..][..width];
+                super::kernels::pack_bits(row, &mut r[..nw], above);
+            }
+            if fb < 8 {
+                for (i, r) in rb.iter().enumerate().take(fb) {
+                    for c in 0..width {
+                        if r[c / 64] >> (c % 64) & 1 == 1 {
+                            let e = (cb + c) * out + f0 + i;
+                            words[e / 64] |= 1 << (e % 64);
+                        }
+                    }
                 }
-                x |= byte << (8 * i);
+                continue;
             }
-            let t = transpose8(x);
-            for j in 0..8 {
-                deposit(words, (c0 + j) * out + f0, (t >> (8 * j)) & 0xff);
-            }
-        }
-        for f in ff..out {
-            for c in c0..c0 + 8 {
-                if above(z[f * cols + c]) {
-                    set(words, c * out + f);
+            for g in 0..width.div_ceil(8) {
+                let mut x = 0u64;
+                for (i, r) in rb.iter().enumerate() {
+                    x |= (r[g / 8] >> (8 * (g % 8)) & 0xff) << (8 * i);
                 }
-            }
-        }
-    }
-    for c in cf..cols {
-        for f in 0..out {
-            if above(z[f * cols + c]) {
-                set(words, c * out + f);
+                let t = transpose8(x);
+                let c0 = cb + 8 * g;
+                for j in 0..(cols - c0).min(8) {
+                    deposit(words, (c0 + j) * out + f0, t >> (8 * j) & 0xff);
+                }
             }
         }
     }

@@ -377,3 +377,57 @@ fn both_layouts_agree_with_the_general_path_and_report_pieces_in_its_order() {
         }
     }
 }
+
+#[test]
+fn recorded_bits_follow_z_over_steps_in_both_layouts() {
+    // The sample-major layout keeps the tracker's bits up to date by toggling only the entries
+    // whose row bits changed: after every recorded forward pass they must equal the pieces
+    // read off z, also after passes that did not record.
+    for which in ["dnn", "resnet"] {
+        let data = Dataset::ball(70, 17, 3, 4);
+        let act = Activation::leaky_relu();
+        let model = match which {
+            "dnn" => presets::dnn(17, &[19, 9], 3, &act),
+            _ => presets::resnet(17, 2, 3, &act),
+        };
+        let theta = theta_for(&model, 1);
+        let delta = theta_for(&model, 2);
+        for layout in [Layout::Features, Layout::Samples] {
+            let mut e = engine_in(&model, &data, layout);
+            let bl = crate::kinks::BitLayout::new(&e.piece_segments());
+            let mut flips = 0;
+            let mut last = vec![0u64; bl.words()];
+            for k in 0..8 {
+                let th: Vec<f64> = theta
+                    .iter()
+                    .zip(&delta)
+                    .map(|(a, b)| a + 0.15 * k as f64 * b)
+                    .collect();
+                let record = k != 3 && k != 4;
+                e.set_record_pieces(record);
+                e.forward(&th);
+                if !record {
+                    continue;
+                }
+                let mut bits = vec![u64::MAX; bl.words()];
+                e.piece_bits(&bl, &mut bits);
+                let mut pieces = Vec::new();
+                e.pieces(&mut pieces);
+                for (i, &p) in pieces.iter().enumerate() {
+                    assert_eq!(
+                        bl.get(&bits, i),
+                        p == 1,
+                        "{which} {layout:?} step {k} entry {i}"
+                    );
+                }
+                flips += bits
+                    .iter()
+                    .zip(&last)
+                    .map(|(a, b)| (a ^ b).count_ones())
+                    .sum::<u32>();
+                last = bits;
+            }
+            assert!(flips > 100, "{which} {layout:?}: only {flips} flips");
+        }
+    }
+}
