@@ -379,6 +379,33 @@ fn both_layouts_agree_with_the_general_path_and_report_pieces_in_its_order() {
 }
 
 #[test]
+fn f32_sample_major_at_the_benchmark_width_matches_the_general_path() {
+    // Width 100 (faer tiles the samples, 40 of them in parts of 10, not the 100 features).
+    let act = Activation::leaky_relu();
+    let data = Dataset::ball(40, 100, 3, 5);
+    for model in [
+        presets::resnet(100, 2, 3, &act),
+        presets::dnn(100, &[100], 3, &act),
+    ] {
+        let theta = theta_for(&model, 4);
+        let mut g_ref = vec![0.0; model.p()];
+        let (l_ref, _) = model.loss_and_grad(&theta, &data.x, &data.y, LossKind::Mse, &mut g_ref);
+        let mut e = engine_for::<f32>(&model, &data, LossKind::Mse, &theta).unwrap();
+        assert_eq!(e.layout(), Layout::Samples);
+        let mut g = vec![0.0f32; model.p()];
+        let l = e.loss_and_grad(&convert(&theta), &mut g);
+        let g: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+        assert!((l - l_ref).abs() <= 1e-4 * l_ref, "{}", model.preset);
+        assert!(
+            rel(&g, &g_ref) <= 1e-4,
+            "{}: {}",
+            model.preset,
+            rel(&g, &g_ref)
+        );
+    }
+}
+
+#[test]
 fn recorded_bits_follow_z_over_steps_in_both_layouts() {
     // The sample-major layout keeps the tracker's bits up to date by toggling only the entries
     // whose row bits changed: after every recorded forward pass they must equal the pieces
