@@ -131,53 +131,35 @@ pub fn bias_act_forward<T: Real>(
     sm: bool,
 ) {
     let zero = T::default();
+    let args = (b, z, h, skip, out, sm);
     match act {
         ActKind::Leaky(a) => {
             let a = T::from_f64(*a);
-            fwd_any(sm,
-                b,
-                z,
-                h,
-                skip,
-                out,
-                move |v| if v > zero { v } else { a * v },
-            )
+            fwd_any(args, move |v| if v > zero { v } else { a * v })
         }
-        ActKind::Prelu => fwd_any(sm,
-            b,
-            z,
-            h,
-            skip,
-            out,
-            move |v| {
-                if v > zero {
-                    v
-                } else {
-                    slope * v
-                }
-            },
-        ),
-        ActKind::Relu => fwd_any(sm, b, z, h, skip, out, move |v| if v > zero { v } else { zero }),
+        ActKind::Prelu => fwd_any(args, move |v| if v > zero { v } else { slope * v }),
+        ActKind::Relu => fwd_any(args, move |v| if v > zero { v } else { zero }),
         ActKind::General(f) => {
             let s = slope.to_f64();
-            fwd_any(sm, b, z, h, skip, out, move |v| {
-                T::from_f64(f.value(v.to_f64(), s))
-            })
+            fwd_any(args, move |v| T::from_f64(f.value(v.to_f64(), s)))
         }
     }
 }
 }
 
+/// (b, z, h, skip, out, sample-major) of [`bias_act_forward`].
+type FwdArgs<'a, T> = (
+    &'a [T],
+    &'a mut [T],
+    &'a mut [T],
+    Option<&'a [T]>,
+    usize,
+    bool,
+);
+
 #[inline(always)]
-fn fwd_any<T: Real>(
-    sm: bool,
-    b: &[T],
-    z: &mut [T],
-    h: &mut [T],
-    skip: Option<&[T]>,
-    out: usize,
-    sigma: impl Fn(T) -> T,
-) {
+fn fwd_any<T: Real>(args: FwdArgs<'_, T>, sigma: impl Fn(T) -> T) {
+    let (b, z, h, skip, out, sm) = args;
     if sm {
         rows::fwd_rows(b, z, h, skip, out, sigma)
     } else {
