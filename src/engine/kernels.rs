@@ -305,28 +305,6 @@ pub fn act_backward<T: Real>(
 }
 }
 
-wide! {
-/// [`act_backward`] for σ whose σ' depends only on the side of its kink (leaky ReLU, ReLU),
-/// sample-major, with the sides read from the stage's row bits (`bits`: ⌈cols/64⌉ words a
-/// row, set ⇔ above the kink) instead of z. The same values and sums as [`act_backward`].
-pub fn act_backward_bits<T: Real>(
-    act: &ActKind,
-    bits: &[u64],
-    hb: &[T],
-    zb: &mut [T],
-    out: usize,
-    cols_per_chunk: usize,
-    partial: &mut [T],
-) {
-    let below = match act {
-        ActKind::Leaky(a) => T::from_f64(*a),
-        ActKind::Relu => T::default(),
-        _ => unreachable!("engine: σ' from bits needs a σ whose slope depends only on the side"),
-    };
-    rows::bwd_rows_bits(bits, hb, zb, out, cols_per_chunk, partial, below)
-}
-}
-
 type BwdArgs<'a, T> = (
     &'a [T],
     &'a [T],

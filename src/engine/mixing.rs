@@ -40,7 +40,6 @@ impl<T: Real> Engine<T> {
             on: clock.on,
             record_kink: self.recorded_kink(),
             sm: self.layout == super::Layout::Samples,
-            sign_kink: self.sign_kink(),
         };
         forward_all(&cx, &mut self.parts, self.a.as_ref(), None, &mut clock);
         self.charge(&clock);
@@ -78,7 +77,6 @@ impl<T: Real> Engine<T> {
             on: clock.on,
             record_kink: self.recorded_kink(),
             sm: self.layout == super::Layout::Samples,
-            sign_kink: self.sign_kink(),
         };
         forward_all(
             &cx,

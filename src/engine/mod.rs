@@ -151,10 +151,6 @@ pub struct Engine<T: Real> {
     grad_norm_sq: f64,
     /// Whether forward passes record the pieces' bits (σ with one kink, kink tracking on).
     record_pieces: bool,
-    /// σ' depends only on the side of σ's one kink (leaky ReLU, ReLU) and the layout is
-    /// sample-major: hidden z are not kept (one scratch per part), the stages' bits always
-    /// are, and σ' is read off them.
-    sign_only: bool,
     /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
     profile: Option<[f64; PHASES.len()]>,
 }
@@ -168,11 +164,8 @@ pub(crate) struct Part<T> {
     /// Inputs X, or ÂX when the first stage propagates its input.
     x: Vec<T>,
     y: Vec<T>,
-    /// Per stage: pre-activation z (out × cols); the last stage's is the output u. Empty for
-    /// hidden stages when the engine is `sign_only` (z then passes through `zs`).
+    /// Per stage: pre-activation z (out × cols); the last stage's is the output u.
     z: Vec<Vec<T>>,
-    /// Scratch for a hidden stage's z (max width × cols) when the engine is `sign_only`.
-    zs: Vec<T>,
     /// Per stage but the last: the stage's output h (out × cols).
     h: Vec<Vec<T>>,
     /// Per stage but the last: the pieces as bits (written by forward passes when the engine
@@ -198,17 +191,7 @@ pub(crate) struct Part<T> {
 }
 
 impl<T: Real> Part<T> {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        plan: &Plan,
-        x: &[T],
-        y: &[T],
-        c0: usize,
-        cols: usize,
-        cpc: usize,
-        sm: bool,
-        sign_only: bool,
-    ) -> Self {
+    fn new(plan: &Plan, x: &[T], y: &[T], c0: usize, cols: usize, cpc: usize, sm: bool) -> Self {
         let (d, m) = (plan.in_dim(), plan.out_dim());
         // This part's columns of a feature-major (w × n) array, in the engine's layout.
         let own = |a: &[T], w: usize| -> Vec<T> {
@@ -233,18 +216,7 @@ impl<T: Real> Part<T> {
             cols,
             x: own(x, d),
             y: own(y, m),
-            z: plan
-                .stages
-                .iter()
-                .map(|s| {
-                    if sign_only && s.act {
-                        Vec::new()
-                    } else {
-                        buf(s.out)
-                    }
-                })
-                .collect(),
-            zs: if sign_only { buf(wmax) } else { Vec::new() },
+            z: plan.stages.iter().map(|s| buf(s.out)).collect(),
             h: plan.stages[..last].iter().map(|s| buf(s.out)).collect(),
             bits: plan.stages[..last]
                 .iter()
@@ -383,8 +355,6 @@ impl<T: Real> Engine<T> {
             "engine: graph propagation needs the feature-major layout"
         );
         let sm = layout == Layout::Samples;
-        let act = ActKind::new(activation);
-        let sign_only = sm && matches!(act, ActKind::Leaky(_) | ActKind::Relu);
         let n = x.n();
         assert_eq!(x.features(), plan.in_dim(), "engine: input width");
         assert_eq!(y.features(), plan.out_dim(), "engine: output width");
@@ -417,11 +387,10 @@ impl<T: Real> Engine<T> {
         let cpc = kernels::chunk_cols(n);
         let parts = std::array::from_fn(|k| {
             let (c0, c1) = kernels::part_cols(n, k);
-            Part::new(&plan, &xs, &ys, c0, c1 - c0, cpc, sm, sign_only)
+            Part::new(&plan, &xs, &ys, c0, c1 - c0, cpc, sm)
         });
         Self {
-            act,
-            sign_only,
+            act: ActKind::new(activation),
             kink_points: activation.kinks(),
             record_pieces: false,
             grad_norm_sq: 0.0,
@@ -484,31 +453,21 @@ impl<T: Real> Engine<T> {
         let ns = self.plan.stages.len();
         let start = out.len();
         let total: usize = (0..ns - 1)
-            .flat_map(|s| self.parts.iter().map(move |part| self.block_len(part, s)))
+            .flat_map(|s| self.parts.iter().map(move |part| part.z[s].len()))
             .sum();
         out.resize(start + total, 0);
         let mut rest = &mut out[start..];
         let mut jobs = Vec::with_capacity((ns - 1) * self.parts.len());
         for s in 0..ns - 1 {
             for part in &self.parts {
-                let (head, tail) = rest.split_at_mut(self.block_len(part, s));
-                jobs.push((part, s, head));
+                let (head, tail) = rest.split_at_mut(part.z[s].len());
+                jobs.push((&part.z[s][..], head, self.plan.stages[s].out));
                 rest = tail;
             }
         }
         let sm = self.layout == Layout::Samples;
-        jobs.into_par_iter().for_each(|(part, s, dst)| {
-            if self.sign_only {
-                // z is not kept; the bits always are (in the tracker's order).
-                let bits = &part.bits[s].fm;
-                for (e, d) in dst.iter_mut().enumerate() {
-                    *d = (bits[e / 64] >> (e % 64) & 1) as u16;
-                }
-            } else {
-                let feats = self.plan.stages[s].out;
-                kernels::pieces_into(&part.z[s], &self.kink_points, dst, feats, sm)
-            }
-        });
+        jobs.into_par_iter()
+            .for_each(|(z, dst, feats)| kernels::pieces_into(z, &self.kink_points, dst, feats, sm));
     }
     /// σ's kink point when it has exactly one (the tracker then follows pieces as bits through
     /// [`Self::piece_segments`] and [`Self::piece_bits`]).
@@ -523,7 +482,7 @@ impl<T: Real> Engine<T> {
     pub fn piece_segments(&self) -> Vec<usize> {
         let ns = self.plan.stages.len();
         (0..ns - 1)
-            .flat_map(|s| self.parts.iter().map(move |part| self.block_len(part, s)))
+            .flat_map(|s| self.parts.iter().map(move |part| part.z[s].len()))
             .collect()
     }
     /// Makes forward passes record the pieces' bits for [`Self::piece_bits`] (σ with one kink;
@@ -533,14 +492,6 @@ impl<T: Real> Engine<T> {
     }
     fn recorded_kink(&self) -> Option<f64> {
         self.single_kink().filter(|_| self.record_pieces)
-    }
-    /// σ's kink when the engine is `sign_only` (the bits are then kept by every forward pass).
-    fn sign_kink(&self) -> Option<f64> {
-        self.single_kink().filter(|_| self.sign_only)
-    }
-    /// Pre-activations of stage s in one part.
-    fn block_len(&self, part: &Part<T>, s: usize) -> usize {
-        self.plan.stages[s].out * part.cols
     }
     /// For σ with one kink: the pieces of the last forward pass as bits in `layout` (built from
     /// [`Self::piece_segments`]): copied from the bits the pass recorded (see
@@ -553,7 +504,7 @@ impl<T: Real> Engine<T> {
         let ns = self.plan.stages.len();
         let blocks = (0..ns - 1).flat_map(|s| self.parts.iter().map(move |part| (part, s)));
         let jobs: Vec<_> = blocks.zip(layout.split_mut(words)).collect();
-        if self.record_pieces || self.sign_only {
+        if self.record_pieces {
             for ((part, s), dst) in jobs {
                 dst.copy_from_slice(&part.bits[s].fm);
             }

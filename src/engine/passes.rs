@@ -31,10 +31,6 @@ pub(super) struct Ctx<'a, T> {
     pub record_kink: Option<f64>,
     /// The buffers are sample-major ([`super::Layout::Samples`]).
     pub sm: bool,
-    /// σ's kink when σ' depends only on the side of it (leaky ReLU, ReLU) in the sample-major
-    /// layout: hidden stages' z then live only in the part's scratch (`Part::zs`), every tail
-    /// keeps the stage's bits, and the backward pass reads σ' off them.
-    pub sign_kink: Option<f64>,
 }
 
 /// dst (out × cols) (=|+=) W (row-major out × inp) · src (inp × cols), on this thread; dst and
@@ -118,7 +114,7 @@ pub(super) fn tail<T: Real>(
             let skip = st.residual.then_some(skip);
             let slope = slope.unwrap_or_default();
             kernels::bias_act_forward(cx.act, slope, b, z, h, skip, st.out, cx.sm);
-            if let (Some(kink), Some(bits)) = (cx.sign_kink.or(cx.record_kink), bits) {
+            if let (Some(kink), Some(bits)) = (cx.record_kink, bits) {
                 if cx.sm {
                     kernels::track_bits_rows(z, kink, st.out, &mut bits.sm, &mut bits.fm);
                 } else {
@@ -137,11 +133,7 @@ impl<T: Real> Part<T> {
         let (w, _, _) = st.params(cx.theta);
         let (h_prev, h_rest) = self.h.split_at_mut(s);
         let src: &[T] = if s == 0 { &self.x } else { &h_prev[s - 1] };
-        let z = if cx.sign_kink.is_some() && st.act {
-            &mut self.zs[..st.out * self.cols]
-        } else {
-            &mut self.z[s][..]
-        };
+        let z = &mut self.z[s];
         mm(z, w, src, st.out, st.inp, Accum::Replace, cx.sm);
         c.lap(0);
         tail(cx, st, z, h_rest.first_mut(), src, self.bits.get_mut(s));
@@ -226,16 +218,17 @@ impl<T: Real> Part<T> {
         let prev = &cx.plan.stages[s - 1];
         let (_, _, slope) = prev.params(cx.theta);
         let (w, cols) = (prev.out, self.cols);
-        let (hb, zb) = (&self.hb[..w * cols], &mut self.zb2[..w * cols]);
-        if cx.sign_kink.is_some() {
-            let bits = &self.bits[s - 1].sm;
-            kernels::act_backward_bits(cx.act, bits, hb, zb, w, cx.cpc, &mut self.partial);
-        } else {
-            let slope = slope.unwrap_or_default();
-            let z = &self.z[s - 1];
-            let part = &mut self.partial;
-            kernels::act_backward(cx.act, slope, z, hb, zb, w, cx.cpc, part, cx.sm);
-        }
+        kernels::act_backward(
+            cx.act,
+            slope.unwrap_or_default(),
+            &self.z[s - 1],
+            &self.hb[..w * cols],
+            &mut self.zb2[..w * cols],
+            w,
+            cx.cpc,
+            &mut self.partial,
+            cx.sm,
+        );
         let nch = cols.div_ceil(cx.cpc);
         let (_, gb, gslope) = prev.params_mut(&mut self.g);
         kernels::combine(

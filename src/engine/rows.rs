@@ -163,74 +163,6 @@ pub(super) fn bwd_rows<T: Real>(
     }
 }
 
-/// Bits pos..pos + 16 of a row's words (bit i of the result = bit pos + i; past the end 0).
-#[inline(always)]
-fn bits16(words: &[u64], pos: usize) -> u64 {
-    let (w, sh) = (pos / 64, pos % 64);
-    let mut v = words[w] >> sh;
-    if sh > 48 && w + 1 < words.len() {
-        v |= words[w + 1] << (64 - sh);
-    }
-    v
-}
-
-/// `bwd_rows` with σ' = 1 above the kink and `below` under it, the sides read from row bits
-/// (⌈cols/64⌉ words a row) instead of z; no PReLU sum (its last partial entry is 0). The
-/// products and sums are `bwd_rows`'s, in the same order.
-#[inline(always)]
-pub(super) fn bwd_rows_bits<T: Real>(
-    bits: &[u64],
-    hb: &[T],
-    zb: &mut [T],
-    out: usize,
-    cpc: usize,
-    partial: &mut [T],
-    below: T,
-) {
-    let zero = T::default();
-    let one = T::one();
-    let cols = hb.len() / out.max(1);
-    if cols == 0 {
-        return;
-    }
-    let (wpr, nch) = (cols.div_ceil(64), cols.div_ceil(cpc));
-    partial[..nch * (out + 1)]
-        .iter_mut()
-        .for_each(|v| *v = zero);
-    let rows = hb.chunks_exact(cols).zip(zb.chunks_exact_mut(cols));
-    for (f, (hrow, zbrow)) in rows.enumerate() {
-        let words = &bits[f * wpr..(f + 1) * wpr];
-        for (k, (hc, gc)) in hrow.chunks(cpc).zip(zbrow.chunks_mut(cpc)).enumerate() {
-            let base = k * cpc;
-            let mut acc = [zero; LANES];
-            let full = hc.len() / LANES * LANES;
-            for j0 in (0..full).step_by(LANES) {
-                let m = bits16(words, base + j0);
-                let hs: &[T; LANES] = hc[j0..j0 + LANES].try_into().unwrap();
-                let gs: &mut [T; LANES] = (&mut gc[j0..j0 + LANES]).try_into().unwrap();
-                for l in 0..LANES {
-                    let s = if m >> l & 1 == 1 { one } else { below };
-                    let d = hs[l] * s;
-                    gs[l] = d;
-                    acc[l] += d;
-                }
-            }
-            for j in full..hc.len() {
-                let c = base + j;
-                let s = if words[c / 64] >> (c % 64) & 1 == 1 {
-                    one
-                } else {
-                    below
-                };
-                let d = hc[j] * s;
-                gc[j] = d;
-                acc[j - full] += d;
-            }
-            partial[k * (out + 1) + f] = fold(&acc);
-        }
-    }
-}
-
 /// out_u16[c·out + f] = piece(z[f·cols + c]): the pieces in the feature-major entry order.
 pub(super) fn pieces_rows<T: Real>(z: &[T], out: usize, dst: &mut [u16], piece: impl Fn(T) -> u16) {
     let cols = z.len() / out.max(1);
@@ -400,37 +332,6 @@ mod tests {
             if tail != 0 {
                 assert_eq!(words.last().unwrap() >> tail, 0, "padding bits stay clear");
             }
-        }
-    }
-
-    #[test]
-    fn sigma_prime_from_row_bits_equals_sigma_prime_from_z() {
-        // Chunks longer and shorter than the lanes, rows spanning several words, chunk starts
-        // inside a word.
-        for (out, cols, cpc) in [
-            (5usize, 250usize, 125usize),
-            (3, 76, 38),
-            (4, 37, 10),
-            (2, 200, 13),
-        ] {
-            let z: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.91).sin()).collect();
-            let hb: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.23).cos()).collect();
-            let wpr = cols.div_ceil(64);
-            let mut bits = vec![0u64; out * wpr];
-            for (f, row) in z.chunks_exact(cols).enumerate() {
-                super::super::kernels::pack_bits(row, &mut bits[f * wpr..(f + 1) * wpr], |v| {
-                    v > 0.0
-                });
-            }
-            let nch = cols.div_ceil(cpc);
-            let a = 0.01;
-            let (mut zb, mut zb_bits) = (vec![0.0; out * cols], vec![f64::NAN; out * cols]);
-            let (mut p, mut p_bits) = (vec![0.0; nch * (out + 1)], vec![f64::NAN; nch * (out + 1)]);
-            let ds = |v: f64| if v > 0.0 { 1.0 } else { a };
-            bwd_rows(&z, &hb, &mut zb, out, cpc, &mut p, ds, false);
-            bwd_rows_bits(&bits, &hb, &mut zb_bits, out, cpc, &mut p_bits, a);
-            assert_eq!(zb, zb_bits, "{out} × {cols}, chunks of {cpc}");
-            assert_eq!(p, p_bits, "{out} × {cols}, chunks of {cpc}");
         }
     }
 
