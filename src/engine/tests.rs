@@ -324,6 +324,12 @@ fn both_layouts_agree_with_the_general_path_and_report_pieces_in_its_order() {
                 "dnn" => (presets::dnn(17, &[19, 9], 3, act), big),
                 _ => (presets::resnet(17, 2, 3, act), big),
             });
+            // Parts of 76 samples: chunks of 38 (vector lanes) and rows spanning two words.
+            let long = Dataset::ball(300, 17, 3, 11);
+            cases.push(match which {
+                "dnn" => (presets::dnn(17, &[19, 9], 3, act), long),
+                _ => (presets::resnet(17, 2, 3, act), long),
+            });
             for (v, (model, data)) in cases.iter().enumerate() {
                 let tag = format!("{which} case {v} {act}");
                 let theta = theta_for(model, v as u64 + 5);
