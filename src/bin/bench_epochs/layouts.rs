@@ -38,10 +38,7 @@ pub(crate) fn compare<T: Real>(ws: &[Workload], reps: usize) {
             pf.push(100.0 * flops / t[0] / 1e9 / pk);
             ps.push(100.0 * flops / t[1] / 1e9 / pk);
         }
-        let (lo, hi) = (
-            ratio.iter().copied().fold(f64::INFINITY, f64::min),
-            ratio.iter().copied().fold(0.0, f64::max),
-        );
+        let (lo, hi) = crate::range(&ratio);
         println!(
             "| {} | {:.2} ms | {:.2} ms | {:.3} ({:.3}–{:.3}) | {:.0}% / {:.0}% |",
             w.name,

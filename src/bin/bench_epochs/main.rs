@@ -292,6 +292,14 @@ pub(crate) fn time_engine_in<T: Real>(
     )
 }
 
+/// (smallest, largest) of non-negative values.
+pub(crate) fn range(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(0.0, f64::max),
+    )
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -323,10 +331,7 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
             last = Some(t);
         }
         let t = last.unwrap();
-        let (lo, hi) = (
-            shares.iter().copied().fold(f64::INFINITY, f64::min),
-            shares.iter().copied().fold(0.0, f64::max),
-        );
+        let (lo, hi) = range(&shares);
         println!(
             "| {} | {} | {:.2} ms | {:.0}% ({:.0}–{:.0}%) | {:.0} | {:.1} | {:.2} |",
             w.name,
