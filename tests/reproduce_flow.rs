@@ -6,10 +6,8 @@
 
 mod common;
 
-use gradflow::config::{DataConfig, Solver};
-use gradflow::experiment::{
-    ablation, as_flow, reproduce_ablations, ReproduceOptions, RunRecord, Scale,
-};
+use gradflow::config::Solver;
+use gradflow::experiment::{as_flow, reproduce_ablations, RunRecord};
 use gradflow::report::plots::{loss_figure, RunInput};
 use gradflow::report::tables::Table;
 use serde_json::Value;
@@ -24,33 +22,14 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
     // The quick DNN sweep's first two runs, shrunk: n = 10, d = 3, m = 2 (nm = 20); width 1
     // (p = 10 < nm) and width 8 (p = 122 ≥ nm); 400 GD epochs at η = 0.005, so t_end = 2 with
     // 200 outputs (one every 2 epochs), NTK every 100 epochs = every 50 outputs.
-    let mut ab = ablation("dnn", Scale::Quick, 1).unwrap();
-    ab.runs.truncate(2);
-    for (r, w) in ab.runs.iter_mut().zip([1usize, 8]) {
-        r.value = w;
-        r.label = format!("w={w}-seed0");
-        let c = &mut r.config;
-        c.data = DataConfig::Ball { n: 10, d: 3, m: 2 };
-        c.model.hidden = vec![w, w];
-        c.train.epochs = 400;
-        c.train.lr = 0.005;
-        c.ntk.every = 100;
+    let mut ab = common::tiny_dnn_sweep(&[1, 8], 10, 400, 0.005);
+    for r in ab.runs.iter_mut() {
+        r.config.ntk.every = 100;
     }
     ab.skip_epochs = 100;
     let ab = as_flow(ab);
     let out = tmp("dnn");
-    let opts = ReproduceOptions {
-        scale: Scale::Quick,
-        only: vec!["dnn".into()],
-        seeds: 1,
-        out: out.clone(),
-        shard: None,
-        progress: false,
-        precision: gradflow::config::Precision::F64,
-        solver: Solver::Flow,
-        ntk_every: None,
-        no_ntk: false,
-    };
+    let opts = common::dnn_sweep_options(out.clone(), Solver::Flow, false);
     let start = std::time::Instant::now();
     let index = reproduce_ablations(&opts, vec![ab]).unwrap();
     eprintln!("two flow runs in {:.2} s", start.elapsed().as_secs_f64());

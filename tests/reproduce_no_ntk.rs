@@ -4,8 +4,8 @@
 
 mod common;
 
-use gradflow::config::{DataConfig, Precision, Solver};
-use gradflow::experiment::{ablation, reproduce_ablations, ReproduceOptions, Scale};
+use gradflow::config::Solver;
+use gradflow::experiment::reproduce_ablations;
 use std::path::PathBuf;
 
 fn tmp(tag: &str) -> PathBuf {
@@ -14,32 +14,13 @@ fn tmp(tag: &str) -> PathBuf {
 
 #[test]
 fn no_ntk_sweep_has_one_note_and_packed_runs_count_by_their_cores() {
-    let mut ab = ablation("dnn", Scale::Quick, 1).unwrap();
-    ab.runs.truncate(3);
-    for (r, w) in ab.runs.iter_mut().zip([2usize, 4, 8]) {
-        r.value = w;
-        r.label = format!("w={w}-seed0");
-        let c = &mut r.config;
-        c.data = DataConfig::Ball { n: 12, d: 3, m: 2 };
-        c.model.hidden = vec![w, w];
-        c.train.epochs = 300;
-        c.train.lr = 0.01;
-        c.ntk.enabled = false; // what `reproduce --no-ntk` sets before reproduce_ablations
+    let mut ab = common::tiny_dnn_sweep(&[2, 4, 8], 12, 300, 0.01);
+    for r in ab.runs.iter_mut() {
+        r.config.ntk.enabled = false; // what `reproduce --no-ntk` sets before reproduce_ablations
     }
     ab.skip_epochs = 0;
     let out = tmp("dnn");
-    let opts = ReproduceOptions {
-        scale: Scale::Quick,
-        only: vec!["dnn".into()],
-        seeds: 1,
-        out: out.clone(),
-        shard: None,
-        progress: false,
-        precision: Precision::F64,
-        solver: Solver::Gd,
-        ntk_every: None,
-        no_ntk: true,
-    };
+    let opts = common::dnn_sweep_options(out.clone(), Solver::Gd, true);
     let index = reproduce_ablations(&opts, vec![ab]).unwrap();
     let runs = &index.ablations[0].runs;
     assert_eq!(runs.len(), 3);

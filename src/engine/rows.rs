@@ -173,28 +173,6 @@ pub(super) fn pieces_rows<T: Real>(z: &[T], out: usize, dst: &mut [u16], piece: 
     }
 }
 
-/// Transposes an 8 × 8 bit matrix held in a u64 (bit 8i + j ↦ bit 8j + i).
-#[inline(always)]
-pub(super) fn transpose8(mut x: u64) -> u64 {
-    let t = (x ^ (x >> 7)) & 0x00AA_00AA_00AA_00AA;
-    x ^= t ^ (t << 7);
-    let t = (x ^ (x >> 14)) & 0x0000_CCCC_0000_CCCC;
-    x ^= t ^ (t << 14);
-    let t = (x ^ (x >> 28)) & 0x0000_0000_F0F0_F0F0;
-    x ^= t ^ (t << 28);
-    x
-}
-
-/// ORs the 8 bits of `byte` into `words` from bit `pos` on (entries pos..pos + 8 all exist).
-#[inline(always)]
-fn deposit(words: &mut [u64], pos: usize, byte: u64) {
-    let (w, sh) = (pos / 64, pos % 64);
-    words[w] |= byte << sh;
-    if sh > 56 {
-        words[w + 1] |= byte >> (64 - sh);
-    }
-}
-
 /// See `kernels::track_bits_rows`.
 #[inline(always)]
 pub(super) fn track_bits<T: Real>(
@@ -228,54 +206,23 @@ pub(super) fn track_bits<T: Real>(
     }
 }
 
-/// Samples per column block of [`pack_bits_rows`] (8 words a row).
-const BLOCK: usize = 512;
-
 /// Bit c·out + f of `words` = above(z[f·cols + c]): the pieces of a sample-major z as bits in
-/// the feature-major entry order, 64 a word, unused high bits 0. Per block of 8 rows and
-/// [`BLOCK`] samples, each row is packed 64 samples a word (vector compares), then every
-/// 8 × 8 block of (features, samples) goes through one bit transposition; the last `out % 8`
-/// rows bit by bit.
-#[inline(always)]
+/// the feature-major entry order, 64 a word, unused high bits 0. Entry by entry: only for
+/// pieces read off z after an unrecorded pass (training loops record them in the forward pass
+/// through `track_bits`).
 pub(super) fn pack_bits_rows<T: Real>(
     z: &[T],
     out: usize,
     words: &mut [u64],
-    above: impl Fn(T) -> bool + Copy,
+    above: impl Fn(T) -> bool,
 ) {
     words.iter_mut().for_each(|w| *w = 0);
     let cols = z.len() / out.max(1);
-    let mut rb = [[0u64; BLOCK / 64]; 8];
-    for cb in (0..cols).step_by(BLOCK) {
-        let width = (cols - cb).min(BLOCK);
-        let nw = width.div_ceil(64);
-        for f0 in (0..out).step_by(8) {
-            let fb = (out - f0).min(8);
-            for (i, r) in rb.iter_mut().enumerate().take(fb) {
-                let row = &z[(f0 + i) * cols + cb..][..width];
-                super::kernels::pack_bits(row, &mut r[..nw], above);
-            }
-            if fb < 8 {
-                for (i, r) in rb.iter().enumerate().take(fb) {
-                    for c in 0..width {
-                        if r[c / 64] >> (c % 64) & 1 == 1 {
-                            let e = (cb + c) * out + f0 + i;
-                            words[e / 64] |= 1 << (e % 64);
-                        }
-                    }
-                }
-                continue;
-            }
-            for g in 0..width.div_ceil(8) {
-                let mut x = 0u64;
-                for (i, r) in rb.iter().enumerate() {
-                    x |= (r[g / 8] >> (8 * (g % 8)) & 0xff) << (8 * i);
-                }
-                let t = transpose8(x);
-                let c0 = cb + 8 * g;
-                for j in 0..(cols - c0).min(8) {
-                    deposit(words, (c0 + j) * out + f0, t >> (8 * j) & 0xff);
-                }
+    for c in 0..cols {
+        for f in 0..out {
+            if above(z[f * cols + c]) {
+                let e = c * out + f;
+                words[e / 64] |= 1 << (e % 64);
             }
         }
     }
@@ -286,24 +233,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transpose8_moves_every_bit_to_its_mirror() {
-        let x = 0x8142_2418_F00F_A55Au64;
-        let t = transpose8(x);
-        for i in 0..8 {
-            for j in 0..8 {
-                assert_eq!(
-                    (x >> (8 * i + j)) & 1,
-                    (t >> (8 * j + i)) & 1,
-                    "bit ({i}, {j})"
-                );
-            }
-        }
-        assert_eq!(transpose8(t), x);
-    }
-
-    #[test]
     fn bits_of_a_sample_major_block_come_out_in_feature_major_order() {
-        // Shapes with and without full 8 × 8 blocks and with words straddling samples.
+        // Shapes with words straddling samples, and rows longer than a word.
         for (out, cols) in [
             (100usize, 250usize),
             (8, 8),

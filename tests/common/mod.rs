@@ -1,11 +1,13 @@
 //! Shared helpers for the integration tests: a deterministic RNG, random batches, fresh temporary
-//! directories, and the generic finite-difference checker of the `Layer` contract (forward / vjp
+//! directories, a shrunken DNN sweep with its `reproduce` options, and the generic finite-difference checker of the `Layer` contract (forward / vjp
 //! / jvp).
 //!
 //! Everything here is an *independent* computation: finite differences of `forward`, plain loops
 //! for inner products — never the library's own derivative code.
 #![allow(dead_code)]
 
+use gradflow::config::{DataConfig, Precision, Solver};
+use gradflow::experiment::{ablation, Ablation, ReproduceOptions, Scale};
 use gradflow::layers::{Layer, PreActivation};
 use gradflow::Batch;
 use rand::rngs::StdRng;
@@ -33,6 +35,44 @@ pub fn fresh_dir(suite: &str, tag: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// The quick DNN sweep cut to one run per width, each shrunk to hidden [w, w] on n balls in
+/// d = 3 with m = 2 outputs and `epochs` GD epochs at `lr` (NTK and skip settings left to the
+/// caller).
+pub fn tiny_dnn_sweep(widths: &[usize], n: usize, epochs: usize, lr: f64) -> Ablation {
+    let mut ab = ablation("dnn", Scale::Quick, 1).unwrap();
+    ab.runs.truncate(widths.len());
+    for (r, &w) in ab.runs.iter_mut().zip(widths) {
+        r.value = w;
+        r.label = format!("w={w}-seed0");
+        let c = &mut r.config;
+        c.data = DataConfig::Ball { n, d: 3, m: 2 };
+        c.model.hidden = vec![w, w];
+        c.train.epochs = epochs;
+        c.train.lr = lr;
+    }
+    ab
+}
+
+/// `reproduce` options for the dnn sweep alone into `out` (one seed, f64, no progress bar).
+pub fn dnn_sweep_options(
+    out: std::path::PathBuf,
+    solver: Solver,
+    no_ntk: bool,
+) -> ReproduceOptions {
+    ReproduceOptions {
+        scale: Scale::Quick,
+        only: vec!["dnn".into()],
+        seeds: 1,
+        out,
+        shard: None,
+        progress: false,
+        precision: Precision::F64,
+        solver,
+        ntk_every: None,
+        no_ntk,
+    }
 }
 
 pub fn rng(seed: u64) -> StdRng {
