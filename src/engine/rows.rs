@@ -17,10 +17,38 @@ use super::Real;
 /// Fixed accumulation lanes of the sums along a row.
 const LANES: usize = 16;
 
-/// Σ over `acc`'s lanes, in lane order.
+/// Σ over `acc`'s lanes as a halving tree (lane i + w added to lane i, w = 8, 4, 2, 1): a few
+/// vector shuffles, where a sum in lane order compiles to a chain of 16 scalar adds.
 #[inline(always)]
 fn fold<T: Real>(acc: &[T; LANES]) -> T {
-    acc.iter().fold(T::default(), |a, &b| a + b)
+    let mut v = *acc;
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            v[i] += v[i + w];
+        }
+        w /= 2;
+    }
+    v[0]
+}
+
+/// Σ of `v` on [`LANES`] fixed lanes (lane i takes v[i], v[i + LANES], …). The inner loop's
+/// length is hidden from the optimiser (`black_box`): with a known 16 it is unrolled early and
+/// then vectorised 2 wide; as a loop it becomes one full-width vector add per group.
+#[inline(always)]
+fn lane_sums<T: Real>(v: &[T]) -> [T; LANES] {
+    let mut acc = [T::default(); LANES];
+    let lanes = std::hint::black_box(LANES);
+    let mut it = v.chunks_exact(LANES);
+    for c in &mut it {
+        for (a, &x) in acc[..lanes].iter_mut().zip(&c[..lanes]) {
+            *a += x;
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(it.remainder()) {
+        *a += x;
+    }
+    acc
 }
 
 /// z += b (per row) and h = σ(z) (+ skip).
@@ -81,16 +109,7 @@ pub(super) fn chunk_row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: 
     }
     for (f, row) in g.chunks_exact(cols).enumerate() {
         for (k, chunk) in row.chunks(cpc).enumerate() {
-            let mut acc = [T::default(); LANES];
-            let mut it = chunk.chunks_exact(LANES);
-            for c in &mut it {
-                for (a, &v) in acc.iter_mut().zip(c) {
-                    *a += v;
-                }
-            }
-            for (a, &v) in acc.iter_mut().zip(it.remainder()) {
-                *a += v;
-            }
+            let acc = lane_sums(chunk);
             partial[k * out + f] = fold(&acc);
         }
     }
@@ -130,30 +149,21 @@ pub(super) fn bwd_rows<T: Real>(
             .zip(hrow.chunks(cpc))
             .zip(zbrow.chunks_mut(cpc));
         for (k, ((zc, hc), gc)) in chunks.enumerate() {
-            let (mut acc, mut sl) = ([zero; LANES], [zero; LANES]);
-            let mut step = |zs: &[T], hs: &[T], gs: &mut [T]| {
-                for i in 0..zs.len() {
-                    let (zv, hv) = (zs[i], hs[i]);
-                    let d = hv * dsigma(zv);
-                    gs[i] = d;
-                    acc[i] += d;
-                    if prelu {
-                        sl[i] += if zv < zero { hv * zv } else { zero };
-                    }
-                }
-            };
-            let full = zc.len() / LANES * LANES;
-            let (zh, zt) = zc.split_at(full);
-            let (hh, ht) = hc.split_at(full);
-            let (gh, gt) = gc.split_at_mut(full);
-            for ((zs, hs), gs) in zh
-                .chunks_exact(LANES)
-                .zip(hh.chunks_exact(LANES))
-                .zip(gh.chunks_exact_mut(LANES))
-            {
-                step(zs, hs, gs);
+            // Element-wise first (vectorises like the forward tail), then the lane sums over
+            // what was just written (still in L1): one fused loop compiled to 2-wide code.
+            for ((g, &zv), &hv) in gc.iter_mut().zip(zc).zip(hc) {
+                *g = hv * dsigma(zv);
             }
-            step(zt, ht, gt);
+            let acc = lane_sums(gc);
+            let sl = if prelu {
+                let mut sl = [zero; LANES];
+                for (i, (&zv, &hv)) in zc.iter().zip(hc).enumerate() {
+                    sl[i % LANES] += if zv < zero { hv * zv } else { zero };
+                }
+                sl
+            } else {
+                [zero; LANES]
+            };
             let row = &mut partial[k * (out + 1)..(k + 1) * (out + 1)];
             row[f] = fold(&acc);
             if prelu {

@@ -9,7 +9,8 @@
 //!
 //! Usage: `cargo run --release --bin bench_epochs -- [--precision f64|f32|both] [--reps R]
 //! [--general] [--profile] [--packed] [--reproduce-paper] [--shapes] [--seq] [--loop E]
-//! [--layout features|samples] [--layouts]`
+//! [--layout features|samples] [--layouts] [--only NAME]` (`--only`: the workloads whose name
+//! contains NAME)
 //!
 //! `--layouts [--only NAME]`: DNN and ResNet epochs in both activation layouts, timed back to back in each
 //! repetition (a paired comparison, robust to the machine's drifting speed).
@@ -575,7 +576,11 @@ fn main() {
         );
         return;
     }
-    let ws = workloads();
+    let only = value("--only").unwrap_or_default().to_lowercase();
+    let ws: Vec<Workload> = workloads()
+        .into_iter()
+        .filter(|w| w.name.to_lowercase().contains(&only))
+        .collect();
     if f64s {
         bench_precision::<f64>(&ws, reps, has("--profile"));
     }
@@ -585,10 +590,10 @@ fn main() {
     if has("--packed") {
         println!("\n### Packing small runs (as `reproduce` does for sweeps of small models)\n");
         if f32s {
-            packed::<f32>(&ws[1]);
+            packed::<f32>(&workloads()[1]);
         }
         if f64s {
-            packed::<f64>(&ws[1]);
+            packed::<f64>(&workloads()[1]);
         }
     }
     if has("--general") {
