@@ -23,6 +23,7 @@ pub mod loss;
 pub mod model;
 pub mod ntk;
 pub mod params;
+mod prefetch;
 pub mod presets;
 pub mod report;
 pub mod rng;

@@ -449,6 +449,9 @@ pub(super) fn pack_bits<T: Real>(z: &[T], words: &mut [u64], above: impl Fn(T) -
     }
 }
 
+/// How many neighbours ahead a propagation requests a source column.
+const PROPAGATE_AHEAD: usize = 4;
+
 /// Â in compressed rows, in the engine's float type.
 pub struct Csr<T> {
     row_start: Vec<usize>,
@@ -489,7 +492,9 @@ impl<T: Real> Csr<T> {
 
     /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
     /// holds, columns of `width` features. The source is split into the engine's column parts
-    /// of `pw` columns each: column j is column j mod pw of `src[j / pw]`.
+    /// of `pw` columns each: column j is column j mod pw of `src[j / pw]`. The neighbours'
+    /// columns lie anywhere in the parts (often in the other core's cache): each is requested
+    /// [`PROPAGATE_AHEAD`] neighbours before it is read.
     pub fn propagate(
         &self,
         src: [&[T]; PARTS],
@@ -498,13 +503,19 @@ impl<T: Real> Csr<T> {
         width: usize,
         first: usize,
     ) {
+        let column = |e: usize| {
+            let j = self.cols[e];
+            let o = j % pw * width;
+            &src[j / pw][o..o + width]
+        };
         for (r, col) in dst.chunks_exact_mut(width).enumerate() {
             let i = first + r;
             col.iter_mut().for_each(|v| *v = T::default());
             for e in self.row_start[i]..self.row_start[i + 1] {
-                let (j, a) = (self.cols[e], self.vals[e]);
-                let o = j % pw * width;
-                axpy(col, a, &src[j / pw][o..o + width]);
+                if e + PROPAGATE_AHEAD < self.cols.len() {
+                    crate::prefetch::prefetch(column(e + PROPAGATE_AHEAD));
+                }
+                axpy(col, self.vals[e], column(e));
             }
         }
     }

@@ -8,7 +8,8 @@
 //! Most words have no flip now and none last step: they cost one load and a test; the others
 //! update their bit-sliced counters ([`super::sliced`]) with a few word operations.
 
-use super::sliced::{self, Counters, STRIDE};
+use super::sliced::{self, Counters, PLANES, STRIDE};
+use crate::prefetch::prefetch;
 use rayon::prelude::*;
 
 /// Shortest run of consecutive flips recorded as a chattering (sliding-like) interval.
@@ -151,7 +152,10 @@ pub(super) fn apply_flips(
             }
             for k in 0..n {
                 if let Some(&ahead) = touched[..n].get(k + PREFETCH) {
-                    prefetch(&planes[ahead as usize * STRIDE..(ahead as usize + 1) * STRIDE]);
+                    // The lines a word's step reads first: flip plane 0, streak plane 0.
+                    let p = ahead as usize * STRIDE;
+                    prefetch(&planes[p..p + 1]);
+                    prefetch(&planes[p + PLANES..p + PLANES + 1]);
                 }
                 let i = touched[k] as usize;
                 let (f, l) = (flip(w0 + i), last[i]);
@@ -173,20 +177,6 @@ pub(super) fn apply_flips(
 
 /// How many touched words ahead the flip pass requests counters from memory.
 const PREFETCH: usize = 8;
-
-/// Asks for the cache lines a word's step reads first (flip plane 0, streak plane 0); a hint
-/// with no effect on results.
-#[inline(always)]
-fn prefetch(word_planes: &[u64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        for p in [&word_planes[0], &word_planes[sliced::PLANES]] {
-            // SAFETY: SSE is part of the x86-64 baseline; a prefetch never faults.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>((p as *const u64).cast()) };
-        }
-    }
-}
 
 /// Packs "piece changed" bits of u16 pieces (one segment, `layout` single) into word w.
 pub(super) fn changed_word(cur: &[u16], old: &[u16], w: usize) -> u64 {
