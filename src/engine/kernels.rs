@@ -537,7 +537,7 @@ wide! {
 pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) -> f64 {
     // Blocks of 64 entries: the block is summed part by part while it stays in L1, each pass
     // an element-wise loop (vectorised); the squares go to the lanes by whole groups of 8
-    // (`lanes8`).
+    // ([`lane_sums`]).
     const BLOCK: usize = 64;
     let mut lanes = [0.0f64; 8];
     for (b, d) in dst.chunks_mut(BLOCK).enumerate() {
@@ -548,7 +548,7 @@ pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) -> f64 {
                 *o += v;
             }
         }
-        lanes8(&mut lanes, d, |v| {
+        lane_sums(&mut lanes, d, |v: T| {
             let v = v.to_f64();
             v * v
         });
@@ -557,13 +557,17 @@ pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) -> f64 {
 }
 }
 
-/// lanes[i mod 8] += f(v[i]) in order of i, for v starting at a multiple of 8. The inner
-/// loop's length is hidden from the optimiser (`black_box`): a known 8 is unrolled early and
-/// then vectorised poorly or not at all; as a loop it becomes full-width vector operations.
+/// lanes[i mod L] += f(v[i]) in order of i (v starting at a multiple of L): sums on fixed
+/// lanes, the same order on every run and thread. The inner loop's length is hidden from the
+/// optimiser (`black_box`): a known L is unrolled early and then vectorised 2 wide or not at
+/// all; as a loop it becomes one full-width vector operation per group.
 #[inline(always)]
-fn lanes8<T: Real>(lanes: &mut [f64; 8], v: &[T], f: impl Fn(T) -> f64) {
-    let k = std::hint::black_box(8);
-    let mut it = v.chunks_exact(8);
+pub(super) fn lane_sums<const L: usize, A, T: Copy>(lanes: &mut [A; L], v: &[T], f: impl Fn(T) -> A)
+where
+    A: Copy + std::ops::AddAssign,
+{
+    let k = std::hint::black_box(L);
+    let mut it = v.chunks_exact(L);
     for c in &mut it {
         for (a, &x) in lanes[..k].iter_mut().zip(&c[..k]) {
             *a += f(x);

@@ -32,22 +32,11 @@ fn fold<T: Real>(acc: &[T; LANES]) -> T {
     v[0]
 }
 
-/// Σ of `v` on [`LANES`] fixed lanes (lane i takes v[i], v[i + LANES], …). The inner loop's
-/// length is hidden from the optimiser (`black_box`): with a known 16 it is unrolled early and
-/// then vectorised 2 wide; as a loop it becomes one full-width vector add per group.
+/// Σ of `v` on [`LANES`] fixed lanes (lane i takes v[i], v[i + LANES], …).
 #[inline(always)]
 fn lane_sums<T: Real>(v: &[T]) -> [T; LANES] {
     let mut acc = [T::default(); LANES];
-    let lanes = std::hint::black_box(LANES);
-    let mut it = v.chunks_exact(LANES);
-    for c in &mut it {
-        for (a, &x) in acc[..lanes].iter_mut().zip(&c[..lanes]) {
-            *a += x;
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(it.remainder()) {
-        *a += x;
-    }
+    super::kernels::lane_sums(&mut acc, v, |x| x);
     acc
 }
 
