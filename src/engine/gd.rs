@@ -167,8 +167,9 @@ fn run<T: Real>(
     )))
 }
 
-/// θ −= lr·g, and `th64` (empty in f64 training) = the new θ in f64; both halves of θ at once.
-fn step<T: Real>(th: &mut [T], grad: &[T], lr: T, th64: &mut [f64]) {
+/// One GD step as the training loop takes it: θ −= lr·g, and `th64` (empty in f64 training) =
+/// the new θ in f64 for the observer; both halves of θ at once.
+pub fn step<T: Real>(th: &mut [T], grad: &[T], lr: T, th64: &mut [f64]) {
     use super::kernels::{both, step_into};
     let mid = th.len() / 2;
     let (t0, t1) = th.split_at_mut(mid);

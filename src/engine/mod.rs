@@ -45,7 +45,7 @@ mod rows;
 #[cfg(test)]
 mod tests;
 
-pub use gd::{engine_for, gradient_descent_engine, ENGINE_PRESETS};
+pub use gd::{engine_for, gradient_descent_engine, step, ENGINE_PRESETS};
 pub use plan::{Plan, Prop, Stage};
 
 use crate::activation::Activation;
