@@ -1,8 +1,8 @@
 //! The engine's element-wise and sparse passes over (features × n) buffers — column-major here,
 //! sample-major in `rows.rs` (the kernels taking `sm` dispatch to it):
 //! fused bias + activation (+ residual skip) forward, fused activation backward with bias and
-//! PReLU-slope cotangents, the loss and its cotangent, and graph propagation with Â stored in
-//! compressed rows (its transpose stored too, so both directions are gathers).
+//! PReLU-slope cotangents, the loss and its cotangent, the column parts and their fork-join, and
+//! the `axpy` of graph propagation (`csr.rs`).
 //!
 //! Every kernel is sequential over the columns it is given; the engine splits the n columns
 //! into [`PARTS`] fixed parts ([`part_cols`]) and runs them on both cores with [`run_parts`].
@@ -13,7 +13,6 @@
 
 use super::{rows, Real};
 use crate::activation::Activation;
-use crate::graph::SparseMatrix;
 
 /// Column chunks per pass (fixed, for reproducible sums).
 pub const CHUNKS: usize = 8;
@@ -446,78 +445,6 @@ pub(super) fn pack_word<T: Real>(chunk: &[T], above: impl Fn(T) -> bool) -> u64 
 pub(super) fn pack_bits<T: Real>(z: &[T], words: &mut [u64], above: impl Fn(T) -> bool) {
     for (w, chunk) in words.iter_mut().zip(z.chunks(64)) {
         *w = pack_word(chunk, &above);
-    }
-}
-
-/// How many neighbours ahead a propagation requests a source column.
-const PROPAGATE_AHEAD: usize = 4;
-
-/// Â in compressed rows, in the engine's float type.
-pub struct Csr<T> {
-    row_start: Vec<usize>,
-    cols: Vec<usize>,
-    vals: Vec<T>,
-}
-
-impl<T: Real> Csr<T> {
-    /// Â, or Âᵀ with `transpose` (rows of Âᵀ listed in increasing column order of Â, the
-    /// summation order of the general path's adjoint).
-    pub fn from_sparse(a: &SparseMatrix, transpose: bool) -> Self {
-        let n = a.n();
-        let mut rows: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
-        for i in 0..n {
-            for (j, v) in a.row(i) {
-                if transpose {
-                    rows[j].push((i, v));
-                } else {
-                    rows[i].push((j, v));
-                }
-            }
-        }
-        let mut row_start = vec![0];
-        let (mut cols, mut vals) = (Vec::new(), Vec::new());
-        for r in rows {
-            for (j, v) in r {
-                cols.push(j);
-                vals.push(T::from_f64(v));
-            }
-            row_start.push(cols.len());
-        }
-        Self {
-            row_start,
-            cols,
-            vals,
-        }
-    }
-
-    /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
-    /// holds, columns of `width` features. The source is split into the engine's column parts
-    /// of `pw` columns each: column j is column j mod pw of `src[j / pw]`. The neighbours'
-    /// columns lie anywhere in the parts (often in the other core's cache): each is requested
-    /// [`PROPAGATE_AHEAD`] neighbours before it is read.
-    pub fn propagate(
-        &self,
-        src: [&[T]; PARTS],
-        pw: usize,
-        dst: &mut [T],
-        width: usize,
-        first: usize,
-    ) {
-        let column = |e: usize| {
-            let j = self.cols[e];
-            let o = j % pw * width;
-            &src[j / pw][o..o + width]
-        };
-        for (r, col) in dst.chunks_exact_mut(width).enumerate() {
-            let i = first + r;
-            col.iter_mut().for_each(|v| *v = T::default());
-            for e in self.row_start[i]..self.row_start[i + 1] {
-                if e + PROPAGATE_AHEAD < self.cols.len() {
-                    crate::prefetch::prefetch(column(e + PROPAGATE_AHEAD));
-                }
-                axpy(col, self.vals[e], column(e));
-            }
-        }
     }
 }
 

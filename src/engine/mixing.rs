@@ -7,7 +7,8 @@
 //! continues locally up to the next. Afterwards the parts' gradient contributions are summed in
 //! part order, so results do not depend on the thread count or on which core ran which part.
 
-use super::kernels::{self, both, run_parts, Csr, CHUNKS, PARTS};
+use super::csr::Csr;
+use super::kernels::{self, both, run_parts, CHUNKS, PARTS};
 use super::passes::{mm, tail, Ctx};
 use super::{Clock, Engine, Part, Prop, Real};
 use faer::Accum;

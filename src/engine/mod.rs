@@ -36,6 +36,7 @@
 //! The engine computes exactly the gradient of the general path (tests: ~1e-12 relative in f64,
 //! ~1e-4 in f32). NTK spectra always use the general path in f64.
 
+mod csr;
 mod gd;
 mod kernels;
 mod mixing;
@@ -53,7 +54,8 @@ use crate::batch::Batch;
 use crate::graph::SparseMatrix;
 use crate::loss::LossKind;
 use faer::{MatMut, MatRef};
-use kernels::{ActKind, Csr};
+use csr::Csr;
+use kernels::ActKind;
 
 /// The float types the engine trains in.
 pub trait Real:
