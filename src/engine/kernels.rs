@@ -35,6 +35,16 @@ impl ActKind {
             other => Self::General(other.clone()),
         }
     }
+    /// σ's slope below its kink at 0 when σ is 1 above it and that constant below (ReLU, leaky
+    /// ReLU): σ'(z) is then a function of the piece bit z > 0 alone, and the backward pass needs
+    /// no z. None for PReLU (its slope's cotangent reads z) and the general activations.
+    pub fn below_slope(&self) -> Option<f64> {
+        match self {
+            Self::Relu => Some(0.0),
+            Self::Leaky(a) => Some(*a),
+            Self::Prelu | Self::General(_) => None,
+        }
+    }
 }
 
 pub fn parallel() -> bool {
@@ -117,7 +127,8 @@ pub fn both<A: Send, B: Send>(
 
 wide! {
 /// z += b (per feature) and h = σ(z) (+ skip), for z, h, skip of `out` features × n, stored
-/// feature-major or (`sm`) sample-major.
+/// feature-major or (`sm`) sample-major. Sample-major only: with `track`, the pieces' bits
+/// brought up to date as [`track_bits_rows`] does, word by word while z is in L1.
 #[allow(clippy::too_many_arguments)]
 pub fn bias_act_forward<T: Real>(
     act: &ActKind,
@@ -128,9 +139,11 @@ pub fn bias_act_forward<T: Real>(
     skip: Option<&[T]>,
     out: usize,
     sm: bool,
+    track: Option<rows::Track<'_, T>>,
 ) {
     let zero = T::default();
-    let args = (b, z, h, skip, out, sm);
+    assert!(sm || track.is_none(), "engine: fused bit tracking is sample-major only");
+    let args = (b, z, h, skip, out, sm, track);
     match act {
         ActKind::Leaky(a) => {
             let a = T::from_f64(*a);
@@ -146,7 +159,7 @@ pub fn bias_act_forward<T: Real>(
 }
 }
 
-/// (b, z, h, skip, out, sample-major) of [`bias_act_forward`].
+/// (b, z, h, skip, out, sample-major, track) of [`bias_act_forward`].
 type FwdArgs<'a, T> = (
     &'a [T],
     &'a mut [T],
@@ -154,13 +167,14 @@ type FwdArgs<'a, T> = (
     Option<&'a [T]>,
     usize,
     bool,
+    Option<rows::Track<'a, T>>,
 );
 
 #[inline(always)]
 fn fwd_any<T: Real>(args: FwdArgs<'_, T>, sigma: impl Fn(T) -> T) {
-    let (b, z, h, skip, out, sm) = args;
+    let (b, z, h, skip, out, sm, track) = args;
     if sm {
-        rows::fwd_rows(b, z, h, skip, out, sigma)
+        rows::fwd_rows(b, z, h, skip, out, sigma, track)
     } else {
         fwd(b, z, h, skip, out, sigma)
     }
@@ -301,6 +315,23 @@ pub fn act_backward<T: Real>(
             )
         }
     }
+}
+}
+
+wide! {
+/// [`act_backward`] for σ with [`ActKind::below_slope`] `lo`, sample-major, from the pieces'
+/// bits instead of z: zb = hb where the bit (z > 0) is set, lo·hb elsewhere — the same products,
+/// hence the same zb and partial sums bit for bit. `bits` holds ⌈cols/64⌉ words a feature row.
+pub fn act_backward_bits<T: Real>(
+    lo: T,
+    bits: &[u64],
+    hb: &[T],
+    zb: &mut [T],
+    out: usize,
+    cols_per_chunk: usize,
+    partial: &mut [T],
+) {
+    rows::bwd_rows_bits(lo, bits, hb, zb, out, cols_per_chunk, partial)
 }
 }
 

@@ -41,6 +41,7 @@ impl<T: Real> Engine<T> {
             on: clock.on,
             record_kink: self.recorded_kink(),
             sm: self.layout == super::Layout::Samples,
+            sigma_bits: self.sigma_bits,
         };
         forward_all(&cx, &mut self.parts, self.a.as_ref(), None, &mut clock);
         self.charge(&clock);
@@ -78,6 +79,7 @@ impl<T: Real> Engine<T> {
             on: clock.on,
             record_kink: self.recorded_kink(),
             sm: self.layout == super::Layout::Samples,
+            sigma_bits: self.sigma_bits,
         };
         forward_all(
             &cx,

@@ -53,8 +53,8 @@ use crate::activation::Activation;
 use crate::batch::Batch;
 use crate::graph::SparseMatrix;
 use crate::loss::LossKind;
-use faer::{MatMut, MatRef};
 use csr::Csr;
+use faer::{MatMut, MatRef};
 use kernels::ActKind;
 
 /// The float types the engine trains in.
@@ -153,6 +153,11 @@ pub struct Engine<T: Real> {
     grad_norm_sq: f64,
     /// Whether forward passes record the pieces' bits (σ with one kink, kink tracking on).
     record_pieces: bool,
+    /// σ' from the pieces' bits ([`ActKind::below_slope`], sample-major layout): hidden stages
+    /// keep no z (the products write a scratch buffer), forward passes always record the bits,
+    /// and the backward pass reads those instead of z — a part's 100 KB z per stage neither
+    /// written back to memory nor read again.
+    sigma_bits: bool,
     /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
     profile: Option<[f64; PHASES.len()]>,
 }
@@ -166,8 +171,11 @@ pub(crate) struct Part<T> {
     /// Inputs X, or ÂX when the first stage propagates its input.
     x: Vec<T>,
     y: Vec<T>,
-    /// Per stage: pre-activation z (out × cols); the last stage's is the output u.
+    /// Per stage: pre-activation z (out × cols); the last stage's is the output u. Empty for
+    /// the hidden stages when σ' is read off the bits ([`Engine`]'s `sigma_bits`).
     z: Vec<Vec<T>>,
+    /// With σ' read off the bits: the hidden stages' z, one at a time (max width × cols).
+    zs: Vec<T>,
     /// Per stage but the last: the stage's output h (out × cols).
     h: Vec<Vec<T>>,
     /// Per stage but the last: the pieces as bits (written by forward passes when the engine
@@ -193,7 +201,16 @@ pub(crate) struct Part<T> {
 }
 
 impl<T: Real> Part<T> {
-    fn new(plan: &Plan, x: &[T], y: &[T], c0: usize, cols: usize, cpc: usize, sm: bool) -> Self {
+    /// A part of columns `c0..c0 + cols`; hidden stages keep their z when `keep_z`.
+    fn new(
+        plan: &Plan,
+        x: &[T],
+        y: &[T],
+        (c0, cols): (usize, usize),
+        cpc: usize,
+        sm: bool,
+        keep_z: bool,
+    ) -> Self {
         let (d, m) = (plan.in_dim(), plan.out_dim());
         // This part's columns of a feature-major (w × n) array, in the engine's layout.
         let own = |a: &[T], w: usize| -> Vec<T> {
@@ -218,7 +235,19 @@ impl<T: Real> Part<T> {
             cols,
             x: own(x, d),
             y: own(y, m),
-            z: plan.stages.iter().map(|s| buf(s.out)).collect(),
+            z: plan
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    if keep_z || i == last {
+                        buf(s.out)
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+            zs: if keep_z { Vec::new() } else { buf(wmax) },
             h: plan.stages[..last].iter().map(|s| buf(s.out)).collect(),
             bits: plan.stages[..last]
                 .iter()
@@ -387,12 +416,15 @@ impl<T: Real> Engine<T> {
         }
         let ys: Vec<T> = convert(y.as_slice());
         let cpc = kernels::chunk_cols(n);
+        let act = ActKind::new(activation);
+        let sigma_bits = sm && act.below_slope().is_some() && activation.kinks() == [0.0];
         let parts = std::array::from_fn(|k| {
             let (c0, c1) = kernels::part_cols(n, k);
-            Part::new(&plan, &xs, &ys, c0, c1 - c0, cpc, sm)
+            Part::new(&plan, &xs, &ys, (c0, c1 - c0), cpc, sm, !sigma_bits)
         });
         Self {
-            act: ActKind::new(activation),
+            act,
+            sigma_bits,
             kink_points: activation.kinks(),
             record_pieces: false,
             grad_norm_sq: 0.0,
@@ -404,6 +436,21 @@ impl<T: Real> Engine<T> {
             profile: None,
             plan,
             layout,
+        }
+    }
+
+    /// Keeps every stage's z and computes σ' from it even where the bits would do (tests compare
+    /// the two routes; they must agree bit for bit).
+    #[cfg(test)]
+    pub(crate) fn keep_z(&mut self) {
+        if !self.sigma_bits {
+            return;
+        }
+        self.sigma_bits = false;
+        for part in &mut self.parts {
+            for (z, st) in part.z.iter_mut().zip(&self.plan.stages) {
+                z.resize(st.out * part.cols, T::default());
+            }
         }
     }
 
@@ -454,22 +501,30 @@ impl<T: Real> Engine<T> {
         use rayon::prelude::*;
         let ns = self.plan.stages.len();
         let start = out.len();
-        let total: usize = (0..ns - 1)
-            .flat_map(|s| self.parts.iter().map(move |part| part.z[s].len()))
-            .sum();
+        let total: usize = self.piece_segments().iter().sum();
         out.resize(start + total, 0);
         let mut rest = &mut out[start..];
         let mut jobs = Vec::with_capacity((ns - 1) * self.parts.len());
         for s in 0..ns - 1 {
             for part in &self.parts {
-                let (head, tail) = rest.split_at_mut(part.z[s].len());
-                jobs.push((&part.z[s][..], head, self.plan.stages[s].out));
+                let (head, tail) = rest.split_at_mut(self.plan.stages[s].out * part.cols);
+                jobs.push((part, s, head));
                 rest = tail;
             }
         }
         let sm = self.layout == Layout::Samples;
-        jobs.into_par_iter()
-            .for_each(|(z, dst, feats)| kernels::pieces_into(z, &self.kink_points, dst, feats, sm));
+        jobs.into_par_iter().for_each(|(part, s, dst)| {
+            if self.sigma_bits {
+                // The bits (z > 0, σ's single kink) are the pieces.
+                let fm = &part.bits[s].fm;
+                for (e, d) in dst.iter_mut().enumerate() {
+                    *d = (fm[e / 64] >> (e % 64) & 1) as u16;
+                }
+            } else {
+                let feats = self.plan.stages[s].out;
+                kernels::pieces_into(&part.z[s], &self.kink_points, dst, feats, sm)
+            }
+        });
     }
     /// σ's kink point when it has exactly one (the tracker then follows pieces as bits through
     /// [`Self::piece_segments`] and [`Self::piece_bits`]).
@@ -484,7 +539,10 @@ impl<T: Real> Engine<T> {
     pub fn piece_segments(&self) -> Vec<usize> {
         let ns = self.plan.stages.len();
         (0..ns - 1)
-            .flat_map(|s| self.parts.iter().map(move |part| part.z[s].len()))
+            .flat_map(|s| {
+                let out = self.plan.stages[s].out;
+                self.parts.iter().map(move |part| out * part.cols)
+            })
             .collect()
     }
     /// Makes forward passes record the pieces' bits for [`Self::piece_bits`] (σ with one kink;
@@ -492,7 +550,12 @@ impl<T: Real> Engine<T> {
     pub fn set_record_pieces(&mut self, on: bool) {
         self.record_pieces = on;
     }
+    /// The kink forward passes record the pieces' bits at, if they do: always when σ' is read
+    /// off the bits, else when asked to ([`Self::set_record_pieces`]).
     fn recorded_kink(&self) -> Option<f64> {
+        if self.sigma_bits {
+            return Some(0.0);
+        }
         self.single_kink().filter(|_| self.record_pieces)
     }
     /// For σ with one kink: the pieces of the last forward pass as bits in `layout` (built from
@@ -506,7 +569,7 @@ impl<T: Real> Engine<T> {
         let ns = self.plan.stages.len();
         let blocks = (0..ns - 1).flat_map(|s| self.parts.iter().map(move |part| (part, s)));
         let jobs: Vec<_> = blocks.zip(layout.split_mut(words)).collect();
-        if self.record_pieces {
+        if self.recorded_kink().is_some() {
             for ((part, s), dst) in jobs {
                 dst.copy_from_slice(&part.bits[s].fm);
             }

@@ -14,6 +14,7 @@
 //! the 500-wide first layers.)
 
 use super::kernels::{self, ActKind};
+use super::rows::Track;
 use super::{view, view_mut, Clock, Part, Plan, Prop, Real, Stage, StageBits};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -31,6 +32,9 @@ pub(super) struct Ctx<'a, T> {
     pub record_kink: Option<f64>,
     /// The buffers are sample-major ([`super::Layout::Samples`]).
     pub sm: bool,
+    /// σ' is read off the pieces' bits: hidden stages' z go to the part's scratch, and the
+    /// bits are always recorded (`record_kink` is then Some(0)).
+    pub sigma_bits: bool,
 }
 
 /// dst (out × cols) (=|+=) W (row-major out × inp) · src (inp × cols), on this thread; dst and
@@ -113,13 +117,26 @@ pub(super) fn tail<T: Real>(
         Some(h) => {
             let skip = st.residual.then_some(skip);
             let slope = slope.unwrap_or_default();
-            kernels::bias_act_forward(cx.act, slope, b, z, h, skip, st.out, cx.sm);
-            if let (Some(kink), Some(bits)) = (cx.record_kink, bits) {
-                if cx.sm {
-                    kernels::track_bits_rows(z, kink, st.out, &mut bits.sm, &mut bits.fm);
-                } else {
-                    kernels::piece_bits_into(z, kink, &mut bits.fm, st.out, false);
+            let (act, out, sm) = (cx.act, st.out, cx.sm);
+            match (cx.record_kink, bits) {
+                // Sample-major with a kink T holds exactly: the bits in the same pass.
+                (Some(kink), Some(bits)) if sm && T::from_f64(kink).to_f64() == kink => {
+                    let track = Some(Track {
+                        kink: T::from_f64(kink),
+                        sm: &mut bits.sm,
+                        fm: &mut bits.fm,
+                    });
+                    kernels::bias_act_forward(act, slope, b, z, h, skip, out, sm, track);
                 }
+                (Some(kink), Some(bits)) => {
+                    kernels::bias_act_forward(act, slope, b, z, h, skip, out, sm, None);
+                    if sm {
+                        kernels::track_bits_rows(z, kink, out, &mut bits.sm, &mut bits.fm);
+                    } else {
+                        kernels::piece_bits_into(z, kink, &mut bits.fm, out, false);
+                    }
+                }
+                _ => kernels::bias_act_forward(act, slope, b, z, h, skip, out, sm, None),
             }
         }
     }
@@ -133,7 +150,12 @@ impl<T: Real> Part<T> {
         let (w, _, _) = st.params(cx.theta);
         let (h_prev, h_rest) = self.h.split_at_mut(s);
         let src: &[T] = if s == 0 { &self.x } else { &h_prev[s - 1] };
-        let z = &mut self.z[s];
+        let hidden = s + 1 < cx.plan.stages.len();
+        let z = if cx.sigma_bits && hidden {
+            &mut self.zs[..st.out * self.cols]
+        } else {
+            &mut self.z[s][..]
+        };
         mm(z, w, src, st.out, st.inp, Accum::Replace, cx.sm);
         c.lap(0);
         tail(cx, st, z, h_rest.first_mut(), src, self.bits.get_mut(s));
@@ -218,17 +240,28 @@ impl<T: Real> Part<T> {
         let prev = &cx.plan.stages[s - 1];
         let (_, _, slope) = prev.params(cx.theta);
         let (w, cols) = (prev.out, self.cols);
-        kernels::act_backward(
-            cx.act,
-            slope.unwrap_or_default(),
-            &self.z[s - 1],
-            &self.hb[..w * cols],
-            &mut self.zb2[..w * cols],
-            w,
-            cx.cpc,
-            &mut self.partial,
-            cx.sm,
-        );
+        match cx.act.below_slope().filter(|_| cx.sigma_bits) {
+            Some(lo) => kernels::act_backward_bits(
+                T::from_f64(lo),
+                &self.bits[s - 1].sm,
+                &self.hb[..w * cols],
+                &mut self.zb2[..w * cols],
+                w,
+                cx.cpc,
+                &mut self.partial,
+            ),
+            None => kernels::act_backward(
+                cx.act,
+                slope.unwrap_or_default(),
+                &self.z[s - 1],
+                &self.hb[..w * cols],
+                &mut self.zb2[..w * cols],
+                w,
+                cx.cpc,
+                &mut self.partial,
+                cx.sm,
+            ),
+        }
         let nch = cols.div_ceil(cx.cpc);
         let (_, gb, gslope) = prev.params_mut(&mut self.g);
         kernels::combine(

@@ -40,7 +40,16 @@ fn lane_sums<T: Real>(v: &[T]) -> [T; LANES] {
     acc
 }
 
-/// z += b (per row) and h = σ(z) (+ skip).
+/// The pieces' bits a forward tail keeps up to date (see `kernels::track_bits_rows`): bit set
+/// ⇔ z > `kink`, `sm` row by row, `fm` in the feature-major entry order.
+pub struct Track<'a, T> {
+    pub kink: T,
+    pub sm: &'a mut [u64],
+    pub fm: &'a mut [u64],
+}
+
+/// z += b (per row) and h = σ(z) (+ skip), 64 samples at a time; with `track`, each block's
+/// bits packed and compared with the recorded ones right after (the block still in L1).
 #[inline(always)]
 pub(super) fn fwd_rows<T: Real>(
     b: &[T],
@@ -49,29 +58,51 @@ pub(super) fn fwd_rows<T: Real>(
     skip: Option<&[T]>,
     out: usize,
     sigma: impl Fn(T) -> T,
+    mut track: Option<Track<'_, T>>,
 ) {
     let cols = z.len() / out.max(1);
     if cols == 0 {
         return;
     }
+    let wpr = cols.div_ceil(64);
     let rows = z.chunks_exact_mut(cols).zip(h.chunks_exact_mut(cols));
-    match skip {
-        None => {
-            for ((zrow, hrow), &bv) in rows.zip(b) {
-                for (zv, hv) in zrow.iter_mut().zip(hrow.iter_mut()) {
-                    *zv += bv;
-                    *hv = sigma(*zv);
+    for (f, ((zrow, hrow), &bv)) in rows.zip(b).enumerate() {
+        let blocks = zrow.chunks_mut(64).zip(hrow.chunks_mut(64)).enumerate();
+        for (k, (zc, hc)) in blocks {
+            match skip {
+                None => {
+                    for (zv, hv) in zc.iter_mut().zip(hc.iter_mut()) {
+                        *zv += bv;
+                        *hv = sigma(*zv);
+                    }
+                }
+                Some(s) => {
+                    let sc = &s[f * cols + 64 * k..f * cols + 64 * k + zc.len()];
+                    for ((zv, hv), &sv) in zc.iter_mut().zip(hc.iter_mut()).zip(sc) {
+                        *zv += bv;
+                        *hv = sigma(*zv) + sv;
+                    }
                 }
             }
-        }
-        Some(s) => {
-            for (((zrow, hrow), &bv), srow) in rows.zip(b).zip(s.chunks_exact(cols)) {
-                for ((zv, hv), &sv) in zrow.iter_mut().zip(hrow.iter_mut()).zip(srow) {
-                    *zv += bv;
-                    *hv = sigma(*zv) + sv;
-                }
+            if let Some(t) = track.as_mut() {
+                let kink = t.kink;
+                let new = super::kernels::pack_word(zc, move |v| v > kink);
+                toggle_changed(&mut t.sm[f * wpr + k], new, 64 * k, f, out, t.fm);
             }
         }
+    }
+}
+
+/// Records `new` as row f's word (samples c0..) and toggles the entries whose bit changed in
+/// the feature-major words `fm`.
+#[inline(always)]
+fn toggle_changed(old: &mut u64, new: u64, c0: usize, f: usize, out: usize, fm: &mut [u64]) {
+    let mut d = new ^ *old;
+    *old = new;
+    while d != 0 {
+        let e = (c0 + d.trailing_zeros() as usize) * out + f;
+        d &= d - 1;
+        fm[e / 64] ^= 1 << (e % 64);
     }
 }
 
@@ -162,6 +193,42 @@ pub(super) fn bwd_rows<T: Real>(
     }
 }
 
+/// See `kernels::act_backward_bits`: row f's zb = hb ⊙ (1 where bit set, else lo), word by
+/// word, then the per-chunk sums of the row as [`bwd_rows`] forms them.
+#[inline(always)]
+pub(super) fn bwd_rows_bits<T: Real>(
+    lo: T,
+    bits: &[u64],
+    hb: &[T],
+    zb: &mut [T],
+    out: usize,
+    cpc: usize,
+    partial: &mut [T],
+) {
+    let cols = hb.len() / out.max(1);
+    if cols == 0 {
+        return;
+    }
+    let (nch, wpr) = (cols.div_ceil(cpc), cols.div_ceil(64));
+    partial[..nch * (out + 1)]
+        .iter_mut()
+        .for_each(|v| *v = T::default());
+    let rows = bits
+        .chunks_exact(wpr)
+        .zip(hb.chunks_exact(cols))
+        .zip(zb.chunks_exact_mut(cols));
+    for (f, ((brow, hrow), zbrow)) in rows.enumerate() {
+        for ((gw, hw), &word) in zbrow.chunks_mut(64).zip(hrow.chunks(64)).zip(brow) {
+            for (i, (g, &hv)) in gw.iter_mut().zip(hw).enumerate() {
+                *g = if word >> i & 1 != 0 { hv } else { lo * hv };
+            }
+        }
+        for (k, gc) in zbrow.chunks(cpc).enumerate() {
+            partial[k * (out + 1) + f] = fold(&lane_sums(gc));
+        }
+    }
+}
+
 /// out_u16[c·out + f] = piece(z[f·cols + c]): the pieces in the feature-major entry order.
 pub(super) fn pieces_rows<T: Real>(z: &[T], out: usize, dst: &mut [u16], piece: impl Fn(T) -> u16) {
     let cols = z.len() / out.max(1);
@@ -193,14 +260,7 @@ pub(super) fn track_bits<T: Real>(
     {
         for (k, (chunk, o)) in row.chunks(64).zip(old.iter_mut()).enumerate() {
             let new = super::kernels::pack_word(chunk, above);
-            let mut d = new ^ *o;
-            *o = new;
-            while d != 0 {
-                let c = 64 * k + d.trailing_zeros() as usize;
-                d &= d - 1;
-                let e = c * out + f;
-                fm[e / 64] ^= 1 << (e % 64);
-            }
+            toggle_changed(o, new, 64 * k, f, out, fm);
         }
     }
 }
@@ -299,6 +359,28 @@ mod tests {
                     .sum();
                 assert!((sums[k * out + f] - s).abs() < 1e-14);
             }
+        }
+        // From bits: the same zb and sums bit for bit as from z (ReLU's 0 and a leaky slope),
+        // with rows of 2 words (37 samples would straddle no word; 70 do).
+        for (cols, lo) in [(37usize, 0.0), (70, 0.3)] {
+            let z: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.37).sin()).collect();
+            let hb: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.11).cos()).collect();
+            let wpr = cols.div_ceil(64);
+            let mut bits = vec![0u64; out * wpr];
+            for f in 0..out {
+                for c in 0..cols {
+                    bits[f * wpr + c / 64] |= ((z[f * cols + c] > 0.0) as u64) << (c % 64);
+                }
+            }
+            let nch = cols.div_ceil(cpc);
+            let (mut zb_z, mut zb_b) = (vec![0.0; out * cols], vec![f64::NAN; out * cols]);
+            let (mut p_z, mut p_b) = (vec![0.0; nch * (out + 1)], vec![f64::NAN; nch * (out + 1)]);
+            let ds = |v: f64| if v > 0.0 { 1.0 } else { lo };
+            bwd_rows(&z, &hb, &mut zb_z, out, cpc, &mut p_z, ds, false);
+            bwd_rows_bits(lo, &bits, &hb, &mut zb_b, out, cpc, &mut p_b);
+            assert_eq!(zb_z, zb_b, "cols {cols}");
+            assert_eq!(p_z, p_b, "cols {cols}");
+            assert!(zb_b.iter().zip(&z).any(|(&g, &v)| v <= 0.0 && g != 0.0) == (lo != 0.0));
         }
         let mut p = vec![0u16; out * cols];
         pieces_rows(&z, out, &mut p, |v| (v > 0.0) as u16);

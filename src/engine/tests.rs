@@ -415,17 +415,24 @@ fn f32_sample_major_at_the_benchmark_width_matches_the_general_path() {
 fn recorded_bits_follow_z_over_steps_in_both_layouts() {
     // The sample-major layout keeps the tracker's bits up to date by toggling only the entries
     // whose row bits changed: after every recorded forward pass they must equal the pieces
-    // read off z, also after passes that did not record.
-    for which in ["dnn", "resnet"] {
+    // read off z, also after passes that did not record. With ReLU and leaky ReLU it keeps no
+    // z at all (σ' is read off the bits): its pieces must then equal the feature-major
+    // layout's, which are read off z.
+    for (which, act) in [
+        ("dnn", Activation::leaky_relu()),
+        ("resnet", Activation::leaky_relu()),
+        ("resnet", Activation::Relu),
+    ] {
         let data = Dataset::ball(70, 17, 3, 4);
-        let act = Activation::leaky_relu();
         let model = match which {
             "dnn" => presets::dnn(17, &[19, 9], 3, &act),
             _ => presets::resnet(17, 2, 3, &act),
         };
         let theta = theta_for(&model, 1);
         let delta = theta_for(&model, 2);
+        let mut per_layout = Vec::new();
         for layout in [Layout::Features, Layout::Samples] {
+            let mut steps = Vec::new();
             let mut e = engine_in(&model, &data, layout);
             let bl = crate::kinks::BitLayout::new(&e.piece_segments());
             let mut flips = 0;
@@ -459,8 +466,67 @@ fn recorded_bits_follow_z_over_steps_in_both_layouts() {
                     .map(|(a, b)| (a ^ b).count_ones())
                     .sum::<u32>();
                 last = bits;
+                steps.push(pieces);
             }
-            assert!(flips > 100, "{which} {layout:?}: only {flips} flips");
+            assert!(flips > 100, "{which} {act} {layout:?}: only {flips} flips");
+            per_layout.push(steps);
+        }
+        assert_eq!(
+            per_layout[0], per_layout[1],
+            "{which} {act}: the layouts' pieces differ"
+        );
+    }
+}
+
+#[test]
+fn sigma_prime_from_bits_equals_sigma_prime_from_z_bit_for_bit() {
+    // ReLU and leaky ReLU in the sample-major layout keep no z: σ' comes from the pieces' bits.
+    // The same engine made to keep z (σ' from z) must give the same loss, gradient and pieces,
+    // bit for bit, over GD steps that move pre-activations across the kink — with kink
+    // recording on and off.
+    let data = Dataset::ball(150, 17, 3, 8);
+    for act in [Activation::Relu, Activation::leaky_relu()] {
+        for model in [
+            presets::resnet(17, 3, 3, &act),
+            presets::dnn(17, &[19, 9], 3, &act),
+        ] {
+            let theta = theta_for(&model, 3);
+            let mut bits = engine_for::<f32>(&model, &data, LossKind::Mse, &theta).unwrap();
+            let mut zs = engine_for::<f32>(&model, &data, LossKind::Mse, &theta).unwrap();
+            assert!(bits.sigma_bits, "{act}: σ' should come from the bits");
+            zs.keep_z();
+            let (mut tb, mut tz) = (convert::<f32>(&theta), convert::<f32>(&theta));
+            let (mut gb, mut gz) = (vec![0.0f32; model.p()], vec![0.0f32; model.p()]);
+            let mut flips = 0;
+            let mut last = Vec::new();
+            for k in 0..12 {
+                zs.set_record_pieces(k % 3 != 0);
+                bits.set_record_pieces(k % 3 != 0);
+                let lb = bits.loss_and_grad(&tb, &mut gb);
+                let lz = zs.loss_and_grad(&tz, &mut gz);
+                assert_eq!(
+                    lb.to_bits(),
+                    lz.to_bits(),
+                    "{act} {} step {k}",
+                    model.preset
+                );
+                assert!(gb.iter().zip(&gz).all(|(a, b)| a.to_bits() == b.to_bits()));
+                let (mut pb, mut pz) = (Vec::new(), Vec::new());
+                bits.pieces(&mut pb);
+                zs.pieces(&mut pz);
+                assert_eq!(pb, pz, "{act} {} step {k}: pieces", model.preset);
+                flips += pb.iter().zip(&last).filter(|(a, b)| a != b).count();
+                last = pb;
+                for ((t, &g), (u, &h)) in tb.iter_mut().zip(&gb).zip(tz.iter_mut().zip(&gz)) {
+                    *t -= 0.5 * g;
+                    *u -= 0.5 * h;
+                }
+            }
+            assert!(
+                flips > 20,
+                "{act} {}: only {flips} pieces changed",
+                model.preset
+            );
         }
     }
 }
