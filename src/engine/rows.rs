@@ -6,8 +6,9 @@
 //! its last 4 rows (faer's AVX-512 tiles are 96 rows in f32, 48 in f64).
 //!
 //! Each loop here is the sample-major twin of one in `kernels.rs` (which dispatches to it):
-//! bias + σ forward, bias alone, per-chunk bias sums, σ' backward with bias and PReLU-slope
-//! sums, and the pieces (u16 or bits) — the pieces written in the **feature-major** entry order
+//! bias + σ forward (optionally keeping the pieces' bits up to date in the same pass), bias
+//! alone, per-chunk bias sums, σ' backward with bias and PReLU-slope sums (from z, or from the
+//! bits for ReLU and leaky ReLU), and the pieces (u16 or bits) — the pieces written in the **feature-major** entry order
 //! (sample by sample, features fastest), the order of the general path and of the kink tracker,
 //! so nothing outside the engine sees the layout. Sums along a row run on [`LANES`] fixed
 //! lanes (vectorisable, the same order on every run and thread).
