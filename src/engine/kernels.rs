@@ -128,7 +128,7 @@ pub fn both<A: Send, B: Send>(
 wide! {
 /// z += b (per feature) and h = σ(z) (+ skip), for z, h, skip of `out` features × n, stored
 /// feature-major or (`sm`) sample-major. Sample-major only: with `track`, the pieces' bits
-/// brought up to date as [`track_bits_rows`] does, word by word while z is in L1.
+/// brought up to date word by word while z is in L1 ([`rows::Track`]).
 #[allow(clippy::too_many_arguments)]
 pub fn bias_act_forward<T: Real>(
     act: &ActKind,
@@ -139,7 +139,7 @@ pub fn bias_act_forward<T: Real>(
     skip: Option<&[T]>,
     out: usize,
     sm: bool,
-    track: Option<rows::Track<'_, T>>,
+    track: Option<rows::Track<'_>>,
 ) {
     let zero = T::default();
     assert!(sm || track.is_none(), "engine: fused bit tracking is sample-major only");
@@ -167,7 +167,7 @@ type FwdArgs<'a, T> = (
     Option<&'a [T]>,
     usize,
     bool,
-    Option<rows::Track<'a, T>>,
+    Option<rows::Track<'a>>,
 );
 
 #[inline(always)]
@@ -434,21 +434,6 @@ pub fn piece_bits_into<T: Real>(z: &[T], kink: f64, words: &mut [u64], feats: us
         (false, false) => pack_bits(z, words, move |v| v.to_f64() > kink),
         (true, true) => rows::pack_bits_rows(z, feats, words, move |v| v > exact),
         (false, true) => rows::pack_bits_rows(z, feats, words, move |v| v.to_f64() > kink),
-    }
-}
-}
-
-wide! {
-/// Sample-major z (`out` rows): brings the bits up to date with z — `sm` row by row (⌈cols/64⌉
-/// words a row) and `fm` in the feature-major entry order — by packing each row's new words,
-/// comparing them with `sm` and toggling only the changed entries in `fm`. Both must describe
-/// the same pieces before the call (e.g. both zero), and do after it.
-pub fn track_bits_rows<T: Real>(z: &[T], kink: f64, out: usize, sm: &mut [u64], fm: &mut [u64]) {
-    let exact = T::from_f64(kink);
-    if exact.to_f64() == kink {
-        rows::track_bits(z, out, sm, fm, move |v| v > exact)
-    } else {
-        rows::track_bits(z, out, sm, fm, move |v| v.to_f64() > kink)
     }
 }
 }

@@ -119,10 +119,10 @@ pub(super) fn tail<T: Real>(
             let slope = slope.unwrap_or_default();
             let (act, out, sm) = (cx.act, st.out, cx.sm);
             match (cx.record_kink, bits) {
-                // Sample-major with a kink T holds exactly: the bits in the same pass.
-                (Some(kink), Some(bits)) if sm && T::from_f64(kink).to_f64() == kink => {
+                // Sample-major: the bits in the same pass, block by block.
+                (Some(kink), Some(bits)) if sm => {
                     let track = Some(Track {
-                        kink: T::from_f64(kink),
+                        kink,
                         sm: &mut bits.sm,
                         fm: &mut bits.fm,
                     });
@@ -130,11 +130,7 @@ pub(super) fn tail<T: Real>(
                 }
                 (Some(kink), Some(bits)) => {
                     kernels::bias_act_forward(act, slope, b, z, h, skip, out, sm, None);
-                    if sm {
-                        kernels::track_bits_rows(z, kink, out, &mut bits.sm, &mut bits.fm);
-                    } else {
-                        kernels::piece_bits_into(z, kink, &mut bits.fm, out, false);
-                    }
+                    kernels::piece_bits_into(z, kink, &mut bits.fm, out, false);
                 }
                 _ => kernels::bias_act_forward(act, slope, b, z, h, skip, out, sm, None),
             }

@@ -41,12 +41,29 @@ fn lane_sums<T: Real>(v: &[T]) -> [T; LANES] {
     acc
 }
 
-/// The pieces' bits a forward tail keeps up to date (see `kernels::track_bits_rows`): bit set
-/// ⇔ z > `kink`, `sm` row by row, `fm` in the feature-major entry order.
-pub struct Track<'a, T> {
-    pub kink: T,
+/// The pieces' bits a sample-major forward tail keeps up to date: bit set ⇔ z > `kink`, `sm`
+/// row by row (⌈cols/64⌉ words a row), `fm` in the feature-major entry order. Each block's new
+/// word is compared with `sm` and only the changed entries are toggled in `fm` (the
+/// transposition costs in proportion to the crossings), so both must describe the same pieces
+/// before the pass (e.g. both zero), and do after it.
+pub struct Track<'a> {
+    pub kink: f64,
     pub sm: &'a mut [u64],
     pub fm: &'a mut [u64],
+}
+
+impl Track<'_> {
+    /// The bits z > kink of up to 64 values: compared in T when T holds the kink exactly (the
+    /// same bits, vector-wide), else in f64.
+    #[inline(always)]
+    fn word<T: Real>(&self, z: &[T]) -> u64 {
+        let (kink, exact) = (self.kink, T::from_f64(self.kink));
+        if exact.to_f64() == kink {
+            super::kernels::pack_word(z, move |v| v > exact)
+        } else {
+            super::kernels::pack_word(z, move |v| v.to_f64() > kink)
+        }
+    }
 }
 
 /// z += b (per row) and h = σ(z) (+ skip), 64 samples at a time; with `track`, each block's
@@ -59,7 +76,7 @@ pub(super) fn fwd_rows<T: Real>(
     skip: Option<&[T]>,
     out: usize,
     sigma: impl Fn(T) -> T,
-    mut track: Option<Track<'_, T>>,
+    mut track: Option<Track<'_>>,
 ) {
     let cols = z.len() / out.max(1);
     if cols == 0 {
@@ -86,8 +103,7 @@ pub(super) fn fwd_rows<T: Real>(
                 }
             }
             if let Some(t) = track.as_mut() {
-                let kink = t.kink;
-                let new = super::kernels::pack_word(zc, move |v| v > kink);
+                let new = t.word(zc);
                 toggle_changed(&mut t.sm[f * wpr + k], new, 64 * k, f, out, t.fm);
             }
         }
@@ -236,32 +252,6 @@ pub(super) fn pieces_rows<T: Real>(z: &[T], out: usize, dst: &mut [u16], piece: 
     for c in 0..cols {
         for (f, d) in dst[c * out..(c + 1) * out].iter_mut().enumerate() {
             *d = piece(z[f * cols + c]);
-        }
-    }
-}
-
-/// See `kernels::track_bits_rows`.
-#[inline(always)]
-pub(super) fn track_bits<T: Real>(
-    z: &[T],
-    out: usize,
-    sm: &mut [u64],
-    fm: &mut [u64],
-    above: impl Fn(T) -> bool + Copy,
-) {
-    let cols = z.len() / out.max(1);
-    if cols == 0 {
-        return;
-    }
-    let wpr = cols.div_ceil(64);
-    for (f, (row, old)) in z
-        .chunks_exact(cols)
-        .zip(sm.chunks_exact_mut(wpr))
-        .enumerate()
-    {
-        for (k, (chunk, o)) in row.chunks(64).zip(old.iter_mut()).enumerate() {
-            let new = super::kernels::pack_word(chunk, above);
-            toggle_changed(o, new, 64 * k, f, out, fm);
         }
     }
 }
