@@ -259,7 +259,7 @@ pub(super) fn pieces_rows<T: Real>(z: &[T], out: usize, dst: &mut [u16], piece: 
 /// Bit c·out + f of `words` = above(z[f·cols + c]): the pieces of a sample-major z as bits in
 /// the feature-major entry order, 64 a word, unused high bits 0. Entry by entry: only for
 /// pieces read off z after an unrecorded pass (training loops record them in the forward pass
-/// through `track_bits`).
+/// through [`Track`]).
 pub(super) fn pack_bits_rows<T: Real>(
     z: &[T],
     out: usize,
