@@ -501,24 +501,26 @@ pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) -> f64 {
 }
 
 /// lanes[i mod L] += f(v[i]) in order of i (v starting at a multiple of L): sums on fixed
-/// lanes, the same order on every run and thread. The inner loop's length is hidden from the
-/// optimiser (`black_box`): a known L is unrolled early and then vectorised 2 wide or not at
-/// all; as a loop it becomes one full-width vector operation per group.
+/// lanes, the same order on every run and thread. The lanes are one value, updated a whole
+/// group at a time, so they stay in vector registers for the loop. (An earlier form hid L
+/// from the optimiser to get a vector loop at all; its lanes then lived in memory, each
+/// group's add waiting on the previous group's store.)
 #[inline(always)]
 pub(super) fn lane_sums<const L: usize, A, T: Copy>(lanes: &mut [A; L], v: &[T], f: impl Fn(T) -> A)
 where
-    A: Copy + std::ops::AddAssign,
+    A: Copy + std::ops::Add<Output = A>,
 {
-    let k = std::hint::black_box(L);
-    let mut it = v.chunks_exact(L);
-    for c in &mut it {
-        for (a, &x) in lanes[..k].iter_mut().zip(&c[..k]) {
-            *a += f(x);
-        }
+    let (groups, rest) = v.as_chunks::<L>();
+    let mut acc = *lanes;
+    for c in groups {
+        acc = std::array::from_fn(|i| acc[i] + f(c[i]));
     }
-    for (a, &x) in lanes.iter_mut().zip(it.remainder()) {
-        *a += f(x);
-    }
+    // The rest (< L values) in the same register-wide form: a masked store into `lanes`
+    // read back whole would stall the load.
+    *lanes = std::array::from_fn(|i| match rest.get(i) {
+        Some(&x) => acc[i] + f(x),
+        None => acc[i],
+    });
 }
 
 wide! {

@@ -66,8 +66,10 @@ impl Track<'_> {
     }
 }
 
-/// z += b (per row) and h = σ(z) (+ skip), 64 samples at a time; with `track`, each block's
-/// bits packed and compared with the recorded ones right after (the block still in L1).
+/// z += b (per row) and h = σ(z) (+ skip), row by row; with `track`, each row's bits packed
+/// (64 samples a word) and compared with the recorded ones right after, the row still in L1.
+/// (Rows in blocks of 64 samples, the earlier form, ran a short remainder loop per block:
+/// 17% slower on a 100 × 250 part.)
 #[inline(always)]
 pub(super) fn fwd_rows<T: Real>(
     b: &[T],
@@ -85,24 +87,23 @@ pub(super) fn fwd_rows<T: Real>(
     let wpr = cols.div_ceil(64);
     let rows = z.chunks_exact_mut(cols).zip(h.chunks_exact_mut(cols));
     for (f, ((zrow, hrow), &bv)) in rows.zip(b).enumerate() {
-        let blocks = zrow.chunks_mut(64).zip(hrow.chunks_mut(64)).enumerate();
-        for (k, (zc, hc)) in blocks {
-            match skip {
-                None => {
-                    for (zv, hv) in zc.iter_mut().zip(hc.iter_mut()) {
-                        *zv += bv;
-                        *hv = sigma(*zv);
-                    }
-                }
-                Some(s) => {
-                    let sc = &s[f * cols + 64 * k..f * cols + 64 * k + zc.len()];
-                    for ((zv, hv), &sv) in zc.iter_mut().zip(hc.iter_mut()).zip(sc) {
-                        *zv += bv;
-                        *hv = sigma(*zv) + sv;
-                    }
+        match skip {
+            None => {
+                for (zv, hv) in zrow.iter_mut().zip(hrow.iter_mut()) {
+                    *zv += bv;
+                    *hv = sigma(*zv);
                 }
             }
-            if let Some(t) = track.as_mut() {
+            Some(s) => {
+                let srow = &s[f * cols..(f + 1) * cols];
+                for ((zv, hv), &sv) in zrow.iter_mut().zip(hrow.iter_mut()).zip(srow) {
+                    *zv += bv;
+                    *hv = sigma(*zv) + sv;
+                }
+            }
+        }
+        if let Some(t) = track.as_mut() {
+            for (k, zc) in zrow.chunks(64).enumerate() {
                 let new = t.word(zc);
                 toggle_changed(&mut t.sm[f * wpr + k], new, 64 * k, f, out, t.fm);
             }
@@ -146,8 +147,7 @@ pub(super) fn chunk_row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: 
     }
     for (f, row) in g.chunks_exact(cols).enumerate() {
         for (k, chunk) in row.chunks(cpc).enumerate() {
-            let acc = lane_sums(chunk);
-            partial[k * out + f] = fold(&acc);
+            partial[k * out + f] = fold(&lane_sums(chunk));
         }
     }
     nch
@@ -191,20 +191,13 @@ pub(super) fn bwd_rows<T: Real>(
             for ((g, &zv), &hv) in gc.iter_mut().zip(zc).zip(hc) {
                 *g = hv * dsigma(zv);
             }
-            let acc = lane_sums(gc);
-            let sl = if prelu {
+            partial[k * (out + 1) + f] = fold(&lane_sums(gc));
+            if prelu {
                 let mut sl = [zero; LANES];
                 for (i, (&zv, &hv)) in zc.iter().zip(hc).enumerate() {
                     sl[i % LANES] += if zv < zero { hv * zv } else { zero };
                 }
-                sl
-            } else {
-                [zero; LANES]
-            };
-            let row = &mut partial[k * (out + 1)..(k + 1) * (out + 1)];
-            row[f] = fold(&acc);
-            if prelu {
-                row[out] += fold(&sl);
+                partial[k * (out + 1) + out] += fold(&sl);
             }
         }
     }
