@@ -10,6 +10,8 @@ use crate::kinks::{KinkStep, KinkSummary, KinkTracker};
 use crate::loss::LossKind;
 use crate::model::Model;
 use serde::{Deserialize, Serialize};
+use std::cell::OnceCell;
+use std::ops::Deref;
 
 #[derive(Clone, Copy, Debug)]
 pub struct GdOptions {
@@ -38,6 +40,51 @@ pub struct EpochRecord {
     pub kinks: KinkStep,
 }
 
+/// θ_k as the observer sees it, in f64 (it derefs to `[f64]`): θ itself when training runs in
+/// f64; when it runs in f32, θ converted on first use and kept for the rest of the call. Most
+/// epochs' observers never look at θ (it is wanted at NTK checkpoints and when saving), and
+/// converting every epoch cost ≈ 0.09 ms of a 5 ms f32 ResNet epoch.
+pub struct ThetaView<'a> {
+    ready: Option<&'a [f64]>,
+    convert: Option<&'a dyn Fn() -> Vec<f64>>,
+    converted: OnceCell<Vec<f64>>,
+}
+
+impl<'a> ThetaView<'a> {
+    /// A view of an f64 θ.
+    pub fn of(theta: &'a [f64]) -> Self {
+        Self {
+            ready: Some(theta),
+            convert: None,
+            converted: OnceCell::new(),
+        }
+    }
+
+    /// A view that calls `convert` (θ in f64) the first time it is read.
+    pub fn lazy(convert: &'a dyn Fn() -> Vec<f64>) -> Self {
+        Self {
+            ready: None,
+            convert: Some(convert),
+            converted: OnceCell::new(),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[f64] {
+        match (self.ready, self.convert) {
+            (Some(theta), _) => theta,
+            (None, Some(convert)) => self.converted.get_or_init(convert),
+            (None, None) => &[],
+        }
+    }
+}
+
+impl Deref for ThetaView<'_> {
+    type Target = [f64];
+    fn deref(&self) -> &[f64] {
+        self.as_slice()
+    }
+}
+
 /// What the observer tells the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -61,14 +108,14 @@ pub struct GdOutcome {
     pub kinks: KinkSummary,
 }
 
-/// Runs GD from θ (updated in place). `observe(record, θ_k)` is called at every epoch
+/// Runs GD from θ (updated in place). `observe(record, θ_k)` ([`ThetaView`]) is called at every epoch
 /// k = 0..=E before the step; returning `Control::Stop` ends the run after that record.
 pub fn gradient_descent(
     model: &Model,
     data: &Dataset,
     theta: &mut [f64],
     opts: &GdOptions,
-    observe: impl FnMut(&EpochRecord, &[f64]) -> Control,
+    observe: impl FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
 ) -> Result<GdOutcome> {
     gradient_descent_from(model, data, theta, opts, &mut GdState::default(), observe)
 }
@@ -92,7 +139,7 @@ pub fn gradient_descent_from(
     theta: &mut [f64],
     opts: &GdOptions,
     state: &mut GdState,
-    mut observe: impl FnMut(&EpochRecord, &[f64]) -> Control,
+    mut observe: impl FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
 ) -> Result<GdOutcome> {
     if !(opts.lr > 0.0 && opts.lr.is_finite()) {
         return Err(Error::Invalid(format!(
@@ -115,7 +162,7 @@ pub fn gradient_descent_general(
     theta: &mut [f64],
     opts: &GdOptions,
     state: &mut GdState,
-    mut observe: impl FnMut(&EpochRecord, &[f64]) -> Control,
+    mut observe: impl FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
 ) -> Result<GdOutcome> {
     if opts.precision != Precision::F64 {
         return Err(Error::Invalid(format!(
@@ -154,7 +201,7 @@ pub fn gradient_descent_general(
             grad_norm,
             kinks,
         };
-        let control = observe(&record, theta);
+        let control = observe(&record, &ThetaView::of(theta));
         let pause = control == Control::Pause && k < opts.epochs;
         if pause {
             for (t, g) in theta.iter_mut().zip(&grad) {

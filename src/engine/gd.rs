@@ -1,8 +1,8 @@
 //! Full-batch gradient descent on the engine: the same loop, records, observer protocol,
 //! pause/resume semantics and divergence message as [`crate::train::gradient_descent_from`], with
 //! θ and the gradient kept in the training precision. In f32 the observer (NTK checkpoints,
-//! saving) sees θ converted to f64 every epoch, and the caller's θ is written back in f64 when
-//! the loop ends; f32 → f64 → f32 is exact, so a paused f32 run resumes bit-identically.
+//! saving) sees θ converted to f64 when it reads it ([`ThetaView`]), and the caller's θ is
+//! written back in f64 when the loop ends; f32 → f64 → f32 is exact, so a paused f32 run resumes bit-identically.
 
 use super::{convert, Engine, Plan, Real};
 use crate::config::Precision;
@@ -10,7 +10,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::kinks::KinkStep;
 use crate::model::Model;
-use crate::train::{Control, EpochRecord, GdOptions, GdOutcome, GdState};
+use crate::train::{Control, EpochRecord, GdOptions, GdOutcome, GdState, ThetaView};
 
 /// The presets the engine trains (and hence the only ones `precision = "f32"` supports).
 pub const ENGINE_PRESETS: [&str; 3] = ["dnn", "resnet", "gcn"];
@@ -60,7 +60,7 @@ pub fn gradient_descent_engine(
     theta: &mut [f64],
     opts: &GdOptions,
     state: &mut GdState,
-    observe: &mut dyn FnMut(&EpochRecord, &[f64]) -> Control,
+    observe: &mut dyn FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
 ) -> Result<Option<GdOutcome>> {
     match opts.precision {
         Precision::F64 => match engine_for::<f64>(model, data, opts.loss, theta) {
@@ -86,16 +86,11 @@ fn run<T: Real>(
     theta: &mut [f64],
     opts: &GdOptions,
     state: &mut GdState,
-    observe: &mut dyn FnMut(&EpochRecord, &[f64]) -> Control,
+    observe: &mut dyn FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
 ) -> Result<GdOutcome> {
     let p = theta.len();
     let mut th: Vec<T> = convert(theta);
     let mut grad = vec![T::default(); p];
-    let mut th64: Vec<f64> = if T::as_f64_slice(&th).is_some() {
-        Vec::new()
-    } else {
-        th.iter().map(|v| v.to_f64()).collect()
-    };
     let lr = T::from_f64(opts.lr);
     let segments = engine.piece_segments();
     engine.set_record_pieces(opts.track_kinks);
@@ -139,12 +134,18 @@ fn run<T: Real>(
             grad_norm,
             kinks,
         };
-        // In f32, th64 holds θ_k in f64: written before the loop and by every step.
-        let view: &[f64] = T::as_f64_slice(&th).unwrap_or(&th64);
-        let control = observe(&record, view);
+        let control = {
+            // In f32, θ_k is converted to f64 only if the observer reads it.
+            let convert = || th.iter().map(|v| v.to_f64()).collect();
+            let view = match T::as_f64_slice(&th) {
+                Some(theta) => ThetaView::of(theta),
+                None => ThetaView::lazy(&convert),
+            };
+            observe(&record, &view)
+        };
         let pause = control == Control::Pause && k < opts.epochs;
         if pause {
-            step(&mut th, &grad, lr, &mut th64);
+            step(&mut th, &grad, lr);
         }
         if k == opts.epochs || control != Control::Continue {
             state.epoch = if pause { k + 1 } else { k };
@@ -159,7 +160,7 @@ fn run<T: Real>(
                 kinks: state.tracker.summary(),
             });
         }
-        step(&mut th, &grad, lr, &mut th64);
+        step(&mut th, &grad, lr);
     }
     Err(Error::Invalid(format!(
         "nothing to do: the run is already at epoch {start} of {}",
@@ -167,13 +168,11 @@ fn run<T: Real>(
     )))
 }
 
-/// One GD step as the training loop takes it: θ −= lr·g, and `th64` (empty in f64 training) =
-/// the new θ in f64 for the observer; both halves of θ at once.
-pub fn step<T: Real>(th: &mut [T], grad: &[T], lr: T, th64: &mut [f64]) {
+/// One GD step as the training loop takes it: θ −= lr·g, both halves of θ at once.
+pub fn step<T: Real>(th: &mut [T], grad: &[T], lr: T) {
     use super::kernels::{both, step_into};
     let mid = th.len() / 2;
     let (t0, t1) = th.split_at_mut(mid);
     let (g0, g1) = grad.split_at(mid);
-    let (v0, v1) = th64.split_at_mut(mid.min(th64.len()));
-    both(|| step_into(t0, g0, lr, v0), || step_into(t1, g1, lr, v1));
+    both(|| step_into(t0, g0, lr), || step_into(t1, g1, lr));
 }

@@ -524,13 +524,10 @@ where
 }
 
 wide! {
-/// One GD step θ −= lr·g, and (f32 training) `view` = θ in f64 for the next epoch's observer.
-pub fn step_into<T: Real>(theta: &mut [T], grad: &[T], lr: T, view: &mut [f64]) {
+/// One GD step θ −= lr·g.
+pub fn step_into<T: Real>(theta: &mut [T], grad: &[T], lr: T) {
     for (t, &g) in theta.iter_mut().zip(grad) {
         *t -= lr * g;
-    }
-    for (v, &t) in view.iter_mut().zip(theta.iter()) {
-        *v = t.to_f64();
     }
 }
 }

@@ -167,7 +167,7 @@ fn trajectory(
 ) -> (Vec<f64>, Vec<f64>, crate::kinks::KinkSummary) {
     let mut theta = theta_for(model, 3);
     let mut losses = Vec::new();
-    let obs = |r: &crate::train::EpochRecord, _: &[f64]| {
+    let obs = |r: &crate::train::EpochRecord, _: &crate::train::ThetaView<'_>| {
         losses.push(r.loss);
         losses.push(r.grad_norm);
         Control::Continue
@@ -238,9 +238,34 @@ fn f32_pause_and_resume_is_bit_identical() {
     })
     .unwrap();
     assert_eq!(theta, t_ref);
-    // The observer saw θ_E itself (the f64 view is kept up to date by every step).
+    // The observer saw θ_E itself (converted from the f32 θ when read).
     assert_eq!(seen, theta);
     assert_eq!(losses, l_ref);
+    // A view read on some epochs only is θ at that epoch, never a stale conversion: stop at
+    // epoch 7 after reading the views of epochs 2 and 7.
+    let mut theta = theta_for(&model, 3);
+    let mut views = Vec::new();
+    crate::train::gradient_descent_from(
+        &model,
+        &data,
+        &mut theta,
+        &o,
+        &mut GdState::default(),
+        |r, th| {
+            if r.epoch == 2 || r.epoch == 7 {
+                views.push(th.to_vec());
+            }
+            if r.epoch == 7 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(views.len(), 2);
+    assert_ne!(views[0], views[1]);
+    assert_eq!(views[1], theta);
 }
 
 #[test]

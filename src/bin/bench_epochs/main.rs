@@ -232,12 +232,12 @@ pub(crate) fn workloads() -> Vec<Workload> {
 }
 
 /// One GD epoch as the training loop (`engine::gradient_descent_engine`) takes it: loss and
-/// gradient (with ‖∇L‖², summed with the parts' contributions), then the step on both cores,
-/// which in f32 also refreshes the f64 view of θ (`th64`, empty in f64) for the observer.
-fn epoch<T: Real>(e: &mut Engine<T>, th: &mut [T], g: &mut [T], lr: T, th64: &mut [f64]) -> f64 {
+/// gradient (with ‖∇L‖², summed with the parts' contributions), then the step on both cores.
+/// (The loop converts θ to f64 for its observer only on the epochs that read it.)
+fn epoch<T: Real>(e: &mut Engine<T>, th: &mut [T], g: &mut [T], lr: T) -> f64 {
     let l = e.loss_and_grad(th, g);
     let norm = e.grad_norm();
-    gradflow::engine::step(th, g, lr, th64);
+    gradflow::engine::step(th, g, lr);
     l + norm * 0.0
 }
 
@@ -269,10 +269,9 @@ pub(crate) fn time_engine_in<T: Real>(
     }
     let mut th: Vec<T> = convert(&theta);
     let mut g = vec![T::default(); th.len()];
-    let mut th64 = vec![0.0; if T::NAME == "f64" { 0 } else { th.len() }];
     let lr = T::from_f64(1e-4);
     for _ in 0..3 {
-        epoch(&mut e, &mut th, &mut g, lr, &mut th64);
+        epoch(&mut e, &mut th, &mut g, lr);
     }
     if profile {
         e.enable_profile();
@@ -280,7 +279,7 @@ pub(crate) fn time_engine_in<T: Real>(
     let c0 = cpu_seconds();
     let (a0, t) = (ALLOCS.load(Ordering::Relaxed), Instant::now());
     for _ in 0..epochs {
-        epoch(&mut e, &mut th, &mut g, lr, &mut th64);
+        epoch(&mut e, &mut th, &mut g, lr);
     }
     let (wall, a1) = (t.elapsed().as_secs_f64(), ALLOCS.load(Ordering::Relaxed));
     let c1 = cpu_seconds();
