@@ -17,33 +17,42 @@ use std::time::Instant;
 /// GFLOP/s of the fastest of three n × n matrix products in `precision`, on all of faer's
 /// threads ([`crate::batch::par`]).
 pub fn matmul_peak_gflops(precision: Precision, n: usize) -> f64 {
+    matmul_rates(precision, n, 3)
+        .into_iter()
+        .fold(0.0, f64::max)
+}
+
+/// GFLOP/s of each of `count` n × n matrix products in `precision`, one after the other on all
+/// of faer's threads: the samples behind [`matmul_peak_gflops`], for estimates that pair them
+/// with work timed alongside.
+pub fn matmul_rates(precision: Precision, n: usize, count: usize) -> Vec<f64> {
     match precision {
-        Precision::F64 => peak::<f64>(n, |v| v),
-        Precision::F32 => peak::<f32>(n, |v| v as f32),
+        Precision::F64 => rates::<f64>(n, count, |v| v),
+        Precision::F32 => rates::<f32>(n, count, |v| v as f32),
     }
 }
 
-fn peak<T>(n: usize, from: impl Fn(f64) -> T) -> f64
+fn rates<T>(n: usize, count: usize, from: impl Fn(f64) -> T) -> Vec<f64>
 where
     T: faer::traits::ComplexField + Copy,
 {
     let a = Mat::<T>::from_fn(n, n, |i, j| from(((i * 7 + j * 3) % 11) as f64 - 5.0));
     let b = Mat::<T>::from_fn(n, n, |i, j| from(((i * 5 + j * 2) % 13) as f64 - 6.0));
     let mut c = Mat::<T>::zeros(n, n);
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let clock = Instant::now();
-        matmul(
-            c.as_mut(),
-            Accum::Replace,
-            a.as_ref(),
-            b.as_ref(),
-            from(1.0),
-            crate::batch::par(),
-        );
-        best = best.min(clock.elapsed().as_secs_f64());
-    }
-    2.0 * (n as f64).powi(3) / best / 1e9
+    (0..count)
+        .map(|_| {
+            let clock = Instant::now();
+            matmul(
+                c.as_mut(),
+                Accum::Replace,
+                a.as_ref(),
+                b.as_ref(),
+                from(1.0),
+                crate::batch::par(),
+            );
+            2.0 * (n as f64).powi(3) / clock.elapsed().as_secs_f64() / 1e9
+        })
+        .collect()
 }
 
 /// `reproduce.json` → `timing`: totals over the index's runs that recorded their timing.
