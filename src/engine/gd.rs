@@ -2,7 +2,8 @@
 //! pause/resume semantics and divergence message as [`crate::train::gradient_descent_from`], with
 //! θ and the gradient kept in the training precision. In f32 the observer (NTK checkpoints,
 //! saving) sees θ converted to f64 when it reads it ([`ThetaView`]), and the caller's θ is
-//! written back in f64 when the loop ends; f32 → f64 → f32 is exact, so a paused f32 run resumes bit-identically.
+//! written back in f64 when the loop ends; f32 → f64 → f32 is exact, so a paused f32 run
+//! resumes bit-identically.
 
 use super::{convert, Engine, Plan, Real};
 use crate::config::Precision;

@@ -310,6 +310,31 @@ mod tests {
     }
 
     #[test]
+    fn lane_sums_add_each_lane_in_order() {
+        // Whole groups, a remainder, both, and neither; 16 lanes of T and 8 of f64 from f32.
+        for len in [0usize, 5, 16, 37, 48, 250] {
+            let v: Vec<f64> = (0..len).map(|i| (i as f64 * 0.73).sin() * 1e3).collect();
+            let mut lanes = [0.5f64; LANES];
+            super::super::kernels::lane_sums(&mut lanes, &v, |x| x);
+            for (i, &got) in lanes.iter().enumerate() {
+                let want = v.iter().skip(i).step_by(LANES).fold(0.5, |a, &x| a + x);
+                assert_eq!(got, want, "len {len} lane {i}");
+            }
+            let w: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            let mut sq = [0.0f64; 8];
+            super::super::kernels::lane_sums(&mut sq, &w, |x: f32| (x as f64) * (x as f64));
+            for (i, &got) in sq.iter().enumerate() {
+                let want = w
+                    .iter()
+                    .skip(i)
+                    .step_by(8)
+                    .fold(0.0, |a, &x| a + (x as f64) * (x as f64));
+                assert_eq!(got, want, "squares, len {len} lane {i}");
+            }
+        }
+    }
+
+    #[test]
     fn row_loops_match_their_definitions() {
         let (out, cols, cpc) = (5, 37, 10);
         let z: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.37).sin()).collect();

@@ -78,12 +78,16 @@ pub(crate) fn load() -> String {
 
 /// GFLOP/s of the best of 3 n×n products in precision T (the peak `reproduce` reports too).
 pub(crate) fn peak<T: Real>(n: usize) -> f64 {
-    let precision = if T::NAME == "f32" {
+    gradflow::experiment::timing::matmul_peak_gflops(precision_of::<T>(), n)
+}
+
+/// The training precision that T stands for.
+fn precision_of<T: Real>() -> Precision {
+    if T::NAME == "f32" {
         Precision::F32
     } else {
         Precision::F64
-    };
-    gradflow::experiment::timing::matmul_peak_gflops(precision, n)
+    }
 }
 
 /// Single-threaded faer rates (GFLOP/s, best of 7) on the engine's per-part product shapes (a
@@ -316,12 +320,7 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
     println!("Share of peak: against the fastest of the repetition's six products (the conservative figure: a burst); paired: against their median (the products' typical speed in the same seconds as the workload).\n");
     println!("| workload | p | s/epoch (median) | share of peak: median (range) | paired: median (range) | peak seen (GFLOP/s) | allocations/epoch | cores busy |");
     println!("|---|---|---|---|---|---|---|---|");
-    let precision = if T::NAME == "f32" {
-        Precision::F32
-    } else {
-        Precision::F64
-    };
-    let rates = || gradflow::experiment::timing::matmul_rates(precision, 2048, 3);
+    let rates = || gradflow::experiment::timing::matmul_rates(precision_of::<T>(), 2048, 3);
     for w in ws {
         let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
         let epochs = ((3e10 / flops) as usize).clamp(20, 200);
