@@ -510,4 +510,23 @@ mod tests {
         to_flow(&mut c);
         assert_eq!((c.train.flow.outputs, c.ntk.every), (200, 1));
     }
+
+    #[test]
+    fn reproduce_precision_applies_to_engine_presets_only() {
+        use crate::config::Precision;
+        use crate::experiment::{ablation, set_precision, Scale};
+        let mut a = vec![
+            ablation("dnn", Scale::Quick, 1).unwrap(),
+            ablation("cnn", Scale::Quick, 1).unwrap(),
+        ];
+        set_precision(&mut a, Precision::F32);
+        assert!(a[0]
+            .runs
+            .iter()
+            .all(|r| r.config.train.precision == Precision::F32));
+        assert!(a[1]
+            .runs
+            .iter()
+            .all(|r| r.config.train.precision == Precision::F64));
+    }
 }

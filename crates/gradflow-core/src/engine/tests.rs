@@ -299,24 +299,6 @@ fn unsupported_models_fall_back_or_refuse_f32() {
     );
 }
 
-#[test]
-fn reproduce_precision_applies_to_engine_presets_only() {
-    use crate::experiment::{ablation, set_precision, Scale};
-    let mut a = vec![
-        ablation("dnn", Scale::Quick, 1).unwrap(),
-        ablation("cnn", Scale::Quick, 1).unwrap(),
-    ];
-    set_precision(&mut a, Precision::F32);
-    assert!(a[0]
-        .runs
-        .iter()
-        .all(|r| r.config.train.precision == Precision::F32));
-    assert!(a[1]
-        .runs
-        .iter()
-        .all(|r| r.config.train.precision == Precision::F64));
-}
-
 /// The engine for `model` on `data` in `layout` (DNN and ResNet only: no Â).
 fn engine_in(model: &Model, data: &Dataset, layout: Layout) -> Engine<f64> {
     let plan = Plan::from_model(model).unwrap();

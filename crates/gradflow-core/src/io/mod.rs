@@ -17,26 +17,25 @@ pub use self::csv::{read_edges, write_edges, CsvWriter};
 pub use self::npy::{read_matrix, to_npy_bytes, write_matrix, write_vector};
 pub use self::safetensors::{read_tensors, read_tensors_with_metadata, write_tensors, NamedTensor};
 
-/// A fresh, uniquely named directory under the system temp dir, removed on drop.
-#[cfg(test)]
-pub(crate) struct TestDir(std::path::PathBuf);
+/// A fresh, uniquely named directory under the system temp dir, removed on drop: for the unit
+/// tests of this crate and of the crates built on it (hence public, hidden from the docs).
+#[doc(hidden)]
+pub struct TestDir(std::path::PathBuf);
 
-#[cfg(test)]
 impl TestDir {
-    pub(crate) fn path(&self) -> &std::path::Path {
+    pub fn path(&self) -> &std::path::Path {
         &self.0
     }
 }
 
-#[cfg(test)]
 impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-#[cfg(test)]
-pub(crate) fn test_dir(tag: &str) -> TestDir {
+#[doc(hidden)]
+pub fn test_dir(tag: &str) -> TestDir {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
