@@ -39,7 +39,7 @@ fn dnn_count(d: usize, hidden: &[usize], m: usize) -> usize {
 
 #[test]
 fn dnn_parameter_counts() {
-    // THEORY.md's numbers.
+    // The paper-scale numbers of docs/theory.md, 'Presets'.
     assert_eq!(presets::dnn(500, &[250, 250], 50, &leaky()).p(), 200_550);
     assert_eq!(presets::dnn(500, &[50, 50], 50, &leaky()).p(), 30_150);
     assert_eq!(presets::dnn(500, &[100, 100], 50, &leaky()).p(), 65_250);

@@ -1,8 +1,8 @@
 //! The paper's Section 4 ablations as lists of configs, at two scales.
 //!
-//! - `paper`: THEORY.md's sizes — n = 1000; DNN d = 500 → [w, w] → 50, w = 50…250; ResNet
-//!   d = m = 100, depth 8…16; GCN d = 500 → [w, w] → 50, w = 25…200 on a 10-NN graph;
-//!   10,000 epochs of GD.
+//! - `paper`: the paper's sizes (docs/theory.md, 'Presets') — n = 1000; DNN d = 500 → [w, w]
+//!   → 50, w = 50…250; ResNet d = m = 100, depth 8…16; GCN d = 500 → [w, w] → 50, w = 25…200
+//!   on a 10-NN graph; 10,000 epochs of GD.
 //! - `quick`: the same structure shrunk so that every sweep still crosses p = nm and the whole
 //!   reproduction (NTK included) takes about two minutes on 2 cores.
 //!

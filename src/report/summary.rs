@@ -435,7 +435,7 @@ pub fn scale_line(index: &ReproduceIndex) -> String {
     s
 }
 
-/// The paragraphs of "How to read this" (plain text; THEORY.md's notation).
+/// The paragraphs of "How to read this" (plain text; the notation of docs/theory.md).
 pub const HOW_TO_READ: [(&str, &str); 4] = [
     (
         "λ_min",

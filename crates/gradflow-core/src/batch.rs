@@ -1,5 +1,6 @@
 //! `Batch`: a contiguous (features × n) column-major block of f64 — one column per sample, so the
-//! memory order is sample-major (index i·features + a), the output convention of THEORY.md.
+//! memory order is sample-major (index i·features + a), the output convention of
+//! docs/theory.md, 'Conventions'.
 //! It owns a plain `Vec<f64>` (element-wise work is a slice loop) and lends `faer` views for
 //! matrix products.
 

@@ -50,7 +50,8 @@ impl Model {
         let (outputs, tape) = self.net.forward(theta, x);
         Evaluation { outputs, tape }
     }
-    /// u(θ) as an (m × n) batch, i.e. the vector of THEORY.md in order i·m + a.
+    /// u(θ) as an (m × n) batch, i.e. the vector u of docs/theory.md ('Conventions') in order
+    /// i·m + a.
     pub fn outputs(&self, theta: &[f64], x: &Batch) -> Batch {
         self.evaluate(theta, x).outputs
     }

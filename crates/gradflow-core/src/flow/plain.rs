@@ -1,6 +1,6 @@
 //! The classic solve, for comparison: the adaptive Dormand–Prince pair given the true,
 //! discontinuous field −∇L with no kink handling — what a generic ODE solver does, and why it
-//! grinds on a piecewise-linear network (THEORY.md, last section).
+//! grinds on a piecewise-linear network (docs/theory.md, 'Sliding').
 
 use super::dopri::{self, Field, Tolerances};
 use super::solve::{

@@ -3,7 +3,8 @@
 //! products, finite-difference tests — is built from these three.
 //!
 //! Batches ([`Batch`]) are (features × n) column-major blocks: column i holds sample i, so the
-//! memory order is sample-major (i·features + a), the convention of THEORY.md for outputs.
+//! memory order is sample-major (i·features + a), the convention for outputs of
+//! docs/theory.md, 'Conventions'.
 //! Parameters are one flat vector θ; each layer sees only its own contiguous slice and describes
 //! it by named [`ParamSpec`]s (used for initialisation and for safetensors names).
 //! Composites (serial, residual) are layers too, so models nest like JAX's `stax` combinators.

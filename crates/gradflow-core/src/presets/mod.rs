@@ -1,6 +1,6 @@
-//! The architectures of THEORY.md, built from the generic layers at any depth and width: `dnn`,
-//! `resnet`, `gcn` here; convolutional presets in `image`, graph ones in `graph`, and the
-//! Siamese network in `siamese`.
+//! The architectures of docs/theory.md ('Presets'), built from the generic layers at any depth
+//! and width: `dnn`, `resnet`, `gcn` here; convolutional presets in `image`, graph ones in
+//! `graph`, and the Siamese network in `siamese`.
 //!
 //! Tensor names in saved parameters (safetensors):
 //! - `dnn`: `torch.nn.Sequential(Linear, σ, …, Linear)` — `0.weight` (out×in), `0.bias`,
