@@ -14,6 +14,7 @@
 
 pub mod flow_run;
 mod progress;
+pub mod witness;
 
 use crate::config::{Config, DataConfig, GraphConfig, Preset};
 use crate::data::Dataset;
