@@ -374,6 +374,22 @@ impl Activation {
     pub fn name(&self) -> String {
         self.to_string()
     }
+
+    /// True when σ(cz) = cσ(z) for every c > 0 (whatever the PReLU slope): ReLU, leaky ReLU,
+    /// PReLU, and piecewise functions whose every piece is s·z (breakpoints then only at 0).
+    pub fn is_positively_homogeneous(&self) -> bool {
+        match self {
+            Self::LeakyRelu { .. } | Self::Prelu { .. } | Self::Relu => true,
+            Self::Sigmoid => false,
+            Self::Piecewise(p) => {
+                p.breakpoints.iter().all(|&b| b == 0.0)
+                    && p.coefficients.iter().all(|c| {
+                        c.first().is_none_or(|&c0| c0 == 0.0)
+                            && c.iter().skip(2).all(|&ck| ck == 0.0)
+                    })
+            }
+        }
+    }
 }
 
 impl fmt::Display for Activation {

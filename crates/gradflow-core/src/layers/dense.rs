@@ -2,7 +2,7 @@
 //! followed by b — the layout of `Linear.weight` and `Linear.bias`, so saved tensors load in
 //! PyTorch unchanged. Polynomial (bilinear) in its input and parameters, as eq. (1) requires.
 
-use super::{no_tape, Batch, Layer, ParamSpec, Tape};
+use super::{no_tape, Batch, FeatureScaling, Layer, ParamSpec, Tape};
 use crate::batch::par;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef};
@@ -183,5 +183,12 @@ impl Layer for Dense {
         matmul(y_dot.mat_mut(), Accum::Add, w_dot, x.mat(), 1.0, par());
         y_dot.add_to_columns(b_dot);
         y_dot
+    }
+
+    fn feature_scaling(&self) -> FeatureScaling<'_> {
+        FeatureScaling::Affine {
+            inputs: self.inp,
+            outputs: self.out,
+        }
     }
 }

@@ -191,6 +191,32 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     fn graph_structure(&self) -> Option<GraphStructure> {
         None
     }
+    /// How this layer treats a positive rescaling of its features, for the rank analyses of
+    /// `crate::ntk` (symmetries, layer paths, the rounding bound on J; default:
+    /// [`FeatureScaling::Breaks`]).
+    fn feature_scaling(&self) -> FeatureScaling<'_> {
+        FeatureScaling::Breaks
+    }
+}
+
+/// A layer's structure as far as per-feature positive rescalings see it (see
+/// [`Layer::feature_scaling`]).
+#[derive(Debug)]
+pub enum FeatureScaling<'a> {
+    /// y = W x + b with W (`outputs` × `inputs`) row-major in θ, then b: Dense's layout.
+    Affine { inputs: usize, outputs: usize },
+    /// Parameter-free y = X Pᵀ for a fixed sample matrix P (the graph propagation of
+    /// [`Layer::graph_structure`], or P = I): commutes with every per-feature scaling.
+    Commutes,
+    /// Element-wise σ with σ(cz) = cσ(z) for all c > 0 (ReLU, leaky ReLU, PReLU).
+    Homogeneous { units: usize },
+    /// Children applied in order, θ slices consecutive, tensors named `k.<name>`.
+    Serial(Vec<&'a dyn Layer>),
+    /// y = x + g(x), tensors named `fn.<name>`: no rescaling crosses it (no consumer weight
+    /// inside), but g can still be read.
+    Residual(&'a dyn Layer),
+    /// Anything else: no rescaling passes through.
+    Breaks,
 }
 
 /// A sample-mixing layer as sparse propagations and dense maps (see [`Layer::graph_structure`]).

@@ -2,7 +2,7 @@
 //! child k−1's in θ, and child k's tensors are named `k.<name>` — exactly `nn.Sequential`'s
 //! state-dict names, so a `dnn` saves as `0.weight`, `0.bias`, `2.weight`, ….
 
-use super::{tape_ref, Batch, Layer, ParamSpec, PreActivation, Tape};
+use super::{tape_ref, Batch, FeatureScaling, Layer, ParamSpec, PreActivation, Tape};
 
 #[derive(Debug)]
 pub struct Serial {
@@ -203,5 +203,9 @@ impl Layer for Serial {
 
     fn mixes_samples(&self) -> bool {
         self.layers.iter().any(|l| l.mixes_samples())
+    }
+
+    fn feature_scaling(&self) -> FeatureScaling<'_> {
+        FeatureScaling::Serial(self.children())
     }
 }

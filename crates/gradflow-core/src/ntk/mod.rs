@@ -8,25 +8,40 @@
 //! dense-layer kernel route ([`structured`]) and a preconditioned Davidson solve for λ_min
 //! ([`matrix_free`], [`davidson`], [`precond`]); networks that mix samples (gcn), or that the
 //! structured walker cannot read, get Lanczos on vjp + jvp products.
+//!
+//! The rank of J itself — exactly deficient or only ill-conditioned, by its singular values — is
+//! in [`rank`], with activation patterns ([`patterns`]), rescaling symmetries ([`symmetry`]) and
+//! a rigorous rounding bound on the computed J ([`jacobian_error`]).
 
 pub mod block_krylov;
 pub mod davidson;
 pub mod gram;
 pub mod graph_gram;
 pub mod graph_terms;
+pub mod jacobian_error;
 pub mod lanczos;
 pub mod matrix_free;
+pub mod patterns;
 pub mod precond;
+pub mod rank;
 pub mod sparse_cot;
 pub mod spectrum;
 pub mod structured;
+pub mod symmetry;
 
 pub use gram::{gram, gram_bytes, gram_route, jacobian, GramRoute, NtkOperator};
+pub use jacobian_error::jacobian_error_bound;
 pub use matrix_free::{MatrixFreePlan, MatrixFreeResult};
+pub use patterns::{activation_patterns, ActivationPatterns};
+pub use rank::{
+    analyse_jacobian, decide_rank, jacobian_rank, perturbation_persistence, JacobianRank,
+    Persistence, RankDecision,
+};
 pub use spectrum::{
     dense_extremes, dense_extremes_owned, full_spectrum, matrix_free_extremes, Extremes,
 };
 pub use structured::StructuredNtk;
+pub use symmetry::{rescaling_directions, symmetries, Symmetries};
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
