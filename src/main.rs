@@ -66,9 +66,11 @@ enum Command {
         /// quick (about two minutes on 2 cores) or paper (the paper's sizes).
         #[arg(long, default_value = "quick")]
         scale: String,
-        /// Run only these ablations (repeat or comma-separate): dnn, resnet, gcn, activations
-        /// (Corollaries 3.1.1/3.1.2: leaky ReLU α → 0 and piecewise sigmoids), cnn, conv-resnet,
-        /// unet, mobilenet, cheb, graphconv, siamese.
+        /// Run only these ablations (repeat or comma-separate): dnn, resnet, gcn, threshold
+        /// (J's rank at initialisation over many seeds across p/nm ≈ 0.8–2.5: is H(0) positive
+        /// definite almost surely?), activations (Corollaries 3.1.1/3.1.2: leaky ReLU α → 0 and
+        /// piecewise sigmoids), cnn, conv-resnet, unet, mobilenet, cheb, graphconv, siamese.
+        /// Default: dnn, resnet, gcn and threshold.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Repeat every run over seeds 0..N.
@@ -100,6 +102,9 @@ enum Command {
         /// matrix-free checkpoints take 30–60 s each); verdicts then rest on the loss.
         #[arg(long)]
         no_ntk: bool,
+        /// Seeds per width/depth in the threshold ablation.
+        #[arg(long, default_value_t = 20)]
+        threshold_seeds: u64,
     },
     /// Rebuild report.html, report.md and plots/ of a reproduce directory or of a single run
     /// directory (what `train` writes) from its saved results.
@@ -165,6 +170,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             solver,
             ntk_every,
             no_ntk,
+            threshold_seeds,
         } => reproduce(
             &scale,
             only,
@@ -173,6 +179,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             shard.as_deref(),
             quiet,
             (&precision, &solver, ntk_every, no_ntk),
+            threshold_seeds,
         ),
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
@@ -388,6 +395,48 @@ fn ntk_cmd(
             "condition number = ∞ (λ_min ≤ nm·ε·λ_max: H is singular to working precision)"
         ),
     }
+    let j = &s.jacobian;
+    match (j.jacobian_rank, j.rank_full) {
+        (Some(rank), Some(full)) => {
+            let gap = j.rank_gap.map_or("no gap (full rank)".to_string(), |g| {
+                format!("gap σ_r/σ_r+1 = {g:.2e}")
+            });
+            let kind = if j.is_exact_deficient() {
+                "EXACTLY rank-deficient"
+            } else if rank == full {
+                "full rank"
+            } else {
+                "numerically rank-deficient (no clean gap)"
+            };
+            println!("rank J = {rank} of {full} ({kind}; {gap})");
+            if let Some(l) = j.lambda_min_svd {
+                println!(
+                    "λ_min by the SVD of J = {l:.10e}  (resolution {:.2e})",
+                    j.lambda_min_resolution.unwrap_or(f64::NAN)
+                );
+            }
+            match j.lambda_min_lower {
+                Some(l) => println!(
+                    "certified: λ_min ≥ {l:.6e}  ({} arithmetic, every rounding error included)",
+                    j.certificate.as_deref().unwrap_or("?")
+                ),
+                None => println!(
+                    "certified: nothing ({})",
+                    j.certificate.as_deref().unwrap_or("not attempted")
+                ),
+            }
+            if let Some(blocks) = &j.block_ranks {
+                println!("block ranks (each parameter tensor's columns of J):");
+                for (name, r) in blocks {
+                    println!("  {name:<24} {r}");
+                }
+            }
+        }
+        _ => println!(
+            "rank J: not computed ({})",
+            j.jacobian_note.as_deref().unwrap_or("no Jacobian analysis")
+        ),
+    }
     if let Some(eig) = &s.eigenvalues {
         println!("eigenvalues (ascending):");
         for v in eig {
@@ -409,6 +458,7 @@ fn reproduce(
     shard: Option<&str>,
     quiet: bool,
     (precision, solver, ntk_every, no_ntk): (&str, &str, Option<usize>, bool),
+    threshold_seeds: u64,
 ) -> Result<()> {
     let scale = Scale::parse(scale)?;
     let precision = match precision {
@@ -463,6 +513,7 @@ fn reproduce(
         solver,
         ntk_every,
         no_ntk,
+        threshold_seeds,
     };
     let idx = experiment::reproduce(&opts)?;
     print_verdicts(&idx);
@@ -477,21 +528,36 @@ fn reproduce(
 }
 
 fn print_verdicts(idx: &ReproduceIndex) {
+    use gradflow::experiment::VerdictKind;
     for a in &idx.ablations {
-        let ok = a.runs.iter().filter(|r| r.verdict.consistent).count();
+        let count = |k: VerdictKind| a.runs.iter().filter(|r| r.verdict.kind == k).count();
         println!(
-            "{} — {} of {} runs as the theorem predicts",
+            "{} — {} runs: {} confirmed, {} counterexample(s), {} under-parametrised, {} undecided",
             a.name,
-            ok,
-            a.runs.len()
+            a.runs.len(),
+            count(VerdictKind::Confirmed),
+            count(VerdictKind::Counterexample),
+            count(VerdictKind::UnderParametrised),
+            count(VerdictKind::Undecided),
         );
         for r in &a.runs {
-            let mark = if r.verdict.consistent {
-                "  ✓"
-            } else {
-                "  ✗"
+            let mark = match r.verdict.kind {
+                VerdictKind::Confirmed => "  ✓",
+                VerdictKind::Counterexample => "  ✗",
+                VerdictKind::UnderParametrised => "  ·",
+                _ => "  ?",
             };
             println!("{mark} {:<16} {}", r.label, r.verdict.line);
+        }
+    }
+    if let Some(t) = &idx.threshold {
+        let (c, k) = t.counts();
+        println!(
+            "threshold — {} initialisations at θ(0): {c} of {k} with p ≥ nm are counterexamples (J exactly rank-deficient, persistent under perturbation)",
+            t.points.len()
+        );
+        if let Some(h) = t.headline() {
+            println!("  {h}");
         }
     }
 }

@@ -289,6 +289,37 @@ pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
     })
 }
 
+/// The threshold ablation's grid ("almost surely", measured): for dnn, resnet and gcn, the
+/// widths (depths) whose p/nm runs from about 0.8 to 2.5 at the sweeps' own n, d, m, each with
+/// seeds 0..seeds. Only θ(0) is used: no training.
+pub fn threshold_configs(scale: Scale, seeds: u64) -> Vec<(String, usize, u64, Config)> {
+    let mut out = Vec::new();
+    for name in ABLATIONS {
+        let s = sizes(name, scale);
+        let (preset, values): (Preset, Vec<usize>) = match (name, scale) {
+            ("resnet", Scale::Quick) => (Preset::Resnet, vec![3, 4, 5, 6, 8, 10]),
+            ("resnet", Scale::Paper) => (Preset::Resnet, vec![7, 8, 9, 10, 12, 16, 20]),
+            ("dnn", Scale::Quick) => (Preset::Dnn, vec![11, 12, 13, 14, 15, 16, 18, 20, 24]),
+            ("gcn", Scale::Quick) => (Preset::Gcn, vec![11, 12, 13, 14, 15, 16, 18, 20, 24]),
+            ("dnn", Scale::Paper) => (Preset::Dnn, vec![70, 75, 80, 85, 90, 100, 120, 150]),
+            _ => (Preset::Gcn, vec![70, 75, 80, 85, 90, 100, 120, 150]),
+        };
+        for &v in &values {
+            for seed in 0..seeds.max(1) {
+                let mut c = base_config(preset, s.n, s.d, s.m, s.lr, 0, 0);
+                c.seed = seed;
+                match preset {
+                    Preset::Resnet => c.model.depth = v,
+                    _ => c.model.hidden = vec![v, v],
+                }
+                c.source = PathBuf::from(format!("<built-in threshold ablation: {name}>"));
+                out.push((name.to_string(), v, seed, c));
+            }
+        }
+    }
+    out
+}
+
 /// The activations of the Corollaries' limits, as (label, activation): leaky ReLU with α → 0
 /// ending at ReLU (Cor. 3.1.1), and piecewise-linear interpolants of the sigmoid on [−8, 8] with
 /// k pieces (constant outside; uniform error O(1/k²)), ending at the sigmoid (Cor. 3.1.2).

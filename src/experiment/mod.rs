@@ -12,6 +12,7 @@
 //! after another with faer using every core.
 
 pub mod ablations;
+pub mod threshold;
 pub mod timing;
 pub mod verdict;
 
@@ -19,8 +20,9 @@ pub use ablations::{
     ablation, as_flow, corollary_activations, to_flow, Ablation, RunSpec, Scale, ABLATIONS,
     EXTRA_ABLATIONS,
 };
+pub use threshold::{ThresholdPoint, ThresholdRecord};
 pub use timing::{matmul_peak_gflops, ReproduceTiming};
-pub use verdict::{verdict, Verdict};
+pub use verdict::{verdict, Verdict, VerdictKind};
 
 /// The side of the square product `reproduce` times for the machine's peak.
 const PEAK_SIZE: usize = 2048;
@@ -85,6 +87,8 @@ pub struct ReproduceOptions {
     /// No NTK checkpoints at all (`ntk.enabled = false` in every run): training only, e.g. to
     /// time it; the verdicts then rest on the loss alone.
     pub no_ntk: bool,
+    /// Seeds per width/depth of the threshold ablation ([`threshold`]).
+    pub threshold_seeds: u64,
 }
 
 /// One finished run in the index.
@@ -120,6 +124,9 @@ pub struct ReproduceIndex {
     /// (absent after a merge).
     #[serde(skip)]
     pub timing: Option<ReproduceTiming>,
+    /// The threshold ablation (J's rank at θ(0) over many seeds across p/nm), when run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<ThresholdRecord>,
 }
 
 pub const INDEX_FILE: &str = "reproduce.json";
@@ -175,8 +182,13 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
     let names: Vec<String> = if opts.only.is_empty() {
         ABLATIONS.iter().map(|s| s.to_string()).collect()
     } else {
-        opts.only.clone()
+        opts.only
+            .iter()
+            .filter(|n| n.as_str() != THRESHOLD)
+            .cloned()
+            .collect()
     };
+    let with_threshold = opts.only.is_empty() || opts.only.iter().any(|n| n == THRESHOLD);
     let mut ablations: Vec<Ablation> = names
         .iter()
         .map(|n| {
@@ -196,7 +208,40 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
         })
         .collect::<Result<_>>()?;
     set_precision(&mut ablations, opts.precision);
-    reproduce_ablations(opts, ablations)
+    let mut index = reproduce_ablations(opts, ablations)?;
+    if with_threshold {
+        let bar = progress_bar(opts.progress, "threshold");
+        let record = threshold::threshold_ablation(
+            opts.scale,
+            opts.threshold_seeds,
+            &opts.out,
+            opts.shard,
+            &bar,
+        )?;
+        bar.finish_and_clear();
+        index.threshold = Some(record);
+        index.save(&opts.out)?;
+    }
+    Ok(index)
+}
+
+/// The name `--only` takes for the threshold ablation ([`threshold`]).
+pub const THRESHOLD: &str = "threshold";
+
+/// A progress bar over a count of jobs (hidden unless asked for).
+fn progress_bar(show: bool, what: &str) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "[{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what} ETA {{eta}} {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Runs (or resumes) the given sweeps as [`reproduce`] does (`opts.only`, `opts.scale`'s sizes
@@ -332,6 +377,7 @@ pub fn reproduce_ablations(
             })
             .collect(),
         timing: None,
+        threshold: None,
     };
     let timing = ReproduceTiming::of(
         index.all_runs().map(|(_, r)| &r.summary),
@@ -378,6 +424,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<ReproduceIndex> {
             shard: None,
             ablations: Vec::new(),
             timing: None,
+            threshold: None,
         });
         if m.scale != idx.scale {
             return Err(Error::Invalid(format!(
@@ -385,6 +432,16 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<ReproduceIndex> {
                 d.display(),
                 idx.scale
             )));
+        }
+        if let Some(mut t) = idx.threshold {
+            for p in &mut t.points {
+                p.witness = p.witness.as_ref().map(|w| base.join(w));
+            }
+            let mt = m.threshold.get_or_insert_with(|| ThresholdRecord {
+                seeds: t.seeds,
+                points: Vec::new(),
+            });
+            mt.points.extend(t.points);
         }
         for mut a in idx.ablations {
             for r in &mut a.runs {

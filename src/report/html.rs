@@ -134,6 +134,13 @@ pub fn render(input: &ReportInput) -> String {
     h.push_str("<h1>gradflow: Theorem 3.1 on trial</h1>\n");
     let _ = writeln!(h, "<p class=\"meta\">{}</p>", escape(&scale));
 
+    if let Some(line) = input.threshold.as_ref().and_then(|t| t.headline.as_ref()) {
+        let _ = writeln!(
+            h,
+            "<p class=\"headline\"><strong>{}</strong> (<a href=\"#threshold\">threshold ablation</a>)</p>",
+            escape(line)
+        );
+    }
     // Verdicts first.
     h.push_str("<h2 id=\"verdicts\">Verdicts</h2>\n");
     let all = summary::overall(index);
@@ -212,6 +219,21 @@ pub fn render(input: &ReportInput) -> String {
         let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", escape(term), escape(text));
     }
     h.push_str("</dl>\n");
+
+    if let Some(t) = &input.threshold {
+        h.push_str("<h2 id=\"threshold\">Is p ≥ nm enough? Lemma 3.2 measured</h2>\n");
+        let _ = writeln!(h, "<p>{}</p>", escape(&t.line));
+        for p in &t.plots {
+            let _ = writeln!(
+                h,
+                "<figure>\n{}\n<figcaption>{} <a href=\"{}\">PNG</a> · <a href=\"{}\">SVG</a></figcaption>\n</figure>",
+                inline_svg(&p.svg, &p.caption),
+                escape(&p.caption),
+                escape(&p.png_file),
+                escape(&p.svg_file),
+            );
+        }
+    }
 
     for s in &input.sections {
         let ab = s.ablation;

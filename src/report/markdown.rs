@@ -32,6 +32,9 @@ pub fn render(input: &ReportInput) -> String {
     m.push_str("# gradflow: Theorem 3.1 on trial\n\n");
     let _ = writeln!(m, "{}\n", escape(&summary::scale_line(index)));
 
+    if let Some(line) = input.threshold.as_ref().and_then(|t| t.headline.as_ref()) {
+        let _ = writeln!(m, "**{}**\n", escape(line));
+    }
     m.push_str("## Verdicts\n\n");
     let all = summary::overall(index);
     let _ = writeln!(
@@ -82,6 +85,15 @@ pub fn render(input: &ReportInput) -> String {
     m.push_str("## How to read this\n\n");
     for (term, text) in HOW_TO_READ {
         let _ = writeln!(m, "**{}.** {}\n", escape(term), escape(text));
+    }
+
+    if let Some(t) = &input.threshold {
+        m.push_str("## Is p ≥ nm enough? Lemma 3.2 measured\n\n");
+        let _ = writeln!(m, "{}\n", escape(&t.line));
+        for p in &t.plots {
+            let _ = writeln!(m, "![{}]({})\n", escape(&p.caption), p.png_file);
+            let _ = writeln!(m, "{}\n", escape(&p.caption));
+        }
     }
 
     for s in &input.sections {

@@ -68,10 +68,30 @@ pub struct Section<'a> {
     pub plots: Vec<PlotRef>,
 }
 
+/// A figure outside the per-ablation set, with its own caption.
+#[derive(Clone, Debug)]
+pub struct ExtraPlot {
+    pub caption: String,
+    pub svg_file: String,
+    pub png_file: String,
+    pub svg: String,
+}
+
+/// The threshold ablation's part of the report.
+#[derive(Clone, Debug)]
+pub struct ThresholdSection {
+    /// The headline sentence when counterexamples occurred.
+    pub headline: Option<String>,
+    /// "c of k initialisations with p ≥ nm are counterexamples, over N seeds per width".
+    pub line: String,
+    pub plots: Vec<ExtraPlot>,
+}
+
 /// Everything the renderers print.
 #[derive(Clone, Debug)]
 pub struct ReportInput<'a> {
     pub index: &'a ReproduceIndex,
+    pub threshold: Option<ThresholdSection>,
     pub sections: Vec<Section<'a>>,
     pub rows: Vec<summary::RunRow>,
     /// One row per (ablation, swept value) over its seeds; shown when some value has several.
@@ -224,8 +244,48 @@ pub fn build_report(dir: &Path) -> Result<ReportFiles> {
         });
     }
 
+    let threshold = match &index.threshold {
+        Some(t) => {
+            let mut plots = Vec::new();
+            let figures = [
+                (
+                    "threshold_counterexamples",
+                    plots::threshold_ablation::counterexample_fraction_figure(t),
+                    "Share of initialisations (seeds) per width/depth whose Jacobian J(θ(0)) is exactly                      rank-deficient although p ≥ nm, and stays so under random perturbations of θ:                      counterexamples to Lemma 3.2's \"positive definite almost surely\".",
+                ),
+                (
+                    "threshold_svd_lambda_min",
+                    plots::threshold_ablation::svd_lambda_min_figure(t),
+                    "λ_min(H(0)) = σ_min(J)² from the singular values of J (resolved to about ε²·λ_max,                      far below an eigensolver on H), one marker per initialisation; × marks an exactly                      rank-deficient J.",
+                ),
+            ];
+            for (stem, fig, caption) in figures {
+                let w = plots::write_figure(&fig, &plots_dir, stem)?;
+                plot_files.push(w.svg_path);
+                plot_files.push(w.png_path);
+                plots.push(ExtraPlot {
+                    caption: caption.to_string(),
+                    svg_file: format!("{PLOTS_DIR}/{stem}.svg"),
+                    png_file: format!("{PLOTS_DIR}/{stem}.png"),
+                    svg: w.svg,
+                });
+            }
+            let (c, k) = t.counts();
+            Some(ThresholdSection {
+                headline: t.headline(),
+                line: format!(
+                    "{c} of {k} initialisations with p ≥ nm are counterexamples ({} initialisations in all, {} seeds per width or depth)",
+                    t.points.len(),
+                    t.seeds
+                ),
+                plots,
+            })
+        }
+        None => None,
+    };
     let input = ReportInput {
         index: &index,
+        threshold,
         sections,
         rows: summary::run_rows(&index),
         spread: summary::seed_spread(&index),

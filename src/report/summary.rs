@@ -228,8 +228,8 @@ pub fn run_row(ab: &AblationRecord, r: &RunRecord) -> RunRow {
         fmt_g(s.p_over_nm, 3),
         if s.overparametrized { "yes" } else { "no" }.to_string(),
         s.activation_class.clone(),
-        opt(s.ntk_initial.as_ref().map(|n| n.lambda_min)),
-        opt(s.ntk_final.as_ref().map(|n| n.lambda_min)),
+        lambda_cell(s.ntk_initial.as_ref(), s.nm),
+        lambda_cell(s.ntk_final.as_ref(), s.nm),
         opt(s.fitted_rate_tail),
         opt(s.certified_rate),
         bound,
@@ -249,6 +249,14 @@ pub fn run_row(ab: &AblationRecord, r: &RunRecord) -> RunRow {
         cells,
         flagged: !r.verdict.consistent || violated,
     }
+}
+
+/// λ_min of one NTK summary as a table cell: "0 (rank r of nm)" when J is exactly deficient or
+/// λ_min ≤ 0, never a negative number; "—" without an NTK.
+fn lambda_cell(n: Option<&gradflow_core::ntk::NtkSummary>, nm: usize) -> String {
+    n.map_or("—".to_string(), |n| {
+        crate::experiment::verdict::lambda_min_text(n, nm)
+    })
 }
 
 /// Every run's row, ablation by ablation.

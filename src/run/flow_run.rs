@@ -9,7 +9,7 @@
 //! time with status "interrupted", keeping the rows written so far.
 
 use super::progress::{summarize, timed_kernel_view, write_inputs, Checkpoint};
-use super::{param_metadata, write_json, Prepared, RunOptions, RunSummary, Status, NTK_HEADER};
+use super::{param_metadata, Prepared, RunOptions, RunSummary, Status, NTK_HEADER};
 use crate::error::{Error, Result};
 use crate::flow::{gradient_flow, Counts, EventSummary, FlowOptions};
 use crate::io::CsvWriter;
@@ -334,7 +334,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
             &md,
         )?;
     }
-    write_json(&dir.join("summary.json"), &summary)?;
+    let summary = super::write_summary(prep, dir, summary)?;
     match (status, message) {
         (Status::Diverged, Some(msg)) => Err(Error::Diverged(msg)),
         (Status::Interrupted, Some(msg)) => Err(Error::Interrupted(msg)),

@@ -14,6 +14,7 @@
 
 pub mod flow_run;
 mod progress;
+pub use progress::{CertificationTally, PERSISTENCE_DRAWS, PERSISTENCE_REL};
 pub mod witness;
 
 use crate::config::{Config, DataConfig, GraphConfig, Preset};
@@ -312,6 +313,19 @@ pub struct RunSummary {
     /// Where the run's wall-clock time went, and the training's floating-point work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<RunTiming>,
+    /// Certified λ_min over the NTK checkpoints.
+    #[serde(default)]
+    pub certification: CertificationTally,
+    /// Per activation layer at θ(0): distinct piece patterns across the samples and the units
+    /// that keep one piece on every sample (such a layer acts linearly on the data).
+    #[serde(default)]
+    pub activation_patterns: Vec<crate::ntk::ActivationPatterns>,
+    /// Continuous symmetries of the network and the bound rank J ≤ p − #symmetries.
+    #[serde(default)]
+    pub symmetries: Option<crate::ntk::Symmetries>,
+    /// What the run proves (`verdict.kind`, `verdict.line`).
+    #[serde(default)]
+    pub verdict: Option<crate::experiment::Verdict>,
 }
 
 /// Where a run's wall-clock time went (`summary.json` → `timing`). The three parts add up to
@@ -378,7 +392,7 @@ const METRICS_HEADER: [&str; 7] = [
     "chattering",
     "loss_linearised",
 ];
-const NTK_HEADER: [&str; 12] = [
+const NTK_HEADER: [&str; 14] = [
     "epoch",
     "t",
     "loss",
@@ -391,6 +405,8 @@ const NTK_HEADER: [&str; 12] = [
     "bound_holds",
     "gd_stability",
     "ntk_drift",
+    "rank",
+    "lambda_min_lower",
 ];
 
 /// Files whose presence marks a directory as a gradflow run (safe to replace with `--force`).
@@ -442,6 +458,19 @@ fn staging_dir(out: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "run".into());
     out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Fills in the verdict, writes the witness of a counterexample (`witness/`), then
+/// `summary.json`; returns the final summary.
+fn write_summary(prep: &Prepared, dir: &Path, summary: RunSummary) -> Result<RunSummary> {
+    let summary = progress::with_verdict(summary);
+    if summary.verdict.as_ref().map(|v| v.kind)
+        == Some(crate::experiment::VerdictKind::Counterexample)
+    {
+        witness::write_run_witness(prep, &dir.join("witness"))?;
+    }
+    write_json(&dir.join("summary.json"), &summary)?;
+    Ok(summary)
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {

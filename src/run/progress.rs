@@ -20,6 +20,12 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
 
+/// Relative size of the random perturbations of θ(0) that test whether an exact rank
+/// deficiency of J persists, their number, and their seed.
+pub const PERSISTENCE_REL: f64 = 1e-6;
+pub const PERSISTENCE_DRAWS: usize = 5;
+const PERSISTENCE_SEED: u64 = 0x5eed;
+
 /// The state of a run between two epochs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -49,6 +55,51 @@ pub struct Checkpoint {
     /// Wall-clock seconds spent forming H(0) for the linearised prediction and the drift.
     #[serde(default)]
     pub kernel_view_seconds: f64,
+    /// How many NTK checkpoints carried a certified λ_min > 0, and the first that did not.
+    #[serde(default)]
+    pub certification: CertificationTally,
+}
+
+/// Certification over a run's NTK checkpoints (`summary.json` → `certification`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CertificationTally {
+    pub checkpoints: usize,
+    /// Checkpoints with a proven λ_min(H) ≥ `lambda_min_lower` > 0.
+    pub certified: usize,
+    /// Checkpoints where J was exactly rank-deficient.
+    pub rank_deficient: usize,
+    /// The smallest certified lower bound over the certified checkpoints.
+    pub min_lambda_min_lower: Option<f64>,
+    /// (t, why) of the first checkpoint without a certificate.
+    pub first_uncertified: Option<(f64, String)>,
+}
+
+impl CertificationTally {
+    fn observe(&mut self, t: f64, s: &NtkSummary) {
+        self.checkpoints += 1;
+        let j = &s.jacobian;
+        self.rank_deficient += j.is_exact_deficient() as usize;
+        match j.lambda_min_lower {
+            Some(l) => {
+                self.certified += 1;
+                self.min_lambda_min_lower =
+                    Some(self.min_lambda_min_lower.map_or(l, |m: f64| m.min(l)));
+            }
+            None if self.first_uncertified.is_none() => {
+                let why = j
+                    .jacobian_note
+                    .clone()
+                    .or_else(|| j.certificate.clone())
+                    .unwrap_or_else(|| "J was not analysed".into());
+                self.first_uncertified = Some((t, why));
+            }
+            None => {}
+        }
+    }
+    /// Every checkpoint (at least one) was certified.
+    pub fn all_certified(&self) -> bool {
+        self.checkpoints > 0 && self.certified == self.checkpoints
+    }
 }
 
 impl Checkpoint {
@@ -69,6 +120,7 @@ impl Checkpoint {
             ntk_seconds: 0.0,
             ntk_checkpoints: 0,
             kernel_view_seconds: 0.0,
+            certification: CertificationTally::default(),
         }
     }
 }
@@ -89,9 +141,26 @@ impl Checkpoint {
         c: f64,
         (index, t, loss): (usize, f64, f64),
         gd_step: Option<f64>,
-    ) -> Result<[f64; 12]> {
+    ) -> Result<[f64; 14]> {
         let clock = Instant::now();
-        let s = ntk::ntk_spectrum(model, theta, x, opts)?;
+        // Block ranks at the first checkpoint only (one SVD per tensor).
+        let opts = NtkOptions {
+            block_ranks: self.ntk_first.is_none(),
+            ..opts.clone()
+        };
+        let mut s = ntk::ntk_spectrum(model, theta, x, &opts)?;
+        if self.ntk_first.is_none() && s.jacobian.is_exact_deficient() && s.p >= s.dim {
+            // Is the deficiency of J(θ(0)) a property of an open set of θ, or a coincidence?
+            s.jacobian.persistence = Some(ntk::rank::perturbation_persistence(
+                model,
+                theta,
+                x,
+                PERSISTENCE_REL,
+                PERSISTENCE_DRAWS,
+                PERSISTENCE_SEED,
+            ));
+        }
+        self.certification.observe(t, &s);
         let chk = self
             .bound
             .get_or_insert_with(|| BoundTracker::new(c, loss))
@@ -113,6 +182,8 @@ impl Checkpoint {
             chk.holds as u8 as f64,
             gd_step.map_or(f64::NAN, |lr| lr * c * s.lambda_max),
             dr,
+            s.jacobian.jacobian_rank.map_or(f64::NAN, |r| r as f64),
+            s.jacobian.lambda_min_lower.unwrap_or(f64::NAN),
         ];
         self.max_lambda_max = Some(
             self.max_lambda_max
@@ -338,7 +409,7 @@ pub(super) fn write_run(
         }
         Status::Diverged => {}
     }
-    write_json(&dir.join("summary.json"), &summary)?;
+    let summary = super::write_summary(prep, dir, summary)?;
     match (status, message) {
         (Status::Diverged, Some(msg)) => Err(Error::Diverged(msg)),
         (Status::Interrupted, Some(msg)) => Err(Error::Interrupted(msg)),
@@ -406,5 +477,15 @@ pub(super) fn summarize(
         kernel: (ck.kernel != KernelSummary::default()).then(|| ck.kernel.clone()),
         flow: None,
         timing: Some(RunTiming::of(prep, ck)),
+        certification: ck.certification.clone(),
+        activation_patterns: ntk::activation_patterns(model, &prep.theta0, &data.x),
+        symmetries: Some(ntk::symmetries(model)),
+        verdict: None,
     }
+}
+
+/// The run's verdict, filled in once every other field of the summary is final.
+pub(super) fn with_verdict(mut s: RunSummary) -> RunSummary {
+    s.verdict = Some(crate::experiment::verdict(&s));
+    s
 }

@@ -44,9 +44,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A gap σ_r/σ_{r+1} must reach this for the rank to be cut at r.
-pub const MIN_GAP: f64 = 1e8;
+pub const MIN_GAP: f64 = crate::ntk::rank::EXACT_GAP;
 /// …and σ_{r+1} must be at most this multiple of ε·σ_max (ε the f64 machine epsilon).
-pub const TAIL_EPS_MULTIPLE: f64 = 100.0;
+pub const TAIL_EPS_MULTIPLE: f64 = crate::ntk::rank::EXACT_TOL_FACTOR;
 
 /// What the witness claims.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +64,7 @@ pub struct WitnessClaim {
 }
 
 /// Stands in for an infinite gap (σ_{r+1} exactly 0) so that it survives JSON.
-pub const INFINITE_GAP: f64 = f64::MAX;
+pub const INFINITE_GAP: f64 = crate::ntk::rank::INFINITE_GAP;
 
 /// A numerical rank by the largest-gap rule ([`largest_gap_rank`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,58 +77,16 @@ pub struct RankCut {
 }
 
 /// The numerical rank of a matrix with singular values `sv` (any order; the full list of
-/// min(rows, cols) values), by the rule the witness script applies. With the values sorted
-/// descending and tol = [`TAIL_EPS_MULTIPLE`]·ε·σ_max:
-/// 1. among consecutive pairs (σ_r, σ_{r+1}) whose upper value σ_r is above tol (a cliff whose
-///    top is itself rounding noise says nothing), take the largest ratio σ_r/σ_{r+1} (an exact
-///    zero below counts as [`INFINITE_GAP`]; the first pair wins ties);
-/// 2. if that ratio is ≥ [`MIN_GAP`] and σ_{r+1} ≤ tol, the rank is r, exactly;
-/// 3. otherwise the rank is the number of σ above tol (usually all of them), not exact, with
-///    the ratio of step 1 as the gap only when that rank is below full.
-///
-/// All σ zero: rank 0, exact (unless `sv` is empty).
+/// min(rows, cols) values): [`crate::ntk::decide_rank`]'s largest-gap rule, which the witness
+/// script re-implements in Python.
 pub fn largest_gap_rank(sv: &[f64]) -> RankCut {
     let mut s = sv.to_vec();
     s.sort_by(|a, b| b.total_cmp(a));
-    let full = s.len();
-    let smax = s.first().copied().unwrap_or(0.0);
-    if smax <= 0.0 {
-        return RankCut {
-            rank: 0,
-            gap: (full > 0).then_some(INFINITE_GAP),
-            exact: full > 0,
-        };
-    }
-    let tol = TAIL_EPS_MULTIPLE * f64::EPSILON * smax;
-    let mut best: Option<(usize, f64)> = None;
-    for r in 1..full {
-        let (hi, lo) = (s[r - 1], s[r]);
-        if hi <= tol {
-            break;
-        }
-        let ratio = if lo == 0.0 { INFINITE_GAP } else { hi / lo };
-        if best.is_none_or(|(_, g)| ratio > g) {
-            best = Some((r, ratio));
-        }
-    }
-    if let Some((r, gap)) = best {
-        if gap >= MIN_GAP && s[r] <= tol {
-            return RankCut {
-                rank: r,
-                gap: Some(gap),
-                exact: true,
-            };
-        }
-    }
-    let rank = s.iter().filter(|&&v| v > tol).count();
+    let d = crate::ntk::decide_rank(&s, s.len());
     RankCut {
-        rank,
-        gap: if rank < full {
-            best.map(|(_, g)| g)
-        } else {
-            None
-        },
-        exact: false,
+        rank: d.rank,
+        gap: d.gap,
+        exact: d.exact_deficient,
     }
 }
 
@@ -733,3 +691,45 @@ if __name__ == "__main__":
         print(f"NOT CONFIRMED: {type(e).__name__}: {e}")
         sys.exit(1)
 "#;
+
+/// The witness of a prepared run's network at θ: J's singular values by faer's SVD of the
+/// explicit Jacobian, the rank by [`largest_gap_rank`], then [`write_witness`] into `dir`.
+/// Returns the claim written, or None (nothing written) for a model without a witness script
+/// (presets other than [`WITNESS_PRESETS`], activations other than (leaky) ReLU).
+pub fn write_prepared_witness(
+    prep: &super::Prepared,
+    theta: &[f64],
+    dir: &Path,
+) -> Result<Option<WitnessClaim>> {
+    let supported = WITNESS_PRESETS.contains(&prep.config.model.preset)
+        && matches!(
+            prep.model.activation,
+            Activation::LeakyRelu { .. } | Activation::Relu
+        );
+    if !supported {
+        return Ok(None);
+    }
+    let x = &prep.data.x;
+    let j = crate::ntk::jacobian(&prep.model, theta, x);
+    let singular_values = j
+        .singular_values()
+        .map_err(|e| Error::Invalid(format!("the SVD of J did not converge: {e:?}")))?;
+    let cut = largest_gap_rank(&singular_values);
+    let claim = WitnessClaim {
+        rank: cut.rank,
+        nm: prep.nm(),
+        p: prep.model.p(),
+        gap: cut.gap,
+        singular_values,
+    };
+    write_witness(dir, &prep.config.model, &prep.model, theta, x, &claim)?;
+    Ok(Some(claim))
+}
+
+/// A counterexample run's `witness/`: the network at θ(0), where the rank deficiency was found.
+pub fn write_run_witness(prep: &super::Prepared, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_prepared_witness(prep, &prep.theta0, dir).map(|_| ())
+}

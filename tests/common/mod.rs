@@ -72,6 +72,7 @@ pub fn dnn_sweep_options(
         solver,
         ntk_every: None,
         no_ntk,
+        threshold_seeds: 2,
     }
 }
 

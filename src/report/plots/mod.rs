@@ -24,7 +24,9 @@
 //! - `draw`: drawing a [`Figure`] onto a plotters area (mesh, reference lines, series), and
 //!   `legend` the legend panel beside it;
 //! - [`output`]: the SVG string and the SVG/PNG files;
-//! - [`ablation`]: the four figures of an ablation, one module per figure.
+//! - [`ablation`]: the four figures of an ablation, one module per figure;
+//! - [`threshold_ablation`]: the threshold ablation's two figures (counterexample share and
+//!   λ_min(H(0)) by the SVD of J, against p/nm).
 
 pub mod ablation;
 mod axis;
@@ -34,6 +36,7 @@ pub mod format;
 mod geometry;
 mod legend;
 pub mod output;
+pub mod threshold_ablation;
 
 pub use ablation::{
     ablation_figures, bound_figure, lambda_min_figure, loss_figure, threshold_figure, PlotKind,

@@ -127,22 +127,50 @@ pub fn zeros_parallel(n: usize) -> Mat<f64> {
 }
 
 /// The explicit Jacobian J = ∂u/∂θ (nm × p, row i·m + a), one vjp per output: the reference
-/// route, and the one for networks that mix samples.
+/// route, and the one for networks that mix samples. For networks that do not mix samples, row
+/// block i depends on sample i alone, so each sample gets its own one-column forward pass and m
+/// vjps (n·m one-sample passes instead of n·m whole-batch ones), the samples split among the
+/// threads.
 pub fn jacobian(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
     let (n, m, p) = (x.n(), model.out_dim(), model.p());
-    let ev = model.evaluate(theta, x);
     let mut j = Mat::<f64>::zeros(n * m, p);
-    let mut w = Batch::zeros(m, n);
-    let mut row = vec![0.0; p];
-    for i in 0..n {
-        for a in 0..m {
-            w.col_mut(i)[a] = 1.0;
-            row.iter_mut().for_each(|v| *v = 0.0);
-            model.vjp(theta, x, &ev, &w, &mut row);
-            w.col_mut(i)[a] = 0.0;
-            for (k, &v) in row.iter().enumerate() {
-                j[(i * m + a, k)] = v;
+    if model.net.mixes_samples() {
+        let ev = model.evaluate(theta, x);
+        let mut w = Batch::zeros(m, n);
+        let mut row = vec![0.0; p];
+        for i in 0..n {
+            for a in 0..m {
+                w.col_mut(i)[a] = 1.0;
+                row.iter_mut().for_each(|v| *v = 0.0);
+                model.vjp(theta, x, &ev, &w, &mut row);
+                w.col_mut(i)[a] = 0.0;
+                for (k, &v) in row.iter().enumerate() {
+                    j[(i * m + a, k)] = v;
+                }
             }
+        }
+        return j;
+    }
+    use rayon::prelude::*;
+    let rows: Vec<Vec<f64>> = (0..n)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let xi = Batch::from_vec(x.features(), 1, x.col(i).to_vec());
+            let ev = model.evaluate(theta, &xi);
+            (0..m)
+                .map(move |a| {
+                    let mut w = Batch::zeros(m, 1);
+                    w.col_mut(0)[a] = 1.0;
+                    let mut row = vec![0.0; p];
+                    model.vjp(theta, &xi, &ev, &w, &mut row);
+                    row
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (r, row) in rows.iter().enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            j[(r, k)] = v;
         }
     }
     j

@@ -11,10 +11,14 @@
 //!
 //! The rank of J itself — exactly deficient or only ill-conditioned, by its singular values — is
 //! in [`rank`], with activation patterns ([`patterns`]), rescaling symmetries ([`symmetry`]) and
-//! a rigorous rounding bound on the computed J ([`jacobian_error`]).
+//! a rigorous rounding bound on the computed J ([`jacobian_error`]); a proven lower bound on
+//! λ_min(H) in [`certify`]; both gathered into every NTK summary by [`evidence`].
 
 pub mod block_krylov;
+pub mod certify;
 pub mod davidson;
+pub mod double_double;
+pub mod evidence;
 pub mod gram;
 pub mod graph_gram;
 pub mod graph_terms;
@@ -29,6 +33,7 @@ pub mod spectrum;
 pub mod structured;
 pub mod symmetry;
 
+pub use evidence::{jacobian_evidence, JacobianEvidence};
 pub use gram::{gram, gram_bytes, gram_route, jacobian, GramRoute, NtkOperator};
 pub use jacobian_error::jacobian_error_bound;
 pub use matrix_free::{MatrixFreePlan, MatrixFreeResult};
@@ -65,6 +70,11 @@ pub struct NtkOptions {
     /// Most products of the preconditioned λ_min solve (matrix-free, sample-independent
     /// networks).
     pub max_products: usize,
+    /// Also analyse J itself where it fits the budget: its rank from its singular values and
+    /// a certified λ_min ([`evidence`]).
+    pub jacobian: bool,
+    /// With `jacobian`: also each parameter tensor's block rank (one more SVD per tensor).
+    pub block_ranks: bool,
 }
 
 impl Default for NtkOptions {
@@ -75,6 +85,8 @@ impl Default for NtkOptions {
             tol: 1e-10,
             max_iter: 500,
             max_products: 4000,
+            jacobian: true,
+            block_ranks: true,
         }
     }
 }
@@ -105,6 +117,9 @@ pub struct NtkSummary {
     /// Operator products used (matrix-free routes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub products: Option<usize>,
+    /// J's rank, block ranks and the certified λ_min (where J fits the budget).
+    #[serde(flatten)]
+    pub jacobian: JacobianEvidence,
 }
 
 /// λ_min, λ_max (and the spectrum if asked) of H(θ) on inputs x, by the dense route when the
@@ -121,6 +136,11 @@ pub fn ntk_spectrum(
     let start = std::time::Instant::now();
     let dim = x.n() * model.out_dim();
     let budget = opts.memory_budget_bytes;
+    let jacobian = if opts.jacobian {
+        jacobian_evidence(model, theta, x, budget, opts.block_ranks)
+    } else {
+        JacobianEvidence::default()
+    };
     let summary = |route: String, ext: &Extremes, eigenvalues, estimate, products| NtkSummary {
         route,
         dim,
@@ -136,6 +156,7 @@ pub fn ntk_spectrum(
         eigenvalues,
         lambda_min_error_estimate: estimate,
         products,
+        jacobian: jacobian.clone(),
     };
     if gram_bytes(model, x.n()) <= budget {
         let (h, route) = gram(model, theta, x);
