@@ -178,8 +178,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             out,
             shard.as_deref(),
             quiet,
-            (&precision, &solver, ntk_every, no_ntk),
-            threshold_seeds,
+            (&precision, &solver, ntk_every, no_ntk, threshold_seeds),
         ),
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
@@ -457,8 +456,7 @@ fn reproduce(
     out: Option<PathBuf>,
     shard: Option<&str>,
     quiet: bool,
-    (precision, solver, ntk_every, no_ntk): (&str, &str, Option<usize>, bool),
-    threshold_seeds: u64,
+    (precision, solver, ntk_every, no_ntk, threshold_seeds): (&str, &str, Option<usize>, bool, u64),
 ) -> Result<()> {
     let scale = Scale::parse(scale)?;
     let precision = match precision {

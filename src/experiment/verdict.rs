@@ -140,6 +140,17 @@ pub fn verdict(s: &RunSummary) -> Verdict {
                 (VerdictKind::Undecided, Some(why.clone()), why)
             }
         }
+    } else if let Some(j) = initial
+        .map(|n| &n.jacobian)
+        .filter(|j| j.jacobian_rank.is_some_and(|r| r < s.nm))
+    {
+        let why = format!(
+            "J(0) has numerical rank {} of nm = {}, but its largest gap σ_r/σ_r+1 = {:.1e} is below the 1e8 that proves an exact deficiency: H(0) is singular or ill-conditioned beyond what f64 can tell",
+            j.jacobian_rank.unwrap_or(0),
+            s.nm,
+            j.rank_gap.unwrap_or(f64::NAN)
+        );
+        (VerdictKind::Undecided, Some(why.clone()), why)
     } else if bound_holds == Some(false) {
         let first = &s.bound_violations[0];
         let gd = s.gd_stability_max.filter(|g| *g >= 1.0);

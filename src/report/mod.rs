@@ -251,12 +251,12 @@ pub fn build_report(dir: &Path) -> Result<ReportFiles> {
                 (
                     "threshold_counterexamples",
                     plots::threshold_ablation::counterexample_fraction_figure(t),
-                    "Share of initialisations (seeds) per width/depth whose Jacobian J(θ(0)) is exactly                      rank-deficient although p ≥ nm, and stays so under random perturbations of θ:                      counterexamples to Lemma 3.2's \"positive definite almost surely\".",
+                    "Share of initialisations (seeds) per width/depth whose Jacobian J(θ(0)) is exactly rank-deficient although p ≥ nm, and stays so under random perturbations of θ: counterexamples to Lemma 3.2's \"positive definite almost surely\".",
                 ),
                 (
                     "threshold_svd_lambda_min",
                     plots::threshold_ablation::svd_lambda_min_figure(t),
-                    "λ_min(H(0)) = σ_min(J)² from the singular values of J (resolved to about ε²·λ_max,                      far below an eigensolver on H), one marker per initialisation; × marks an exactly                      rank-deficient J.",
+                    "λ_min(H(0)) = σ_min(J)² from the singular values of J (resolved to about ε²·λ_max, far below an eigensolver on H), one marker per initialisation; × marks an exactly rank-deficient J.",
                 ),
             ];
             for (stem, fig, caption) in figures {
@@ -330,10 +330,27 @@ pub(crate) mod tests {
                 )
             })
             .collect();
+        // J's evidence as a run would record it: λ_min > 1.2e-11 certified (rank nm), p < nm of
+        // rank p, and λ_min = 0 with p ≥ nm an exact, persistent deficiency (a counterexample).
+        let certified = lam0 > 1.2e-11 && p >= nm;
         let ntk = |l: f64| {
+            let evidence = if certified {
+                format!(
+                    r#""jacobian_rank":{nm},"rank_exact_deficient":false,"lambda_min_lower":{}"#,
+                    0.9 * l
+                )
+            } else if p < nm {
+                format!(r#""jacobian_rank":{p},"rank_exact_deficient":false"#)
+            } else {
+                format!(
+                    r#""jacobian_rank":{},"rank_gap":1e10,"rank_exact_deficient":true,
+                    "persistence":{{"draws":5,"rel":1e-6,"ranks":[],"deficient_draws":5,"persistent":true}}"#,
+                    nm - 1
+                )
+            };
             format!(
                 r#"{{"route":"structured","dim":{nm},"p":{p},"lambda_min":{l},"lambda_max":12.0,"condition":null,
-                "lambda_min_accuracy":1e-14,"method":"dense","seconds":0.01}}"#
+                "lambda_min_accuracy":1e-14,"method":"dense","seconds":0.01,{evidence}}}"#
             )
         };
         let json = format!(
@@ -345,7 +362,10 @@ pub(crate) mod tests {
             "kinks":{{"tracked":100,"total_crossings":{cross},"units_crossed":3,"units_over_100_flips":0,
             "max_flips":4,"longest_chatter":{chatter},"steps_with_chattering":{chatter}}},
             "ntk_initial":{n0},"ntk_final":{n1},"certified_rate":0.01,"bound_checks":3,
-            "bound_violations":[{viol}]}}"#,
+            "bound_violations":[{viol}],
+            "certification":{{"checkpoints":3,"certified":{ncert},"rank_deficient":0,
+            "min_lambda_min_lower":null,"first_uncertified":null}}}}"#,
+            ncert = if certified { 3 } else { 0 },
             ratio = p as f64 / nm as f64,
             over = p >= nm,
             cross = 5 * chatter,
@@ -380,6 +400,7 @@ pub(crate) mod tests {
         let under = record("w=2-seed0", 2, summary(10, 20, 0.0, 1, 6, 0.5));
         let index = ReproduceIndex {
             timing: None,
+            threshold: None,
             scale: Scale::Quick,
             seeds: 1,
             shard: None,
@@ -575,6 +596,7 @@ pub(crate) mod tests {
         let two = record("w=3-seed0", 3, s2);
         let index = ReproduceIndex {
             timing: None,
+            threshold: None,
             scale: Scale::Paper,
             seeds: 1,
             shard: Some(crate::experiment::Shard { index: 0, count: 2 }),

@@ -506,6 +506,7 @@ mod tests {
         ];
         ReproduceIndex {
             timing: None,
+            threshold: None,
             scale: Scale::Quick,
             seeds: 3,
             shard: None,
@@ -528,8 +529,9 @@ mod tests {
         assert_eq!(rows.iter().map(|r| r.value).collect::<Vec<_>>(), vec![2, 8]);
         // Width 8, p = 40 ≥ nm = 20:
         // seed 0: λ_min 0.3 (positive), no violation, L ratio 1e-3 → consistent;
-        // seed 1: λ_min 0 (not positive although p ≥ nm), L ratio 0.2 → not consistent;
-        // seed 2: λ_min 0.1 (positive), 1 violation, L ratio 4e-3 → not consistent.
+        // seed 1: λ_min 0 with p ≥ nm, J exactly and persistently deficient → a counterexample;
+        // seed 2: λ_min 0.1 (positive), 1 violation while GD stayed stable, L ratio 4e-3 →
+        // undecided (no evidence against the theorem, but flagged by the violation).
         let r = &rows[1];
         assert_eq!(r.ablation, "dnn");
         assert_eq!(r.variable, "width");
@@ -549,7 +551,7 @@ mod tests {
         assert_eq!((loss.min, loss.max), (1e-3, 0.2));
         assert_eq!(r.bound_checked, 3);
         assert_eq!(r.bound_violated, 1);
-        assert_eq!(r.consistent, 1);
+        assert_eq!(r.consistent, 2);
         assert!(r.flagged());
         assert_eq!(
             r.cells(),
@@ -565,7 +567,7 @@ mod tests {
                 "1.000e-3",
                 "2.000e-1",
                 "1",
-                "1"
+                "2"
             ]
         );
         // Width 2, p < nm: λ_min = 0 on every seed, as the rank bound says; all consistent.
