@@ -65,11 +65,12 @@
 //! Shifts s' = {0.9, 0.75, 0.5, 0.25}·estimate, largest first; the first that proves s > 0
 //! is kept (a larger successful shift gives the larger bound: the budget barely depends on s').
 //! f64 goes first (n²p + n³/3 flops) unless its floor (γ_p + γ_{n+1})‖J̃‖_F² is ≥ 0.9·estimate;
-//! Dd follows when f64 proved nothing or its floor exceeds 1% of the estimate (its failures at
-//! the larger shifts may then be rounding's, and its bound has lost over 1%). The larger bound
-//! wins. Dd resolves λ_min down to about (p + 2n)U‖J̃‖_F²; its Gram is n²p/2 exact products
-//! and Dd additions, run on rayon over blocks of 8 columns (two rows at a time, so 16 sums are
-//! in flight), and its Cholesky n³/6 Dd multiply-subtracts, parallel over trailing columns.
+//! Dd follows when f64's floor exceeds 1% of the estimate (f64 may then have failed, or lost
+//! over 1% of its bound, to rounding); below that, f64 resolves λ_min to within a few percent of
+//! the shifts and Dd could not do materially better. The larger bound wins. Dd resolves λ_min
+//! down to about (p + 2n)U‖J̃‖_F²; its Gram is n²p/2 exact products and Dd additions, run on
+//! rayon over blocks of 8 columns (two rows at a time, so 16 sums are in flight), and its
+//! Cholesky n³/6 Dd multiply-subtracts, parallel over trailing columns.
 
 use super::double_double::{Dd, U as UNIT, U_DD};
 use faer::linalg::matmul::matmul;
@@ -136,9 +137,9 @@ pub fn certify_lambda_min(
     }
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 /// One shift, one arithmetic: Some(s) when λ_min(J̃ J̃ᵀ) ≥ s > 0 is proven by the shifted
 /// Cholesky factorisation at `shift` (the steps 1–6 of the module doc), else None.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn certify_at(
     j: MatRef<'_, f64>,
     shift: f64,
@@ -199,12 +200,15 @@ fn certify(
         sc.frob2,
     );
 
+    // Why nothing was proven: the arithmetics whose factorisation failed at every shift, and
+    // sentences on the others.
+    let mut not_pd: Vec<&str> = Vec::new();
     let mut notes = Vec::new();
     let mut best: Option<(f64, CertificateArithmetic)> = None;
     let unresolvable = |arith: CertificateArithmetic, floor: f64| {
         format!(
-            "{} cannot resolve it: its rounding-error floor ≈ {:.3e} is not below 0.9·estimate \
-             = {:.3e}",
+            "{} cannot resolve λ_min here: its rounding-error floor ≈ {:.3e} is not below \
+             0.9·estimate = {:.3e}",
             arith.name(),
             show(floor),
             0.9 * estimate
@@ -215,17 +219,15 @@ fn certify(
         let (found, tried) = search(est, |s| gram.attempt(&sc, s));
         match found {
             Some(s) => best = Some((s, CertificateArithmetic::F64)),
-            None => notes.push(describe(
-                CertificateArithmetic::F64,
-                &tried,
-                estimate,
-                &show,
-            )),
+            None => match describe(CertificateArithmetic::F64, &tried, estimate, &show) {
+                Some(note) => notes.push(note),
+                None => not_pd.push(CertificateArithmetic::F64.name()),
+            },
         }
     } else {
         notes.push(unresolvable(CertificateArithmetic::F64, f64_floor));
     }
-    if best.is_none() || f64_floor > 0.01 * est {
+    if f64_floor > 0.01 * est {
         if dd_floor < 0.9 * est {
             let gram = DdGram::new(&sc);
             let (found, tried) = search(est, |s| gram.attempt(&sc, s));
@@ -235,25 +237,42 @@ fn certify(
                         best = Some((s, CertificateArithmetic::DoubleDouble));
                     }
                 }
-                None => notes.push(describe(
-                    CertificateArithmetic::DoubleDouble,
-                    &tried,
-                    estimate,
-                    &show,
-                )),
+                None => {
+                    match describe(CertificateArithmetic::DoubleDouble, &tried, estimate, &show) {
+                        Some(note) => notes.push(note),
+                        None => not_pd.push(CertificateArithmetic::DoubleDouble.name()),
+                    }
+                }
             }
         } else {
             notes.push(unresolvable(CertificateArithmetic::DoubleDouble, dd_floor));
         }
     }
     let Some((s, arith)) = best else {
-        let all_failed = notes.iter().all(|m| m.contains("failed at every shift"));
-        let head = if all_failed {
-            "J̃ J̃ᵀ is not positive definite to within rounding"
-        } else {
-            "no positive lower bound on λ_min(J̃ J̃ᵀ) could be proven"
-        };
-        return Err(format!("{head}: {}", notes.join("; ")));
+        let last = SHIFTS[SHIFTS.len() - 1];
+        let failed = (!not_pd.is_empty()).then(|| {
+            format!(
+                "the shifted Cholesky factorisation failed at every shift from {}·estimate = \
+                 {:.3e} down to {last}·estimate = {:.3e} in {}",
+                SHIFTS[0],
+                SHIFTS[0] * estimate,
+                last * estimate,
+                not_pd.join(" and in ")
+            )
+        });
+        return Err(match failed {
+            Some(failed) if notes.is_empty() => {
+                format!("J̃ J̃ᵀ is not positive definite to within rounding: {failed}")
+            }
+            failed => format!(
+                "no positive lower bound on λ_min(J̃ J̃ᵀ) could be proven: {}",
+                failed
+                    .into_iter()
+                    .chain(notes)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
     };
 
     // Step 7: from J̃ to J.
@@ -300,26 +319,19 @@ fn search(est: f64, mut attempt: impl FnMut(f64) -> Outcome) -> (Option<f64>, Ve
     (None, tried)
 }
 
-/// A sentence on why an arithmetic proved nothing.
+/// A sentence on why an arithmetic proved nothing; None when the factorisation failed at every
+/// shift (the caller words that case).
 fn describe(
     arith: CertificateArithmetic,
     tried: &[(f64, Outcome)],
     estimate: f64,
     show: &dyn Fn(f64) -> f64,
-) -> String {
-    let last = SHIFTS[SHIFTS.len() - 1];
+) -> Option<String> {
     if tried
         .iter()
         .all(|(_, o)| matches!(o, Outcome::NotPositiveDefinite { .. }))
     {
-        return format!(
-            "in {} the shifted Cholesky factorisation failed at every shift from \
-             {}·estimate = {:.3e} down to {last}·estimate = {:.3e}",
-            arith.name(),
-            SHIFTS[0],
-            SHIFTS[0] * estimate,
-            last * estimate
-        );
+        return None;
     }
     let parts: Vec<String> = SHIFTS
         .iter()
@@ -337,7 +349,7 @@ fn describe(
             Outcome::Proven { .. } => unreachable!("a proven shift ends the search"),
         })
         .collect();
-    format!("in {}: {}", arith.name(), parts.join(", "))
+    Some(format!("in {}: {}", arith.name(), parts.join(", ")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,7 +670,7 @@ impl F64Gram {
 
 /// The budget of a completed f64 factorisation of B with diagonal `diag`.
 fn f64_budget(gram: f64, diag: &[f64], n: usize, p: usize) -> Budget {
-    let trace = diag.iter().fold(0.0, |t, &b| add_up(t, b));
+    let trace = diag.iter().fold(0.0, |t, &b| add_up(t, b.abs()));
     let biggest = diag.iter().fold(0.0f64, |m, &b| m.max(b.abs()));
     Budget::new(
         gram,
@@ -797,11 +809,15 @@ fn dd_budget(gram: f64, gdiag: &[Dd], bdiag: &[Dd], shift: f64, eps: f64, p: usi
 fn dd_sqrt(c: Dd) -> (Dd, f64) {
     let y0 = c.hi.sqrt();
     let r = c - Dd::from_product(y0, y0);
-    let corr = r.hi / (2.0 * y0);
-    let l = Dd::from_f64(y0) + Dd::from_f64(corr);
+    let l = Dd::from_f64(y0) + Dd::from_f64(r.hi / (2.0 * y0));
+    (l, sqrt_residual(c, l))
+}
+
+/// τ ≥ |l² − c|/c for any l and c > 2⁻⁹⁰⁰: with z = fl(l·l) and w = fl(z − c),
+/// |l² − c| ≤ |w| + U(|z| + |c|) + U|l²| and |l²| ≤ |z|/(1 − U); 2⁻¹⁰⁷⁰ covers underflow.
+fn sqrt_residual(c: Dd, l: Dd) -> f64 {
     let z = l * l;
     let w = z - c;
-    // |l² − c| ≤ |w| + U(|z| + |c|) + U|l²|, |l²| ≤ |z|/(1 − U).
     let zb = z.abs_upper();
     let err = add_up(
         add_up(
@@ -810,27 +826,30 @@ fn dd_sqrt(c: Dd) -> (Dd, f64) {
         ),
         pow2(-1070),
     );
-    let c_low = sub_down(c.hi, c.lo.abs());
-    (l, div_up(err, c_low))
+    div_up(err, sub_down(c.hi, c.lo.abs()))
 }
 
 /// A Dd reciprocal of l > 0 (one Newton step from f64's) and ρ ≥ |l·inv − 1| (step 3).
 fn dd_recip(l: Dd) -> (Dd, f64) {
     let x0 = Dd::from_f64(1.0 / l.hi);
-    let e = Dd::ONE - l * x0;
-    let inv = x0 + x0 * e;
+    let inv = x0 + x0 * (Dd::ONE - l * x0);
+    (inv, recip_residual(l, inv))
+}
+
+/// ρ ≥ |l·inv − 1| for any l and inv: with z = fl(l·inv) and w = fl(z − 1),
+/// |l·inv − 1| ≤ |w| + U(|z| + 1) + U|l·inv| and |l·inv| ≤ |z|/(1 − U); 2⁻¹⁰⁷⁰ covers
+/// underflow.
+fn recip_residual(l: Dd, inv: Dd) -> f64 {
     let z = l * inv;
     let w = z - Dd::ONE;
-    // |l·inv − 1| ≤ |w| + U(|z| + 1) + U|l·inv|, |l·inv| ≤ |z|/(1 − U).
     let zb = z.abs_upper();
-    let rho = add_up(
+    add_up(
         add_up(
             add_up(w.abs_upper(), mul_up(U_DD, add_up(zb, 1.0))),
             mul_up(U_DD, div_up(zb, sub_down(1.0, U_DD))),
         ),
         pow2(-1070),
-    );
-    (inv, rho)
+    )
 }
 
 /// In-place lower Cholesky factorisation in double-double of the lower triangle of (hi, lo)
@@ -1481,7 +1500,8 @@ mod tests {
         let gdiag: Vec<Dd> = (0..n).map(|i| gram.at(i, i)).collect();
         let (mut lh, mut ll) = (bh.clone(), bl.clone());
         let eps = cholesky_dd(&mut lh, &mut ll, n).expect("positive definite");
-        assert!(eps < 1e3 * U_DD, "ε = {eps:e}");
+        // ε includes the product by the reciprocal, so it is at least U.
+        assert!((U_DD..1e3 * U_DD).contains(&eps), "ε = {eps:e}");
         let budget = dd_budget(gram.term, &gdiag, &bdiag, shift, eps, p);
         assert!(
             gram_f2 > 0.0 && gram_f2.sqrt() <= budget.gram,
@@ -1522,36 +1542,39 @@ mod tests {
         );
     }
 
-    /// The double-double reciprocal and square root are accurate to a few u², and their
-    /// residual bounds hold (checked exactly).
+    /// The double-double reciprocal and square root are accurate to a few u², and the residual
+    /// bounds ρ, τ hold, checked exactly, both for them and for plain f64 approximations (whose
+    /// residuals, ~u, dwarf the terms for the residuals' own evaluation).
     #[test]
     fn double_double_reciprocal_and_square_root() {
         let mut rng = StdRng::seed_from_u64(15);
+        let exact_residual = |a: Dd, b: Dd, minus: Dd| {
+            let mut e = Expansion::new();
+            for (x, y) in [(a.hi, b.hi), (a.hi, b.lo), (a.lo, b.hi), (a.lo, b.lo)] {
+                e.add_product(x, y);
+            }
+            e.add(-minus.hi);
+            e.add(-minus.lo);
+            size(&e)
+        };
         for _ in 0..2000 {
             let hi = rng.random_range(0.5..2.0) * 2f64.powi(rng.random_range(-400..400));
             let x = Dd::from_f64(hi) + Dd::from_f64(rng.random_range(-1.0..1.0) * UNIT * hi);
             let (inv, rho) = dd_recip(x);
             assert!(rho < 64.0 * U_DD, "ρ = {rho:e}");
-            let mut e = Expansion::new();
-            for (a, b) in [
-                (x.hi, inv.hi),
-                (x.hi, inv.lo),
-                (x.lo, inv.hi),
-                (x.lo, inv.lo),
-            ] {
-                e.add_product(a, b);
-            }
-            e.add(-1.0);
-            assert!(size(&e) <= rho, "{:e} > ρ = {rho:e}", size(&e));
-            let (r, tau) = dd_sqrt(x);
+            assert!(exact_residual(x, inv, Dd::ONE) <= rho);
+            let rough = Dd::from_f64(1.0 / x.hi);
+            let rho = recip_residual(x, rough);
+            let r = exact_residual(x, rough, Dd::ONE);
+            assert!(r > 1e3 * U_DD && r <= rho, "{r:e} vs ρ = {rho:e}");
+            let (l, tau) = dd_sqrt(x);
             assert!(tau < 64.0 * U_DD, "τ = {tau:e}");
-            let mut e = Expansion::new();
-            for (a, b) in [(r.hi, r.hi), (r.hi, r.lo), (r.lo, r.hi), (r.lo, r.lo)] {
-                e.add_product(a, b);
-            }
-            e.add(-x.hi);
-            e.add(-x.lo);
-            assert!(size(&e) <= tau * x.hi * (1.0 - 2.0 * UNIT), "τ");
+            let c = x.hi * (1.0 - 2.0 * UNIT);
+            assert!(exact_residual(l, l, x) <= tau * c, "τ");
+            let rough = Dd::from_f64(x.hi.sqrt());
+            let tau = sqrt_residual(x, rough);
+            let r = exact_residual(rough, rough, x);
+            assert!(r > 1e3 * U_DD * c && r <= tau * c, "{r:e} vs τ = {tau:e}");
         }
     }
 
