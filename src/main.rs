@@ -388,10 +388,20 @@ fn ntk_cmd(
         s.lambda_min, s.lambda_min_accuracy
     );
     println!("λ_max = {:.10e}", s.lambda_max);
-    match s.condition {
-        Some(c) => println!("condition number = {c:.6e}"),
-        None => println!(
-            "condition number = ∞ (λ_min ≤ nm·ε·λ_max: H is singular to working precision)"
+    match (
+        s.condition,
+        s.jacobian.lambda_min_lower,
+        s.jacobian.lambda_min_svd,
+    ) {
+        (Some(c), _, _) => println!("condition number = {c:.6e}"),
+        (None, Some(_), Some(l)) if l > 0.0 => println!(
+            "condition number = {:.6e} (from J's singular values; H's eigensolver alone cannot \
+             resolve λ_min below nm·ε·λ_max, the certificate below does)",
+            s.lambda_max / l
+        ),
+        _ => println!(
+            "condition number = ∞ (λ_min ≤ nm·ε·λ_max: H's eigenvalues cannot tell it from 0; \
+             see rank J below)"
         ),
     }
     let j = &s.jacobian;
