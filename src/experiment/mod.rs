@@ -152,10 +152,11 @@ impl ReproduceIndex {
     }
 }
 
-/// Sets the training precision of every run the engine trains ([`crate::engine::ENGINE_PRESETS`]).
+/// Sets the training precision of every run the engine trains
+/// ([`crate::config::Preset::has_engine`]).
 pub fn set_precision(ablations: &mut [Ablation], precision: crate::config::Precision) {
     for r in ablations.iter_mut().flat_map(|a| a.runs.iter_mut()) {
-        if crate::engine::ENGINE_PRESETS.contains(&r.config.model.preset.name()) {
+        if r.config.model.preset.has_engine() {
             r.config.train.precision = precision;
         }
     }

@@ -1,5 +1,7 @@
 //! The training engine: a compiled, allocation-free loss-gradient evaluator for the paper's
-//! presets (`dnn`, `resnet`, `gcn`), generic over the float type (f32 or f64).
+//! presets (`dnn`, `resnet`, `gcn`), generic over the float type (f32 or f64). The GD loop
+//! ([`crate::train`]) drives it as a [`crate::oracle::GradientOracle`] ([`EngineOracle`]); the
+//! engine knows nothing of the loop.
 //!
 //! The general path ([`crate::model::Model::loss_and_grad`]) walks boxed layers, allocates every
 //! batch and tape on every call and computes cotangents nobody reads (the input's). The engine
@@ -40,22 +42,24 @@
 //! ~1e-4 in f32). NTK spectra always use the general path in f64.
 
 mod csr;
-mod gd;
 mod kernels;
 mod mixing;
+mod oracle;
 mod passes;
 mod plan;
 mod rows;
 #[cfg(test)]
 mod tests;
 
-pub use gd::{engine_for, gradient_descent_engine, step, ENGINE_PRESETS};
+pub use oracle::{engine_for, step, EngineOracle};
 pub use plan::{Plan, Prop, Stage};
 
 use crate::activation::Activation;
 use crate::batch::Batch;
+use crate::config::Precision;
 use crate::graph::SparseMatrix;
 use crate::loss::LossKind;
+use crate::oracle::ThetaView;
 use csr::Csr;
 use faer::{MatMut, MatRef};
 use kernels::ActKind;
@@ -72,16 +76,16 @@ pub trait Real:
     + std::fmt::Debug
     + 'static
 {
-    /// `"f32"` or `"f64"`.
-    const NAME: &'static str;
+    /// The training precision this type stands for.
+    const PRECISION: Precision;
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
-    /// The slice itself when `Self` is f64 (no copy needed), else None.
-    fn as_f64_slice(s: &[Self]) -> Option<&[f64]>;
+    /// θ in this type as the GD loop's observer sees it (in f64: θ itself, no copy).
+    fn view(theta: &[Self]) -> ThetaView<'_>;
 }
 
 impl Real for f64 {
-    const NAME: &'static str = "f64";
+    const PRECISION: Precision = Precision::F64;
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v
@@ -90,13 +94,13 @@ impl Real for f64 {
     fn to_f64(self) -> f64 {
         self
     }
-    fn as_f64_slice(s: &[Self]) -> Option<&[f64]> {
-        Some(s)
+    fn view(theta: &[Self]) -> ThetaView<'_> {
+        ThetaView::of(theta)
     }
 }
 
 impl Real for f32 {
-    const NAME: &'static str = "f32";
+    const PRECISION: Precision = Precision::F32;
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v as f32
@@ -105,8 +109,8 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
-    fn as_f64_slice(_: &[Self]) -> Option<&[f64]> {
-        None
+    fn view(theta: &[Self]) -> ThetaView<'_> {
+        ThetaView::of_f32(theta)
     }
 }
 
