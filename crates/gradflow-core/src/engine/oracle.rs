@@ -6,7 +6,7 @@
 //! paused f32 run resumes bit-identically. Also [`engine_for`] (the engine for a model, checked
 //! against the layer path's outputs) and the GD [`step`].
 
-use super::{convert, Engine, Plan, Real};
+use super::{convert, Engine, Layout, Parts, Plan, Real};
 use crate::config::Precision;
 use crate::data::Dataset;
 use crate::kinks::{KinkStep, KinkTracker};
@@ -14,14 +14,25 @@ use crate::loss::LossKind;
 use crate::model::Model;
 use crate::oracle::{GradientOracle, ThetaView};
 
-/// The engine for `model` on `data`, or None when the model is not one the engine compiles (or
-/// its outputs at θ do not match the layer path's: e.g. a GCN built on another graph than
-/// `data.graph`).
+/// The engine for `model` on `data`, its samples cut for the current rayon pool
+/// ([`Parts::for_pool`]), or None when the model is not one the engine compiles (or its outputs
+/// at θ do not match the layer path's: e.g. a GCN built on another graph than `data.graph`).
 pub fn engine_for<T: Real>(
     model: &Model,
     data: &Dataset,
     loss: LossKind,
     theta: &[f64],
+) -> Option<Engine<T>> {
+    engine_in_parts(model, data, loss, theta, Parts::for_pool())
+}
+
+/// [`engine_for`] with the samples cut into the given parts.
+pub fn engine_in_parts<T: Real>(
+    model: &Model,
+    data: &Dataset,
+    loss: LossKind,
+    theta: &[f64],
+    parts: Parts,
 ) -> Option<Engine<T>> {
     let plan = Plan::from_model(model)?;
     let a_hat = match plan.arch {
@@ -31,14 +42,11 @@ pub fn engine_for<T: Real>(
     if data.n() == 0 || theta.len() != plan.num_params() {
         return None;
     }
-    let mut engine = Engine::<T>::new(
-        plan,
-        &model.activation,
-        &data.x,
-        &data.y,
-        loss,
-        a_hat.as_ref(),
-    );
+    let layout = Layout::preferred(&plan);
+    let (x, y) = (&data.x, &data.y);
+    let a_hat = a_hat.as_ref();
+    let mut engine =
+        Engine::<T>::with_parts(plan, &model.activation, x, y, loss, a_hat, layout, parts);
     // One check at the start: the compiled network computes the model's outputs.
     let reference = model.outputs(theta, &data.x);
     engine.forward(&convert::<T>(theta));
@@ -129,11 +137,24 @@ impl<T: Real> GradientOracle for EngineOracle<'_, T> {
     }
 }
 
-/// One GD step as the training loop takes it: θ −= lr·g, both halves of θ at once.
-pub fn step<T: Real>(th: &mut [T], grad: &[T], lr: T) {
+/// One GD step as the training loop takes it: θ −= lr·g, θ cut into one range per thread of the
+/// rayon pool, the ranges stepped in parallel (element-wise: the result does not depend on the
+/// cut).
+pub fn step<T: Real>(theta: &mut [T], grad: &[T], lr: T) {
+    step_in_ranges(theta, grad, lr, rayon::current_num_threads());
+}
+
+fn step_in_ranges<T: Real>(theta: &mut [T], grad: &[T], lr: T, ranges: usize) {
     use super::kernels::{both, step_into};
-    let mid = th.len() / 2;
-    let (t0, t1) = th.split_at_mut(mid);
+    if ranges <= 1 {
+        return step_into(theta, grad, lr);
+    }
+    let left = ranges / 2;
+    let mid = theta.len() * left / ranges;
+    let (t0, t1) = theta.split_at_mut(mid);
     let (g0, g1) = grad.split_at(mid);
-    both(|| step_into(t0, g0, lr), || step_into(t1, g1, lr));
+    both(
+        || step_in_ranges(t0, g0, lr, left),
+        || step_in_ranges(t1, g1, lr, ranges - left),
+    );
 }

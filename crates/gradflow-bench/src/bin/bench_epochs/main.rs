@@ -82,7 +82,7 @@ pub(crate) fn peak<T: Real>(n: usize) -> f64 {
 }
 
 /// Single-threaded faer rates (GFLOP/s, best of 7) on the engine's per-part product shapes (a
-/// part is 250 of the n = 1000 columns), operands warm: what one core can reach on each stage.
+/// part is 250 of the n = 1000 columns on 2 threads), operands warm: what one core can reach on each stage.
 fn shapes<T: Real>() {
     use faer::{MatMut, MatRef, Par};
     let v = |len: usize| {
@@ -227,7 +227,8 @@ pub(crate) fn workloads() -> Vec<Workload> {
 }
 
 /// One GD epoch as the training loop takes it on the engine (`engine::EngineOracle`): loss and
-/// gradient (with ‖∇L‖², summed with the parts' contributions), then the step on both cores.
+/// gradient (with ‖∇L‖², summed with the parts' contributions), then the step on the pool's
+/// threads.
 /// (The loop converts θ to f64 for its observer only on the epochs that read it.)
 fn epoch<T: Real>(e: &mut Engine<T>, th: &mut [T], g: &mut [T], lr: T) -> f64 {
     let l = e.loss_and_grad(th, g);
@@ -430,8 +431,8 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
     }
 }
 
-/// Two copies of a small run at once, one per core (faer and the engine single-threaded), as
-/// `reproduce` packs small sweeps; compared with one run at a time on both cores.
+/// Two copies of a small run at once, one per thread (faer and the engine single-threaded), as
+/// `reproduce` packs small sweeps on 2 threads; compared with one run at a time on the pool.
 fn packed<T: Real>(w: &Workload) {
     let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
     let epochs = 100;
@@ -449,9 +450,10 @@ fn packed<T: Real>(w: &Workload) {
     // The warm-up epochs of each copy ran too: count them.
     let per_run_epoch = wall / (epochs + 3) as f64 / 2.0;
     println!(
-        "| {} {} | one run on 2 cores: {:.2} ms ({:.0}%) | 2 runs packed, 1 core each: {:.2} ms per run-epoch ({:.0}%) | peak {:.0} |",
+        "| {} {} | one run on {} threads: {:.2} ms ({:.0}%) | 2 runs packed, 1 thread each: {:.2} ms per run-epoch ({:.0}%) | peak {:.0} |",
         w.name,
         T::PRECISION.name(),
+        rayon::current_num_threads(),
         t.per_epoch * 1e3,
         100.0 * flops / t.per_epoch / 1e9 / pk,
         per_run_epoch * 1e3,
