@@ -30,6 +30,8 @@ fn no_ntk_sweep_has_one_note_and_packed_runs_count_by_their_cores() {
         // Tiny runs (6·n·p far below the packing threshold) ran one per core.
         let t = r.summary.timing.as_ref().unwrap();
         assert_eq!(t.cores, 1, "{}", r.label);
+        // Packed or not, a run records the pool it trained in (the engine's cut follows it).
+        assert_eq!(t.threads, rayon::current_num_threads(), "{}", r.label);
     }
     let files = gradflow::report::build_report(&out).unwrap();
     assert_eq!(files.warnings.len(), 1, "{:?}", files.warnings);

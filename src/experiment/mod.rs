@@ -8,8 +8,9 @@
 //! kink-aware flow solver to the GD horizon lr·epochs instead ([`as_flow`]);
 //! [`reproduce_ablations`] runs sweeps given as they are (shrunk ones in the tests).
 //!
-//! Small runs go in parallel, one per core, with faer single-threaded inside; large runs go one
-//! after another with faer using every core.
+//! Small runs go in parallel, one per thread of the rayon pool, with faer and the engine
+//! single-threaded inside (the engine still cuts their samples for the whole pool, so they
+//! compute what they would unpacked); large runs go one after another on every thread.
 
 pub mod ablations;
 pub mod threshold;
@@ -27,9 +28,10 @@ pub use verdict::{verdict, Verdict, VerdictKind};
 /// The side of the square product `reproduce` times for the machine's peak.
 const PEAK_SIZE: usize = 2048;
 /// Runs with at most this much work per gradient evaluation (6·n·p flops) are packed one per
-/// core: a fork-join per epoch costs them more than the second core gains (measured with
-/// `bench_epochs --packed`: two DNN 500 → [50, 50] → 50 runs at n = 1000, 0.18 GFLOP an epoch,
-/// run 8% (f32) to 36% (f64) faster packed than one after the other on both cores).
+/// thread of the pool: a fork-join per epoch costs them more than the other threads gain
+/// (measured on 2 threads with `bench_epochs --packed`: two DNN 500 → [50, 50] → 50 runs at
+/// n = 1000, 0.18 GFLOP an epoch, run 8% (f32) to 36% (f64) faster packed than one after the
+/// other on both threads).
 pub const PACK_WORK_PER_EPOCH: f64 = 2e8;
 
 use crate::error::{Error, Result};
@@ -159,10 +161,11 @@ impl ReproduceIndex {
     }
 }
 
-/// Sets the training precision of every run the engine trains ([`crate::engine::ENGINE_PRESETS`]).
+/// Sets the training precision of every run the engine trains
+/// ([`crate::config::Preset::has_engine`]).
 pub fn set_precision(ablations: &mut [Ablation], precision: crate::config::Precision) {
     for r in ablations.iter_mut().flat_map(|a| a.runs.iter_mut()) {
-        if crate::engine::ENGINE_PRESETS.contains(&r.config.model.preset.name()) {
+        if r.config.model.preset.has_engine() {
             r.config.train.precision = precision;
         }
     }
@@ -333,9 +336,9 @@ pub fn reproduce_ablations(
         }
         bar.inc(1);
     };
-    // Runs whose epochs are too small to keep both cores busy (a fork-join per epoch costs more
-    // than it gains) are packed one per core: the quick scale, and at paper scale the narrowest
-    // networks (6·n·p ≤ PACK_WORK_PER_EPOCH).
+    // Runs whose epochs are too small to keep the pool's threads busy (a fork-join per epoch
+    // costs more than it gains) are packed one per thread: the quick scale, and at paper scale
+    // the narrowest networks (6·n·p ≤ PACK_WORK_PER_EPOCH).
     let small = |s: &RunSpec| {
         run::prepare(&s.config)
             .is_ok_and(|p| 6.0 * (p.data.n() * p.model.p()) as f64 <= PACK_WORK_PER_EPOCH)
@@ -383,10 +386,7 @@ pub fn reproduce_ablations(
         index.all_runs().map(|(_, r)| &r.summary),
         peak,
         opts.precision,
-        match faer::get_global_parallelism() {
-            faer::Par::Seq => 1,
-            faer::Par::Rayon(n) => n.get(),
-        },
+        rayon::current_num_threads(),
         wall_seconds,
         packed_wall,
     );

@@ -88,8 +88,8 @@ pub struct ReproduceTiming {
 }
 
 impl ReproduceTiming {
-    /// Totals over `summaries`, on a machine of `cores` cores (the peak's); `packed_wall` is the
-    /// wall-clock seconds of this invocation's packed phase (0 if none ran).
+    /// Totals over `summaries`, on `cores` cores (the rayon pool's threads, as for the peak);
+    /// `packed_wall` is the wall-clock seconds of this invocation's packed phase (0 if none ran).
     pub fn of<'a>(
         summaries: impl Iterator<Item = &'a RunSummary>,
         peak_gflops: f64,
@@ -199,6 +199,7 @@ mod tests {
             seconds_kernel_view: 0.0,
             training_work_flop: work,
             cores,
+            threads: 2,
         });
         s
     }
@@ -244,6 +245,14 @@ mod tests {
         // the share stands.
         let short = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 1.0);
         assert_eq!(short.machine_seconds_training, 4.0);
+    }
+
+    #[test]
+    fn records_written_before_cores_and_threads_read_them_as_zero() {
+        let old = r#"{"precision": "f64", "seconds_training": 1.0, "seconds_ntk": 0.5,
+            "ntk_checkpoints": 2, "seconds_kernel_view": 0.0, "training_work_flop": 1e9}"#;
+        let t: RunTiming = serde_json::from_str(old).unwrap();
+        assert_eq!((t.cores, t.threads), (0, 0));
     }
 
     #[test]

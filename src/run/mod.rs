@@ -349,6 +349,12 @@ pub struct RunTiming {
     /// them (0 in records written before this field: read as all).
     #[serde(default)]
     pub cores: usize,
+    /// Threads of the rayon pool the run trained in (`RAYON_NUM_THREADS`, default: every core).
+    /// The engine cuts the samples into two parts per thread ([`crate::engine::Parts`]), which
+    /// fixes the order of its sums: an engine run is bitwise reproducible for a given thread
+    /// count. A resumed run records its last session's. 0 in records written before this field.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 impl RunTiming {
@@ -366,6 +372,7 @@ impl RunTiming {
                 faer::Par::Seq => 1,
                 faer::Par::Rayon(n) => n.get(),
             },
+            threads: rayon::current_num_threads(),
         }
     }
 }

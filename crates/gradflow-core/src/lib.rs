@@ -22,6 +22,7 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod ntk;
+pub mod oracle;
 pub mod params;
 mod prefetch;
 pub mod presets;

@@ -1,17 +1,24 @@
 //! Full-batch gradient descent θ_{k+1} = θ_k − η ∇L(θ_k): explicit Euler on the gradient flow,
 //! step k standing for flow time t = kη (the paper's simulation). The loop reports every epoch
-//! to an observer (metrics, NTK checkpoints, progress, interruption) and stops with a clear
-//! message when the loss stops being finite.
+//! to an observer (metrics, NTK checkpoints, progress, interruption), can pause and resume
+//! bit-identically, and stops with a clear message when the loss stops being finite.
+//!
+//! There is one loop, [`gradient_descent_on`], over a [`GradientOracle`] (the evaluator of L
+//! and ∇L that holds θ, [`crate::oracle`]). The caller picks the oracle: [`gradient_descent`]
+//! and [`gradient_descent_from`] ask [`oracle_for`], which takes the compiled engine for the
+//! presets that have one ([`Preset::has_engine`]) and the layer path otherwise;
+//! [`gradient_descent_general`] always takes the layer path.
 
 pub use crate::config::Precision;
+use crate::config::Preset;
 use crate::data::Dataset;
+use crate::engine::{engine_for, EngineOracle};
 use crate::error::{Error, Result};
 use crate::kinks::{KinkStep, KinkSummary, KinkTracker};
 use crate::loss::LossKind;
 use crate::model::Model;
+pub use crate::oracle::{GradientOracle, LayerOracle, ThetaView};
 use serde::{Deserialize, Serialize};
-use std::cell::OnceCell;
-use std::ops::Deref;
 
 #[derive(Clone, Copy, Debug)]
 pub struct GdOptions {
@@ -38,52 +45,6 @@ pub struct EpochRecord {
     /// ‖∇L(θ_k)‖₂.
     pub grad_norm: f64,
     pub kinks: KinkStep,
-}
-
-/// θ_k as the observer sees it, in f64 (it derefs to `[f64]`): θ itself when training runs in
-/// f64; when it runs in f32, θ converted on first use and kept for the rest of the call. Most
-/// epochs' observers never look at θ (it is wanted at NTK checkpoints and when saving), and
-/// converting every epoch cost ≈ 0.09 ms of a 5 ms f32 ResNet epoch.
-pub struct ThetaView<'a> {
-    source: ViewSource<'a>,
-    converted: OnceCell<Vec<f64>>,
-}
-
-enum ViewSource<'a> {
-    Ready(&'a [f64]),
-    Lazy(&'a dyn Fn() -> Vec<f64>),
-}
-
-impl<'a> ThetaView<'a> {
-    /// A view of an f64 θ.
-    pub fn of(theta: &'a [f64]) -> Self {
-        Self {
-            source: ViewSource::Ready(theta),
-            converted: OnceCell::new(),
-        }
-    }
-
-    /// A view that calls `convert` (θ in f64) the first time it is read.
-    pub fn lazy(convert: &'a dyn Fn() -> Vec<f64>) -> Self {
-        Self {
-            source: ViewSource::Lazy(convert),
-            converted: OnceCell::new(),
-        }
-    }
-
-    pub fn as_slice(&self) -> &[f64] {
-        match self.source {
-            ViewSource::Ready(theta) => theta,
-            ViewSource::Lazy(convert) => self.converted.get_or_init(convert),
-        }
-    }
-}
-
-impl Deref for ThetaView<'_> {
-    type Target = [f64];
-    fn deref(&self) -> &[f64] {
-        self.as_slice()
-    }
 }
 
 /// What the observer tells the loop.
@@ -140,46 +101,100 @@ pub fn gradient_descent_from(
     theta: &mut [f64],
     opts: &GdOptions,
     state: &mut GdState,
-    mut observe: impl FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
+    observe: impl FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
 ) -> Result<GdOutcome> {
-    if !(opts.lr > 0.0 && opts.lr.is_finite()) {
-        return Err(Error::Invalid(format!(
-            "the step lr = {} must be positive and finite",
-            opts.lr
-        )));
-    }
-    if let Some(outcome) =
-        crate::engine::gradient_descent_engine(model, data, theta, opts, state, &mut observe)?
-    {
-        return Ok(outcome);
-    }
-    gradient_descent_general(model, data, theta, opts, state, observe)
+    // Before the oracle is picked (and the engine built): an invalid step is reported first.
+    check_step(opts.lr)?;
+    let mut oracle = oracle_for(model, data, theta, opts)?;
+    gradient_descent_on(oracle.as_mut(), opts, state, observe)
 }
 
-/// [`gradient_descent_from`] on the general path (any model, f64 only), whatever the model.
+/// [`gradient_descent_from`] on the layer path (any model, f64 only), whatever the model.
 pub fn gradient_descent_general(
     model: &Model,
     data: &Dataset,
     theta: &mut [f64],
     opts: &GdOptions,
     state: &mut GdState,
-    mut observe: impl FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
+    observe: impl FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
 ) -> Result<GdOutcome> {
     if opts.precision != Precision::F64 {
         return Err(Error::Invalid(format!(
             "train.precision = \"{}\" needs the compiled engine (presets {}); the general path trains in f64",
             opts.precision.name(),
-            crate::engine::ENGINE_PRESETS.join(", ")
+            Preset::engine_names()
         )));
     }
-    let mut grad = vec![0.0; theta.len()];
+    let mut oracle = LayerOracle::new(model, data, opts.loss, theta);
+    gradient_descent_on(&mut oracle, opts, state, observe)
+}
+
+/// The oracle GD runs on for `model` from θ (which it holds until it is dropped): the compiled
+/// engine in `opts.precision` when the model's preset has one and the engine compiles this model
+/// (it may not: a GCN built on another graph than `data.graph`), else the layer path — which
+/// trains in f64 only, so f32 is then an error.
+pub fn oracle_for<'a>(
+    model: &'a Model,
+    data: &'a Dataset,
+    theta: &'a mut [f64],
+    opts: &GdOptions,
+) -> Result<Box<dyn GradientOracle + 'a>> {
+    let has_engine = Preset::from_name(&model.preset).is_some_and(|p| p.has_engine());
+    match opts.precision {
+        Precision::F64 => {
+            if let Some(engine) = has_engine
+                .then(|| engine_for::<f64>(model, data, opts.loss, theta))
+                .flatten()
+            {
+                return Ok(Box::new(EngineOracle::new(engine, model, data, theta)));
+            }
+            Ok(Box::new(LayerOracle::new(model, data, opts.loss, theta)))
+        }
+        Precision::F32 => match has_engine
+            .then(|| engine_for::<f32>(model, data, opts.loss, theta))
+            .flatten()
+        {
+            Some(engine) => Ok(Box::new(EngineOracle::new(engine, model, data, theta))),
+            None => Err(Error::Invalid(format!(
+                "train.precision = \"f32\" is available only for the presets {} (trained by the \
+                 compiled engine); this model (preset `{}`) trains in f64: set train.precision = \"f64\"",
+                Preset::engine_names(),
+                model.preset
+            ))),
+        },
+    }
+}
+
+/// The step must be positive and finite.
+fn check_step(lr: f64) -> Result<()> {
+    if lr > 0.0 && lr.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "the step lr = {lr} must be positive and finite"
+        )))
+    }
+}
+
+/// The GD loop on `oracle` (which holds θ_{state.epoch}), from a saved state as
+/// [`gradient_descent_from`]: evaluates epochs `state.epoch..=E`, calling `observe` at each
+/// before the step, and leaves θ in the oracle's caller-side θ ([`GradientOracle::write_back`])
+/// when it ends, also on divergence.
+pub fn gradient_descent_on<O: GradientOracle + ?Sized>(
+    oracle: &mut O,
+    opts: &GdOptions,
+    state: &mut GdState,
+    mut observe: impl FnMut(&EpochRecord, &ThetaView<'_>) -> Control,
+) -> Result<GdOutcome> {
+    check_step(opts.lr)?;
+    oracle.track_kinks(opts.track_kinks);
     let start = state.epoch;
     for k in start..=opts.epochs {
-        let (loss, ev) = model.loss_and_grad(theta, &data.x, &data.y, opts.loss, &mut grad);
-        let grad_norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+        let (loss, grad_norm) = oracle.loss_and_grad();
         if !loss.is_finite() || !grad_norm.is_finite() {
-            let place = model
-                .diagnose_non_finite(theta, &data.x, &grad)
+            oracle.write_back();
+            let place = oracle
+                .diagnose_non_finite()
                 .map_or(String::new(), |p| format!(" At epoch {k}, {p}."));
             return Err(Error::Diverged(format!(
                 "training diverged at epoch {k} (t = {}): the loss is {loss:e}, the gradient norm {grad_norm:e}.{place} \
@@ -191,7 +206,7 @@ pub fn gradient_descent_general(
         }
         let initial_loss = *state.initial_loss.get_or_insert(loss);
         let kinks = if opts.track_kinks {
-            state.tracker.observe(model, &data.x, &ev)
+            oracle.observe_kinks(&mut state.tracker)
         } else {
             KinkStep::default()
         };
@@ -202,15 +217,14 @@ pub fn gradient_descent_general(
             grad_norm,
             kinks,
         };
-        let control = observe(&record, &ThetaView::of(theta));
+        let control = observe(&record, &oracle.theta_view());
         let pause = control == Control::Pause && k < opts.epochs;
         if pause {
-            for (t, g) in theta.iter_mut().zip(&grad) {
-                *t -= opts.lr * g;
-            }
+            oracle.step(opts.lr);
         }
         if k == opts.epochs || control != Control::Continue {
             state.epoch = if pause { k + 1 } else { k };
+            oracle.write_back();
             return Ok(GdOutcome {
                 last_epoch: k,
                 stopped_early: k < opts.epochs,
@@ -221,9 +235,7 @@ pub fn gradient_descent_general(
                 kinks: state.tracker.summary(),
             });
         }
-        for (t, g) in theta.iter_mut().zip(&grad) {
-            *t -= opts.lr * g;
-        }
+        oracle.step(opts.lr);
     }
     Err(Error::Invalid(format!(
         "nothing to do: the run is already at epoch {start} of {}",

@@ -276,6 +276,18 @@ impl Preset {
         )
     }
 
+    /// True for the presets the compiled engine ([`crate::engine`]) trains, in f32 or f64; the
+    /// others train on the layer path, in f64 only.
+    pub fn has_engine(&self) -> bool {
+        matches!(self, Self::Dnn | Self::Resnet | Self::Gcn)
+    }
+
+    /// The names of the presets with an engine ([`Self::has_engine`]), listed for users.
+    pub fn engine_names() -> String {
+        let with_engine = Self::ALL.into_iter().filter(Self::has_engine);
+        with_engine.map(|p| p.name()).collect::<Vec<_>>().join(", ")
+    }
+
     /// True for the presets on input pairs (`data.kind = "pairs"`).
     pub fn needs_pairs(&self) -> bool {
         matches!(self, Self::Siamese)

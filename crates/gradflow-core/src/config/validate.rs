@@ -385,15 +385,14 @@ fn check_precision(train: &TrainConfig, model: &ModelConfig, file_label: &Path) 
                 .to_string(),
         ));
     }
-    let engine = crate::engine::ENGINE_PRESETS;
-    if train.precision == Precision::F32 && !engine.contains(&model.preset.name()) {
+    if train.precision == Precision::F32 && !model.preset.has_engine() {
         return Err(Error::config(
             file_label,
             "train.precision",
             format!(
                 "precision \"f32\" is available only for the presets {} (trained by the compiled \
                  engine); preset {} trains in f64: set train.precision = \"f64\" or remove it",
-                engine.join(", "),
+                Preset::engine_names(),
                 model.preset.name()
             ),
         ));

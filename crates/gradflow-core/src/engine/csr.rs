@@ -1,7 +1,7 @@
 //! Â in compressed rows, in the engine's float type, and graph propagation over the column
 //! parts (its transpose is stored too, so both directions of a GCN epoch are gathers).
 
-use super::kernels::{axpy, PARTS};
+use super::kernels::axpy;
 use super::Real;
 use crate::graph::SparseMatrix;
 
@@ -48,21 +48,22 @@ impl<T: Real> Csr<T> {
 
     /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
     /// holds, columns of `width` features. The source is split into the engine's column parts
-    /// of `pw` columns each: column j is column j mod pw of `src[j / pw]`. The neighbours'
-    /// columns lie anywhere in the parts (often in the other core's cache): each is requested
-    /// [`PROPAGATE_AHEAD`] neighbours before it is read.
+    /// of `part_width` columns each: column j is column j mod part_width of
+    /// `src[j / part_width]`. The neighbours' columns lie anywhere in the parts (often in
+    /// another core's cache): each is requested [`PROPAGATE_AHEAD`] neighbours before it is
+    /// read.
     pub fn propagate(
         &self,
-        src: [&[T]; PARTS],
-        pw: usize,
+        src: &[Vec<T>],
+        part_width: usize,
         dst: &mut [T],
         width: usize,
         first: usize,
     ) {
         let column = |e: usize| {
             let j = self.cols[e];
-            let o = j % pw * width;
-            &src[j / pw][o..o + width]
+            let o = j % part_width * width;
+            &src[j / part_width][o..o + width]
         };
         for (r, col) in dst.chunks_exact_mut(width).enumerate() {
             let i = first + r;

@@ -5,17 +5,17 @@
 //! the `axpy` of graph propagation (`csr.rs`).
 //!
 //! Every kernel is sequential over the columns it is given; the engine splits the n columns
-//! into [`PARTS`] fixed parts ([`part_cols`]) and runs them on both cores with [`run_parts`].
-//! Sums over columns go through per-chunk partial sums ([`CHUNKS`] fixed chunks of
-//! [`chunk_cols`] columns, two per part), combined in chunk order, so results do not depend on
-//! the thread count. No kernel allocates; the element-wise ones run compiled for AVX-512 when
-//! the CPU has it.
+//! into its [`super::Parts`] ([`part_cols`]) and runs them on the rayon pool's threads with
+//! [`run_parts`]. Sums over columns go through per-chunk partial sums (chunks of [`chunk_cols`]
+//! columns, [`CHUNKS_PER_PART`] a part), combined in chunk order, so for a given number of parts
+//! results do not depend on which thread ran what. No kernel allocates; the element-wise ones
+//! run compiled for AVX-512 when the CPU has it.
 
-use super::{rows, Real};
+use super::{rows, Part, Real};
 use crate::activation::Activation;
 
-/// Column chunks per pass (fixed, for reproducible sums).
-pub const CHUNKS: usize = 8;
+/// Chunks of partial sums per column part.
+pub const CHUNKS_PER_PART: usize = 2;
 
 /// σ, specialised for the inner loops.
 pub enum ActKind {
@@ -51,24 +51,25 @@ pub fn parallel() -> bool {
     !matches!(crate::batch::par(), faer::Par::Seq)
 }
 
-/// Column parts per epoch, each a whole number of chunks: the unit of work the two cores share
-/// (rayon balances them, so a core that is descheduled on a shared machine stalls at most a
-/// part, not half the epoch).
-pub const PARTS: usize = 4;
-
-/// Columns per chunk of partial sums.
-pub fn chunk_cols(n: usize) -> usize {
-    n.div_ceil(CHUNKS).max(1)
+/// Columns per chunk of partial sums, for n columns cut into `parts` parts.
+pub fn chunk_cols(n: usize, parts: usize) -> usize {
+    n.div_ceil(CHUNKS_PER_PART * parts).max(1)
 }
 
-/// Columns c0..c1 of part k (empty at the end when n is small).
-pub fn part_cols(n: usize, k: usize) -> (usize, usize) {
-    let w = CHUNKS / PARTS * chunk_cols(n);
+/// Columns per part (every part but the last is this wide; parts at the end are empty when n
+/// is small).
+pub fn part_width(n: usize, parts: usize) -> usize {
+    CHUNKS_PER_PART * chunk_cols(n, parts)
+}
+
+/// Columns c0..c1 of part k of `parts`.
+pub fn part_cols(n: usize, parts: usize, k: usize) -> (usize, usize) {
+    let w = part_width(n, parts);
     ((k * w).min(n), ((k + 1) * w).min(n))
 }
 
-/// Runs `f` on every part, on both cores (nested rayon joins, no heap allocation; one after
-/// the other when the global parallelism is `Seq`), and returns the sum of their clocks.
+/// Runs `f` on every part, on the pool's threads (nested rayon joins, no heap allocation; one
+/// after the other when the global parallelism is `Seq`), and returns the sum of their clocks.
 pub(crate) fn run_parts<T: Send>(
     parts: &mut [T],
     on: bool,
@@ -112,7 +113,7 @@ macro_rules! wide {
     };
 }
 
-/// Runs `a` and `b` on both cores (rayon's join), or one after the other when the global
+/// Runs `a` and `b` in parallel (rayon's join), or one after the other when the global
 /// parallelism is `Seq` (packed sweeps). No heap allocation either way.
 pub fn both<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
@@ -474,20 +475,20 @@ pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
 }
 
 wide! {
-/// dst = Σ_k src[k] element-wise, added in k order; returns Σ dst² (in f64, on 8 fixed lanes:
-/// lane j takes the entries i ≡ j mod 8, in order, and the lanes are added in order — the same
-/// on every run and thread).
-pub fn sum_into<T: Real>(dst: &mut [T], src: [&[T]; PARTS]) -> f64 {
+/// dst = Σ_k parts[k].g[off..off + dst.len()] element-wise, added in k order; returns Σ dst² (in
+/// f64, on 8 fixed lanes: lane j takes the entries i ≡ j mod 8, in order, and the lanes are
+/// added in order — the same on every run and thread).
+pub fn sum_into<T: Real>(dst: &mut [T], parts: &[Part<T>], off: usize) -> f64 {
     // Blocks of 64 entries: the block is summed part by part while it stays in L1, each pass
     // an element-wise loop (vectorised); the squares go to the lanes by whole groups of 8
     // ([`lane_sums`]).
     const BLOCK: usize = 64;
     let mut lanes = [0.0f64; 8];
     for (b, d) in dst.chunks_mut(BLOCK).enumerate() {
-        let r = b * BLOCK..b * BLOCK + d.len();
-        d.copy_from_slice(&src[0][r.clone()]);
-        for s in &src[1..] {
-            for (o, &v) in d.iter_mut().zip(&s[r.clone()]) {
+        let r = off + b * BLOCK..off + b * BLOCK + d.len();
+        d.copy_from_slice(&parts[0].g[r.clone()]);
+        for part in &parts[1..] {
+            for (o, &v) in d.iter_mut().zip(&part.g[r.clone()]) {
                 *o += v;
             }
         }

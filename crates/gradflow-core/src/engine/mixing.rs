@@ -5,26 +5,31 @@
 //! paper's [200, 200]). Each propagation reads every part's source (taken out of the parts for
 //! the join, so that each part stays otherwise mutable) and writes its own part's columns, then
 //! continues locally up to the next. Afterwards the parts' gradient contributions are summed in
-//! part order, so results do not depend on the thread count or on which core ran which part.
+//! part order, so for a given number of parts results do not depend on the thread count or on
+//! which core ran which part.
 
 use super::csr::Csr;
-use super::kernels::{self, both, run_parts, CHUNKS, PARTS};
+use super::kernels::{self, both, run_parts};
 use super::passes::{mm, tail, Ctx};
 use super::{Clock, Engine, Part, Prop, Real};
 use faer::Accum;
-use std::array::from_fn;
 use std::mem::take;
 
-/// grad = Σ_k parts[k].g in part order, the vector split over both cores; returns ‖grad‖² (in
-/// f64, the two halves' sums added in order).
-fn sum_parts<T: Real>(grad: &mut [T], parts: &[Part<T>; PARTS]) -> f64 {
-    let mid = grad.len() / 2;
+/// grad[off..] (`grad` being that range) = Σ_k parts[k].g in part order, the range cut into
+/// `pieces` consecutive ranges summed in parallel (halved recursively); returns ‖grad‖² (in f64,
+/// the ranges' sums added pairwise as they were halved). The cut, hence the rounding of the
+/// norm, depends on `pieces` only.
+fn sum_parts<T: Real>(grad: &mut [T], off: usize, parts: &[Part<T>], pieces: usize) -> f64 {
+    if pieces <= 1 {
+        return kernels::sum_into(grad, parts, off);
+    }
+    let left = pieces / 2;
+    let mid = grad.len() * left / pieces;
     let (a, b) = grad.split_at_mut(mid);
-    let go = |dst: &mut [T], off: usize| {
-        let end = off + dst.len();
-        kernels::sum_into(dst, from_fn(|k| &parts[k].g[off..end]))
-    };
-    let (sa, sb) = both(|| go(a, 0), || go(b, mid));
+    let (sa, sb) = both(
+        || sum_parts(a, off, parts, left),
+        || sum_parts(b, off + mid, parts, pieces - left),
+    );
     sa + sb
 }
 
@@ -37,21 +42,22 @@ impl<T: Real> Engine<T> {
             plan: &self.plan,
             act: &self.act,
             theta,
-            cpc: kernels::chunk_cols(self.n),
+            chunk_cols: kernels::chunk_cols(self.n, self.parts.len()),
             on: clock.on,
             record_kink: self.recorded_kink(),
             sm: self.layout == super::Layout::Samples,
             sigma_bits: self.sigma_bits,
         };
-        forward_all(&cx, &mut self.parts, self.a.as_ref(), None, &mut clock);
+        let (parts, taken) = (&mut self.parts, &mut self.taken);
+        forward_all(&cx, parts, taken, self.a.as_ref(), None, &mut clock);
         self.charge(&clock);
     }
 
     /// L(θ) and ∇L(θ) into `grad` (overwritten). The loss is accumulated in f64.
     ///
-    /// When both cores are in use the whole evaluation runs inside rayon's pool (one hand-over
-    /// per epoch), so the joins are cheap worker-to-worker ones rather than a wake-up of the
-    /// pool from outside each time.
+    /// When the parts run in parallel the whole evaluation runs inside rayon's pool (one
+    /// hand-over per epoch), so the joins are cheap worker-to-worker ones rather than a wake-up
+    /// of the pool from outside each time.
     pub fn loss_and_grad(&mut self, theta: &[T], grad: &mut [T]) -> f64 {
         if kernels::parallel() && rayon::current_thread_index().is_none() {
             let mut loss = 0.0;
@@ -75,21 +81,18 @@ impl<T: Real> Engine<T> {
             plan: &self.plan,
             act: &self.act,
             theta,
-            cpc: kernels::chunk_cols(self.n),
+            chunk_cols: kernels::chunk_cols(self.n, self.parts.len()),
             on: clock.on,
             record_kink: self.recorded_kink(),
             sm: self.layout == super::Layout::Samples,
             sigma_bits: self.sigma_bits,
         };
-        forward_all(
-            &cx,
-            &mut self.parts,
-            self.a.as_ref(),
-            Some(c_loss),
-            &mut clock,
-        );
-        backward_all(&cx, &mut self.parts, self.a_t.as_ref(), &mut clock);
-        self.grad_norm_sq = sum_parts(grad, &self.parts);
+        let (parts, taken) = (&mut self.parts, &mut self.taken);
+        forward_all(&cx, parts, taken, self.a.as_ref(), Some(c_loss), &mut clock);
+        backward_all(&cx, parts, taken, self.a_t.as_ref(), &mut clock);
+        // Two parts per thread the engine was cut for: the sum in one range per such thread.
+        let pieces = (self.parts.len() / 2).max(1);
+        self.grad_norm_sq = sum_parts(grad, 0, &self.parts, pieces);
         clock.lap(7);
         self.charge(&clock);
         self.parts.iter().map(|part| part.loss).sum()
@@ -98,16 +101,18 @@ impl<T: Real> Engine<T> {
 
 /// The forward pass on every part: one fork-join up to the first propagation, then one per
 /// propagation, each continuing locally up to the next ([`Part::forward_on`]). With `loss`, the
-/// last join also computes the loss and starts the backward pass.
+/// last join also computes the loss and starts the backward pass. `taken` (empty, with room for
+/// a buffer per part) holds the buffers a propagation reads from every part during its join.
 fn forward_all<T: Real>(
     cx: &Ctx<'_, T>,
-    parts: &mut [Part<T>; PARTS],
+    parts: &mut [Part<T>],
+    taken: &mut Vec<Vec<T>>,
     a: Option<&Csr<T>>,
     loss: Option<f64>,
     clock: &mut Clock,
 ) {
     let on = cx.on;
-    let pw = CHUNKS / PARTS * cx.cpc;
+    let part_width = kernels::CHUNKS_PER_PART * cx.chunk_cols;
     let c = run_parts(parts, on, &|part| {
         let mut c = Clock::new(on);
         part.forward_on(cx, 0, loss, &mut c);
@@ -120,12 +125,12 @@ fn forward_all<T: Real>(
         match st.prop {
             Prop::Before if s > 0 => {
                 // p = Â h (every part's h[s − 1], taken out for the join), z = W p, the tail.
-                let hs: [Vec<T>; PARTS] = from_fn(|k| take(&mut parts[k].h[s - 1]));
-                let src = from_fn(|k| &hs[k][..]);
+                taken.extend(parts.iter_mut().map(|part| take(&mut part.h[s - 1])));
+                let src = &taken[..];
                 let a = a.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
-                    a.propagate(src, pw, &mut part.p[s], inp, part.c0);
+                    a.propagate(src, part_width, &mut part.p[s], inp, part.c0);
                     c.lap(2);
                     mm(
                         &mut part.z[s],
@@ -143,19 +148,19 @@ fn forward_all<T: Real>(
                     part.forward_on(cx, s + 1, loss, &mut c);
                     c
                 });
-                for (part, h) in parts.iter_mut().zip(hs) {
+                for (part, h) in parts.iter_mut().zip(taken.drain(..)) {
                     part.h[s - 1] = h;
                 }
                 clock.absorb(&c);
             }
             Prop::After => {
                 // z = Â q (every part's q = W src, taken out for the join), the tail.
-                let qs: [Vec<T>; PARTS] = from_fn(|k| take(&mut parts[k].p[s]));
-                let q = from_fn(|k| &qs[k][..]);
+                taken.extend(parts.iter_mut().map(|part| take(&mut part.p[s])));
+                let q = &taken[..];
                 let a = a.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
-                    a.propagate(q, pw, &mut part.z[s], out, part.c0);
+                    a.propagate(q, part_width, &mut part.z[s], out, part.c0);
                     c.lap(2);
                     // Â after W: a residual skip would need the stage's source; presets have none.
                     let bits = part.bits.get_mut(s);
@@ -164,7 +169,7 @@ fn forward_all<T: Real>(
                     part.forward_on(cx, s + 1, loss, &mut c);
                     c
                 });
-                for (part, q) in parts.iter_mut().zip(qs) {
+                for (part, q) in parts.iter_mut().zip(taken.drain(..)) {
                     part.p[s] = q;
                 }
                 clock.absorb(&c);
@@ -177,29 +182,31 @@ fn forward_all<T: Real>(
 /// The rest of the backward pass after [`forward_all`]: one fork-join per propagation, each
 /// continuing locally down to the next ([`Part::backward_on`]). The propagated buffer (Z̄ or
 /// Wᵀ Z̄) is taken out of every part for the join, its spare standing in, and becomes the
-/// spare afterwards.
+/// spare afterwards (`taken` as in [`forward_all`]).
 fn backward_all<T: Real>(
     cx: &Ctx<'_, T>,
-    parts: &mut [Part<T>; PARTS],
+    parts: &mut [Part<T>],
+    taken: &mut Vec<Vec<T>>,
     a_t: Option<&Csr<T>>,
     clock: &mut Clock,
 ) {
     let on = cx.on;
-    let pw = CHUNKS / PARTS * cx.cpc;
+    let part_width = kernels::CHUNKS_PER_PART * cx.chunk_cols;
     for (s, st) in cx.plan.stages.iter().enumerate().rev() {
         let (inp, out) = (st.inp, st.out);
         match st.prop {
             Prop::After => {
                 // S̄ = Âᵀ Z̄ into pb, the stage's local work from pb, then on down.
-                let zs: [Vec<T>; PARTS] = from_fn(|k| {
-                    let spare = take(&mut parts[k].zb_spare);
-                    std::mem::replace(&mut parts[k].zb, spare)
-                });
-                let zb = from_fn(|k| &zs[k][..out * parts[k].cols]);
+                taken.extend(parts.iter_mut().map(|part| {
+                    let spare = take(&mut part.zb_spare);
+                    std::mem::replace(&mut part.zb, spare)
+                }));
+                let z_bar = &taken[..];
                 let a_t = a_t.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
-                    a_t.propagate(zb, pw, &mut part.pb[..out * part.cols], out, part.c0);
+                    let dst = &mut part.pb[..out * part.cols];
+                    a_t.propagate(z_bar, part_width, dst, out, part.c0);
                     c.lap(2);
                     part.weight_local(cx, s, true, &mut c);
                     if s > 0 {
@@ -209,28 +216,29 @@ fn backward_all<T: Real>(
                     part.backward_on(cx, s, &mut c);
                     c
                 });
-                for (part, z) in parts.iter_mut().zip(zs) {
+                for (part, z) in parts.iter_mut().zip(taken.drain(..)) {
                     part.zb_spare = z;
                 }
                 clock.absorb(&c);
             }
             Prop::Before if s > 0 => {
                 // H̄ = Âᵀ (Wᵀ Z̄) from every part's pb (filled by the join before), σ', on down.
-                let ps: [Vec<T>; PARTS] = from_fn(|k| {
-                    let spare = take(&mut parts[k].pb_spare);
-                    std::mem::replace(&mut parts[k].pb, spare)
-                });
-                let pb = from_fn(|k| &ps[k][..inp * parts[k].cols]);
+                taken.extend(parts.iter_mut().map(|part| {
+                    let spare = take(&mut part.pb_spare);
+                    std::mem::replace(&mut part.pb, spare)
+                }));
+                let w_t_z_bar = &taken[..];
                 let a_t = a_t.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
-                    a_t.propagate(pb, pw, &mut part.hb[..inp * part.cols], inp, part.c0);
+                    let dst = &mut part.hb[..inp * part.cols];
+                    a_t.propagate(w_t_z_bar, part_width, dst, inp, part.c0);
                     c.lap(2);
                     part.act_back_local(cx, s, &mut c);
                     part.backward_on(cx, s, &mut c);
                     c
                 });
-                for (part, p) in parts.iter_mut().zip(ps) {
+                for (part, p) in parts.iter_mut().zip(taken.drain(..)) {
                     part.pb_spare = p;
                 }
                 clock.absorb(&c);

@@ -1,5 +1,7 @@
 //! The training engine: a compiled, allocation-free loss-gradient evaluator for the paper's
-//! presets (`dnn`, `resnet`, `gcn`), generic over the float type (f32 or f64).
+//! presets (`dnn`, `resnet`, `gcn`), generic over the float type (f32 or f64). The GD loop
+//! ([`crate::train`]) drives it as a [`crate::oracle::GradientOracle`] ([`EngineOracle`]); the
+//! engine knows nothing of the loop.
 //!
 //! The general path ([`crate::model::Model::loss_and_grad`]) walks boxed layers, allocates every
 //! batch and tape on every call and computes cotangents nobody reads (the input's). The engine
@@ -13,21 +15,25 @@
 //!   cotangent Wᵀ·Z̄ (added in place for residual skips); one fused pass `Z̄ = H̄ ⊙ σ'(z)` that also
 //!   sums the bias (and PReLU slope) cotangents.
 //!
-//! The n columns (samples) are split into [`kernels::PARTS`] fixed parts (`Part`), each owning
-//! all of its buffers and its own gradient contribution; rayon balances the parts over both
-//! cores (`mixing.rs`). DNN and ResNet never mix samples, so an epoch is a single fork-join:
-//! every part runs the whole forward and backward on its samples with single-threaded faer
-//! products and fused element-wise passes (`passes.rs`), the weight cotangents written
-//! straight into θ's layout; then the parts' contributions are summed in part order. The GCN
-//! joins at each propagation by Â, which reads every part. When the global faer parallelism
-//! ([`crate::batch::par`]) is `Seq` — `reproduce` packing small runs one per core — the parts
-//! run one after another. The parts and the chunks of partial sums never depend on the thread
-//! count, so results are bitwise the same either way (tested).
+//! The n columns (samples) are split into parts (`Part`), each owning all of its buffers and its
+//! own gradient contribution; rayon balances the parts over its threads (`mixing.rs`). How many
+//! parts is a value fixed when the engine is built ([`Parts`]): by default two per thread of
+//! the rayon pool ([`Parts::for_pool`], 4 on 2 threads), so that a thread descheduled on a
+//! shared machine stalls at most a part, not its share of the epoch. DNN and ResNet never mix
+//! samples, so an epoch is a single fork-join: every part runs the whole forward and backward
+//! on its samples with single-threaded faer products and fused element-wise passes
+//! (`passes.rs`), the weight cotangents written straight into θ's layout; then the parts'
+//! contributions are summed in part order. The GCN joins at each propagation by Â, which reads
+//! every part. When the global faer parallelism ([`crate::batch::par`]) is `Seq` — `reproduce`
+//! packing small runs one per thread — the parts run one after another. The parts and the
+//! chunks of partial sums depend on the number of parts only, never on which threads run them,
+//! so for a given number of parts (hence a given pool size) results are bitwise the same
+//! (tested).
 //!
 //! Buffers are features × samples in one of two [`Layout`]s: DNN and ResNet store them
-//! sample-major (faer then tiles the 250 samples of a part, not a 100-wide layer's features),
-//! the GCN feature-major (its propagation gathers whole samples). The kink tracker sees the
-//! pieces in the general path's order either way. Sample-major with ReLU or leaky ReLU, σ'(z)
+//! sample-major (faer then tiles the samples of a part, 250 at n = 1000 on 2 threads, not a
+//! 100-wide layer's features), the GCN feature-major (its propagation gathers whole samples).
+//! The kink tracker sees the pieces in the general path's order either way. Sample-major with ReLU or leaky ReLU, σ'(z)
 //! depends on the piece bit z > 0 alone: hidden stages then keep only their bits (packed by the
 //! forward pass, 1/32 of z in f32), not z, and the backward pass reads those — the same
 //! products, so the same gradient bit for bit (tested against an engine made to keep z).
@@ -40,22 +46,24 @@
 //! ~1e-4 in f32). NTK spectra always use the general path in f64.
 
 mod csr;
-mod gd;
 mod kernels;
 mod mixing;
+mod oracle;
 mod passes;
 mod plan;
 mod rows;
 #[cfg(test)]
 mod tests;
 
-pub use gd::{engine_for, gradient_descent_engine, step, ENGINE_PRESETS};
+pub use oracle::{engine_for, engine_in_parts, step, EngineOracle};
 pub use plan::{Plan, Prop, Stage};
 
 use crate::activation::Activation;
 use crate::batch::Batch;
+use crate::config::Precision;
 use crate::graph::SparseMatrix;
 use crate::loss::LossKind;
+use crate::oracle::ThetaView;
 use csr::Csr;
 use faer::{MatMut, MatRef};
 use kernels::ActKind;
@@ -72,16 +80,16 @@ pub trait Real:
     + std::fmt::Debug
     + 'static
 {
-    /// `"f32"` or `"f64"`.
-    const NAME: &'static str;
+    /// The training precision this type stands for.
+    const PRECISION: Precision;
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
-    /// The slice itself when `Self` is f64 (no copy needed), else None.
-    fn as_f64_slice(s: &[Self]) -> Option<&[f64]>;
+    /// θ in this type as the GD loop's observer sees it (in f64: θ itself, no copy).
+    fn view(theta: &[Self]) -> ThetaView<'_>;
 }
 
 impl Real for f64 {
-    const NAME: &'static str = "f64";
+    const PRECISION: Precision = Precision::F64;
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v
@@ -90,13 +98,13 @@ impl Real for f64 {
     fn to_f64(self) -> f64 {
         self
     }
-    fn as_f64_slice(s: &[Self]) -> Option<&[f64]> {
-        Some(s)
+    fn view(theta: &[Self]) -> ThetaView<'_> {
+        ThetaView::of(theta)
     }
 }
 
 impl Real for f32 {
-    const NAME: &'static str = "f32";
+    const PRECISION: Precision = Precision::F32;
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v as f32
@@ -105,14 +113,39 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
-    fn as_f64_slice(_: &[Self]) -> Option<&[f64]> {
-        None
+    fn view(theta: &[Self]) -> ThetaView<'_> {
+        ThetaView::of_f32(theta)
     }
 }
 
 /// Converts a whole slice.
 pub fn convert<T: Real>(src: &[f64]) -> Vec<T> {
     src.iter().map(|&v| T::from_f64(v)).collect()
+}
+
+/// How many column parts an engine cuts the n samples into: the unit of work rayon balances
+/// over its threads, and what fixes the order of every sum over samples. Results are bitwise
+/// the same for a given count, whichever threads run the parts (or none: `Seq`). A value passed
+/// to the engine when it is built, like faer's `Par`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts(usize);
+
+impl Parts {
+    /// `count` parts (at least 1; parts at the end are empty when n is small).
+    pub fn new(count: usize) -> Self {
+        Self(count.max(1))
+    }
+    /// Two parts per thread.
+    pub fn for_threads(threads: usize) -> Self {
+        Self::new(2 * threads)
+    }
+    /// Two parts per thread of the current rayon pool (the global one outside any pool).
+    pub fn for_pool() -> Self {
+        Self::for_threads(rayon::current_num_threads())
+    }
+    pub fn count(self) -> usize {
+        self.0
+    }
 }
 
 /// How a part stores its (features × samples) activations, inputs and targets.
@@ -148,9 +181,12 @@ pub struct Engine<T: Real> {
     loss: LossKind,
     a: Option<Csr<T>>,
     a_t: Option<Csr<T>>,
-    /// The column parts ([`kernels::PARTS`] consecutive ranges of samples), each owning all of
-    /// its buffers.
-    parts: [Part<T>; kernels::PARTS],
+    /// The column parts ([`Parts`] consecutive ranges of samples), each owning all of its
+    /// buffers.
+    parts: Vec<Part<T>>,
+    /// Room for one buffer per part: a propagation moves every part's source buffer here for
+    /// its join (`mixing.rs`), so the steady state allocates nothing.
+    taken: Vec<Vec<T>>,
     kink_points: Vec<f64>,
     /// ‖∇L‖² of the last [`Self::loss_and_grad`], in f64.
     grad_norm_sq: f64,
@@ -210,7 +246,7 @@ impl<T: Real> Part<T> {
         x: &[T],
         y: &[T],
         (c0, cols): (usize, usize),
-        cpc: usize,
+        chunk_cols: usize,
         sm: bool,
         keep_z: bool,
     ) -> Self {
@@ -279,7 +315,7 @@ impl<T: Real> Part<T> {
             pb: buf(wmax),
             zb_spare: buf(wmax),
             pb_spare: buf(wmax),
-            partial: vec![T::default(); cols.div_ceil(cpc) * (wmax + 1)],
+            partial: vec![T::default(); cols.div_ceil(chunk_cols) * (wmax + 1)],
             g: vec![T::default(); plan.num_params()],
             loss: 0.0,
         }
@@ -348,7 +384,11 @@ impl Clock {
         if self.on {
             let now = std::time::Instant::now();
             let wall = (now - self.t).as_secs_f64();
-            let cores = if kernels::parallel() { 2.0 } else { 1.0 };
+            let cores = if kernels::parallel() {
+                rayon::current_num_threads() as f64
+            } else {
+                1.0
+            };
             let busy: f64 = task.acc.iter().sum::<f64>() / cores;
             for (a, b) in self.acc.iter_mut().zip(task.acc) {
                 *a += b / cores;
@@ -361,7 +401,8 @@ impl Clock {
 
 impl<T: Real> Engine<T> {
     /// Builds the engine for `plan` on inputs `x` (d × n) and targets `y` (m × n), in the
-    /// plan's preferred [`Layout`]. `a_hat` is required when the plan propagates (GCN).
+    /// plan's preferred [`Layout`], cut for the current rayon pool ([`Parts::for_pool`]).
+    /// `a_hat` is required when the plan propagates (GCN).
     pub fn new(
         plan: Plan,
         activation: &Activation,
@@ -383,6 +424,22 @@ impl<T: Real> Engine<T> {
         loss: LossKind,
         a_hat: Option<&SparseMatrix>,
         layout: Layout,
+    ) -> Self {
+        let parts = Parts::for_pool();
+        Self::with_parts(plan, activation, x, y, loss, a_hat, layout, parts)
+    }
+
+    /// [`Self::with_layout`] with the samples cut into the given parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_parts(
+        plan: Plan,
+        activation: &Activation,
+        x: &Batch,
+        y: &Batch,
+        loss: LossKind,
+        a_hat: Option<&SparseMatrix>,
+        layout: Layout,
+        parts: Parts,
     ) -> Self {
         assert!(
             layout == Layout::Features || Layout::preferred(&plan) == Layout::Samples,
@@ -409,22 +466,24 @@ impl<T: Real> Engine<T> {
         if plan.stages[0].prop == Prop::Before {
             // Â X is fixed for the whole run.
             let mut ax = vec![T::default(); xs.len()];
-            // All of X as the first part's source (the others empty): one gather over all rows.
-            let src: [&[T]; kernels::PARTS] =
-                std::array::from_fn(|k| if k == 0 { &xs[..] } else { &[][..] });
+            // All of X as a single part: one gather over all rows.
+            let whole = std::slice::from_ref(&xs);
             a.as_ref()
                 .unwrap()
-                .propagate(src, n, &mut ax, x.features(), 0);
+                .propagate(whole, n, &mut ax, x.features(), 0);
             xs = ax;
         }
         let ys: Vec<T> = convert(y.as_slice());
-        let cpc = kernels::chunk_cols(n);
+        let count = parts.count();
+        let chunk_cols = kernels::chunk_cols(n, count);
         let act = ActKind::new(activation);
         let sigma_bits = sm && act.below_slope().is_some() && activation.kinks() == [0.0];
-        let parts = std::array::from_fn(|k| {
-            let (c0, c1) = kernels::part_cols(n, k);
-            Part::new(&plan, &xs, &ys, (c0, c1 - c0), cpc, sm, !sigma_bits)
-        });
+        let parts = (0..count)
+            .map(|k| {
+                let (c0, c1) = kernels::part_cols(n, count, k);
+                Part::new(&plan, &xs, &ys, (c0, c1 - c0), chunk_cols, sm, !sigma_bits)
+            })
+            .collect();
         Self {
             act,
             sigma_bits,
@@ -436,6 +495,7 @@ impl<T: Real> Engine<T> {
             a,
             a_t,
             parts,
+            taken: Vec::with_capacity(count),
             profile: None,
             plan,
             layout,

@@ -25,7 +25,7 @@ pub(super) struct Ctx<'a, T> {
     pub act: &'a ActKind,
     pub theta: &'a [T],
     /// Columns per chunk of partial sums ([`kernels::chunk_cols`] of the whole n).
-    pub cpc: usize,
+    pub chunk_cols: usize,
     pub on: bool,
     /// σ's single kink point when the pieces are being recorded for the kink tracker: every
     /// tail then also writes its stage's bits (z > kink) while z is still in cache.
@@ -167,7 +167,7 @@ impl<T: Real> Part<T> {
         c.lap(3);
         let (_, gb, _) = cx.plan.stages.last().unwrap().params_mut(&mut self.g);
         let zb = &self.zb[..m * self.cols];
-        kernels::row_sums(zb, m, cx.cpc, &mut self.partial, gb, cx.sm);
+        kernels::row_sums(zb, m, cx.chunk_cols, &mut self.partial, gb, cx.sm);
         c.lap(6);
     }
 
@@ -243,7 +243,7 @@ impl<T: Real> Part<T> {
                 &self.hb[..w * cols],
                 &mut self.zb2[..w * cols],
                 w,
-                cx.cpc,
+                cx.chunk_cols,
                 &mut self.partial,
             ),
             None => kernels::act_backward(
@@ -253,12 +253,12 @@ impl<T: Real> Part<T> {
                 &self.hb[..w * cols],
                 &mut self.zb2[..w * cols],
                 w,
-                cx.cpc,
+                cx.chunk_cols,
                 &mut self.partial,
                 cx.sm,
             ),
         }
-        let nch = cols.div_ceil(cx.cpc);
+        let nch = cols.div_ceil(cx.chunk_cols);
         let (_, gb, gslope) = prev.params_mut(&mut self.g);
         kernels::combine(
             &self.partial[..nch * (w + 1)],

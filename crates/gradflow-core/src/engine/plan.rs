@@ -8,6 +8,7 @@
 //! when the stage has an activation and σ is PReLU.
 
 use crate::activation::Activation;
+use crate::config::Preset;
 use crate::layers::Layer;
 use crate::model::Model;
 
@@ -155,8 +156,8 @@ impl Plan {
                 && l.num_params() == 0
         };
         let (d, m) = (model.in_dim(), model.out_dim());
-        let plan = match model.preset.as_str() {
-            "dnn" => {
+        let plan = match Preset::from_name(&model.preset)? {
+            Preset::Dnn => {
                 if top.len() % 2 != 1 {
                     return None;
                 }
@@ -171,7 +172,7 @@ impl Plan {
                 });
                 ok.then_some(plan)?
             }
-            "resnet" => {
+            Preset::Resnet => {
                 let depth = top.len().checked_sub(1)?;
                 let plan = Self::resnet(d, depth, m, act);
                 let ok = top[..depth].iter().all(|r| {
@@ -183,7 +184,7 @@ impl Plan {
                 }) && is_dense(top[depth], d, m);
                 ok.then_some(plan)?
             }
-            "gcn" => {
+            Preset::Gcn => {
                 if top.len() % 3 != 2 {
                     return None;
                 }

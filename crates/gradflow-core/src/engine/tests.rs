@@ -1,6 +1,6 @@
 //! The engine against the general path: loss and gradient for the three presets and every kind
-//! of σ (f64 to ~1e-12, f32 to ~1e-4), GD trajectories and kink counts, the fallbacks, and
-//! results independent of the thread count.
+//! of σ (f64 to ~1e-12, f32 to ~1e-4), GD trajectories and kink counts, the fallbacks, results
+//! independent of the thread count for a given cut into parts, and the cut following the pool.
 
 use super::*;
 use crate::activation::PiecewisePolynomial;
@@ -119,22 +119,29 @@ fn engine_gradient_matches_the_general_path() {
     }
 }
 
+/// A rayon pool of `threads` threads.
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    // Parts run one after another (Seq), on a one-thread pool, and on two threads: bitwise equal.
+    // One cut (4 parts), its parts run one after another (Seq), on a one-thread pool, and on two
+    // threads: bitwise equal.
     let act = Activation::Prelu { init: 0.25 };
     for which in ["dnn", "resnet", "gcn"] {
         let (model, data) = case(which, 1, &act);
         let theta = theta_for(&model, 3);
         let run = |par: faer::Par, threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            pool(threads).install(|| {
                 let old = faer::get_global_parallelism();
                 faer::set_global_parallelism(par);
-                let mut e = engine_for::<f64>(&model, &data, LossKind::Mse, &theta).unwrap();
+                let mut e =
+                    engine_in_parts::<f64>(&model, &data, LossKind::Mse, &theta, Parts::new(4))
+                        .unwrap();
                 let mut g = vec![0.0; model.p()];
                 let l = e.loss_and_grad(&theta, &mut g);
                 faer::set_global_parallelism(old);
@@ -144,6 +151,45 @@ fn results_do_not_depend_on_the_thread_count() {
         let seq = run(faer::Par::Seq, 1);
         assert_eq!(seq, run(faer::Par::rayon(1), 1), "{which}");
         assert_eq!(seq, run(faer::Par::rayon(2), 2), "{which}");
+    }
+}
+
+#[test]
+fn the_cut_follows_the_pool_and_every_cut_gives_the_same_gradient() {
+    let act = Activation::leaky_relu();
+    for which in ["dnn", "resnet", "gcn"] {
+        let (model, data) = case(which, 1, &act);
+        let theta = theta_for(&model, 3);
+        let evaluate = |e: &mut Engine<f64>| {
+            let mut g = vec![0.0; model.p()];
+            let l = e.loss_and_grad(&theta, &mut g);
+            (e.parts.len(), l, g)
+        };
+        let in_pool = |threads: usize| {
+            pool(threads).install(|| {
+                evaluate(&mut engine_for::<f64>(&model, &data, LossKind::Mse, &theta).unwrap())
+            })
+        };
+        // Two parts per thread of the pool the engine is built in.
+        let two = in_pool(2);
+        assert_eq!(two.0, 4, "{which}");
+        assert_eq!(in_pool(1).0, 2, "{which}");
+        assert_eq!(in_pool(3).0, 6, "{which}");
+        // Deterministic for a given pool, and on 2 threads the explicit 4-part cut.
+        assert_eq!(two, in_pool(2), "{which}");
+        let four = engine_in_parts::<f64>(&model, &data, LossKind::Mse, &theta, Parts::new(4));
+        assert_eq!(two, evaluate(&mut four.unwrap()), "{which}");
+        // Any cut, down to one part and up to more parts than samples (the last ones empty),
+        // computes the general path's loss and gradient.
+        let mut g_ref = vec![0.0; model.p()];
+        let (l_ref, _) = model.loss_and_grad(&theta, &data.x, &data.y, LossKind::Mse, &mut g_ref);
+        for count in [1, 3, 7, 40] {
+            let e = engine_in_parts::<f64>(&model, &data, LossKind::Mse, &theta, Parts::new(count));
+            let (parts, l, g) = evaluate(&mut e.unwrap());
+            assert_eq!(parts, count, "{which}");
+            assert!((l - l_ref).abs() <= 1e-12 * l_ref, "{which} {count} parts");
+            assert!(rel(&g, &g_ref) <= 1e-12, "{which} {count} parts");
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use gradflow::engine::{Layout, Real};
 pub(crate) fn compare<T: Real>(ws: &[Workload], reps: usize) {
     println!(
         "\n### {}: activation layouts, {reps} paired repetitions (load {})\n",
-        T::NAME,
+        T::PRECISION.name(),
         crate::load()
     );
     println!("| workload | feature-major s/epoch | sample-major s/epoch | time ratio features ÷ samples: median (range) | share of peak: features / samples |");

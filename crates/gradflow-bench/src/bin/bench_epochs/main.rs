@@ -78,20 +78,11 @@ pub(crate) fn load() -> String {
 
 /// GFLOP/s of the best of 3 n×n products in precision T (the peak `reproduce` reports too).
 pub(crate) fn peak<T: Real>(n: usize) -> f64 {
-    gradflow::experiment::timing::matmul_peak_gflops(precision_of::<T>(), n)
-}
-
-/// The training precision that T stands for.
-fn precision_of<T: Real>() -> Precision {
-    if T::NAME == "f32" {
-        Precision::F32
-    } else {
-        Precision::F64
-    }
+    gradflow::experiment::timing::matmul_peak_gflops(T::PRECISION, n)
 }
 
 /// Single-threaded faer rates (GFLOP/s, best of 7) on the engine's per-part product shapes (a
-/// part is 250 of the n = 1000 columns), operands warm: what one core can reach on each stage.
+/// part is 250 of the n = 1000 columns on 2 threads), operands warm: what one core can reach on each stage.
 fn shapes<T: Real>() {
     use faer::{MatMut, MatRef, Par};
     let v = |len: usize| {
@@ -188,7 +179,7 @@ fn shapes<T: Real>() {
             let layout = if sm { "sample-major" } else { "feature-major" };
             println!(
                 "| {} | {out} × {inp} × {cols} | {layout} | {fwd:.0} | {input:.0} | {weight:.0} |",
-                T::NAME
+                T::PRECISION.name()
             );
         }
     }
@@ -235,8 +226,9 @@ pub(crate) fn workloads() -> Vec<Workload> {
     ]
 }
 
-/// One GD epoch as the training loop (`engine::gradient_descent_engine`) takes it: loss and
-/// gradient (with ‖∇L‖², summed with the parts' contributions), then the step on both cores.
+/// One GD epoch as the training loop takes it on the engine (`engine::EngineOracle`): loss and
+/// gradient (with ‖∇L‖², summed with the parts' contributions), then the step on the pool's
+/// threads.
 /// (The loop converts θ to f64 for its observer only on the epochs that read it.)
 fn epoch<T: Real>(e: &mut Engine<T>, th: &mut [T], g: &mut [T], lr: T) -> f64 {
     let l = e.loss_and_grad(th, g);
@@ -313,14 +305,14 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
     println!(
         "\n### {} (n = 1000; {} repetitions, each: three 2048² products before and three after the workload; load {})\n",
-        T::NAME,
+        T::PRECISION.name(),
         reps,
         load()
     );
     println!("Share of peak: against the fastest of the repetition's six products (the conservative figure: a burst); paired: against their median (the products' typical speed in the same seconds as the workload).\n");
     println!("| workload | p | s/epoch (median) | share of peak: median (range) | paired: median (range) | peak seen (GFLOP/s) | allocations/epoch | cores busy |");
     println!("|---|---|---|---|---|---|---|---|");
-    let rates = || gradflow::experiment::timing::matmul_rates(precision_of::<T>(), 2048, 3);
+    let rates = || gradflow::experiment::timing::matmul_rates(T::PRECISION, 2048, 3);
     for w in ws {
         let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
         let epochs = ((3e10 / flops) as usize).clamp(20, 200);
@@ -358,7 +350,7 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
         );
     }
     if profile {
-        println!("\nProfile ({}): time per epoch by phase (share of the epoch); matmul phases also as GFLOP/s.\n", T::NAME);
+        println!("\nProfile ({}): time per epoch by phase (share of the epoch); matmul phases also as GFLOP/s.\n", T::PRECISION.name());
         print!("| phase |");
         for w in ws {
             print!(" {} |", w.name);
@@ -439,8 +431,8 @@ fn bench_precision<T: Real>(ws: &[Workload], reps: usize, profile: bool) {
     }
 }
 
-/// Two copies of a small run at once, one per core (faer and the engine single-threaded), as
-/// `reproduce` packs small sweeps; compared with one run at a time on both cores.
+/// Two copies of a small run at once, one per thread (faer and the engine single-threaded), as
+/// `reproduce` packs small sweeps on 2 threads; compared with one run at a time on the pool.
 fn packed<T: Real>(w: &Workload) {
     let flops = 6.0 * w.data.n() as f64 * w.model.p() as f64;
     let epochs = 100;
@@ -458,9 +450,10 @@ fn packed<T: Real>(w: &Workload) {
     // The warm-up epochs of each copy ran too: count them.
     let per_run_epoch = wall / (epochs + 3) as f64 / 2.0;
     println!(
-        "| {} {} | one run on 2 cores: {:.2} ms ({:.0}%) | 2 runs packed, 1 core each: {:.2} ms per run-epoch ({:.0}%) | peak {:.0} |",
+        "| {} {} | one run on {} threads: {:.2} ms ({:.0}%) | 2 runs packed, 1 thread each: {:.2} ms per run-epoch ({:.0}%) | peak {:.0} |",
         w.name,
-        T::NAME,
+        T::PRECISION.name(),
+        rayon::current_num_threads(),
         t.per_epoch * 1e3,
         100.0 * flops / t.per_epoch / 1e9 / pk,
         per_run_epoch * 1e3,

@@ -6,7 +6,7 @@ use crate::{load, peak, time_engine, Workload};
 use gradflow::engine::Real;
 use gradflow::init::{init_params, InitScheme};
 use gradflow::loss::LossKind;
-use gradflow::train::{Control, GdOptions, GdState, Precision};
+use gradflow::train::{Control, GdOptions, GdState};
 use std::time::Instant;
 
 /// The training loop on the widest paper-scale run of each ablation: ms per epoch with kink
@@ -14,14 +14,10 @@ use std::time::Instant;
 pub fn training_loop<T: Real>(epochs: usize, only: Option<&str>, rounds: usize) {
     use gradflow::experiment::{ablation, Scale, ABLATIONS};
     use gradflow::train::gradient_descent_from;
-    let precision = if T::NAME == "f32" {
-        Precision::F32
-    } else {
-        Precision::F64
-    };
+    let precision = T::PRECISION;
     println!(
         "\n### Training loop, {} ({epochs} epochs of the widest paper-scale run of each ablation; load {})\n",
-        T::NAME,
+        T::PRECISION.name(),
         load()
     );
     println!("| run | p | tracking | ms/epoch | share of peak | crossings/epoch | chattering/epoch | peak GFLOP/s |");
@@ -79,7 +75,7 @@ pub fn reproduce_paper<T: Real>() {
     use gradflow::experiment::{ablation, Scale, ABLATIONS};
     println!(
         "\n### Paper-scale reproduce, training in {} (load {})\n",
-        T::NAME,
+        T::PRECISION.name(),
         load()
     );
     println!("| run | p | epochs | work (TFLOP) | measured s/epoch | share of peak | est. training time | NTK checkpoints |");
