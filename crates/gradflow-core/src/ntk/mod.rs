@@ -8,6 +8,12 @@
 //! dense-layer kernel route ([`structured`]) and a preconditioned Davidson solve for λ_min
 //! ([`matrix_free`], [`davidson`], [`precond`]); networks that mix samples (gcn), or that the
 //! structured walker cannot read, get Lanczos on vjp + jvp products.
+//!
+//! The structured matrix-free products and the graph route read the network through one walker
+//! ([`walk`]) over the layers' typed [`Structure`](crate::layers::Structure) — the graph route is
+//! the sample-wise one extended by propagations and affine maps over propagated features; the
+//! dense structured route recurses through `Layer::vjp_gram`, whose default dispatches on the
+//! same structure.
 
 pub mod block_krylov;
 pub mod davidson;
@@ -17,9 +23,11 @@ pub mod graph_terms;
 pub mod lanczos;
 pub mod matrix_free;
 pub mod precond;
+pub mod sample_kernel;
 pub mod sparse_cot;
 pub mod spectrum;
 pub mod structured;
+pub mod walk;
 
 pub use gram::{gram, gram_bytes, gram_route, jacobian, GramRoute, NtkOperator};
 pub use matrix_free::{MatrixFreePlan, MatrixFreeResult};
