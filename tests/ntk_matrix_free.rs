@@ -48,12 +48,16 @@ fn block_product_equals_dense_gram_times_v() {
         assert!(
             d <= 1e-12,
             "{}: block product vs dense gram: {d:e}",
-            model.preset
+            model.preset_name()
         );
         // One column at a time gives the same columns as the block.
         let h1 = op.apply_block(v.as_ref().subcols(2, 1));
         let d1 = rel_diff(&h1, &want.as_ref().subcols(2, 1).to_owned());
-        assert!(d1 <= 1e-12, "{}: single column: {d1:e}", model.preset);
+        assert!(
+            d1 <= 1e-12,
+            "{}: single column: {d1:e}",
+            model.preset_name()
+        );
         assert_eq!(op.products, 5);
         // And the plain vjp + jvp operator.
         let mut plain = ntk::NtkOperator::new(model, &th, &data.x);

@@ -74,7 +74,7 @@ pub fn gradient_descent_engine(
                 "train.precision = \"f32\" is available only for the presets {} (trained by the \
                  compiled engine); this model (preset `{}`) trains in f64: set train.precision = \"f64\"",
                 ENGINE_PRESETS.join(", "),
-                model.preset
+                model.preset_name()
             ))),
         },
     }

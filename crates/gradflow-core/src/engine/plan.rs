@@ -2,12 +2,13 @@
 //! followed by σ (all but the last), with an optional residual skip (ResNet) or graph
 //! propagation Â (GCN). Built from preset parameters, or recognised in a [`Model`] built by
 //! [`crate::presets::dnn`], [`crate::presets::resnet`] or [`crate::presets::gcn`] from its
-//! preset and its layers' [`Structure`] (affine maps, activations, propagations, nesting).
+//! [`Preset`] and its layers' [`Structure`] (affine maps, activations, propagations, nesting).
 //!
 //! θ layout per stage (the presets' order): W (out × in, row-major), b (out), then PReLU's slope
 //! when the stage has an activation and σ is PReLU.
 
 use crate::activation::Activation;
+use crate::config::Preset;
 use crate::layers::{Affine, GraphStructure, Layer, Structure};
 use crate::model::Model;
 
@@ -152,8 +153,8 @@ impl Plan {
                 && l.num_params() == 0
         };
         let (d, m) = (model.in_dim(), model.out_dim());
-        let plan = match model.preset.as_str() {
-            "dnn" => {
+        let plan = match model.preset? {
+            Preset::Dnn => {
                 if top.len() % 2 != 1 {
                     return None;
                 }
@@ -168,7 +169,7 @@ impl Plan {
                 });
                 ok.then_some(plan)?
             }
-            "resnet" => {
+            Preset::Resnet => {
                 let depth = top.len().checked_sub(1)?;
                 let plan = Self::resnet(d, depth, m, act);
                 let ok = top[..depth].iter().all(|r| {
@@ -180,7 +181,7 @@ impl Plan {
                 }) && is_dense(top[depth], d, m);
                 ok.then_some(plan)?
             }
-            "gcn" => {
+            Preset::Gcn => {
                 if top.len() % 3 != 2 {
                     return None;
                 }
