@@ -228,7 +228,7 @@ fn matrix_free_lanczos_agrees_with_dense() {
         },
     )
     .unwrap();
-    assert_eq!(free.route, "matrix-free");
+    assert_eq!(free.route.name(), "matrix-free");
     let eig = dense.eigenvalues.unwrap();
     assert!((free.lambda_max - eig[59]).abs() <= 1e-9 * eig[59]);
     // The reported accuracy is a true bound: some eigenvalue lies within it.

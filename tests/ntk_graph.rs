@@ -241,7 +241,7 @@ fn spectrum_reports_the_graph_route() {
     );
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 2);
     let s = ntk::ntk_spectrum(&model, &theta, &data.x, &NtkOptions::default()).unwrap();
-    assert_eq!(s.route, "structured-graph");
+    assert_eq!(s.route.name(), "structured-graph");
     let nm = (40 * 3) as u64;
     let jacobian_bytes = nm * nm * 8 + nm * model.p() as u64 * 8;
     let bytes = ntk::gram_bytes(&model, 40);

@@ -75,8 +75,9 @@ impl Default for NtkOptions {
 /// The spectrum summary of one state.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct NtkSummary {
-    /// "structured", "structured-graph", "jacobian" or "matrix-free".
-    pub route: String,
+    /// How H was handled; serialised as "structured", "structured-graph", "jacobian" or
+    /// "matrix-free".
+    pub route: GramRoute,
     /// nm, the size of H.
     pub dim: usize,
     pub p: usize,
@@ -114,7 +115,7 @@ pub fn ntk_spectrum(
     let start = std::time::Instant::now();
     let dim = x.n() * model.out_dim();
     let budget = opts.memory_budget_bytes;
-    let summary = |route: String, ext: &Extremes, eigenvalues, estimate, products| NtkSummary {
+    let summary = |route: GramRoute, ext: &Extremes, eigenvalues, estimate, products| NtkSummary {
         route,
         dim,
         p: model.p(),
@@ -134,7 +135,7 @@ pub fn ntk_spectrum(
         let (h, route) = gram(model, theta, x);
         let eig = opts.full_spectrum.then(|| full_spectrum(&h));
         let ext = dense_extremes_owned(h, opts.tol);
-        return Ok(summary(route.name().to_string(), &ext, eig, None, None));
+        return Ok(summary(route, &ext, eig, None, None));
     }
     let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
     if !model.net.mixes_samples() {
@@ -161,7 +162,7 @@ pub fn ntk_spectrum(
                 };
                 let products = r.products_min + r.products_max + r.products_check + 2;
                 return Ok(summary(
-                    "matrix-free".into(),
+                    GramRoute::MatrixFree,
                     &ext,
                     None,
                     r.error_estimate,
@@ -186,7 +187,7 @@ pub fn ntk_spectrum(
     let ext = matrix_free_extremes(dim, &mut |v, o| op.apply(v, o), opts.max_iter, opts.tol);
     let products = ext.iterations + 2;
     Ok(summary(
-        "matrix-free".into(),
+        GramRoute::MatrixFree,
         &ext,
         None,
         None,
