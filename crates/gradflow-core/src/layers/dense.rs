@@ -1,6 +1,7 @@
 //! The affine layer y = W x + b (PyTorch's `nn.Linear`): W is out×in, stored row-major in θ,
 //! followed by b — the layout of `Linear.weight` and `Linear.bias`, so saved tensors load in
 //! PyTorch unchanged. Polynomial (bilinear) in its input and parameters, as eq. (1) requires.
+//! `Linear(bias=False)` is the same layer without b ([`Dense::without_bias`]).
 
 use super::{no_tape, Batch, FeatureScaling, Layer, ParamSpec, Tape};
 use crate::batch::par;
@@ -12,12 +13,26 @@ use rayon::prelude::*;
 pub struct Dense {
     pub inp: usize,
     pub out: usize,
+    /// Whether b is there (`Linear(bias=True)`, the default).
+    pub bias: bool,
 }
 
 impl Dense {
     pub fn new(inp: usize, out: usize) -> Self {
-        Self { inp, out }
+        Self {
+            inp,
+            out,
+            bias: true,
+        }
     }
+    /// y = W x, PyTorch's `Linear(inp, out, bias=False)`: θ holds only W.
+    pub fn without_bias(inp: usize, out: usize) -> Self {
+        Self {
+            bias: false,
+            ..Self::new(inp, out)
+        }
+    }
+    /// W and b (empty without bias).
     fn split<'a>(&self, theta: &'a [f64]) -> (MatRef<'a, f64>, &'a [f64]) {
         let (w, b) = theta.split_at(self.inp * self.out);
         (MatRef::from_row_major_slice(w, self.out, self.inp), b)
@@ -26,7 +41,8 @@ impl Dense {
 
 impl Layer for Dense {
     fn describe(&self) -> String {
-        format!("dense {} → {}", self.inp, self.out)
+        let bias = if self.bias { "" } else { " (no bias)" };
+        format!("dense {} → {}{bias}", self.inp, self.out)
     }
     fn in_dim(&self) -> usize {
         self.inp
@@ -35,17 +51,21 @@ impl Layer for Dense {
         self.out
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
-        ParamSpec::weight_and_bias(vec![self.out, self.inp], self.inp)
+        let mut specs = ParamSpec::weight_and_bias(vec![self.out, self.inp], self.inp);
+        specs.truncate(if self.bias { 2 } else { 1 });
+        specs
     }
     fn num_params(&self) -> usize {
-        self.out * (self.inp + 1)
+        self.out * (self.inp + usize::from(self.bias))
     }
 
     fn forward(&self, theta: &[f64], x: &Batch) -> (Batch, Tape) {
         let (w, b) = self.split(theta);
         let mut y = Batch::zeros(self.out, x.n());
         matmul(y.mat_mut(), Accum::Replace, w, x.mat(), 1.0, par());
-        y.add_to_columns(b);
+        if self.bias {
+            y.add_to_columns(b);
+        }
         (y, no_tape())
     }
 
@@ -79,7 +99,8 @@ impl Layer for Dense {
     }
 
     /// Structured NTK term (Novak et al. 2022): per column c the weight cotangent is ȳ_c x_cᵀ and
-    /// the bias cotangent ȳ_c, so ⟨θ̄_c, θ̄_c'⟩ = (ȳ_c·ȳ_c')(x_c·x_c' + 1). Computed in column tiles
+    /// the bias cotangent ȳ_c, so ⟨θ̄_c, θ̄_c'⟩ = (ȳ_c·ȳ_c')(x_c·x_c' + 1) (without the + 1 when
+    /// there is no bias). Computed in column tiles
     /// so the extra memory is N × 256, not N × N. Only the lower triangle (c ≥ c') is written.
     fn vjp_gram(
         &self,
@@ -114,6 +135,7 @@ impl Layer for Dense {
         // tiles run in parallel; within one, each TILE × TILE block of ȲᵀȲ is formed in a small
         // buffer that stays in cache and applied at once, so H is read and written once per layer.
         const TILE: usize = 256;
+        let bias_term = if self.bias { 1.0 } else { 0.0 };
         let kk = k.as_ref();
         let yb = y_bar.mat();
         gram.as_mut()
@@ -161,7 +183,7 @@ impl Layer for Dense {
                         while r < r0 + rows {
                             let sample = r / reps;
                             let end = ((sample + 1) * reps).min(r0 + rows);
-                            let f = kj[sample] + 1.0;
+                            let f = kj[sample] + bias_term;
                             for (d, s) in
                                 dst[r - r0..end - r0].iter_mut().zip(&src[r - r0..end - r0])
                             {
@@ -181,11 +203,18 @@ impl Layer for Dense {
         let mut y_dot = Batch::zeros(self.out, x.n());
         matmul(y_dot.mat_mut(), Accum::Replace, w, x_dot.mat(), 1.0, par());
         matmul(y_dot.mat_mut(), Accum::Add, w_dot, x.mat(), 1.0, par());
-        y_dot.add_to_columns(b_dot);
+        if self.bias {
+            y_dot.add_to_columns(b_dot);
+        }
         y_dot
     }
 
+    /// `Affine` describes W then b; without b the layer claims no structure (the analyses
+    /// then treat it as breaking rescalings, which only makes them count fewer symmetries).
     fn feature_scaling(&self) -> FeatureScaling<'_> {
+        if !self.bias {
+            return FeatureScaling::Breaks;
+        }
         FeatureScaling::Affine {
             inputs: self.inp,
             outputs: self.out,
