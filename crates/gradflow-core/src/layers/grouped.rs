@@ -38,7 +38,7 @@ impl GroupedConv2d {
         bias: bool,
     ) -> Self {
         assert!(
-            groups >= 1 && in_ch % groups == 0 && out_ch % groups == 0,
+            groups >= 1 && in_ch.is_multiple_of(groups) && out_ch.is_multiple_of(groups),
             "GroupedConv2d: groups = {groups} must divide both channel counts ({in_ch} → {out_ch})"
         );
         let mut group = Conv2d::square(
@@ -167,12 +167,12 @@ impl Layer for GroupedConv2d {
     ) -> Batch {
         let tapes = tape_ref::<Vec<Tape>>(tape);
         let mut x_bar = Batch::zeros(self.in_dim(), y_bar.n());
-        for g in 0..self.groups {
+        for (g, t) in tapes.iter().enumerate() {
             let mut sub = vec![0.0; self.group.num_params()];
             let xb = self.group.vjp(
                 &self.gather(theta, g),
                 &self.in_rows(x, g),
-                &tapes[g],
+                t,
                 &self.out_rows(y_bar, g),
                 &mut sub,
             );
@@ -192,11 +192,11 @@ impl Layer for GroupedConv2d {
     ) -> Batch {
         let tapes = tape_ref::<Vec<Tape>>(tape);
         let mut y_dot = Batch::zeros(self.out_dim(), x.n());
-        for g in 0..self.groups {
+        for (g, t) in tapes.iter().enumerate() {
             let yd = self.group.jvp(
                 &self.gather(theta, g),
                 &self.in_rows(x, g),
-                &tapes[g],
+                t,
                 &self.in_rows(x_dot, g),
                 &self.gather(theta_dot, g),
             );
@@ -218,11 +218,11 @@ impl Layer for GroupedConv2d {
     ) -> Batch {
         let tapes = tape_ref::<Vec<Tape>>(tape);
         let mut x_bar = Batch::zeros(self.in_dim(), y_bar.n());
-        for g in 0..self.groups {
+        for (g, t) in tapes.iter().enumerate() {
             let xb = self.group.vjp_gram(
                 &self.gather(theta, g),
                 &self.in_rows(x, g),
-                &tapes[g],
+                t,
                 &self.out_rows(y_bar, g),
                 reps,
                 gram,
