@@ -102,7 +102,7 @@ pub struct BuiltLayers {
 impl BuiltLayers {
     /// The model (no preset) with the list's parameter names.
     pub fn into_model(self, activation: Activation) -> Model {
-        Model::new(self.net, "custom", activation).with_param_names(self.names)
+        Model::new(self.net, None, activation).with_param_names(self.names)
     }
 }
 
