@@ -86,14 +86,39 @@ fn widths(
 /// Resolves `[model]`; the checks against `[data]` are in [`super::validate`].
 pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConfig> {
     let err = |field: &str, message: String| Error::config(file_label, field, message);
-    let preset = match Preset::from_name(&m.preset) {
+    let name = match (&m.preset, &m.layers) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "model.layers",
+                "`model.preset` and `model.layers` are exclusive: a model is either a preset or a list of layers; remove one".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                "model.preset",
+                format!(
+                    "`model.preset` is required: a preset (available: {}), or instead a list of layers as [[model.layers]] tables with a `kind`, e.g. kind = \"dense\", out = 10",
+                    Preset::available()
+                ),
+            ))
+        }
+        (None, Some(layers)) => return resolve_layers(m, layers, file_label),
+        (Some(name), None) => name,
+    };
+    if m.input.is_some() {
+        return Err(err(
+            "model.input",
+            "`model.input` is only used with a layer list ([[model.layers]]); a preset takes its input from [data]: remove it".into(),
+        ));
+    }
+    let preset = match Preset::from_name(name) {
         Some(p) => p,
-        None if Preset::PLANNED.contains(&m.preset.as_str()) => {
+        None if Preset::PLANNED.contains(&name.as_str()) => {
             return Err(err(
                 "model.preset",
                 format!(
                     "preset `{}` is not available yet; available: {}",
-                    m.preset,
+                    name,
                     Preset::available()
                 ),
             ))
@@ -103,7 +128,7 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
                 "model.preset",
                 format!(
                     "unknown preset `{}`; available: {}",
-                    m.preset,
+                    name,
                     Preset::available()
                 ),
             ))
@@ -222,14 +247,14 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
 
     let activation = match &m.activation {
         None => Activation::leaky_relu(),
-        Some(a) => parse_activation(a, file_label)?,
+        Some(a) => parse_activation(a, file_label, "model.activation")?,
     };
     let init = match &m.init {
         None => InitScheme::Torch,
-        Some(i) => parse_init(i, file_label)?,
+        Some(i) => parse_init(i, file_label, "model.init")?,
     };
     Ok(ModelConfig {
-        preset,
+        arch: Architecture::Preset(preset),
         hidden,
         depth,
         channels,
@@ -241,13 +266,60 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
     })
 }
 
-fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<Activation> {
-    const FIELD: &str = "model.activation";
+/// Resolves a `[model]` with `layers`: no preset keys; the list itself is checked against
+/// `[data]` in [`super::validate`].
+fn resolve_layers(
+    m: &RawModel,
+    layers: &[crate::spec::LayerSpec],
+    file_label: &Path,
+) -> Result<ModelConfig> {
+    let present = [
+        ("hidden", m.hidden.is_some()),
+        ("depth", m.depth.is_some()),
+        ("channels", m.channels.is_some()),
+        ("kernel", m.kernel.is_some()),
+        ("order", m.order.is_some()),
+        ("combine", m.combine.is_some()),
+    ];
+    if let Some((key, _)) = present.iter().find(|(_, set)| *set) {
+        return Err(Error::config(
+            file_label,
+            &format!("model.{key}"),
+            format!("`model.{key}` is a preset key; a layer list states its sizes in its layers (e.g. `out`, `kernel`, `order` of an entry): remove it"),
+        ));
+    }
+    let activation = match &m.activation {
+        None => Activation::leaky_relu(),
+        Some(a) => parse_activation(a, file_label, "model.activation")?,
+    };
+    let init = match &m.init {
+        None => InitScheme::Torch,
+        Some(i) => parse_init(i, file_label, "model.init")?,
+    };
+    Ok(ModelConfig {
+        arch: Architecture::Layers(layers.to_vec()),
+        hidden: Vec::new(),
+        depth: 0,
+        channels: Vec::new(),
+        kernel: 0,
+        order: 0,
+        combine: PairCombine::AbsDiff,
+        activation,
+        init,
+    })
+}
+
+/// Reads an activation written at `field` (`model.activation`, or a layer's `activation`).
+pub(crate) fn parse_activation(
+    a: &NameOrTable<RawActivationTable>,
+    file: &Path,
+    field: &str,
+) -> Result<Activation> {
     const AVAILABLE: &str = "leaky-relu, prelu, relu, sigmoid, piecewise";
     let unknown = |kind: &str| {
         Error::config(
             file,
-            FIELD,
+            field,
             format!("unknown activation `{kind}`; available: {AVAILABLE}"),
         )
     };
@@ -261,7 +333,7 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
             "sigmoid" => Ok(Activation::Sigmoid),
             "piecewise" => Err(Error::config(
                 file,
-                FIELD,
+                field,
                 "a piecewise activation needs its pieces; write it as a table: activation = { kind = \"piecewise\", breakpoints = [-1.0, 1.0], coefficients = [[-0.5], [0.0, 0.5], [0.5]] }",
             )),
             other => Err(unknown(other)),
@@ -284,9 +356,9 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
                 if is_set && !uses.contains(&key) {
                     return Err(Error::config(
                         file,
-                        &format!("{FIELD}.{key}"),
+                        &format!("{field}.{key}"),
                         format!(
-                            "`{FIELD}.{key}` is not used by activation kind `{}`; remove it",
+                            "`{field}.{key}` is not used by activation kind `{}`; remove it",
                             t.kind
                         ),
                     ));
@@ -298,7 +370,7 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
                     if !slope.is_finite() {
                         return Err(Error::config(
                             file,
-                            "model.activation.slope",
+                            &format!("{field}.slope"),
                             format!("the leaky-ReLU slope must be finite, got {slope}; PyTorch's default is 0.01"),
                         ));
                     }
@@ -309,7 +381,7 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
                     if !init.is_finite() {
                         return Err(Error::config(
                             file,
-                            "model.activation.init",
+                            &format!("{field}.init"),
                             format!("the initial PReLU slope must be finite, got {init}; PyTorch's default is 0.25"),
                         ));
                     }
@@ -326,21 +398,26 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
                         };
                         return Err(Error::config(
                             file,
-                            &format!("{FIELD}.{key}"),
-                            format!("`{FIELD}.{key}` is required for a piecewise activation: `breakpoints` b_1 < … < b_K split R into K + 1 pieces, `coefficients` gives each piece's polynomial in increasing powers, e.g. breakpoints = [-1.0, 1.0], coefficients = [[-0.5], [0.0, 0.5], [0.5]]"),
+                            &format!("{field}.{key}"),
+                            format!("`{field}.{key}` is required for a piecewise activation: `breakpoints` b_1 < … < b_K split R into K + 1 pieces, `coefficients` gives each piece's polynomial in increasing powers, e.g. breakpoints = [-1.0, 1.0], coefficients = [[-0.5], [0.0, 0.5], [0.5]]"),
                         ));
                     };
                     PiecewisePolynomial::new(b.clone(), c.clone())
                         .map(Activation::Piecewise)
-                        .map_err(|e| Error::config(file, FIELD, e.to_string()))
+                        .map_err(|e| Error::config(file, field, e.to_string()))
                 }
             }
         }
     }
 }
 
-fn parse_init(i: &NameOrTable<RawInitTable>, file: &Path) -> Result<InitScheme> {
-    const FIELD: &str = "model.init";
+/// Reads an initialisation written at `field` (`model.init`, or `init` of a JSON spec).
+/// Reads an initialisation written at `field` (`model.init`, or `init` of a JSON spec).
+pub(crate) fn parse_init(
+    i: &NameOrTable<RawInitTable>,
+    file: &Path,
+    field: &str,
+) -> Result<InitScheme> {
     let (kind, std) = match i {
         NameOrTable::Name(name) => (name.as_str(), None),
         NameOrTable::Table(t) => (t.kind.as_str(), Some(t.std)),
@@ -352,22 +429,22 @@ fn parse_init(i: &NameOrTable<RawInitTable>, file: &Path) -> Result<InitScheme> 
             None => {
                 return Err(Error::config(
                     file,
-                    FIELD,
+                    field,
                     "init `normal` needs a standard deviation; write it as a table: init = { kind = \"normal\", std = 0.1 }",
                 ))
             }
             Some(None) => {
                 return Err(Error::config(
                     file,
-                    "model.init.std",
-                    "`model.init.std` is required for init kind `normal`, e.g. init = { kind = \"normal\", std = 0.1 }",
+                    &format!("{field}.std"),
+                    format!("`{field}.std` is required for init kind `normal`, e.g. init = {{ kind = \"normal\", std = 0.1 }}"),
                 ))
             }
             Some(Some(s)) if !(s.is_finite() && s > 0.0) => {
                 return Err(Error::config(
                     file,
-                    "model.init.std",
-                    format!("`model.init.std` = {s} must be positive and finite, e.g. std = 0.1"),
+                    &format!("{field}.std"),
+                    format!("`{field}.std` = {s} must be positive and finite, e.g. std = 0.1"),
                 ))
             }
             Some(Some(s)) => InitScheme::Normal { std: s },
@@ -375,7 +452,7 @@ fn parse_init(i: &NameOrTable<RawInitTable>, file: &Path) -> Result<InitScheme> 
         other => {
             return Err(Error::config(
                 file,
-                FIELD,
+                field,
                 format!("unknown init `{other}`; available: torch (PyTorch's nn.Linear default), kaiming-normal, {{ kind = \"normal\", std = … }}"),
             ))
         }
@@ -383,8 +460,8 @@ fn parse_init(i: &NameOrTable<RawInitTable>, file: &Path) -> Result<InitScheme> 
     if let (Some(Some(_)), false) = (std, matches!(scheme, InitScheme::Normal { .. })) {
         return Err(Error::config(
             file,
-            "model.init.std",
-            format!("`model.init.std` is only used by init kind `normal`; remove it for `{kind}`"),
+            &format!("{field}.std"),
+            format!("`{field}.std` is only used by init kind `normal`; remove it for `{kind}`"),
         ));
     }
     Ok(scheme)
