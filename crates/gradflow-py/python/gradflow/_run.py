@@ -30,8 +30,21 @@ def train(model, x, y, solver="gd", lr=0.01, epochs=1000, t_end=None, ntk_every=
     y = as_float64(y, "y")
     if y.ndim == 1:
         y = y.reshape(-1, 1)
+    m = model.output_dim
     if y.ndim != 2:
-        raise ValueError(f"y has shape {y.shape}: pass targets with shape (n, {model.output_dim})")
+        raise ValueError(f"y has shape {y.shape}: pass targets with shape (n, {m})")
+    if y.shape[1] != m:
+        raise _gradflow.GradflowError(
+            f"y has {y.shape[1]} columns but the model has {m} outputs: pass y with shape (n, {m})")
+    if y.shape[0] != x.shape[0]:
+        raise _gradflow.GradflowError(
+            f"y has {y.shape[0]} rows but x has {x.shape[0]}: x must be n × d and y n × m for the same n")
+    for name, a in (("x", x), ("y", y)):
+        bad = np.argwhere(~np.isfinite(a))
+        if len(bad):
+            i, j = bad[0]
+            raise _gradflow.GradflowError(
+                f"{name}[{i}, {j}] is {a[i, j]} — the data must be finite: remove or impute that sample")
     table = {"solver": solver, "lr": lr, "epochs": epochs, "loss": loss, "precision": precision}
     if t_end is not None:
         table["t_end"] = t_end
