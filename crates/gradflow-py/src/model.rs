@@ -77,7 +77,7 @@ impl CoreModel {
     }
     #[getter]
     fn preset(&self) -> String {
-        self.built.model.preset.clone()
+        self.built.model.preset_name().to_string()
     }
     #[getter]
     fn activation(&self) -> String {

@@ -25,3 +25,17 @@ def torch_ntk(module, x):
 def relative_error(a, b):
     """max |a - b| / max |b|."""
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b)))
+
+
+@pytest.fixture
+def python_sigint():
+    """SIGINT handled by Python's default handler (KeyboardInterrupt) during the test: a process
+    started in the background by a non-interactive shell inherits SIGINT ignored, and Python then
+    leaves it ignored."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

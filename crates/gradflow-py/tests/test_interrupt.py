@@ -12,7 +12,7 @@ import numpy as np
 import gradflow
 
 
-def test_ctrl_c_interrupts_a_long_ntk_call():
+def test_ctrl_c_interrupts_a_long_ntk_call(python_sigint):
     """SIGINT 0.3 s into a call that takes >= 3 s uninterrupted must end it within 1.5 s of the
     signal. A signal handled only after the call returned arrives >= 2.7 s late and fails the
     test; the uninterrupted time is measured first, and the problem grown until it is long

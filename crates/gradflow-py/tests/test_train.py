@@ -111,7 +111,7 @@ def test_train_options_are_checked_as_in_a_config_file(tmp_path):
         gradflow.train(model, x, y, epochs=5, rtoll=1e-3, out=tmp_path / "bad")
 
 
-def test_ctrl_c_stops_a_training_run_inside_the_call(tmp_path):
+def test_ctrl_c_stops_a_training_run_inside_the_call(tmp_path, python_sigint):
     """SIGINT 0.5 s into a run must raise KeyboardInterrupt from inside `train` and leave the run
     directory marked "interrupted" before its last epoch. If the run finished before the signal,
     the call is retried longer; a signal arriving after the call ended fails the test."""
