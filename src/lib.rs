@@ -5,7 +5,7 @@
 
 pub use gradflow_core::{
     activation, batch, config, data, engine, error, flow, graph, init, io, kinks, layers, loss,
-    model, ntk, oracle, params, presets, rng, theory, train, Batch, Error, Result,
+    model, ntk, oracle, params, presets, rng, spec, theory, train, Batch, Error, Result,
 };
 
 pub mod experiment;

@@ -12,8 +12,8 @@ use gradflow::activation::Activation;
 use gradflow::config::Preset;
 use gradflow::init::{init_params, InitScheme};
 use gradflow::layers::{
-    generic_vjp_gram, ActivationLayer, AvgPool2d, Conv2d, Dense, DepthwiseConv2d, ImageShape,
-    Layer, MaxPool2d, ParamRole, Serial, Upsample2d,
+    generic_vjp_gram, ActivationLayer, AvgPool2d, Conv2d, Dense, DepthwiseConv2d, GroupedConv2d,
+    ImageShape, Layer, MaxPool2d, ParamRole, Serial, Upsample2d,
 };
 use gradflow::model::Model;
 use gradflow::ntk;
@@ -383,6 +383,45 @@ fn pool_rejects_stride_zero() {
     AvgPool2d::new(1, 2, 0, 4, 4);
 }
 
+/// Grouped and bias-free convolutions (`groups`, `bias=False` of `nn.Conv2d`): the layer contract
+/// by finite differences, the forward against the naive grouped loops (a missing bias read as
+/// zeros), and PyTorch's state-dict shapes.
+#[test]
+fn grouped_and_bias_free_convs_pass_the_contract_and_match_naive_loops() {
+    // (in, out, k, stride, padding, groups, bias, h, w, n)
+    let cases = [
+        (2, 4, 3, 1, 1, 2, true, 5, 5, 2),
+        (4, 2, 3, 2, 1, 2, false, 6, 5, 2),
+        (3, 6, 1, 1, 0, 3, true, 4, 4, 3),
+        (3, 3, 3, 1, 1, 3, false, 5, 4, 2),
+        (2, 3, 3, 1, 0, 1, false, 5, 5, 2),
+    ];
+    for (seed, &(ci, co, k, s, p, g, bias, h, w, n)) in cases.iter().enumerate() {
+        let layer: Box<dyn Layer> = if g == 1 {
+            Box::new(Conv2d::square(ci, co, k, s, p, h, w).without_bias())
+        } else {
+            Box::new(GroupedConv2d::new(ci, co, k, s, p, g, h, w, bias))
+        };
+        let weights = co * (ci / g) * k * k;
+        let p_want = weights + if bias { co } else { 0 };
+        assert_eq!(layer.num_params(), p_want, "{}", layer.describe());
+        let specs = layer.param_specs();
+        assert_eq!(specs[0].name, "weight");
+        assert_eq!(specs[0].shape, vec![co, ci / g, k, k]);
+        assert_eq!(specs.len(), if bias { 2 } else { 1 });
+        let r = check_layer(layer.as_ref(), n, 1500 + seed as u64);
+        assert_eq!(r.checked_params, p_want);
+        let mut rr = rng(1600 + seed as u64);
+        let theta = uniform_vec(&mut rr, layer.num_params(), -1.0, 1.0);
+        let x = random_batch(&mut rr, layer.in_dim(), n);
+        let got = layer.forward(&theta, &x).0;
+        let mut with_bias = theta.clone();
+        with_bias.resize(weights + co, 0.0);
+        let want = naive_conv(&with_bias, &x, (ci, co, g), (k, k), s, p, (h, w));
+        assert_close_batches(&got, &want, 1e-13, &layer.describe());
+    }
+}
+
 /// The structured vjp_gram of the parametrised layers against the generic per-column route,
 /// with several output directions per sample (reps = 3).
 #[test]
@@ -391,6 +430,9 @@ fn structured_vjp_gram_matches_the_generic_route() {
         Box::new(Conv2d::new(2, 3, 3, 3, 1, 1, 5, 5)),
         Box::new(Conv2d::new(1, 2, 2, 3, 2, 0, 6, 7)),
         Box::new(DepthwiseConv2d::new(3, 3, 2, 1, 1, 5, 4)),
+        Box::new(Conv2d::new(2, 3, 3, 3, 1, 1, 5, 5).without_bias()),
+        Box::new(GroupedConv2d::new(4, 2, 3, 1, 1, 2, 5, 4, true)),
+        Box::new(GroupedConv2d::new(2, 4, 3, 2, 0, 2, 5, 5, false)),
     ];
     let (n, reps) = (3, 3);
     for (seed, layer) in layers.iter().enumerate() {

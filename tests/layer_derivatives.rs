@@ -55,6 +55,40 @@ fn dense_layers_of_several_shapes() {
     }
 }
 
+/// `Linear(bias=False)`: the contract by finite differences, θ = W only, and the structured NTK
+/// term (no "+ 1" for the missing bias) against the generic per-column route.
+#[test]
+fn dense_without_bias() {
+    for (seed, &(inp, out, n)) in [(1, 1, 2), (3, 2, 4), (2, 5, 3)].iter().enumerate() {
+        let layer = Dense::without_bias(inp, out);
+        assert_eq!(layer.num_params(), out * inp);
+        assert_eq!(layer.param_specs().len(), 1);
+        let r = check_layer(&layer, n, 150 + seed as u64);
+        assert_eq!(r.checked_params, out * inp);
+    }
+    // W = [[1, 2, 3], [4, 5, 6]], x = (1, −1, 2): no bias added.
+    let layer = Dense::without_bias(3, 2);
+    let x = gradflow::Batch::from_vec(3, 1, vec![1.0, -1.0, 2.0]);
+    let y = layer.forward(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &x).0;
+    assert_eq!(y.as_slice(), &[1.0 - 2.0 + 6.0, 4.0 - 5.0 + 12.0]);
+    let (n, reps) = (3, 2);
+    let mut r = rng(160);
+    let layer = Dense::without_bias(4, 3);
+    let theta = common::uniform_vec(&mut r, layer.num_params(), -1.0, 1.0);
+    let x = random_batch(&mut r, 4, n);
+    let y_bar = random_batch(&mut r, 3, n * reps);
+    let (_, tape) = layer.forward(&theta, &x);
+    let mut g1 = faer::Mat::<f64>::zeros(n * reps, n * reps);
+    let mut g2 = faer::Mat::<f64>::zeros(n * reps, n * reps);
+    layer.vjp_gram(&theta, &x, &tape, &y_bar, reps, &mut g1);
+    gradflow::layers::generic_vjp_gram(&layer, &theta, &x, &tape, &y_bar, reps, &mut g2);
+    for c in 0..n * reps {
+        for d in 0..=c {
+            assert!((g1[(c, d)] - g2[(c, d)]).abs() <= 1e-13 * (1.0 + g2[(c, d)].abs()));
+        }
+    }
+}
+
 #[test]
 fn dense_forward_is_row_major_weight_then_bias() {
     // W = [[1, 2, 3], [4, 5, 6]], b = [10, 20]; x = (1, −1, 2).

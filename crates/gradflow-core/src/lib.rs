@@ -27,6 +27,7 @@ pub mod params;
 mod prefetch;
 pub mod presets;
 pub mod rng;
+pub mod spec;
 pub mod theory;
 pub mod train;
 

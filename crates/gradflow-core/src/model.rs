@@ -1,12 +1,14 @@
 //! A model: one network (a [`Layer`], usually a composite) over one flat parameter vector θ ∈ R^p,
 //! with the operations the theory needs — outputs u(θ), the loss and its gradient (one vjp),
-//! Jacobian–vector products J v (one jvp) and Jᵀ w (one vjp), and the named tensors of θ.
+//! Jacobian–vector products J v (one jvp) and Jᵀ w (one vjp), and the named tensors of θ
+//! ([`Model::param_index`]).
 
 use crate::activation::Activation;
 use crate::batch::Batch;
 use crate::config::Preset;
 use crate::layers::{Layer, ParamSpec, PreActivation, Tape};
 use crate::loss::LossKind;
+use std::collections::BTreeMap;
 
 #[derive(Debug)]
 pub struct Model {
@@ -16,6 +18,9 @@ pub struct Model {
     pub preset: Option<Preset>,
     /// The activation σ used throughout (for the theorem's hypothesis).
     pub activation: Activation,
+    /// Names of θ's tensors replacing the network's own, in order (a layer list names them
+    /// after its entries, e.g. `layers.0.weight`; see [`crate::spec`]). None: the network's.
+    param_names: Option<Vec<String>>,
 }
 
 /// A forward pass kept for the reverse and forward modes.
@@ -36,11 +41,25 @@ impl Model {
             net,
             preset: preset.into(),
             activation,
+            param_names: None,
         }
     }
     /// The preset's name, `custom` for a network assembled by hand (as printed and saved).
     pub fn preset_name(&self) -> &'static str {
         self.preset.map_or("custom", |p| p.name())
+    }
+    /// The model with its tensors named `names` (one per entry of the network's
+    /// [`Layer::param_specs`], in order).
+    ///
+    /// Panics when the count differs (a model-builder error).
+    pub fn with_param_names(mut self, names: Vec<String>) -> Self {
+        assert_eq!(
+            names.len(),
+            self.net.param_specs().len(),
+            "with_param_names: one name per parameter tensor"
+        );
+        self.param_names = Some(names);
+        self
     }
     /// p, the number of parameters.
     pub fn p(&self) -> usize {
@@ -52,8 +71,27 @@ impl Model {
     pub fn out_dim(&self) -> usize {
         self.net.out_dim()
     }
+    /// The named tensors of θ, in order (shapes row-major, PyTorch's layouts).
     pub fn param_specs(&self) -> Vec<ParamSpec> {
-        self.net.param_specs()
+        let mut specs = self.net.param_specs();
+        if let Some(names) = &self.param_names {
+            for (s, n) in specs.iter_mut().zip(names) {
+                s.name.clone_from(n);
+            }
+        }
+        specs
+    }
+    /// Every tensor of θ by name: (shape, offset in θ). θ[offset .. offset + Π shape] holds
+    /// the tensor row-major, so a caller can read or write parameters by name.
+    pub fn param_index(&self) -> BTreeMap<String, (Vec<usize>, usize)> {
+        let mut at = 0;
+        let mut index = BTreeMap::new();
+        for s in self.param_specs() {
+            let len = s.len();
+            index.insert(s.name, (s.shape, at));
+            at += len;
+        }
+        index
     }
 
     pub fn evaluate(&self, theta: &[f64], x: &Batch) -> Evaluation {

@@ -59,6 +59,7 @@ mod tests_arch;
 mod validate;
 mod write;
 
+pub(crate) use model::{parse_activation, parse_init};
 pub use raw::{
     NameOrTable, RawActivationTable, RawConfig, RawData, RawGraph, RawInitTable, RawModel, RawNtk,
     RawTrain,

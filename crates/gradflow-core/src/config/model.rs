@@ -222,11 +222,11 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
 
     let activation = match &m.activation {
         None => Activation::leaky_relu(),
-        Some(a) => parse_activation(a, file_label)?,
+        Some(a) => parse_activation(a, file_label, "model.activation")?,
     };
     let init = match &m.init {
         None => InitScheme::Torch,
-        Some(i) => parse_init(i, file_label)?,
+        Some(i) => parse_init(i, file_label, "model.init")?,
     };
     Ok(ModelConfig {
         preset,
@@ -241,13 +241,17 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
     })
 }
 
-fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<Activation> {
-    const FIELD: &str = "model.activation";
+/// Reads an activation written at `field` (`model.activation`, or a layer's `activation`).
+pub(crate) fn parse_activation(
+    a: &NameOrTable<RawActivationTable>,
+    file: &Path,
+    field: &str,
+) -> Result<Activation> {
     const AVAILABLE: &str = "leaky-relu, prelu, relu, sigmoid, piecewise";
     let unknown = |kind: &str| {
         Error::config(
             file,
-            FIELD,
+            field,
             format!("unknown activation `{kind}`; available: {AVAILABLE}"),
         )
     };
@@ -261,7 +265,7 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
             "sigmoid" => Ok(Activation::Sigmoid),
             "piecewise" => Err(Error::config(
                 file,
-                FIELD,
+                field,
                 "a piecewise activation needs its pieces; write it as a table: activation = { kind = \"piecewise\", breakpoints = [-1.0, 1.0], coefficients = [[-0.5], [0.0, 0.5], [0.5]] }",
             )),
             other => Err(unknown(other)),
@@ -284,9 +288,9 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
                 if is_set && !uses.contains(&key) {
                     return Err(Error::config(
                         file,
-                        &format!("{FIELD}.{key}"),
+                        &format!("{field}.{key}"),
                         format!(
-                            "`{FIELD}.{key}` is not used by activation kind `{}`; remove it",
+                            "`{field}.{key}` is not used by activation kind `{}`; remove it",
                             t.kind
                         ),
                     ));
@@ -298,7 +302,7 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
                     if !slope.is_finite() {
                         return Err(Error::config(
                             file,
-                            "model.activation.slope",
+                            &format!("{field}.slope"),
                             format!("the leaky-ReLU slope must be finite, got {slope}; PyTorch's default is 0.01"),
                         ));
                     }
@@ -309,7 +313,7 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
                     if !init.is_finite() {
                         return Err(Error::config(
                             file,
-                            "model.activation.init",
+                            &format!("{field}.init"),
                             format!("the initial PReLU slope must be finite, got {init}; PyTorch's default is 0.25"),
                         ));
                     }
@@ -326,21 +330,26 @@ fn parse_activation(a: &NameOrTable<RawActivationTable>, file: &Path) -> Result<
                         };
                         return Err(Error::config(
                             file,
-                            &format!("{FIELD}.{key}"),
-                            format!("`{FIELD}.{key}` is required for a piecewise activation: `breakpoints` b_1 < … < b_K split R into K + 1 pieces, `coefficients` gives each piece's polynomial in increasing powers, e.g. breakpoints = [-1.0, 1.0], coefficients = [[-0.5], [0.0, 0.5], [0.5]]"),
+                            &format!("{field}.{key}"),
+                            format!("`{field}.{key}` is required for a piecewise activation: `breakpoints` b_1 < … < b_K split R into K + 1 pieces, `coefficients` gives each piece's polynomial in increasing powers, e.g. breakpoints = [-1.0, 1.0], coefficients = [[-0.5], [0.0, 0.5], [0.5]]"),
                         ));
                     };
                     PiecewisePolynomial::new(b.clone(), c.clone())
                         .map(Activation::Piecewise)
-                        .map_err(|e| Error::config(file, FIELD, e.to_string()))
+                        .map_err(|e| Error::config(file, field, e.to_string()))
                 }
             }
         }
     }
 }
 
-fn parse_init(i: &NameOrTable<RawInitTable>, file: &Path) -> Result<InitScheme> {
-    const FIELD: &str = "model.init";
+/// Reads an initialisation written at `field` (`model.init`, or `init` of a JSON spec).
+/// Reads an initialisation written at `field` (`model.init`, or `init` of a JSON spec).
+pub(crate) fn parse_init(
+    i: &NameOrTable<RawInitTable>,
+    file: &Path,
+    field: &str,
+) -> Result<InitScheme> {
     let (kind, std) = match i {
         NameOrTable::Name(name) => (name.as_str(), None),
         NameOrTable::Table(t) => (t.kind.as_str(), Some(t.std)),
@@ -352,22 +361,22 @@ fn parse_init(i: &NameOrTable<RawInitTable>, file: &Path) -> Result<InitScheme> 
             None => {
                 return Err(Error::config(
                     file,
-                    FIELD,
+                    field,
                     "init `normal` needs a standard deviation; write it as a table: init = { kind = \"normal\", std = 0.1 }",
                 ))
             }
             Some(None) => {
                 return Err(Error::config(
                     file,
-                    "model.init.std",
-                    "`model.init.std` is required for init kind `normal`, e.g. init = { kind = \"normal\", std = 0.1 }",
+                    &format!("{field}.std"),
+                    format!("`{field}.std` is required for init kind `normal`, e.g. init = {{ kind = \"normal\", std = 0.1 }}"),
                 ))
             }
             Some(Some(s)) if !(s.is_finite() && s > 0.0) => {
                 return Err(Error::config(
                     file,
-                    "model.init.std",
-                    format!("`model.init.std` = {s} must be positive and finite, e.g. std = 0.1"),
+                    &format!("{field}.std"),
+                    format!("`{field}.std` = {s} must be positive and finite, e.g. std = 0.1"),
                 ))
             }
             Some(Some(s)) => InitScheme::Normal { std: s },
@@ -375,7 +384,7 @@ fn parse_init(i: &NameOrTable<RawInitTable>, file: &Path) -> Result<InitScheme> 
         other => {
             return Err(Error::config(
                 file,
-                FIELD,
+                field,
                 format!("unknown init `{other}`; available: torch (PyTorch's nn.Linear default), kaiming-normal, {{ kind = \"normal\", std = … }}"),
             ))
         }
@@ -383,8 +392,8 @@ fn parse_init(i: &NameOrTable<RawInitTable>, file: &Path) -> Result<InitScheme> 
     if let (Some(Some(_)), false) = (std, matches!(scheme, InitScheme::Normal { .. })) {
         return Err(Error::config(
             file,
-            "model.init.std",
-            format!("`model.init.std` is only used by init kind `normal`; remove it for `{kind}`"),
+            &format!("{field}.std"),
+            format!("`{field}.std` is only used by init kind `normal`; remove it for `{kind}`"),
         ));
     }
     Ok(scheme)

@@ -3,7 +3,8 @@
 //! layer in the sense of eq. (1).
 //!
 //! θ holds `weight` [out, in, kh, kw] row-major, then `bias` [out] — `Conv2d.weight` and
-//! `Conv2d.bias` exactly, so saved tensors load in PyTorch unchanged. Images are flattened
+//! `Conv2d.bias` exactly, so saved tensors load in PyTorch unchanged (no `bias` for
+//! `bias=False`, [`Conv2d::without_bias`]); groups are [`super::GroupedConv2d`]. Images are flattened
 //! (c, h, w) row-major (see [`super::image`]).
 //!
 //! Implementation: im2col. For each sample the K = in·kh·kw input values under the kernel at
@@ -33,6 +34,8 @@ pub struct Conv2d {
     pub padding: usize,
     pub in_h: usize,
     pub in_w: usize,
+    /// Whether b is there (`Conv2d(bias=True)`, the default).
+    pub bias: bool,
 }
 
 impl Conv2d {
@@ -57,6 +60,7 @@ impl Conv2d {
             padding,
             in_h,
             in_w,
+            bias: true,
         };
         assert!(
             in_ch >= 1 && out_ch >= 1,
@@ -76,6 +80,13 @@ impl Conv2d {
         in_w: usize,
     ) -> Self {
         Self::new(in_ch, out_ch, k, k, stride, padding, in_h, in_w)
+    }
+    /// The same convolution without bias (`bias=False`): θ holds only the weight.
+    pub fn without_bias(self) -> Self {
+        Self {
+            bias: false,
+            ..self
+        }
     }
     pub fn input_shape(&self) -> ImageShape {
         ImageShape::new(self.in_ch, self.in_h, self.in_w)
@@ -109,7 +120,7 @@ impl Conv2d {
     fn n_weights(&self) -> usize {
         self.out_ch * self.k_len()
     }
-    /// W as an out × K matrix (row-major in θ) and b.
+    /// W as an out × K matrix (row-major in θ) and b (empty without bias).
     fn split<'a>(&self, theta: &'a [f64]) -> (MatRef<'a, f64>, &'a [f64]) {
         let (w, b) = theta.split_at(self.n_weights());
         (
@@ -285,13 +296,18 @@ impl Conv2d {
             let cm = MatRef::from_column_major_slice(&cols[..k * rows], k, rows);
             let ym = MatRef::from_column_major_slice(&yt[..rows * out], rows, out);
             matmul(gw.as_mut(), Accum::Add, cm, ym, 1.0, par());
+            // gb is empty without bias.
             for (oc, g) in gb.iter_mut().enumerate() {
                 *g += yt[oc * rows..(oc + 1) * rows].iter().sum::<f64>();
             }
         }
     }
 
+    /// y += b per channel; nothing without bias.
     fn add_bias(&self, y: &mut Batch, b: &[f64]) {
+        if !self.bias {
+            return;
+        }
         let pp = self.output_shape().plane();
         y.as_mut_slice()
             .par_chunks_mut(pp * self.out_ch)
@@ -307,14 +323,15 @@ impl Layer for Conv2d {
     fn describe(&self) -> String {
         let o = self.output_shape();
         format!(
-            "conv {}→{} {} s{} p{} ({} → {})",
+            "conv {}→{} {} s{} p{} ({} → {}){}",
             self.in_ch,
             self.out_ch,
             kernel_label(self.kh, self.kw),
             self.stride,
             self.padding,
             hw(self.in_h, self.in_w),
-            hw(o.h, o.w)
+            hw(o.h, o.w),
+            if self.bias { "" } else { " no bias" }
         )
     }
     fn in_dim(&self) -> usize {
@@ -324,13 +341,15 @@ impl Layer for Conv2d {
         self.output_shape().len()
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
-        ParamSpec::weight_and_bias(
+        let mut specs = ParamSpec::weight_and_bias(
             vec![self.out_ch, self.in_ch, self.kh, self.kw],
             self.k_len(),
-        )
+        );
+        specs.truncate(if self.bias { 2 } else { 1 });
+        specs
     }
     fn num_params(&self) -> usize {
-        self.n_weights() + self.out_ch
+        self.n_weights() + if self.bias { self.out_ch } else { 0 }
     }
 
     fn forward(&self, theta: &[f64], x: &Batch) -> (Batch, Tape) {
@@ -389,6 +408,7 @@ impl Layer for Conv2d {
             let ym = MatRef::from_column_major_slice(yc, pp, out);
             let gw = MatMut::from_column_major_slice_mut(gw, k, out);
             matmul(gw, Accum::Replace, cm, ym, 1.0, Par::Seq);
+            // gb is empty without bias.
             for (g, plane) in gb.iter_mut().zip(yc.chunks(pp)) {
                 *g = plane.iter().sum();
             }

@@ -1,6 +1,7 @@
 //! The affine layer y = W x + b (PyTorch's `nn.Linear`): W is out×in, stored row-major in θ,
 //! followed by b — the layout of `Linear.weight` and `Linear.bias`, so saved tensors load in
 //! PyTorch unchanged. Polynomial (bilinear) in its input and parameters, as eq. (1) requires.
+//! `Linear(bias=False)` is the same layer without b ([`Dense::without_bias`]).
 
 use super::{no_tape, Affine, Batch, Layer, ParamSpec, Structure, Tape};
 use crate::batch::par;
@@ -12,12 +13,26 @@ use rayon::prelude::*;
 pub struct Dense {
     pub inp: usize,
     pub out: usize,
+    /// Whether b is there (`Linear(bias=True)`, the default).
+    pub bias: bool,
 }
 
 impl Dense {
     pub fn new(inp: usize, out: usize) -> Self {
-        Self { inp, out }
+        Self {
+            inp,
+            out,
+            bias: true,
+        }
     }
+    /// y = W x, PyTorch's `Linear(inp, out, bias=False)`: θ holds only W.
+    pub fn without_bias(inp: usize, out: usize) -> Self {
+        Self {
+            bias: false,
+            ..Self::new(inp, out)
+        }
+    }
+    /// W and b (empty without bias).
     fn split<'a>(&self, theta: &'a [f64]) -> (MatRef<'a, f64>, &'a [f64]) {
         let (w, b) = theta.split_at(self.inp * self.out);
         (MatRef::from_row_major_slice(w, self.out, self.inp), b)
@@ -26,7 +41,8 @@ impl Dense {
 
 impl Layer for Dense {
     fn describe(&self) -> String {
-        format!("dense {} → {}", self.inp, self.out)
+        let bias = if self.bias { "" } else { " (no bias)" };
+        format!("dense {} → {}{bias}", self.inp, self.out)
     }
     fn in_dim(&self) -> usize {
         self.inp
@@ -35,20 +51,32 @@ impl Layer for Dense {
         self.out
     }
     fn param_specs(&self) -> Vec<ParamSpec> {
-        ParamSpec::weight_and_bias(vec![self.out, self.inp], self.inp)
+        let mut specs = ParamSpec::weight_and_bias(vec![self.out, self.inp], self.inp);
+        specs.truncate(if self.bias { 2 } else { 1 });
+        specs
     }
     fn num_params(&self) -> usize {
-        self.out * (self.inp + 1)
+        self.out * (self.inp + usize::from(self.bias))
     }
     fn structure(&self) -> Structure<'_> {
-        Structure::Affine(Affine::weight_then_bias(self.inp, self.out))
+        let affine = Affine::weight_then_bias(self.inp, self.out);
+        Structure::Affine(if self.bias {
+            affine
+        } else {
+            Affine {
+                bias: None,
+                ..affine
+            }
+        })
     }
 
     fn forward(&self, theta: &[f64], x: &Batch) -> (Batch, Tape) {
         let (w, b) = self.split(theta);
         let mut y = Batch::zeros(self.out, x.n());
         matmul(y.mat_mut(), Accum::Replace, w, x.mat(), 1.0, par());
-        y.add_to_columns(b);
+        if self.bias {
+            y.add_to_columns(b);
+        }
         (y, no_tape())
     }
 
@@ -87,7 +115,9 @@ impl Layer for Dense {
         let mut y_dot = Batch::zeros(self.out, x.n());
         matmul(y_dot.mat_mut(), Accum::Replace, w, x_dot.mat(), 1.0, par());
         matmul(y_dot.mat_mut(), Accum::Add, w_dot, x.mat(), 1.0, par());
-        y_dot.add_to_columns(b_dot);
+        if self.bias {
+            y_dot.add_to_columns(b_dot);
+        }
         y_dot
     }
 }
