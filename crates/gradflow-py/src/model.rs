@@ -14,11 +14,23 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The network, and the config it was built from (its `[model]` table is reused by `train`).
+/// How a model was described: a config (its `[model]` table is reused by `train`), or a layer
+/// list in the dict form of /work/layer-spec.md (`gradflow_core::spec`).
+pub enum Recipe {
+    Config {
+        json: serde_json::Value,
+        config: Box<Config>,
+    },
+    Spec {
+        json: String,
+        seed: u64,
+    },
+}
+
+/// The network and its recipe.
 pub struct Built {
     pub model: Model,
-    pub config_json: serde_json::Value,
-    pub config: Config,
+    pub recipe: Recipe,
 }
 
 #[pyclass(module = "gradflow._gradflow", frozen)]
@@ -28,6 +40,12 @@ pub struct CoreModel {
 }
 
 impl CoreModel {
+    fn with(model: Model, recipe: Recipe, theta: Vec<f64>) -> Self {
+        Self {
+            built: Arc::new(Built { model, recipe }),
+            theta: Mutex::new(Arc::new(theta)),
+        }
+    }
     pub fn theta(&self) -> Arc<Vec<f64>> {
         self.theta.lock().expect("θ lock").clone()
     }
@@ -52,15 +70,25 @@ impl CoreModel {
         let cwd = std::env::current_dir().unwrap_or_default();
         let config = parse_config(config_json, label, &cwd).map_err(to_py)?;
         let prep = gradflow::run::prepare(&config).map_err(to_py)?;
-        let config_json = serde_json::from_str(config_json).expect("parsed above");
-        Ok(Self {
-            built: Arc::new(Built {
-                model: prep.model,
-                config_json,
-                config,
-            }),
-            theta: Mutex::new(Arc::new(prep.theta0)),
-        })
+        let json = serde_json::from_str(config_json).expect("parsed above");
+        let recipe = Recipe::Config {
+            json,
+            config: Box::new(config),
+        };
+        Ok(Self::with(prep.model, recipe, prep.theta0))
+    }
+
+    /// Builds the model of a layer list in its dict form (JSON), θ drawn by its `init` from
+    /// `seed` as the CLI draws it.
+    #[staticmethod]
+    fn from_spec(spec_json: &str, seed: u64) -> PyResult<Self> {
+        let built = gradflow::spec::model_from_json(spec_json, None).map_err(to_py)?;
+        let theta = built.init_params(seed);
+        let recipe = Recipe::Spec {
+            json: spec_json.to_string(),
+            seed,
+        };
+        Ok(Self::with(built.model, recipe, theta))
     }
 
     #[getter]
@@ -221,13 +249,19 @@ impl CoreModel {
             Duration::ZERO,
         )
     }
-    /// The config (JSON) the model was built from.
-    fn config_json(&self) -> String {
-        self.built.config_json.to_string()
+    /// The description the model was built from, as JSON: the config, or the layer list.
+    fn recipe_json(&self) -> String {
+        match &self.built.recipe {
+            Recipe::Config { json, .. } => json.to_string(),
+            Recipe::Spec { json, .. } => json.clone(),
+        }
     }
-    /// The resolved config as the CLI would write it (`config.toml`).
-    fn config_toml(&self) -> String {
-        self.built.config.to_toml()
+    /// The resolved config as the CLI would write it (`config.toml`); None for a layer list.
+    fn config_toml(&self) -> Option<String> {
+        match &self.built.recipe {
+            Recipe::Config { config, .. } => Some(config.to_toml()),
+            Recipe::Spec { .. } => None,
+        }
     }
 }
 

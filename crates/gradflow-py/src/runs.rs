@@ -3,7 +3,7 @@
 //! reports, and reading parameter files back.
 
 use crate::arrays::vector_to_py;
-use crate::model::CoreModel;
+use crate::model::{CoreModel, Recipe};
 use crate::{interruptible, parse_config, to_py};
 use gradflow::config::{DataConfig, Precision, Solver};
 use gradflow::error::Error;
@@ -35,7 +35,17 @@ pub fn train(
     force: bool,
     progress: bool,
 ) -> PyResult<String> {
-    let mut config: serde_json::Value = model.built.config_json.clone();
+    let mut config: serde_json::Value =
+        match &model.built.recipe {
+            Recipe::Config { json, .. } => json.clone(),
+            Recipe::Spec { .. } => return Err(to_py(Error::Invalid(
+                "train: a model from a layer list (Model.from_spec / Model.from_torch) cannot be \
+                 trained yet: run directories are written from a config, and configs with \
+                 [[model.layers]] are not in this build; train a preset, or use model.ntk / \
+                 model.spectrum on this model"
+                    .into(),
+            ))),
+        };
     let extra: serde_json::Value = serde_json::from_str(run_json)
         .map_err(|e| to_py(Error::Invalid(format!("train options: {e}"))))?;
     for key in ["train", "ntk"] {

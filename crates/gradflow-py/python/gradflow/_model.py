@@ -21,10 +21,9 @@ class Model:
     them), `model.p` the parameter count.
     """
 
-    def __init__(self, config, input_shape, label="gradflow.Model"):
-        # `config`: the TOML config's structure ({"seed", "data", "model"}); `data` fixes the input.
-        self._config = config
-        self._core = _gradflow.CoreModel(json.dumps(config), label)
+    def __init__(self, core, input_shape):
+        # `core`: the compiled model (gradflow._gradflow.CoreModel) with its parameters.
+        self._core = core
         self.input_shape = tuple(input_shape)
 
     # -- construction ------------------------------------------------------------------------
@@ -60,7 +59,20 @@ class Model:
             data = {"kind": "ball", "n": 1, "d": d, "m": output}
             shape = (d,)
         config = {"seed": seed, "data": data, "model": model}
-        return cls(config, shape, label=f"Model.preset({name!r})")
+        return cls(_gradflow.CoreModel(json.dumps(config), f"Model.preset({name!r})"), shape)
+
+    @classmethod
+    def from_spec(cls, spec, *, seed=0):
+        """A model from a layer list: {"input": d or [C, H, W], "layers": [{"kind": ...}, ...],
+        "activation": ..., "init": ...} — the `[[model.layers]]` of a config file as a dict
+        (kinds: dense, conv2d, activation, avgpool2d, maxpool2d, flatten, upsample, residual,
+        concat, shared-pair; see the README). Parameters are named after each entry's `name`
+        (torch's module path) and initialised by `init` from `seed` as the CLI does."""
+        if not isinstance(spec, dict):
+            raise TypeError(f"from_spec takes a dict (the layer list's dict form), not {type(spec).__name__}")
+        shape = spec.get("input")
+        shape = (shape,) if isinstance(shape, int) else tuple(shape or ())
+        return cls(_gradflow.CoreModel.from_spec(json.dumps(spec), seed), shape)
 
     @classmethod
     def from_torch(cls, module, example_input, *, seed=0):
