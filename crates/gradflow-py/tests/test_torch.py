@@ -28,7 +28,7 @@ def check(module, x, pair=None):
 def test_mlp():
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(5, 32), nn.LeakyReLU(0.1), nn.Linear(32, 32), nn.Sigmoid(),
-                        nn.Linear(32, 32), nn.PReLU(), nn.Linear(32, 3))
+                        nn.Linear(32, 32, bias=False), nn.PReLU(), nn.Linear(32, 3))
     x = np.random.default_rng(0).standard_normal((6, 5))
     model = check(net, x)
     assert relative_error(model.ntk(x), torch_ntk(net, x)) < 1e-10
