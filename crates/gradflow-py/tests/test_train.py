@@ -141,3 +141,15 @@ def test_train_refuses_nan_targets_naming_the_entry(tmp_path):
     with pytest.raises(gradflow.GradflowError, match=r"y\[4, 1\] is nan"):
         gradflow.train(model, x, y, epochs=5, out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_reproduce_with_shards_returns_the_cluster_commands_without_running(tmp_path):
+    out = tmp_path / "paper"
+    commands = gradflow.reproduce(scale="paper", only=["dnn", "resnet"], out=out, shards=3)
+    assert len(commands) == 4 and not out.exists()
+    for i, c in enumerate(commands[:3]):
+        assert c.startswith("gradflow reproduce --scale paper ")
+        assert f"--shard {i}/3" in c and f"--out {out / f'shard-{i}'}" in c and "--only dnn,resnet" in c
+    assert commands[3] == "gradflow merge " + " ".join(str(out / f"shard-{i}") for i in range(3)) + f" --out {out}"
+    with pytest.raises(ValueError, match="shards = 0"):
+        gradflow.reproduce(shards=0)
