@@ -219,7 +219,7 @@ fn train(
     };
     eprintln!(
         "training {} (p = {}, nm = {}, p/nm = {:.3}) {horizon} → {}",
-        prep.model.preset,
+        prep.model.preset_name(),
         prep.model.p(),
         prep.nm(),
         prep.model.p() as f64 / prep.nm() as f64,
@@ -312,7 +312,11 @@ fn inspect(config_path: &Path) -> Result<()> {
     let config = Config::from_path(config_path)?;
     let prep = run::prepare(&config)?;
     let (p, n, m) = (prep.model.p(), prep.n(), prep.m());
-    println!("{}: preset {}", config_path.display(), prep.model.preset);
+    println!(
+        "{}: preset {}",
+        config_path.display(),
+        prep.model.preset_name()
+    );
     for line in prep.model.summary_lines() {
         println!("  {line}");
     }
@@ -376,7 +380,7 @@ fn ntk_cmd(
     let s = ntk::ntk_spectrum(&prep.model, &theta, &prep.data.x, &opts)?;
     println!(
         "NTK of {} at {}: {} × {} (p = {})",
-        prep.model.preset,
+        prep.model.preset_name(),
         params.map_or("initialisation".into(), |p| p.display().to_string()),
         s.dim,
         s.dim,

@@ -26,7 +26,7 @@ use gradflow::flow::system::KinkSystem;
 use gradflow::flow::{gradient_flow, FlowOptions, FlowOutcome};
 use gradflow::init::{init_params, InitScheme};
 use gradflow::layers::activation::{ControlState, Pin, PINNED};
-use gradflow::layers::{ActivationLayer, Layer};
+use gradflow::layers::{ActivationLayer, Layer, Structure};
 use gradflow::loss::LossKind;
 use gradflow::model::Model;
 use gradflow::presets;
@@ -95,7 +95,7 @@ fn plain_z(model: &Model, data: &Dataset, theta: &[f64]) -> Vec<f64> {
 
 fn activation_layers(model: &Model) -> Vec<&ActivationLayer> {
     fn walk<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
-        if let Some(a) = l.as_activation() {
+        if let Structure::Elementwise(a) = l.structure() {
             out.push(a);
         }
         for c in l.children() {

@@ -35,7 +35,7 @@ use gradflow::Error;
 fn linear_model(d: usize, m: usize) -> Model {
     Model::new(
         Box::new(Serial::new(vec![Box::new(Dense::new(d, m))])),
-        "custom",
+        None,
         Activation::Sigmoid,
     )
 }

@@ -587,7 +587,7 @@ fn ntk_of_combinator_networks_is_j_jt() {
                 Box::new(pair),
                 Box::new(Dense::new(width, 2)),
             ])),
-            "custom",
+            None,
             leaky(),
         )
     };
@@ -597,7 +597,7 @@ fn ntk_of_combinator_networks_is_j_jt() {
             Box::new(ActivationLayer::new(act.clone(), 2 + 5 + 4)),
             Box::new(Dense::new(11, 2)),
         ])),
-        "custom",
+        None,
         act.clone(),
     );
     let split = Model::new(
@@ -605,7 +605,7 @@ fn ntk_of_combinator_networks_is_j_jt() {
             Box::new(parallel()),
             Box::new(Dense::new(6, 2)),
         ])),
-        "custom",
+        None,
         act.clone(),
     );
     // Shared weights nested inside a fan-out: the shared tower beside a plain dense branch.
@@ -620,7 +620,7 @@ fn ntk_of_combinator_networks_is_j_jt() {
             ])),
             Box::new(Dense::new(4, 3)),
         ])),
-        "custom",
+        None,
         act.clone(),
     );
     let cases = [
@@ -656,7 +656,7 @@ fn ntk_of_graph_networks_is_j_jt() {
             Box::new(ActivationLayer::new(act.clone(), 4)),
             Box::new(ChebConv::new(4, 2, 2, lt)),
         ])),
-        "custom",
+        None,
         act.clone(),
     );
     let graphconv = Model::new(
@@ -665,7 +665,7 @@ fn ntk_of_graph_networks_is_j_jt() {
             Box::new(ActivationLayer::new(act.clone(), 4)),
             Box::new(Dense::new(4, 2)),
         ])),
-        "custom",
+        None,
         act,
     );
     check_gram("chebconv", &cheb, g.n, ntk::GramRoute::StructuredGraph, 7);

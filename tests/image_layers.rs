@@ -9,6 +9,7 @@ mod common;
 use common::{check_layer, dot, min_kink_distance, random_batch, rng, uniform_vec};
 use faer::Mat;
 use gradflow::activation::Activation;
+use gradflow::config::Preset;
 use gradflow::init::{init_params, InitScheme};
 use gradflow::layers::{
     generic_vjp_gram, ActivationLayer, AvgPool2d, Conv2d, Dense, DepthwiseConv2d, ImageShape,
@@ -450,7 +451,7 @@ fn small_cnns_pass_the_layer_contract() {
 
 #[test]
 fn cnn_ntk_equals_j_jt_by_finite_differences() {
-    let model = Model::new(Box::new(small_cnn()), "cnn", Activation::leaky_relu());
+    let model = Model::new(Box::new(small_cnn()), Preset::Cnn, Activation::leaky_relu());
     assert_eq!(ntk::gram_route(&model), ntk::GramRoute::Structured);
     let n = 4;
     // A point whose pre-activations are away from the kink, so finite differences are exact

@@ -439,21 +439,25 @@ fn error_bound_covers_reverse_versus_forward_jacobians() {
     for model in models {
         let theta = init(&model, 42);
         let bound = ntk::jacobian_error_bound(&model, &theta, &data.x)
-            .unwrap_or_else(|e| panic!("{}: {e}", model.preset));
+            .unwrap_or_else(|e| panic!("{}: {e}", model.preset_name()));
         let jr = ntk::jacobian(&model, &theta, &data.x);
         let jf = jacobian_jvp(&model, &theta, &data.x);
         let diff = frob(&(&jr - &jf));
         let norm = frob(&jr);
         eprintln!(
             "{}: |J_rev − J_fwd| = {diff:e}, bound {bound:e}, |J| = {norm:e}",
-            model.preset
+            model.preset_name()
         );
         assert!(
             diff <= 2.0 * bound,
             "{}: {diff:e} > 2·{bound:e}",
-            model.preset
+            model.preset_name()
         );
-        assert!(bound > 0.0 && bound <= 1e-11 * norm, "{}", model.preset);
+        assert!(
+            bound > 0.0 && bound <= 1e-11 * norm,
+            "{}",
+            model.preset_name()
+        );
     }
 }
 

@@ -78,12 +78,12 @@ fn gram_matches_explicit_and_finite_difference_jacobians() {
         assert!(
             max_abs_diff(&h, &h_vjp) <= 1e-12 * scale,
             "{}: gram vs per-output vjp",
-            model.preset
+            model.preset_name()
         );
         assert!(
             max_abs_diff(&h, &h_fd) <= 1e-6 * scale,
             "{}: gram vs finite differences",
-            model.preset
+            model.preset_name()
         );
         // Symmetric and positive semi-definite.
         assert_eq!(max_abs_diff(&h, &h.transpose().to_owned()), 0.0);
@@ -91,7 +91,7 @@ fn gram_matches_explicit_and_finite_difference_jacobians() {
         assert!(
             eig[0] >= -1e-10 * eig.last().unwrap(),
             "{}: negative eigenvalue {}",
-            model.preset,
+            model.preset_name(),
             eig[0]
         );
     }
@@ -116,7 +116,7 @@ fn structured_gram_across_tiles_and_dense_extremes() {
         assert!(
             max_abs_diff(&h, &h_vjp) <= 1e-12 * scale,
             "{}: gram vs per-output vjp",
-            model.preset
+            model.preset_name()
         );
         let eig = ntk::full_spectrum(&h);
         let ext = ntk::dense_extremes_owned(h, 1e-10);
@@ -127,13 +127,13 @@ fn structured_gram_across_tiles_and_dense_extremes() {
         } else {
             "dense-eig"
         };
-        assert_eq!(ext.method, want, "{}", model.preset);
+        assert_eq!(ext.method, want, "{}", model.preset_name());
         if ext.method == "cholesky+block-krylov" {
             // The reported accuracy is a true bound, and the value is the smallest eigenvalue.
             assert!(
                 (ext.lambda_min - eig[0]).abs() <= ext.lambda_min_accuracy * (1.0 + 1e-9) + 1e-14,
                 "{}: λ_min {} vs {} ± {}",
-                model.preset,
+                model.preset_name(),
                 ext.lambda_min,
                 eig[0],
                 ext.lambda_min_accuracy
@@ -144,7 +144,7 @@ fn structured_gram_across_tiles_and_dense_extremes() {
         assert!(
             (ext.lambda_max - top).abs() <= 1e-9 * top,
             "{}: λ_max",
-            model.preset
+            model.preset_name()
         );
         if ext.method == "dense-eig" {
             assert!((ext.lambda_min - eig[0]).abs() <= 1e-12 * top);
@@ -228,7 +228,7 @@ fn matrix_free_lanczos_agrees_with_dense() {
         },
     )
     .unwrap();
-    assert_eq!(free.route, "matrix-free");
+    assert_eq!(free.route.name(), "matrix-free");
     let eig = dense.eigenvalues.unwrap();
     assert!((free.lambda_max - eig[59]).abs() <= 1e-9 * eig[59]);
     // The reported accuracy is a true bound: some eigenvalue lies within it.

@@ -195,7 +195,7 @@ fn one_row_tiles_agree() {
         let rows = graph_gram_tiled(model, &theta, &data.x, 1).unwrap();
         let want = reference(model, &theta, &data.x);
         let scale = max_abs(&want);
-        let name = &model.preset;
+        let name = model.preset_name();
         assert!(max_abs_diff(&whole, &rows) <= 1e-13 * scale, "{name}");
         assert!(max_abs_diff(&rows, &want) <= 1e-12 * scale, "{name}");
     }
@@ -221,7 +221,7 @@ fn residual_graph_block() {
         Box::new(Propagate::new(a, w)),
         Box::new(Dense::new(w, 2)),
     ];
-    let model = Model::new(Box::new(Serial::new(layers)), "custom", act);
+    let model = Model::new(Box::new(Serial::new(layers)), None, act);
     check("residual gcn", &model, &data.x, 6);
 }
 
@@ -241,7 +241,7 @@ fn spectrum_reports_the_graph_route() {
     );
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 2);
     let s = ntk::ntk_spectrum(&model, &theta, &data.x, &NtkOptions::default()).unwrap();
-    assert_eq!(s.route, "structured-graph");
+    assert_eq!(s.route.name(), "structured-graph");
     let nm = (40 * 3) as u64;
     let jacobian_bytes = nm * nm * 8 + nm * model.p() as u64 * 8;
     let bytes = ntk::gram_bytes(&model, 40);
@@ -284,7 +284,7 @@ fn unknown_composites_fall_back_to_the_jacobian() {
         ])),
         Box::new(Dense::new(4, 2)),
     ];
-    let model = Model::new(Box::new(Serial::new(layers)), "custom", Activation::Relu);
+    let model = Model::new(Box::new(Serial::new(layers)), None, Activation::Relu);
     assert_eq!(ntk::gram_route(&model), GramRoute::Jacobian);
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 1);
     assert!(graph_gram(&model, &theta, &data.x).is_err());
@@ -310,7 +310,7 @@ fn mismatched_graph_is_an_error() {
         assert!(
             graph_gram(&model, &theta, &other.x).is_err(),
             "{}",
-            model.preset
+            model.preset_name()
         );
         assert!(ntk::graph_gram::graph_gram_bytes(&model, 10).is_none());
         assert!(ntk::graph_gram::graph_gram_bytes(&model, 12).is_some());

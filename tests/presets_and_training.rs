@@ -330,7 +330,7 @@ fn check_loss_gradient(model: &Model, x: &Batch, y: &Batch, seed: u64) {
             assert!(
                 (grad[k] - fd).abs() <= 1e-6 * fd.abs() + 1e-8 * (1.0 + l),
                 "{} / {}: ∂L/∂θ[{k}] = {}, finite difference {fd}",
-                model.preset,
+                model.preset_name(),
                 loss.name(),
                 grad[k]
             );

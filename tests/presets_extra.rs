@@ -78,9 +78,9 @@ fn cases() -> Vec<(Model, Dataset, usize)> {
 #[test]
 fn parameter_counts_and_shapes() {
     for (model, data, p) in cases() {
-        assert_eq!(model.p(), p, "{}", model.preset);
-        assert_eq!(model.in_dim(), data.d(), "{}", model.preset);
-        assert_eq!(model.out_dim(), data.m(), "{}", model.preset);
+        assert_eq!(model.p(), p, "{}", model.preset_name());
+        assert_eq!(model.in_dim(), data.d(), "{}", model.preset_name());
+        assert_eq!(model.out_dim(), data.m(), "{}", model.preset_name());
         let specs: usize = model.param_specs().iter().map(|s| s.len()).sum();
         assert_eq!(specs, p);
     }
@@ -104,7 +104,7 @@ fn loss_gradients_match_finite_differences() {
             assert!(
                 (fd - grad[k]).abs() <= 1e-5 * (1.0 + fd.abs()),
                 "{} θ[{k}]: {} vs {fd}",
-                model.preset,
+                model.preset_name(),
                 grad[k]
             );
         }
@@ -137,7 +137,7 @@ fn ntk_matches_finite_difference_jacobian() {
                 assert!(
                     (h[(r, c)] - want[(r, c)]).abs() <= 1e-5 * scale,
                     "{}: H[{r},{c}] = {} vs {}",
-                    model.preset,
+                    model.preset_name(),
                     h[(r, c)],
                     want[(r, c)]
                 );

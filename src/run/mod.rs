@@ -488,7 +488,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 fn param_metadata(prep: &Prepared) -> BTreeMap<String, String> {
     let mut md = BTreeMap::new();
     md.insert("format".into(), "pt".into());
-    md.insert("preset".into(), prep.model.preset.clone());
+    md.insert("preset".into(), prep.model.preset_name().to_string());
     md.insert("p".into(), prep.model.p().to_string());
     md.insert("seed".into(), prep.config.seed.to_string());
     md.insert("activation".into(), prep.model.activation.to_string());

@@ -437,7 +437,7 @@ pub(super) fn summarize(
     RunSummary {
         status,
         message,
-        preset: model.preset.clone(),
+        preset: model.preset_name().to_string(),
         activation: model.activation.to_string(),
         activation_class: model.activation.classify().short().into(),
         p,

@@ -36,7 +36,7 @@ use crate::config::{ModelConfig, Preset};
 use crate::error::{Error, Result};
 use crate::graph::SparseMatrix;
 use crate::io;
-use crate::layers::{GraphStructure, Layer};
+use crate::layers::{GraphStructure, Layer, Structure};
 use crate::model::Model;
 use crate::presets;
 use std::collections::BTreeMap;
@@ -177,10 +177,10 @@ fn describe_model(
             "cannot write a witness: the model is not the {preset} its config describes ({what})"
         ))
     };
-    if model.preset != preset.name() {
+    if model.preset != Some(preset) {
         return Err(mismatch(format!(
             "the model was built as `{}`",
-            model.preset
+            model.preset_name()
         )));
     }
     if model.activation != config.activation {
@@ -266,7 +266,7 @@ fn describe_model(
 /// The propagation matrix Â of a gcn: the one sparse matrix all its propagation layers share.
 fn propagation_matrix(model: &Model) -> Result<Arc<SparseMatrix>> {
     fn collect(layer: &dyn Layer, out: &mut Vec<Arc<SparseMatrix>>) {
-        if let Some(GraphStructure::Propagate(a)) = layer.graph_structure() {
+        if let Structure::Graph(GraphStructure::Propagate(a)) = layer.structure() {
             out.push(a);
         }
         for child in layer.children() {

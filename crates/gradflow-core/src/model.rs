@@ -4,6 +4,7 @@
 
 use crate::activation::Activation;
 use crate::batch::Batch;
+use crate::config::Preset;
 use crate::layers::{Layer, ParamSpec, PreActivation, Tape};
 use crate::loss::LossKind;
 
@@ -11,8 +12,8 @@ use crate::loss::LossKind;
 pub struct Model {
     /// The network f(θ, ·).
     pub net: Box<dyn Layer>,
-    /// The preset it was built from ("dnn", "resnet", "gcn", or "custom").
-    pub preset: String,
+    /// The preset it was built from; None for a network assembled by hand.
+    pub preset: Option<Preset>,
     /// The activation σ used throughout (for the theorem's hypothesis).
     pub activation: Activation,
 }
@@ -24,12 +25,22 @@ pub struct Evaluation {
 }
 
 impl Model {
-    pub fn new(net: Box<dyn Layer>, preset: &str, activation: Activation) -> Self {
+    /// A model of network `net` built by `preset` (a [`Preset`], or None for a network assembled
+    /// by hand).
+    pub fn new(
+        net: Box<dyn Layer>,
+        preset: impl Into<Option<Preset>>,
+        activation: Activation,
+    ) -> Self {
         Self {
             net,
-            preset: preset.to_string(),
+            preset: preset.into(),
             activation,
         }
+    }
+    /// The preset's name, `custom` for a network assembled by hand (as printed and saved).
+    pub fn preset_name(&self) -> &'static str {
+        self.preset.map_or("custom", |p| p.name())
     }
     /// p, the number of parameters.
     pub fn p(&self) -> usize {

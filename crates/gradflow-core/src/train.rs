@@ -139,7 +139,7 @@ pub fn oracle_for<'a>(
     theta: &'a mut [f64],
     opts: &GdOptions,
 ) -> Result<Box<dyn GradientOracle + 'a>> {
-    let has_engine = Preset::from_name(&model.preset).is_some_and(|p| p.has_engine());
+    let has_engine = model.preset.is_some_and(|p| p.has_engine());
     match opts.precision {
         Precision::F64 => {
             if let Some(engine) = has_engine
@@ -159,7 +159,7 @@ pub fn oracle_for<'a>(
                 "train.precision = \"f32\" is available only for the presets {} (trained by the \
                  compiled engine); this model (preset `{}`) trains in f64: set train.precision = \"f64\"",
                 Preset::engine_names(),
-                model.preset
+                model.preset_name()
             ))),
         },
     }

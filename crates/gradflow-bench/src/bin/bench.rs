@@ -16,6 +16,7 @@ use faer::{Accum, Mat};
 use gradflow::activation::Activation;
 use gradflow::data::Dataset;
 use gradflow::init::{init_params, InitScheme};
+use gradflow::layers::{GraphStructure, Structure};
 use gradflow::ntk::{self, NtkOptions};
 use gradflow::presets;
 use std::time::Instant;
@@ -400,8 +401,8 @@ fn graph_bench(ns: &[usize], peak: f64) {
         let p = model.p() as u64;
         let graph_mb = ntk::gram_bytes(&model, n) as f64 / 1048576.0;
         let jac_mb = (nm * nm * 8 + nm * p * 8) as f64 / 1048576.0;
-        let a_hat = match model.net.children()[0].graph_structure() {
-            Some(gradflow::layers::GraphStructure::Propagate(a)) => a,
+        let a_hat = match model.net.children()[0].structure() {
+            Structure::Graph(GraphStructure::Propagate(a)) => a,
             _ => unreachable!("gcn starts with a propagation"),
         };
         let s1 = ntk::sparse_cot::Supports::singletons(n).expand(&a_hat);

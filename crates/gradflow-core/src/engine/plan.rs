@@ -1,15 +1,15 @@
 //! The engine's compiled form of a network: a chain of affine [`Stage`]s, each `z = W·src + b`
 //! followed by σ (all but the last), with an optional residual skip (ResNet) or graph
 //! propagation Â (GCN). Built from preset parameters, or recognised in a [`Model`] built by
-//! [`crate::presets::dnn`], [`crate::presets::resnet`] or [`crate::presets::gcn`] through the
-//! generic layer interface only (widths, parameter counts, nesting, sample mixing).
+//! [`crate::presets::dnn`], [`crate::presets::resnet`] or [`crate::presets::gcn`] from its
+//! [`Preset`] and its layers' [`Structure`] (affine maps, activations, propagations, nesting).
 //!
 //! θ layout per stage (the presets' order): W (out × in, row-major), b (out), then PReLU's slope
 //! when the stage has an activation and σ is PReLU.
 
 use crate::activation::Activation;
 use crate::config::Preset;
-use crate::layers::Layer;
+use crate::layers::{Affine, GraphStructure, Layer, Structure};
 use crate::model::Model;
 
 /// Where a stage propagates over the graph.
@@ -132,31 +132,28 @@ impl Plan {
         self.stages.iter().map(Stage::num_params).sum()
     }
 
-    /// Recognises a model built by the dnn, resnet or gcn preset; None for anything else.
+    /// Recognises a model built by the dnn, resnet or gcn preset, from its preset and the
+    /// structure of its layers ([`Layer::structure`]); None for anything else.
     pub fn from_model(model: &Model) -> Option<Self> {
         let act = &model.activation;
-        let np_act = act.num_params();
-        let top = model.net.children();
+        let Structure::Serial(top) = model.net.structure() else {
+            return None;
+        };
+        // W (out × in) then b, as the stages read θ.
         let is_dense = |l: &dyn Layer, i: usize, o: usize| {
-            l.children().is_empty()
-                && !l.mixes_samples()
-                && (l.in_dim(), l.out_dim()) == (i, o)
+            matches!(l.structure(), Structure::Affine(a) if a == Affine::weight_then_bias(i, o))
                 && l.num_params() == o * (i + 1)
         };
-        let is_act = |l: &dyn Layer, w: usize| {
-            l.children().is_empty()
-                && !l.mixes_samples()
-                && (l.in_dim(), l.out_dim()) == (w, w)
-                && l.num_params() == np_act
-        };
+        let is_act = |l: &dyn Layer, w: usize| matches!(l.structure(), Structure::Elementwise(a) if a.dim == w && a.activation == *act);
         let is_prop = |l: &dyn Layer, w: usize| {
-            l.children().is_empty()
-                && l.mixes_samples()
-                && (l.in_dim(), l.out_dim()) == (w, w)
+            matches!(
+                l.structure(),
+                Structure::Graph(GraphStructure::Propagate(_))
+            ) && (l.in_dim(), l.out_dim()) == (w, w)
                 && l.num_params() == 0
         };
         let (d, m) = (model.in_dim(), model.out_dim());
-        let plan = match Preset::from_name(&model.preset)? {
+        let plan = match model.preset? {
             Preset::Dnn => {
                 if top.len() % 2 != 1 {
                     return None;
@@ -176,11 +173,11 @@ impl Plan {
                 let depth = top.len().checked_sub(1)?;
                 let plan = Self::resnet(d, depth, m, act);
                 let ok = top[..depth].iter().all(|r| {
-                    let inner = r.children();
-                    inner.len() == 1 && {
-                        let br = inner[0].children();
-                        br.len() == 2 && is_dense(br[0], d, d) && is_act(br[1], d)
-                    }
+                    let Structure::Residual(branch) = r.structure() else {
+                        return false;
+                    };
+                    matches!(branch.structure(), Structure::Serial(br)
+                        if br.len() == 2 && is_dense(br[0], d, d) && is_act(br[1], d))
                 }) && is_dense(top[depth], d, m);
                 ok.then_some(plan)?
             }

@@ -76,7 +76,7 @@ fn plans_are_recognised_with_the_right_parameter_count() {
     let cnn = presets::cnn(crate::layers::ImageShape::new(1, 4, 4), &[2], 3, 2, &act);
     assert!(Plan::from_model(&cnn).is_none());
     let mut dnn = presets::dnn(3, &[4], 2, &act);
-    dnn.preset = "custom".into();
+    dnn.preset = None;
     assert!(Plan::from_model(&dnn).is_none());
 }
 
@@ -454,11 +454,11 @@ fn f32_sample_major_at_the_benchmark_width_matches_the_general_path() {
         let mut g = vec![0.0f32; model.p()];
         let l = e.loss_and_grad(&convert(&theta), &mut g);
         let g: Vec<f64> = g.iter().map(|&v| v as f64).collect();
-        assert!((l - l_ref).abs() <= 1e-4 * l_ref, "{}", model.preset);
+        assert!((l - l_ref).abs() <= 1e-4 * l_ref, "{}", model.preset_name());
         assert!(
             rel(&g, &g_ref) <= 1e-4,
             "{}: {}",
-            model.preset,
+            model.preset_name(),
             rel(&g, &g_ref)
         );
     }
@@ -561,13 +561,13 @@ fn sigma_prime_from_bits_equals_sigma_prime_from_z_bit_for_bit() {
                     lb.to_bits(),
                     lz.to_bits(),
                     "{act} {} step {k}",
-                    model.preset
+                    model.preset_name()
                 );
                 assert!(gb.iter().zip(&gz).all(|(a, b)| a.to_bits() == b.to_bits()));
                 let (mut pb, mut pz) = (Vec::new(), Vec::new());
                 bits.pieces(&mut pb);
                 zs.pieces(&mut pz);
-                assert_eq!(pb, pz, "{act} {} step {k}: pieces", model.preset);
+                assert_eq!(pb, pz, "{act} {} step {k}: pieces", model.preset_name());
                 flips += pb.iter().zip(&last).filter(|(a, b)| a != b).count();
                 last = pb;
                 for ((t, &g), (u, &h)) in tb.iter_mut().zip(&gb).zip(tz.iter_mut().zip(&gz)) {
@@ -578,7 +578,7 @@ fn sigma_prime_from_bits_equals_sigma_prime_from_z_bit_for_bit() {
             assert!(
                 flips > 20,
                 "{act} {}: only {flips} pieces changed",
-                model.preset
+                model.preset_name()
             );
         }
     }

@@ -32,7 +32,7 @@ use crate::batch::Batch;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layers::activation::{ControlState, Pin, PINNED};
-use crate::layers::{ActivationLayer, Layer};
+use crate::layers::{ActivationLayer, Layer, Structure};
 use crate::loss::LossKind;
 use crate::model::Model;
 
@@ -130,7 +130,7 @@ pub struct KinkSystem<'a> {
 }
 
 fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
-    if let Some(a) = l.as_activation() {
+    if let Structure::Elementwise(a) = l.structure() {
         out.push(a);
     }
     for c in l.children() {

@@ -10,7 +10,7 @@
 //! sample-major over the training batch (i·dim + u); `columns` maps the columns of a sub-batch
 //! (one sample, for cheap per-sample passes) back to training samples.
 
-use super::{no_tape, Batch, FeatureScaling, Layer, ParamRole, ParamSpec, PreActivation, Tape};
+use super::{no_tape, Batch, Layer, ParamRole, ParamSpec, PreActivation, Structure, Tape};
 use crate::activation::Activation;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -289,16 +289,8 @@ impl Layer for ActivationLayer {
         x_bar
     }
 
-    fn as_activation(&self) -> Option<&ActivationLayer> {
-        Some(self)
-    }
-
-    fn feature_scaling(&self) -> FeatureScaling<'_> {
-        if self.activation.is_positively_homogeneous() {
-            FeatureScaling::Homogeneous { units: self.dim }
-        } else {
-            FeatureScaling::Breaks
-        }
+    fn structure(&self) -> Structure<'_> {
+        Structure::Elementwise(self)
     }
 
     fn visit_pre_activations(&self, x: &Batch, _: &Tape, visit: &mut dyn FnMut(PreActivation<'_>)) {

@@ -6,9 +6,11 @@
 //! W_k = `lins.{k}.weight` (out × in, PyG's `Linear` weight, so Θ_k = W_kᵀ). The Z_k are built by
 //! the recurrence Z_k = 2 Z_{k−1} L̃ᵀ − Z_{k−2} from sparse products; T_k is never formed. The
 //! layer is polynomial (bilinear in X and θ) and mixes samples (nodes); it describes itself by
-//! [`Layer::graph_structure`] so the NTK takes the structured graph route.
+//! [`Layer::structure`] so the NTK takes the structured graph route.
 
-use super::{tape_ref, Batch, Layer, ParamRole, ParamSpec, Tape};
+use super::{
+    tape_ref, Batch, GraphBasis, GraphStructure, Layer, ParamRole, ParamSpec, Structure, Tape,
+};
 use crate::batch::par;
 use crate::graph::{propagate_columns, SparseMatrix};
 use faer::linalg::matmul::matmul;
@@ -209,10 +211,10 @@ impl Layer for ChebConv {
     fn mixes_samples(&self) -> bool {
         true
     }
-    fn graph_structure(&self) -> Option<super::GraphStructure> {
+    fn structure(&self) -> Structure<'_> {
         let len = self.inp * self.out;
-        Some(super::GraphStructure::Affine {
-            basis: super::GraphBasis::Chebyshev {
+        Structure::Graph(GraphStructure::Affine {
+            basis: GraphBasis::Chebyshev {
                 l_tilde: self.l_tilde.clone(),
                 order: self.order,
             },

@@ -6,7 +6,9 @@
 //! Parameters follow PyG's state dict: `lin_rel.weight` (W₂) and `lin_rel.bias` (b), then
 //! `lin_root.weight` (W₁, no bias). Bilinear in X and θ; mixes samples (nodes).
 
-use super::{tape_ref, Batch, Layer, ParamRole, ParamSpec, Tape};
+use super::{
+    tape_ref, Batch, GraphBasis, GraphStructure, Layer, ParamRole, ParamSpec, Structure, Tape,
+};
 use crate::batch::par;
 use crate::graph::{propagate_columns, SparseMatrix};
 use faer::linalg::matmul::matmul;
@@ -183,10 +185,10 @@ impl Layer for GraphConv {
     fn mixes_samples(&self) -> bool {
         true
     }
-    fn graph_structure(&self) -> Option<super::GraphStructure> {
+    fn structure(&self) -> Structure<'_> {
         let w = self.inp * self.out;
-        Some(super::GraphStructure::Affine {
-            basis: super::GraphBasis::Terms(vec![Some(self.adjacency.clone()), None]),
+        Structure::Graph(GraphStructure::Affine {
+            basis: GraphBasis::Terms(vec![Some(self.adjacency.clone()), None]),
             weights: vec![0, w + self.out],
             bias: Some(w),
         })

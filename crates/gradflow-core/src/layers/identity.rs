@@ -1,7 +1,7 @@
 //! The identity map y = x: the skip branch of a U-Net's fan-out (x and the processed x are
 //! concatenated along channels), and a neutral element for composing networks by hand.
 
-use super::{no_tape, Batch, FeatureScaling, Layer, Tape};
+use super::{no_tape, Batch, Layer, Structure, Tape};
 
 #[derive(Clone, Debug)]
 pub struct Identity {
@@ -33,7 +33,8 @@ impl Layer for Identity {
     fn jvp(&self, _: &[f64], _: &Batch, _: &Tape, x_dot: &Batch, _: &[f64]) -> Batch {
         x_dot.clone()
     }
-    fn feature_scaling(&self) -> FeatureScaling<'_> {
-        FeatureScaling::Commutes
+    /// The composition of no layers.
+    fn structure(&self) -> Structure<'_> {
+        Structure::Serial(Vec::new())
     }
 }

@@ -8,6 +8,8 @@
 //! Parameters are one flat vector θ; each layer sees only its own contiguous slice and describes
 //! it by named [`ParamSpec`]s (used for initialisation and for safetensors names).
 //! Composites (serial, residual) are layers too, so models nest like JAX's `stax` combinators.
+//! What a layer is made of — affine, element-wise, a composition, a graph propagation — is told
+//! by [`Layer::structure`] ([`structure`]), which is what every route dispatches on.
 
 pub mod activation;
 pub mod cheb;
@@ -22,6 +24,7 @@ pub mod pool;
 pub mod propagate;
 pub mod residual;
 pub mod serial;
+pub mod structure;
 pub mod upsample;
 
 pub use activation::ActivationLayer;
@@ -37,13 +40,12 @@ pub use pool::{AvgPool2d, MaxPool2d};
 pub use propagate::Propagate;
 pub use residual::Residual;
 pub use serial::Serial;
+pub use structure::{Affine, GraphBasis, GraphStructure, Structure};
 pub use upsample::Upsample2d;
 
 use crate::activation::Activation;
 pub use crate::batch::Batch;
-use crate::graph::SparseMatrix;
 use std::any::Any;
-use std::sync::Arc;
 
 /// What a layer remembers between `forward` and `vjp`/`jvp` (its input is passed separately).
 pub type Tape = Box<dyn Any + Send + Sync>;
@@ -144,9 +146,11 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     /// below the diagonal (c ≥ c'); entries above it may be left out, and the caller mirrors the
     /// lower triangle when the pass is done.
     ///
-    /// Only for layers that do not mix samples. The default handles parameter-free layers with
-    /// one call per sample-independent column block and parametrised ones column by column (the
-    /// generic route); dense and activation layers override it with structured products.
+    /// Only for layers that do not mix samples. The default takes the structured product of
+    /// [`dense::affine_vjp_gram`] for layers whose [`Layer::structure`] is affine, and otherwise
+    /// handles parameter-free layers with one call per sample-independent column block and
+    /// parametrised ones column by column (the generic route); activation layers, convolutions
+    /// and the composites override it.
     fn vjp_gram(
         &self,
         theta: &[f64],
@@ -156,7 +160,10 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
         reps: usize,
         gram: &mut faer::Mat<f64>,
     ) -> Batch {
-        generic_vjp_gram(self, theta, x, tape, y_bar, reps, gram)
+        match self.structure() {
+            Structure::Affine(a) => dense::affine_vjp_gram(&a, theta, x, y_bar, reps, gram),
+            _ => generic_vjp_gram(self, theta, x, tape, y_bar, reps, gram),
+        }
     }
     /// Calls `visit` with every pre-activation batch inside this layer (for kink diagnostics).
     fn visit_pre_activations(
@@ -176,86 +183,15 @@ pub trait Layer: Send + Sync + std::fmt::Debug {
     fn children(&self) -> Vec<&dyn Layer> {
         Vec::new()
     }
-    /// This layer as an element-wise activation layer, if it is one (the flow solver controls
-    /// those; see [`activation::PieceControl`]).
-    fn as_activation(&self) -> Option<&ActivationLayer> {
-        None
-    }
     /// True when output column i depends on input columns other than i (graph propagation).
     fn mixes_samples(&self) -> bool {
         false
     }
-    /// For a layer that mixes samples: how it is built from sparse propagations and dense maps,
-    /// so the NTK can take the structured graph route (`crate::ntk::graph_gram`). None (the
-    /// default) sends networks containing a sample-mixing layer to the Jacobian route.
-    fn graph_structure(&self) -> Option<GraphStructure> {
-        None
-    }
-    /// How this layer treats a positive rescaling of its features, for the rank analyses of
-    /// `crate::ntk` (symmetries, layer paths, the rounding bound on J; default:
-    /// [`FeatureScaling::Breaks`]).
-    fn feature_scaling(&self) -> FeatureScaling<'_> {
-        FeatureScaling::Breaks
-    }
-}
-
-/// A layer's structure as far as per-feature positive rescalings see it (see
-/// [`Layer::feature_scaling`]).
-#[derive(Debug)]
-pub enum FeatureScaling<'a> {
-    /// y = W x + b with W (`outputs` × `inputs`) row-major in θ, then b: Dense's layout.
-    Affine { inputs: usize, outputs: usize },
-    /// Parameter-free y = X Pᵀ for a fixed sample matrix P (the graph propagation of
-    /// [`Layer::graph_structure`], or P = I): commutes with every per-feature scaling.
-    Commutes,
-    /// Element-wise σ with σ(cz) = cσ(z) for all c > 0 (ReLU, leaky ReLU, PReLU).
-    Homogeneous { units: usize },
-    /// Children applied in order, θ slices consecutive, tensors named `k.<name>`.
-    Serial(Vec<&'a dyn Layer>),
-    /// y = x + g(x), tensors named `fn.<name>`: no rescaling crosses it (no consumer weight
-    /// inside), but g can still be read.
-    Residual(&'a dyn Layer),
-    /// Anything else: no rescaling passes through.
-    Breaks,
-}
-
-/// A sample-mixing layer as sparse propagations and dense maps (see [`Layer::graph_structure`]).
-/// Propagation by a sparse P means column i of the result is Σ_j P_ij x_j (X Pᵀ).
-#[derive(Clone, Debug)]
-pub enum GraphStructure {
-    /// y = X Pᵀ, no parameters.
-    Propagate(Arc<SparseMatrix>),
-    /// y = Σ_k W_k Z_k + b 1ᵀ with Z_k the k-th basis term of the input X (in × n each); W_k is
-    /// out × in, row-major at `weights[k]` in the layer's θ slice, b (length out) at `bias`.
-    Affine {
-        basis: GraphBasis,
-        weights: Vec<usize>,
-        bias: Option<usize>,
-    },
-}
-
-/// The terms Z_k of [`GraphStructure::Affine`].
-#[derive(Clone, Debug)]
-pub enum GraphBasis {
-    /// Z_k = X P_kᵀ, or X itself for None.
-    Terms(Vec<Option<Arc<SparseMatrix>>>),
-    /// Chebyshev: Z_0 = X, Z_1 = X L̃ᵀ, Z_k = 2 Z_{k−1} L̃ᵀ − Z_{k−2}, k < order.
-    Chebyshev {
-        l_tilde: Arc<SparseMatrix>,
-        order: usize,
-    },
-}
-
-impl GraphBasis {
-    /// Number of terms Z_k.
-    pub fn len(&self) -> usize {
-        match self {
-            Self::Terms(t) => t.len(),
-            Self::Chebyshev { order, .. } => *order,
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// What this layer is made of ([`Structure`]): the routes of the NTK, the structured Gram
+    /// pass, the training engine and the flow solver follow from it. The default, `Opaque`,
+    /// means the layer is used through its own forward / vjp / jvp only.
+    fn structure(&self) -> Structure<'_> {
+        Structure::Opaque
     }
 }
 

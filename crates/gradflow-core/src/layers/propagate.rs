@@ -3,7 +3,7 @@
 //! dense layer, since (Â H) W + 1 bᵀ is the same product. It is the one layer that mixes
 //! samples, so an output at node i depends on every node within reach.
 
-use super::{no_tape, Batch, FeatureScaling, Layer, Tape};
+use super::{no_tape, Batch, GraphStructure, Layer, Structure, Tape};
 use crate::graph::SparseMatrix;
 use std::sync::Arc;
 
@@ -62,10 +62,7 @@ impl Layer for Propagate {
     fn mixes_samples(&self) -> bool {
         true
     }
-    fn graph_structure(&self) -> Option<super::GraphStructure> {
-        Some(super::GraphStructure::Propagate(self.a_hat.clone()))
-    }
-    fn feature_scaling(&self) -> FeatureScaling<'_> {
-        FeatureScaling::Commutes
+    fn structure(&self) -> Structure<'_> {
+        Structure::Graph(GraphStructure::Propagate(self.a_hat.clone()))
     }
 }

@@ -1,7 +1,7 @@
 //! The residual block y = x + g(x) (He et al.). g is any layer with equal input and output
 //! widths; its tensors are named `fn.<name>`.
 
-use super::{Batch, FeatureScaling, Layer, ParamSpec, PreActivation, Tape};
+use super::{Batch, Layer, ParamSpec, PreActivation, Structure, Tape};
 
 #[derive(Debug)]
 pub struct Residual {
@@ -109,10 +109,10 @@ impl Layer for Residual {
     fn children(&self) -> Vec<&dyn Layer> {
         vec![self.inner.as_ref()]
     }
+    fn structure(&self) -> Structure<'_> {
+        Structure::Residual(self.inner.as_ref())
+    }
     fn mixes_samples(&self) -> bool {
         self.inner.mixes_samples()
-    }
-    fn feature_scaling(&self) -> FeatureScaling<'_> {
-        FeatureScaling::Residual(self.inner.as_ref())
     }
 }

@@ -2,7 +2,7 @@
 //! child k−1's in θ, and child k's tensors are named `k.<name>` — exactly `nn.Sequential`'s
 //! state-dict names, so a `dnn` saves as `0.weight`, `0.bias`, `2.weight`, ….
 
-use super::{tape_ref, Batch, FeatureScaling, Layer, ParamSpec, PreActivation, Tape};
+use super::{tape_ref, Batch, Layer, ParamSpec, PreActivation, Structure, Tape};
 
 #[derive(Debug)]
 pub struct Serial {
@@ -201,11 +201,11 @@ impl Layer for Serial {
         self.layers.iter().map(|l| l.as_ref()).collect()
     }
 
-    fn mixes_samples(&self) -> bool {
-        self.layers.iter().any(|l| l.mixes_samples())
+    fn structure(&self) -> Structure<'_> {
+        Structure::Serial(self.children())
     }
 
-    fn feature_scaling(&self) -> FeatureScaling<'_> {
-        FeatureScaling::Serial(self.children())
+    fn mixes_samples(&self) -> bool {
+        self.layers.iter().any(|l| l.mixes_samples())
     }
 }

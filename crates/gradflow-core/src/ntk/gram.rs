@@ -17,15 +17,17 @@ use crate::batch::{par, Batch};
 use crate::model::Model;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// How a Gram matrix or spectrum was obtained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// How a Gram matrix or spectrum was obtained (the routes of the module documentation; [`gram`]
+/// takes one of the first three, [`super::ntk_spectrum`] any). Serialised as its [`name`](Self::name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GramRoute {
     Structured,
     StructuredGraph,
     Jacobian,
+    MatrixFree,
 }
 
 impl GramRoute {
@@ -34,7 +36,14 @@ impl GramRoute {
             Self::Structured => "structured",
             Self::StructuredGraph => "structured-graph",
             Self::Jacobian => "jacobian",
+            Self::MatrixFree => "matrix-free",
         }
+    }
+}
+
+impl std::fmt::Display for GramRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -62,7 +71,8 @@ pub fn gram_bytes(model: &Model, n: usize) -> u64 {
         }
         GramRoute::StructuredGraph => super::graph_gram::graph_gram_bytes(model, n)
             .unwrap_or(base + nm * model.p() as u64 * 8),
-        GramRoute::Jacobian => base + nm * model.p() as u64 * 8,
+        // (`gram_route` never answers MatrixFree.)
+        GramRoute::Jacobian | GramRoute::MatrixFree => base + nm * model.p() as u64 * 8,
     }
 }
 
@@ -77,7 +87,8 @@ pub fn gram(model: &Model, theta: &[f64], x: &Batch) -> (Mat<f64>, GramRoute) {
     }
     match route {
         GramRoute::Structured => (gram_structured(model, theta, x), GramRoute::Structured),
-        GramRoute::StructuredGraph | GramRoute::Jacobian => {
+        // (`gram_route` never answers MatrixFree.)
+        GramRoute::StructuredGraph | GramRoute::Jacobian | GramRoute::MatrixFree => {
             let j = jacobian(model, theta, x);
             let mut h = Mat::<f64>::zeros(j.nrows(), j.nrows());
             matmul(

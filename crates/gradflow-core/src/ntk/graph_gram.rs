@@ -11,8 +11,8 @@
 //! θ̄_c = Σ_{j∈S_i} ȳ_{c,j} x̃_jᵀ = Ȳ_c X̃ᵀ, so the layer adds ⟨θ̄_c, θ̄_c'⟩ to H[c, c'] by one of
 //! two routes:
 //! - **Hadamard** (every support a single node, as at the output layer): H += (ȲᵀȲ) ⊙ (X̃_gᵀX̃_g)
-//!   with X̃_g the features of each column's node — cost (nm)²·(out + in′), as for `Dense`'s
-//!   structured `vjp_gram`.
+//!   with X̃_g the features of each column's node — cost (nm)²·(out + in′), as for the affine
+//!   layers' structured `vjp_gram`.
 //! - **tiles** (wider supports): for a block of output rows o, T[(o, f), c] = Σ_{j∈S_i} ȳ_{c,j}[o]
 //!   x̃_j[f] (one small GEMM per column), then H += Tᵀ T on the lower triangle. Memory: one tile
 //!   (at most [`TILE_BYTES`]; [`tile_bytes_for`]), never the layer's nm × p Jacobian block; cost (nm)²·p_l/2 plus
@@ -21,8 +21,8 @@
 //! (The parameter-Gram kernels and the Chebyshev adjoint live in [`super::graph_terms`].)
 //!
 //! The input cotangent of an affine layer is Σ_k P_kᵀ-adjoint(W_kᵀ ȳ) (Chebyshev: the adjoint
-//! recurrence, on nested supports); element-wise leaves (activations, detected numerically as in
-//! [`super::structured`]) scale each stored column by their Jacobian diagonal at its node, and
+//! recurrence, on nested supports); element-wise leaves (activation layers) scale each stored
+//! column by their Jacobian diagonal at its node, and
 //! a leaf with a few parameters (PReLU's slope) adds PᵀP with P[k, c] = Σ ⟨ȳ, ∂y/∂θ_k⟩ over
 //! column c's nodes (∂y/∂θ_k from one jvp on the whole batch).
 //!
@@ -35,11 +35,11 @@
 //! H plus that batch plus one row block and one tile ([`graph_gram_bytes`] estimates it from the
 //! supports); the Jacobian route holds H plus nm × p.
 //!
-//! The network is read through the public [`Layer`] API ([`Layer::graph_structure`] for the
-//! graph layers, `serial`/`residual` composites, `dense` leaves). Each affine layer's forward
-//! pass is recomputed from its decomposition and compared with the layer's own; anything the
-//! walker cannot read makes [`graph_gram`] return an error, and [`super::gram`] then takes the
-//! Jacobian route.
+//! The network is read by the NTK walker ([`super::walk`], from [`Layer::structure`]): this
+//! route is the sample-wise one extended by propagations and affine maps over propagated
+//! features, and takes no opaque leaves. Each affine layer's forward pass is recomputed from its
+//! decomposition and compared with the layer's own; anything the walker cannot read makes
+//! [`graph_gram`] return an error, and [`super::gram`] then takes the Jacobian route.
 
 use super::gram::{mirror_lower, zeros_parallel};
 use super::graph_terms::{
@@ -47,137 +47,63 @@ use super::graph_terms::{
 };
 pub use super::graph_terms::{tile_bytes_for, TILE_BYTES};
 use super::sparse_cot::{Lazy, RowOp, SparseCot, Supports};
-use super::structured::{diagonal_jacobian, is_dense};
+use super::walk::{elementwise_diagonal, Leaf, Node, Route, Walk};
 use crate::batch::{par, Batch};
-use crate::graph::{propagate_columns, SparseMatrix};
-use crate::layers::{GraphBasis, GraphStructure, Layer, Tape};
+use crate::graph::propagate_columns;
+#[cfg(doc)]
+use crate::layers::Layer;
+use crate::layers::{GraphBasis, Tape};
 use crate::model::Model;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
+use std::borrow::Cow;
 use std::sync::Arc;
 
-/// Most parameters of a non-affine leaf (their per-column cotangents are kept, nm each).
-const MAX_LEAF_PARAMS: usize = 64;
-
-/// One node of the walked network.
-enum Node<'a> {
-    Propagate(Arc<SparseMatrix>),
-    Affine {
-        layer: &'a dyn Layer,
-        id: usize,
-        offset: usize,
-        inp: usize,
-        out: usize,
-        basis: GraphBasis,
-        weights: Vec<usize>,
-        bias: Option<usize>,
-    },
-    Leaf {
-        layer: &'a dyn Layer,
-        id: usize,
-        offset: usize,
-        np: usize,
-    },
-    Serial(Vec<Node<'a>>),
-    Residual(Box<Node<'a>>),
+/// An affine node of the walked network as a sum over stacked basis terms, y = Σ_k W_k Z_k (+ b):
+/// a graph layer's own decomposition, or for a sample-wise affine map the one term Z_0 = X.
+struct Stacked<'n> {
+    leaf: Leaf<'n>,
+    inp: usize,
+    out: usize,
+    basis: Cow<'n, GraphBasis>,
+    weights: Cow<'n, [usize]>,
+    bias: Option<usize>,
 }
 
-impl Node<'_> {
-    fn has_params(&self) -> bool {
-        match self {
-            Node::Propagate(_) => false,
-            Node::Affine { .. } => true,
-            Node::Leaf { np, .. } => *np > 0,
-            Node::Serial(c) => c.iter().any(Node::has_params),
-            Node::Residual(inner) => inner.has_params(),
-        }
-    }
-}
-
-fn build<'a>(layer: &'a dyn Layer, offset: usize, next: &mut usize) -> Result<Node<'a>, String> {
-    let what = layer.describe();
-    let np = layer.num_params();
-    let (inp, out) = (layer.in_dim(), layer.out_dim());
-    if let Some(gs) = layer.graph_structure() {
-        return match gs {
-            GraphStructure::Propagate(p) if np == 0 && inp == out => Ok(Node::Propagate(p)),
-            GraphStructure::Propagate(_) => Err(format!("`{what}`: not a plain propagation")),
-            GraphStructure::Affine {
+impl<'n> Stacked<'n> {
+    fn of(node: &'n Node<'_>) -> Option<Self> {
+        match node {
+            Node::Affine {
+                leaf,
+                inp,
+                out,
+                weight,
+                bias,
+            } => Some(Self {
+                leaf: *leaf,
+                inp: *inp,
+                out: *out,
+                basis: Cow::Owned(GraphBasis::Terms(vec![None])),
+                weights: Cow::Owned(vec![*weight]),
+                bias: *bias,
+            }),
+            Node::GraphAffine {
+                leaf,
+                inp,
+                out,
                 basis,
                 weights,
                 bias,
-            } => {
-                let w = inp * out;
-                let fits = |o: usize, len: usize| o.checked_add(len).is_some_and(|e| e <= np);
-                let count = weights.len() * w + bias.map_or(0, |_| out);
-                if weights.len() != basis.len()
-                    || basis.is_empty()
-                    || count != np
-                    || !weights.iter().all(|&o| fits(o, w))
-                    || !bias.is_none_or(|o| fits(o, out))
-                {
-                    return Err(format!("`{what}`: inconsistent graph structure"));
-                }
-                let id = *next;
-                *next += 1;
-                Ok(Node::Affine {
-                    layer,
-                    id,
-                    offset,
-                    inp,
-                    out,
-                    basis,
-                    weights: weights.iter().map(|o| offset + o).collect(),
-                    bias: bias.map(|o| offset + o),
-                })
-            }
-        };
-    }
-    let children = layer.children();
-    if children.is_empty() {
-        if layer.mixes_samples() {
-            return Err(format!("`{what}` mixes samples without a graph structure"));
+            } => Some(Self {
+                leaf: *leaf,
+                inp: *inp,
+                out: *out,
+                basis: Cow::Borrowed(basis),
+                weights: Cow::Borrowed(weights),
+                bias: *bias,
+            }),
+            _ => None,
         }
-        let id = *next;
-        *next += 1;
-        return Ok(match is_dense(layer) {
-            Some((inp, out)) => Node::Affine {
-                layer,
-                id,
-                offset,
-                inp,
-                out,
-                basis: GraphBasis::Terms(vec![None]),
-                weights: vec![offset],
-                bias: Some(offset + inp * out),
-            },
-            None if np <= MAX_LEAF_PARAMS => Node::Leaf {
-                layer,
-                id,
-                offset,
-                np,
-            },
-            None => return Err(format!("`{what}`: too many parameters for a leaf")),
-        });
-    }
-    if what.starts_with("serial") {
-        let mut nodes = Vec::with_capacity(children.len());
-        let mut off = offset;
-        for c in children {
-            nodes.push(build(c, off, next)?);
-            off += c.num_params();
-        }
-        if off - offset != np {
-            return Err(format!("`{what}`: children's parameters do not add up"));
-        }
-        Ok(Node::Serial(nodes))
-    } else if what.starts_with("residual") && children.len() == 1 && children[0].num_params() == np
-    {
-        Ok(Node::Residual(Box::new(build(children[0], offset, next)?)))
-    } else {
-        Err(format!(
-            "composite `{what}` is not supported by the graph route"
-        ))
     }
 }
 
@@ -212,61 +138,60 @@ fn forward(
             }
             Ok(propagate_columns(p, x, false))
         }
-        Node::Affine {
-            layer,
-            id,
-            offset,
-            inp,
-            out,
-            basis,
-            weights,
-            bias,
-        } => {
-            let z = basis_terms(basis, x)?;
-            let np = layer.num_params();
-            let (y, _) = layer.forward(&theta[*offset..offset + np], x);
+        Node::Affine { .. } | Node::GraphAffine { .. } => {
+            let Stacked {
+                leaf,
+                inp,
+                out,
+                basis,
+                weights,
+                bias,
+            } = Stacked::of(node).expect("an affine node");
+            let z = basis_terms(&basis, x)?;
+            let (y, _) = leaf.layer.forward(leaf.theta(theta), x);
             let rows = z.len() * inp + bias.is_some() as usize;
             let mut f = Mat::<f64>::zeros(rows, x.n());
-            let mut mine = Batch::zeros(*out, x.n());
+            let mut mine = Batch::zeros(out, x.n());
             for (k, zk) in z.iter().enumerate() {
-                f.as_mut().subrows_mut(k * inp, *inp).copy_from(zk.mat());
-                let w = weight(theta, weights[k], *out, *inp);
+                f.as_mut().subrows_mut(k * inp, inp).copy_from(zk.mat());
+                let w = weight(theta, weights[k], out, inp);
                 matmul(mine.mat_mut(), Accum::Add, w, zk.mat(), 1.0, par());
             }
             if let Some(b) = bias {
                 f.as_mut().row_mut(rows - 1).fill(1.0);
-                mine.add_to_columns(&theta[*b..b + out]);
+                mine.add_to_columns(&theta[b..b + out]);
             }
             if !agree(&mine, &y) {
                 return Err(format!(
-                    "`{}`: its graph structure does not reproduce its forward pass",
-                    layer.describe()
+                    "`{}`: its structure does not reproduce its forward pass",
+                    leaf.layer.describe()
                 ));
             }
-            prep.features[*id] = Some(f);
+            prep.features[leaf.id] = Some(f);
             Ok(y)
         }
-        Node::Leaf {
-            layer,
-            id,
-            offset,
-            np,
-        } => {
-            let th = &theta[*offset..offset + np];
+        Node::Elementwise(leaf) => {
+            let (layer, np) = (leaf.layer, leaf.np);
+            let th = leaf.theta(theta);
             let (y, tape): (Batch, Tape) = layer.forward(th, x);
-            let d = diagonal_jacobian(*layer, th, x, &tape)
-                .ok_or_else(|| format!("`{}` is not element-wise", layer.describe()))?;
+            let d = elementwise_diagonal(layer, th, x, &tape).ok_or_else(|| {
+                format!(
+                    "`{}`: its Jacobian's diagonal is not finite",
+                    layer.describe()
+                )
+            })?;
             let zero_in = Batch::zeros(x.features(), x.n());
-            prep.dparams[*id] = (0..*np)
+            prep.dparams[leaf.id] = (0..np)
                 .map(|k| {
-                    let mut e = vec![0.0; *np];
+                    let mut e = vec![0.0; np];
                     e[k] = 1.0;
                     layer.jvp(th, x, &tape, &zero_in, &e)
                 })
                 .collect();
-            prep.diagonal[*id] = Some(Arc::new(d));
+            prep.diagonal[leaf.id] = Some(Arc::new(d));
             Ok(y)
         }
+        Node::Opaque(_) => unreachable!("opaque leaves are refused by Walk::for_route(Graph)"),
         Node::Serial(children) => {
             let mut cur = x.clone();
             for c in children {
@@ -306,19 +231,20 @@ fn reverse(
             cot.push(RowOp::Spread(p.clone(), target));
             Ok(Some(cot))
         }
-        Node::Affine {
-            id,
-            inp,
-            out,
-            basis,
-            weights,
-            ..
-        } => {
-            let f = prep.features[*id].as_ref().ok_or("missing features")?;
+        Node::Affine { .. } | Node::GraphAffine { .. } => {
+            let Stacked {
+                leaf,
+                inp,
+                out,
+                basis,
+                weights,
+                ..
+            } = Stacked::of(node).expect("an affine node");
+            let f = prep.features[leaf.id].as_ref().ok_or("missing features")?;
             let ws: Vec<MatRef<'_, f64>> = if need_input {
                 weights
                     .iter()
-                    .map(|&at| weight(theta, at, *out, *inp))
+                    .map(|&at| weight(theta, at, out, inp))
                     .collect()
             } else {
                 Vec::new()
@@ -328,7 +254,7 @@ fn reverse(
             if !need_input {
                 return Ok(None);
             }
-            let x_bar = match basis {
+            let x_bar = match basis.as_ref() {
                 GraphBasis::Terms(ts) => {
                     let mut target = zb[0].sup.as_ref().clone();
                     let mut parts = Vec::with_capacity(ts.len());
@@ -344,9 +270,9 @@ fn reverse(
             };
             Ok(Some(Lazy::new(x_bar)))
         }
-        Node::Leaf { id, np, .. } => {
-            let d = prep.diagonal[*id].as_ref().ok_or("missing diagonal")?;
-            if *np == 0 {
+        Node::Elementwise(leaf) => {
+            let d = prep.diagonal[leaf.id].as_ref().ok_or("missing diagonal")?;
+            if leaf.np == 0 {
                 if !need_input {
                     return Ok(None);
                 }
@@ -355,7 +281,7 @@ fn reverse(
                 return Ok(Some(cot));
             }
             let mut full = cot.materialize()?;
-            leaf_gram(&prep.dparams[*id], &full, h);
+            leaf_gram(&prep.dparams[leaf.id], &full, h);
             if !need_input {
                 return Ok(None);
             }
@@ -389,13 +315,14 @@ fn reverse(
             let sum = SparseCot::combine(&target, &[(1.0, None, &r), (1.0, None, &cot)])?;
             Ok(Some(Lazy::new(sum)))
         }
+        Node::Opaque(_) => unreachable!("opaque leaves are refused by Walk::for_route(Graph)"),
     }
 }
 
-/// True when [`graph_gram`] can read the network (it may still fail on a given θ, x: a leaf that
-/// turns out not to be element-wise, or a mismatched graph).
+/// True when [`graph_gram`] can read the network (it may still fail on a given θ, x: a
+/// mismatched graph, a non-finite activation derivative).
 pub fn supported(model: &Model) -> bool {
-    build(model.net.as_ref(), 0, &mut 0).is_ok()
+    Walk::for_route(model.net.as_ref(), Route::Graph).is_ok()
 }
 
 /// H = J Jᵀ (nm × nm, index i·m + a) by the structured graph route (see the module
@@ -412,8 +339,10 @@ pub fn graph_gram_tiled(
     x: &Batch,
     tile_bytes: usize,
 ) -> Result<Mat<f64>, String> {
-    let mut count = 0;
-    let root = build(model.net.as_ref(), 0, &mut count)?;
+    let Walk {
+        root,
+        leaves: count,
+    } = Walk::for_route(model.net.as_ref(), Route::Graph)?;
     if theta.len() != model.p() || x.features() != model.in_dim() {
         return Err("θ or x does not fit the model".into());
     }
@@ -438,7 +367,7 @@ pub fn graph_gram_tiled(
 /// largest set of live cotangents, row blocks and tiles), from the supports alone; None when the
 /// network cannot take this route.
 pub fn graph_gram_bytes(model: &Model, n: usize) -> Option<u64> {
-    let root = build(model.net.as_ref(), 0, &mut 0).ok()?;
+    let root = Walk::for_route(model.net.as_ref(), Route::Graph).ok()?.root;
     let m = model.out_dim();
     let mut est = Estimate {
         n,
@@ -484,13 +413,14 @@ impl Estimate {
                 }
                 Some((Arc::new(sup.expand(p)), base))
             }
-            Node::Affine {
-                inp, basis, bias, ..
-            } => {
+            Node::Affine { .. } | Node::GraphAffine { .. } => {
+                let Stacked {
+                    inp, basis, bias, ..
+                } = Stacked::of(node).expect("an affine node");
                 let feats = (basis.len() * inp + bias.is_some() as usize) as u64;
                 self.stored += feats * self.n as u64 * 8;
                 let k = basis.len() as u64;
-                let zb = if need { k * self.cot(&sup, *inp) } else { 0 };
+                let zb = if need { k * self.cot(&sup, inp) } else { 0 };
                 let work = if sup.all_single() {
                     self.cot(&sup, width) + (feats + 2 * HADAMARD_ROWS as u64) * big_n * 8
                 } else {
@@ -501,7 +431,7 @@ impl Estimate {
                 };
                 self.peak = self.peak.max(base + work + zb);
                 let mut next = sup.as_ref().clone();
-                match basis {
+                match basis.as_ref() {
                     GraphBasis::Terms(ts) => {
                         for p in ts.iter().flatten() {
                             if p.n() != self.n {
@@ -519,19 +449,20 @@ impl Estimate {
                         }
                     }
                 }
-                let wide = self.cot(&next, *inp);
+                let wide = self.cot(&next, inp);
                 if need {
                     self.peak = self.peak.max(zb + 2 * wide);
                 }
                 Some((Arc::new(next), wide))
             }
-            Node::Leaf { np, layer, .. } => {
-                self.stored += ((np + 2) * layer.in_dim() * self.n) as u64 * 8;
-                if *np == 0 {
+            Node::Elementwise(leaf) | Node::Opaque(leaf) => {
+                let np = leaf.np;
+                self.stored += ((np + 2) * leaf.layer.in_dim() * self.n) as u64 * 8;
+                if np == 0 {
                     return Some((sup, base));
                 }
                 let full = self.cot(&sup, width);
-                self.peak = self.peak.max(base + 2 * full + *np as u64 * big_n * 8);
+                self.peak = self.peak.max(base + 2 * full + np as u64 * big_n * 8);
                 Some((sup, full))
             }
             Node::Serial(children) => {
@@ -539,7 +470,7 @@ impl Estimate {
                 for k in (0..children.len()).rev() {
                     let need = need || children[..k].iter().any(Node::has_params);
                     let c = &children[k];
-                    let w_in = node_in_dim(c).unwrap_or(cur.1);
+                    let w_in = c.in_dim().unwrap_or(cur.1);
                     let (s, b) = self.walk(c, cur.0, cur.1, need, cur.2)?;
                     if !need {
                         return Some((s, b));
@@ -556,17 +487,5 @@ impl Estimate {
                 Some((union, full))
             }
         }
-    }
-}
-
-/// Features per sample entering a node (None for parameter-free propagations and composites
-/// without leaves).
-fn node_in_dim(node: &Node<'_>) -> Option<usize> {
-    match node {
-        Node::Propagate(_) => None,
-        Node::Affine { inp, .. } => Some(*inp),
-        Node::Leaf { layer, .. } => Some(layer.in_dim()),
-        Node::Serial(c) => c.iter().find_map(node_in_dim),
-        Node::Residual(inner) => node_in_dim(inner),
     }
 }

@@ -10,7 +10,7 @@
 use crate::activation::Activation;
 use crate::batch::Batch;
 use crate::graph::{propagate_columns, SparseMatrix};
-use crate::layers::{ActivationLayer, FeatureScaling, GraphStructure, Layer, Tape};
+use crate::layers::{ActivationLayer, GraphStructure, Layer, Structure, Tape};
 use crate::model::Model;
 
 /// γ_k = k·u/(1 − k·u) with u = 2⁻⁵³, the unit roundoff of f64 round-to-nearest.
@@ -141,63 +141,55 @@ fn build<'a>(
     path: &str,
     theta: &[f64],
 ) -> Result<Node<'a>, String> {
-    if let Some(a) = layer.as_activation() {
-        let slope = if layer.num_params() > 0 {
-            theta[offset]
-        } else {
-            0.0
-        };
-        check_activation(&a.activation, slope, path)?;
-        if a.control.lock().is_some() {
-            return Err(format!(
-                "activation layer `{path}` has its pieces set by a flow solve"
-            ));
-        }
-        return Ok(Node::Activation {
-            layer: a,
-            offset,
-            path: path.to_string(),
-        });
-    }
     let unsupported = || {
         format!(
             "layer `{path}` ({}) is outside the structures the bound reads",
             layer.describe()
         )
     };
-    match layer.feature_scaling() {
-        FeatureScaling::Affine { inputs, outputs } => Ok(Node::Affine {
+    match layer.structure() {
+        Structure::Elementwise(a) => {
+            let slope = if layer.num_params() > 0 {
+                theta[offset]
+            } else {
+                0.0
+            };
+            check_activation(&a.activation, slope, path)?;
+            if a.control.lock().is_some() {
+                return Err(format!(
+                    "activation layer `{path}` has its pieces set by a flow solve"
+                ));
+            }
+            Ok(Node::Activation {
+                layer: a,
+                offset,
+                path: path.to_string(),
+            })
+        }
+        Structure::Affine(affine) => Ok(Node::Affine {
             layer,
             offset,
-            inputs,
-            outputs,
+            inputs: affine.inp,
+            outputs: affine.out,
         }),
-        FeatureScaling::Commutes => match layer.graph_structure() {
-            Some(GraphStructure::Propagate(pm)) => {
-                let mut t = Vec::with_capacity(pm.nnz());
-                let (mut rows, mut cols) = (vec![0; pm.n()], vec![0; pm.n()]);
-                for (i, count) in rows.iter_mut().enumerate() {
-                    for (j, v) in pm.row(i) {
-                        t.push((i, j, v.abs()));
-                        *count += 1;
-                        cols[j] += 1;
-                    }
+        Structure::Graph(GraphStructure::Propagate(pm)) => {
+            let mut t = Vec::with_capacity(pm.nnz());
+            let (mut rows, mut cols) = (vec![0; pm.n()], vec![0; pm.n()]);
+            for (i, count) in rows.iter_mut().enumerate() {
+                for (j, v) in pm.row(i) {
+                    t.push((i, j, v.abs()));
+                    *count += 1;
+                    cols[j] += 1;
                 }
-                let most = rows.into_iter().chain(cols).max().unwrap_or(0);
-                Ok(Node::Propagate {
-                    layer,
-                    abs: Some(SparseMatrix::from_triplets(pm.n(), t)),
-                    most_nnz: most,
-                })
             }
-            None if !layer.mixes_samples() => Ok(Node::Propagate {
+            let most = rows.into_iter().chain(cols).max().unwrap_or(0);
+            Ok(Node::Propagate {
                 layer,
-                abs: None,
-                most_nnz: 0,
-            }),
-            _ => Err(unsupported()),
-        },
-        FeatureScaling::Serial(children) => {
+                abs: Some(SparseMatrix::from_triplets(pm.n(), t)),
+                most_nnz: most,
+            })
+        }
+        Structure::Serial(children) => {
             let mut at = offset;
             let mut nodes = Vec::with_capacity(children.len());
             for (k, c) in children.into_iter().enumerate() {
@@ -206,13 +198,13 @@ fn build<'a>(
             }
             Ok(Node::Serial(nodes))
         }
-        FeatureScaling::Residual(inner) => Ok(Node::Residual(Box::new(build(
+        Structure::Residual(inner) => Ok(Node::Residual(Box::new(build(
             inner,
             offset,
             &join(path, "fn"),
             theta,
         )?))),
-        FeatureScaling::Homogeneous { .. } | FeatureScaling::Breaks => Err(unsupported()),
+        Structure::Graph(GraphStructure::Affine { .. }) | Structure::Opaque => Err(unsupported()),
     }
 }
 

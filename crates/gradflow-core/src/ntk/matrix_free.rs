@@ -84,7 +84,7 @@ impl MatrixFreePlan {
         let budget = opts.memory_budget_bytes;
         let (n, m, dim) = (op.n(), op.m(), op.dim());
         let vec_bytes = (dim * 8) as u64;
-        let widths = op.dense_width();
+        let widths = op.affine_width();
         let base = 3 * op.bytes() + op.product_bytes(1) + (p * 8) as u64 + 12 * vec_bytes;
         let lanczos_bytes = |steps: usize| (steps as u64 + 4) * vec_bytes;
         let mut top_iter = opts.max_iter.clamp(1, dim);

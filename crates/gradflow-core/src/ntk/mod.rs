@@ -13,6 +13,12 @@
 //! in [`rank`], with activation patterns ([`patterns`]), rescaling symmetries ([`symmetry`]) and
 //! a rigorous rounding bound on the computed J ([`jacobian_error`]); a proven lower bound on
 //! λ_min(H) in [`certify`]; both gathered into every NTK summary by [`evidence`].
+//!
+//! The structured matrix-free products and the graph route read the network through one walker
+//! ([`walk`]) over the layers' typed [`Structure`](crate::layers::Structure) — the graph route is
+//! the sample-wise one extended by propagations and affine maps over propagated features; the
+//! dense structured route recurses through `Layer::vjp_gram`, whose default dispatches on the
+//! same structure.
 
 pub mod block_krylov;
 pub mod certify;
@@ -28,10 +34,12 @@ pub mod matrix_free;
 pub mod patterns;
 pub mod precond;
 pub mod rank;
+pub mod sample_kernel;
 pub mod sparse_cot;
 pub mod spectrum;
 pub mod structured;
 pub mod symmetry;
+pub mod walk;
 
 pub use evidence::{jacobian_evidence, JacobianEvidence};
 pub use gram::{gram, gram_bytes, gram_route, jacobian, GramRoute, NtkOperator};
@@ -94,8 +102,9 @@ impl Default for NtkOptions {
 /// The spectrum summary of one state.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct NtkSummary {
-    /// "structured", "structured-graph", "jacobian" or "matrix-free".
-    pub route: String,
+    /// How H was handled; serialised as "structured", "structured-graph", "jacobian" or
+    /// "matrix-free".
+    pub route: GramRoute,
     /// nm, the size of H.
     pub dim: usize,
     pub p: usize,
@@ -141,7 +150,7 @@ pub fn ntk_spectrum(
     } else {
         JacobianEvidence::default()
     };
-    let summary = |route: String, ext: &Extremes, eigenvalues, estimate, products| NtkSummary {
+    let summary = |route: GramRoute, ext: &Extremes, eigenvalues, estimate, products| NtkSummary {
         route,
         dim,
         p: model.p(),
@@ -162,7 +171,7 @@ pub fn ntk_spectrum(
         let (h, route) = gram(model, theta, x);
         let eig = opts.full_spectrum.then(|| full_spectrum(&h));
         let ext = dense_extremes_owned(h, opts.tol);
-        return Ok(summary(route.name().to_string(), &ext, eig, None, None));
+        return Ok(summary(route, &ext, eig, None, None));
     }
     let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
     if !model.net.mixes_samples() {
@@ -189,7 +198,7 @@ pub fn ntk_spectrum(
                 };
                 let products = r.products_min + r.products_max + r.products_check + 2;
                 return Ok(summary(
-                    "matrix-free".into(),
+                    GramRoute::MatrixFree,
                     &ext,
                     None,
                     r.error_estimate,
@@ -214,7 +223,7 @@ pub fn ntk_spectrum(
     let ext = matrix_free_extremes(dim, &mut |v, o| op.apply(v, o), opts.max_iter, opts.tol);
     let products = ext.iterations + 2;
     Ok(summary(
-        "matrix-free".into(),
+        GramRoute::MatrixFree,
         &ext,
         None,
         None,

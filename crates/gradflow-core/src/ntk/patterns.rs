@@ -5,7 +5,7 @@
 //! deficient on an open set of θ (see [`super::rank`]).
 
 use crate::batch::Batch;
-use crate::layers::{FeatureScaling, Layer, PreActivation};
+use crate::layers::{Layer, PreActivation, Structure};
 use crate::model::Model;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -82,16 +82,16 @@ fn activation_paths(layer: &dyn Layer, path: &str, out: &mut Vec<String>) -> boo
             format!("{path}.{sub}")
         }
     };
-    if layer.as_activation().is_some() {
-        out.push(path.to_string());
-        return true;
-    }
-    match layer.feature_scaling() {
-        FeatureScaling::Serial(children) => children
+    match layer.structure() {
+        Structure::Elementwise(_) => {
+            out.push(path.to_string());
+            true
+        }
+        Structure::Serial(children) => children
             .into_iter()
             .enumerate()
             .all(|(k, c)| activation_paths(c, &join(&k.to_string()), out)),
-        FeatureScaling::Residual(inner) => activation_paths(inner, &join("fn"), out),
+        Structure::Residual(inner) => activation_paths(inner, &join("fn"), out),
         _ => layer.children().is_empty(),
     }
 }

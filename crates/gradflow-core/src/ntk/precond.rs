@@ -108,7 +108,7 @@ impl OutputBlockPreconditioner {
             Blocking::Coupled(g) => (g.clamp(1, m), false),
             Blocking::Shared(g) => (g.clamp(1, m), g > 1),
         };
-        let kernels: Vec<Mat<f64>> = op.dense_kernels().iter().map(|k| k.full()).collect();
+        let kernels: Vec<Mat<f64>> = op.affine_kernels().iter().map(|k| k.full()).collect();
         let rotation = if rotate && m > 1 {
             output_rotation(op, &kernels)
         } else {
@@ -126,7 +126,7 @@ impl OutputBlockPreconditioner {
                     }
                 }
             }
-            let cot = op.dense_cotangents(v);
+            let cot = op.affine_cotangents(v);
             let size = if shared { n } else { k * n };
             let mut block = Mat::<f64>::zeros(size, size);
             let mut g = Mat::<f64>::zeros(size, size);
@@ -250,7 +250,7 @@ fn output_rotation(op: &StructuredNtk<'_>, kernels: &[Mat<f64>]) -> Mat<f64> {
             v.col_mut(a * n + i)[a] = 1.0;
         }
     }
-    let cot = op.dense_cotangents(v);
+    let cot = op.affine_cotangents(v);
     let mut c = Mat::<f64>::zeros(m, m);
     for (u, k) in cot.iter().zip(kernels) {
         let d = u.features();

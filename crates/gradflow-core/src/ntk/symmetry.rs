@@ -5,11 +5,12 @@
 //! lowers the rank J can reach from p to p − 1, whatever the data — one reason the paper's
 //! p ≥ nm is not enough for a positive-definite H.
 //!
-//! The structure is read through [`Layer::feature_scaling`] only: parameter-free per-feature
-//! linear maps between the two affine layers (a GCN's propagation Â) commute with the scaling;
-//! a residual block h + σ(Wh + b) breaks it (its branch has no consumer weight).
+//! The structure is read through [`Layer::structure`] only: parameter-free per-feature linear
+//! maps between the two affine layers (a GCN's propagation Â, the identity) commute with the
+//! scaling; a residual block h + σ(Wh + b) breaks it (its branch has no consumer weight), and so
+//! does any layer whose structure is not known.
 
-use crate::layers::{FeatureScaling, Layer};
+use crate::layers::{Affine, GraphStructure, Layer, Structure};
 use crate::model::Model;
 use serde::{Deserialize, Serialize};
 
@@ -28,38 +29,44 @@ pub struct Symmetries {
 /// One element of the flattened layer sequence.
 #[derive(Clone, Copy, Debug)]
 enum Atom {
+    /// An affine map whose θ slice starts at `offset` in the model's θ.
     Affine {
         offset: usize,
-        inputs: usize,
-        outputs: usize,
+        map: Affine,
     },
+    /// Commutes with every per-feature scaling (a propagation over the samples).
     Commutes,
+    /// An element-wise σ with σ(cz) = cσ(z) for c > 0.
     Homogeneous,
     Breaks,
 }
 
 fn flatten(layer: &dyn Layer, offset: usize, out: &mut Vec<Atom>) {
-    match layer.feature_scaling() {
-        FeatureScaling::Serial(children) => {
+    match layer.structure() {
+        Structure::Serial(children) => {
             let mut at = offset;
             for c in children {
                 flatten(c, at, out);
                 at += c.num_params();
             }
         }
-        FeatureScaling::Affine { inputs, outputs } => out.push(Atom::Affine {
-            offset,
-            inputs,
-            outputs,
-        }),
-        FeatureScaling::Commutes => out.push(Atom::Commutes),
-        FeatureScaling::Homogeneous { .. } => out.push(Atom::Homogeneous),
-        FeatureScaling::Residual(_) | FeatureScaling::Breaks => out.push(Atom::Breaks),
+        Structure::Affine(map) => out.push(Atom::Affine { offset, map }),
+        Structure::Graph(GraphStructure::Propagate(_)) => out.push(Atom::Commutes),
+        Structure::Elementwise(a) if a.activation.is_positively_homogeneous() => {
+            out.push(Atom::Homogeneous)
+        }
+        Structure::Elementwise(_)
+        | Structure::Residual(_)
+        | Structure::Graph(GraphStructure::Affine { .. })
+        | Structure::Opaque => out.push(Atom::Breaks),
     }
 }
 
-/// A producer–consumer pair: (offset, inputs, outputs) of each affine layer.
-type Pair = ((usize, usize, usize), (usize, usize, usize));
+/// An affine map and where its θ slice starts in the model's θ.
+type Placed = (usize, Affine);
+
+/// A producer–consumer pair of affine maps.
+type Pair = (Placed, Placed);
 
 /// Affine layers A, B with only commuting layers and at least one homogeneous activation
 /// between them.
@@ -67,18 +74,14 @@ fn pairs(model: &Model) -> Vec<Pair> {
     let mut atoms = Vec::new();
     flatten(model.net.as_ref(), 0, &mut atoms);
     let mut out = Vec::new();
-    let mut open: Option<((usize, usize, usize), bool)> = None;
+    let mut open: Option<(Placed, bool)> = None;
     for a in atoms {
         match a {
-            Atom::Affine {
-                offset,
-                inputs,
-                outputs,
-            } => {
+            Atom::Affine { offset, map } => {
                 if let Some((prod, true)) = open {
-                    out.push((prod, (offset, inputs, outputs)));
+                    out.push((prod, (offset, map)));
                 }
-                open = Some(((offset, inputs, outputs), false));
+                open = Some(((offset, map), false));
             }
             Atom::Commutes => {}
             Atom::Homogeneous => {
@@ -94,7 +97,7 @@ fn pairs(model: &Model) -> Vec<Pair> {
 
 /// The rescaling symmetries of `model` (see the module docs).
 pub fn symmetries(model: &Model) -> Symmetries {
-    let units: usize = pairs(model).iter().map(|(prod, _)| prod.2).sum();
+    let units: usize = pairs(model).iter().map(|((_, prod), _)| prod.out).sum();
     Symmetries {
         rescaling_units: units,
         rank_bound: model.p().saturating_sub(units),
@@ -105,15 +108,17 @@ pub fn symmetries(model: &Model) -> Symmetries {
 /// unit's in-weights and bias as in θ, its out-weight column negated, zero elsewhere.
 pub fn rescaling_directions(model: &Model, theta: &[f64]) -> Vec<Vec<f64>> {
     let mut dirs = Vec::new();
-    for ((po, pi, pn), (co, ci, cn)) in pairs(model) {
-        for u in 0..pn {
+    for ((po, prod), (co, cons)) in pairs(model) {
+        for u in 0..prod.out {
             let mut v = vec![0.0; theta.len()];
-            let row = po + u * pi..po + (u + 1) * pi;
+            let row = po + prod.weight + u * prod.inp..po + prod.weight + (u + 1) * prod.inp;
             v[row.clone()].copy_from_slice(&theta[row]);
-            let bias = po + pn * pi + u;
-            v[bias] = theta[bias];
-            for r in 0..cn {
-                let k = co + r * ci + u;
+            if let Some(b) = prod.bias {
+                let bias = po + b + u;
+                v[bias] = theta[bias];
+            }
+            for r in 0..cons.out {
+                let k = co + cons.weight + r * cons.inp + u;
                 v[k] = -theta[k];
             }
             dirs.push(v);

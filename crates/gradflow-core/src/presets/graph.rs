@@ -3,6 +3,7 @@
 //! last graph layer to m outputs.
 
 use crate::activation::Activation;
+use crate::config::Preset;
 use crate::graph::SparseMatrix;
 use crate::layers::{ActivationLayer, ChebConv, GraphConv, Layer, Serial};
 use crate::model::Model;
@@ -14,7 +15,7 @@ fn stack(
     m: usize,
     a: &Activation,
     layer: impl Fn(usize, usize) -> Box<dyn Layer>,
-    name: &str,
+    preset: Preset,
 ) -> Model {
     let mut layers: Vec<Box<dyn Layer>> = Vec::new();
     let mut prev = d;
@@ -24,7 +25,7 @@ fn stack(
         prev = w;
     }
     layers.push(layer(prev, m));
-    Model::new(Box::new(Serial::new(layers)), name, a.clone())
+    Model::new(Box::new(Serial::new(layers)), preset, a.clone())
 }
 
 /// ChebConv of order K with the scaled Laplacian L̃ of the samples' graph.
@@ -42,7 +43,7 @@ pub fn cheb(
         m,
         a,
         |i, o| Box::new(ChebConv::new(i, o, order, l_tilde.clone())),
-        "cheb",
+        Preset::Cheb,
     )
 }
 
@@ -60,6 +61,6 @@ pub fn graphconv(
         m,
         a,
         |i, o| Box::new(GraphConv::new(i, o, adjacency.clone())),
-        "graphconv",
+        Preset::GraphConv,
     )
 }

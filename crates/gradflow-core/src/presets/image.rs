@@ -11,6 +11,7 @@
 //!   stride 2 while the image is ≥ 2 wide → σ → pointwise 1×1 → σ), then a dense read-out.
 
 use crate::activation::Activation;
+use crate::config::Preset;
 use crate::layers::{
     ActivationLayer, AvgPool2d, Conv2d, Dense, DepthwiseConv2d, FanOutConcat, Identity, ImageShape,
     Layer, Residual, Serial, Upsample2d,
@@ -43,7 +44,7 @@ pub fn cnn(input: ImageShape, channels: &[usize], k: usize, m: usize, a: &Activa
         }
     }
     layers.push(Box::new(Dense::new(shape.len(), m)));
-    Model::new(Box::new(Serial::new(layers)), "cnn", a.clone())
+    Model::new(Box::new(Serial::new(layers)), Preset::Cnn, a.clone())
 }
 
 pub fn conv_resnet(
@@ -64,7 +65,7 @@ pub fn conv_resnet(
         ])))));
     }
     layers.push(Box::new(Dense::new(shape.len(), m)));
-    Model::new(Box::new(Serial::new(layers)), "conv-resnet", a.clone())
+    Model::new(Box::new(Serial::new(layers)), Preset::ConvResnet, a.clone())
 }
 
 /// The U-Net level `i` at `shape` (already with `channels[i-1]` channels): down, process, recurse,
@@ -114,7 +115,7 @@ pub fn unet(
     }
     let (head, _) = conv(shape, out_channels, 1);
     layers.push(head);
-    Model::new(Box::new(Serial::new(layers)), "unet", a.clone())
+    Model::new(Box::new(Serial::new(layers)), Preset::Unet, a.clone())
 }
 
 pub fn mobilenet(
@@ -138,5 +139,5 @@ pub fn mobilenet(
         layers.push(act(a, shape));
     }
     layers.push(Box::new(Dense::new(shape.len(), m)));
-    Model::new(Box::new(Serial::new(layers)), "mobilenet", a.clone())
+    Model::new(Box::new(Serial::new(layers)), Preset::Mobilenet, a.clone())
 }

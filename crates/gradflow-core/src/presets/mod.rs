@@ -20,6 +20,7 @@ pub use image::{cnn, conv_resnet, mobilenet, unet};
 pub use siamese::siamese;
 
 use crate::activation::Activation;
+use crate::config::Preset;
 use crate::graph::SparseMatrix;
 use crate::layers::{ActivationLayer, Dense, Layer, Propagate, Residual, Serial};
 use crate::model::Model;
@@ -35,7 +36,11 @@ pub fn dnn(d: usize, hidden: &[usize], m: usize, activation: &Activation) -> Mod
         prev = w;
     }
     layers.push(Box::new(Dense::new(prev, m)));
-    Model::new(Box::new(Serial::new(layers)), "dnn", activation.clone())
+    Model::new(
+        Box::new(Serial::new(layers)),
+        Preset::Dnn,
+        activation.clone(),
+    )
 }
 
 /// ResNet (Cor. 3.2.1-2, our reading): h^l = h^{l−1} + σ(W^l h^{l−1} + b^l) with W^l ∈ R^{d×d},
@@ -50,7 +55,11 @@ pub fn resnet(d: usize, depth: usize, m: usize, activation: &Activation) -> Mode
         layers.push(Box::new(Residual::new(Box::new(branch))));
     }
     layers.push(Box::new(Dense::new(d, m)));
-    Model::new(Box::new(Serial::new(layers)), "resnet", activation.clone())
+    Model::new(
+        Box::new(Serial::new(layers)),
+        Preset::Resnet,
+        activation.clone(),
+    )
 }
 
 /// GCN (Cor. 3.2.1-3): H^l = σ(Â H^{l−1} W^l + 1 b^lᵀ), F = Â H^{L−1} W^L + 1 b^Lᵀ.
@@ -71,7 +80,11 @@ pub fn gcn(
     }
     layers.push(Box::new(Propagate::new(a_hat, prev)));
     layers.push(Box::new(Dense::new(prev, m)));
-    Model::new(Box::new(Serial::new(layers)), "gcn", activation.clone())
+    Model::new(
+        Box::new(Serial::new(layers)),
+        Preset::Gcn,
+        activation.clone(),
+    )
 }
 
 /// p for a DNN, by the closed form Σ_l (d_{l−1} + 1)·d_l (plus one slope per PReLU layer).

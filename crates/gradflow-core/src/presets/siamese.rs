@@ -3,6 +3,7 @@
 //! head to m outputs. The tower's weights appear once in θ (tensor names `0.tower.*`).
 
 use crate::activation::Activation;
+use crate::config::Preset;
 use crate::layers::{ActivationLayer, Dense, Layer, PairCombine, Serial, SharedPair};
 use crate::model::Model;
 
@@ -24,5 +25,5 @@ pub fn siamese(
     let pair = SharedPair::new(Box::new(Serial::new(tower)), combine);
     let out = pair.out_dim();
     let layers: Vec<Box<dyn Layer>> = vec![Box::new(pair), Box::new(Dense::new(out, m))];
-    Model::new(Box::new(Serial::new(layers)), "siamese", a.clone())
+    Model::new(Box::new(Serial::new(layers)), Preset::Siamese, a.clone())
 }
