@@ -186,3 +186,31 @@ fn compiled_solve_matches_layer_solve_resnet() {
     let model = presets::resnet(4, 2, 2, &Activation::leaky_relu());
     same_solve(&model, &Dataset::ball(10, 4, 2, 0), 10.0);
 }
+
+/// The progress callback sees every accepted step: t increasing to T, counts matching the outcome.
+#[test]
+fn progress_follows_accepted_steps_to_the_end() {
+    let model = presets::dnn(4, &[8, 8], 2, &Activation::leaky_relu());
+    let data = Dataset::ball(10, 4, 2, 0);
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let opts = FlowOptions::new(5.0, 1e-8, 1e-10, 5, LossKind::Mse);
+    let mut seen: Vec<gradflow::flow::FlowProgress> = Vec::new();
+    let mut th = theta0.clone();
+    let out = gradflow::flow::gradient_flow_with_progress(
+        &model,
+        &data,
+        &mut th,
+        &opts,
+        |_, _| Control::Continue,
+        &mut |p| seen.push(*p),
+    )
+    .unwrap();
+    assert_eq!(seen.len() as u64, out.steps_accepted);
+    assert!(seen
+        .windows(2)
+        .all(|w| w[1].t >= w[0].t && w[1].steps_accepted == w[0].steps_accepted + 1));
+    let last = seen.last().unwrap();
+    assert_eq!(last.t, 5.0);
+    assert_eq!(last.gradient_evaluations, out.counts.gradients);
+    assert!(seen.iter().any(|p| p.pinned > 0), "no pinned entries seen");
+}

@@ -22,9 +22,14 @@
 //! the right. The entry slides while ż⁻_j > 0 > ż⁺_j (both sides push into the surface) and
 //! leaves towards the side that pushes away otherwise.
 //!
-//! **Cost.** The rows ∇z_j come from reverse passes seeded at the pinned pre-activations. For
-//! networks that do not mix samples each row is a one-sample pass (≈ 1/n of a gradient); graph
-//! networks pay a full-batch reverse pass per pinned entry. Counts of each kind are kept.
+//! **Cost.** Two routes compute the same field. The dnn and resnet presets go through the
+//! compiled route (`compiled.rs`): the gradient on the engine's flat plan in two parts on
+//! the two threads, and the rows ∇z_j by one multi-column reverse pass per sample, kept in
+//! factored form (per-stage cotangents and inputs), their Gram matrix by matrix products and a
+//! Cholesky factorisation, all in kept buffers. Every other network takes the general layer
+//! path: reverse passes seeded at the pinned pre-activations through the layers' controls, one
+//! one-sample pass per entry for networks that do not mix samples, a full-batch pass per entry
+//! for graph networks. Counts of each kind are kept.
 
 use super::compiled::{Compiled, PinSlot};
 use super::dopri::Field;
@@ -127,6 +132,7 @@ pub struct KinkSystem<'a> {
     mu: Vec<f64>,
     gdiag: Vec<f64>,
     slots: Vec<PinSlot>,
+    first_layer: Vec<usize>,
 }
 
 fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
@@ -179,6 +185,7 @@ impl<'a> KinkSystem<'a> {
             mu: Vec::new(),
             gdiag: Vec::new(),
             slots: Vec::new(),
+            first_layer: Vec::new(),
         };
         // Layer l's pre-activations depend only on the pieces of layers before it: settle the
         // pattern layer by layer (at most one pass per activation layer).
@@ -516,6 +523,14 @@ impl<'a> KinkSystem<'a> {
         self.last.slopes.clear();
         let mut changed = false;
         let mut upstream_affected = false;
+        // The first (most upstream) activation layer holding a pinned entry, per sample.
+        let mut first_layer = std::mem::take(&mut self.first_layer);
+        first_layer.clear();
+        first_layer.resize(self.data.n(), usize::MAX);
+        for &e in &self.pinned {
+            let (l, i) = self.entry_place(e);
+            first_layer[i] = first_layer[i].min(l);
+        }
         for (j, &e) in self.pinned.iter().enumerate() {
             let (dl, dr) = self.one_sided_slopes(e);
             let s0 = self.pin_slopes.get(&e).copied().unwrap_or(0.5 * (dl + dr));
@@ -539,13 +554,11 @@ impl<'a> KinkSystem<'a> {
                     changed = true;
                     // Only pinned entries upstream of e in the same sample see its slope.
                     let (le, se) = self.entry_place(e);
-                    upstream_affected |= self
-                        .pinned
-                        .iter()
-                        .any(|&o| self.entry_place(o).1 == se && self.entry_place(o).0 < le);
+                    upstream_affected |= first_layer[se] < le;
                 }
             }
         }
+        self.first_layer = first_layer;
         self.last.slopes_updated = upstream_affected;
         if changed {
             self.install();
