@@ -919,7 +919,8 @@ fn cholesky(g: &[f64], k: usize, l: &mut Vec<f64>, dropped: &mut Vec<bool>, linv
     for j in 0..k {
         let lj = &l[j * k..j * k + j];
         let d = g[j * k + j] - dot(lj, lj);
-        if !(d > 1e-12 * top) {
+        // NaN pivots are dropped too.
+        if d.is_nan() || d <= 1e-12 * top {
             dropped[j] = true;
             continue;
         }

@@ -667,7 +667,7 @@ impl<'a> KinkSystem<'a> {
     /// one Gauss–Newton step with the rows of the last evaluation (which was at θ).
     pub fn project_onto_knots(&mut self, theta: &mut [f64]) {
         let k = self.pinned.len();
-        if self.compiled.is_some() {
+        if let Some(mut c) = self.compiled.take() {
             let mut r = std::mem::take(&mut self.rg);
             r.clear();
             r.extend(
@@ -676,15 +676,14 @@ impl<'a> KinkSystem<'a> {
                     .map(|&e| self.last.z[e] - self.knot_of(e)),
             );
             self.rg = r;
-            let c = self.compiled.as_mut().expect("compiled");
-            if k == 0 || !c.rows_match(&self.pinned) {
-                return;
+            if k > 0 && c.rows_match(&self.pinned) {
+                c.solve(&self.rg, &mut self.mu);
+                for m in self.mu.iter_mut() {
+                    *m = -*m;
+                }
+                c.add_rows_t(&self.mu, theta);
             }
-            c.solve(&self.rg, &mut self.mu);
-            for m in self.mu.iter_mut() {
-                *m = -*m;
-            }
-            c.add_rows_t(&self.mu, theta);
+            self.compiled = Some(c);
             return;
         }
         if k == 0 || self.last.rows.len() != k {
