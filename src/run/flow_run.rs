@@ -11,7 +11,7 @@
 use super::progress::{summarize, timed_kernel_view, write_inputs, Checkpoint};
 use super::{param_metadata, Prepared, RunOptions, RunSummary, Status, NTK_HEADER};
 use crate::error::{Error, Result};
-use crate::flow::{gradient_flow, Counts, EventSummary, FlowOptions};
+use crate::flow::{gradient_flow_with_progress, Counts, EventSummary, FlowOptions};
 use crate::io::CsvWriter;
 use crate::ntk::NtkOptions;
 use crate::params;
@@ -20,6 +20,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
+
+/// Resolution of the progress bar in flow time (ticks over [0, T]).
+const PROGRESS_TICKS: u64 = 1000;
 
 /// metrics.csv of a flow run: one row per output time.
 pub const FLOW_METRICS_HEADER: [&str; 12] = [
@@ -174,17 +177,35 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     } else {
         None
     };
+    // The bar runs in flow time t (in thousandths of T), updated after every accepted step.
     let bar = if opts.progress {
-        ProgressBar::new(fc.outputs as u64 + 1)
+        ProgressBar::new(PROGRESS_TICKS)
     } else {
         ProgressBar::hidden()
     };
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} outputs of the flow ETA {eta} {msg}",
+            "{spinner} [{elapsed_precise}] {wide_bar} flow {msg} ETA {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    let solve_start = Instant::now();
+    let mut last_draw = 0u64;
+    let mut progress = |p: &crate::flow::FlowProgress| {
+        let tick = ((p.t / p.t_end).clamp(0.0, 1.0) * PROGRESS_TICKS as f64) as u64;
+        let steps = p.steps_accepted;
+        // The message only when the bar moved or every 64 steps (formatting costs).
+        if tick == bar.position() && steps < last_draw + 64 {
+            return;
+        }
+        last_draw = steps;
+        let rate = steps as f64 / solve_start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_position(tick);
+        bar.set_message(format!(
+            "t {:.4}/{} · loss {:.3e} · pinned {} · {:.0} steps/s",
+            p.t, p.t_end, p.loss, p.pinned, rate
+        ));
+    };
     let mut ck = Checkpoint::fresh(prep);
     ck.kernel_view_seconds = kernel_view_seconds;
     let mut cmp = GdComparison {
@@ -200,73 +221,75 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     let every = cfg.ntk.every;
     let mut final_theta = prep.theta0.clone();
     let last_index = fc.outputs;
-    let outcome = gradient_flow(model, data, &mut final_theta, &flow_opts, |rec, theta| {
-        ck.series_t.push(rec.t);
-        ck.series_loss.push(rec.loss);
-        let l_lin = lin.as_ref().map_or(f64::NAN, |l| l.loss(rec.t));
-        ck.kernel.observe_linearised(rec.loss, l_lin);
-        let (gd_loss, gd_gap) = match gd.as_ref().and_then(|g| g.1.get(rec.index)) {
-            Some((l, th)) => {
-                let gap = rel_gap(th, theta);
-                cmp.max_theta_gap = cmp.max_theta_gap.max(gap);
-                cmp.final_theta_gap = gap;
-                cmp.final_loss_gd = *l;
-                let lg = (l - rec.loss).abs() / rec.loss.abs().max(f64::MIN_POSITIVE);
-                cmp.max_relative_loss_gap = cmp.max_relative_loss_gap.max(lg);
-                (*l, gap)
+    let outcome = gradient_flow_with_progress(
+        model,
+        data,
+        &mut final_theta,
+        &flow_opts,
+        |rec, theta| {
+            ck.series_t.push(rec.t);
+            ck.series_loss.push(rec.loss);
+            let l_lin = lin.as_ref().map_or(f64::NAN, |l| l.loss(rec.t));
+            ck.kernel.observe_linearised(rec.loss, l_lin);
+            let (gd_loss, gd_gap) = match gd.as_ref().and_then(|g| g.1.get(rec.index)) {
+                Some((l, th)) => {
+                    let gap = rel_gap(th, theta);
+                    cmp.max_theta_gap = cmp.max_theta_gap.max(gap);
+                    cmp.final_theta_gap = gap;
+                    cmp.final_loss_gd = *l;
+                    let lg = (l - rec.loss).abs() / rec.loss.abs().max(f64::MIN_POSITIVE);
+                    cmp.max_relative_loss_gap = cmp.max_relative_loss_gap.max(lg);
+                    (*l, gap)
+                }
+                None => (f64::NAN, f64::NAN),
+            };
+            let row = [
+                rec.index as f64,
+                rec.t,
+                rec.loss,
+                rec.speed,
+                rec.crossings as f64,
+                rec.pinned as f64,
+                rec.slides as f64,
+                rec.releases as f64,
+                rec.gradient_evaluations as f64,
+                l_lin,
+                gd_loss,
+                gd_gap,
+            ];
+            if let Err(e) = metrics.row(&row) {
+                io_error = Some(e);
+                return Control::Stop;
             }
-            None => (f64::NAN, f64::NAN),
-        };
-        let row = [
-            rec.index as f64,
-            rec.t,
-            rec.loss,
-            rec.speed,
-            rec.crossings as f64,
-            rec.pinned as f64,
-            rec.slides as f64,
-            rec.releases as f64,
-            rec.gradient_evaluations as f64,
-            l_lin,
-            gd_loss,
-            gd_gap,
-        ];
-        if let Err(e) = metrics.row(&row) {
-            io_error = Some(e);
-            return Control::Stop;
-        }
-        let last = rec.index == last_index;
-        if let Some(csv) = ntk_csv.as_mut() {
-            if rec.index == 0 || last || (every > 0 && rec.index % every == 0) {
-                bar.set_message(format!("loss {:.3e} · NTK λ_min …", rec.loss));
-                let drift = drift.as_ref();
-                let row = ck.ntk_checkpoint(
-                    model,
-                    theta,
-                    &data.x,
-                    &ntk_opts,
-                    drift,
-                    c,
-                    (rec.index, rec.t, rec.loss),
-                    None,
-                );
-                if let Err(e) = row.and_then(|row| csv.row(&row).and_then(|_| csv.flush())) {
-                    io_error = Some(e);
-                    return Control::Stop;
+            let last = rec.index == last_index;
+            if let Some(csv) = ntk_csv.as_mut() {
+                if rec.index == 0 || last || (every > 0 && rec.index % every == 0) {
+                    bar.set_message(format!("t {} · loss {:.3e} · NTK λ_min …", rec.t, rec.loss));
+                    let drift = drift.as_ref();
+                    let row = ck.ntk_checkpoint(
+                        model,
+                        theta,
+                        &data.x,
+                        &ntk_opts,
+                        drift,
+                        c,
+                        (rec.index, rec.t, rec.loss),
+                        None,
+                    );
+                    if let Err(e) = row.and_then(|row| csv.row(&row).and_then(|_| csv.flush())) {
+                        io_error = Some(e);
+                        return Control::Stop;
+                    }
                 }
             }
-        }
-        bar.set_message(format!(
-            "t {:.3} loss {:.3e} pinned {}",
-            rec.t, rec.loss, rec.pinned
-        ));
-        bar.inc(1);
-        if crate::interrupt::requested() {
-            interrupted = true;
-            return Control::Stop;
-        }
-        Control::Continue
-    });
+            if crate::interrupt::requested() {
+                interrupted = true;
+                return Control::Stop;
+            }
+            Control::Continue
+        },
+        &mut progress,
+    );
     bar.finish_and_clear();
     metrics.flush()?;
     if let Some(csv) = ntk_csv.as_mut() {

@@ -475,7 +475,7 @@ fn projection_invariants(
     // Set the pinned state up by hand and let the system project θ onto the kinks.
     let loss = LossKind::Mse;
     let (f, slopes, zl, zr) = {
-        let mut sys = KinkSystem::new(model, data, loss, &theta).expect("system");
+        let mut sys = KinkSystem::new(model, data, loss, &theta, true).expect("system");
         assert_eq!(sys.entries(), z0.len());
         for &e in &pinned {
             sys.pieces[e] = 0; // the piece left of the knot at 0

@@ -7,7 +7,13 @@
 //!     Runge–Kutta solve needed 657,254 evaluations): the kink-aware solve's evaluations and
 //!     events, and its loss against the η → 0 limit of GD by Richardson extrapolation.
 //!
-//! Usage: `cargo run --release --bin bench_flow -- [a|b|br|plain] [T] [rtol]` — `br` adds the
+//! (q) the quick sweep's dnn w = 48 (20 → [48, 48] → 5, n = 100, leaky ReLU) to t = T: the
+//!     kink-aware solve by the compiled route and (T ≤ 30) by the layer path, GD at η = 0.1 to
+//!     the same time, in the same run; allocations per field evaluation at a fixed pinned state
+//!     (the steady state) and over the whole solve, counted by a counting allocator.
+//!
+//! Usage: `cargo run --release --bin bench_flow -- [a|b|bl|br|plain|q] [T] [rtol]` — `bl` runs (b)
+//! by the general layer path (the route before the compiled one), `br` adds the
 //! GD runs for the Richardson extrapolation (η = 2e-3 … 6.25e-5: a few minutes); `plain` runs the
 //! classic adaptive solve on the discontinuous field (no kink handling) for comparison.
 
@@ -18,7 +24,135 @@ use gradflow::init::{init_params, InitScheme};
 use gradflow::loss::LossKind;
 use gradflow::presets;
 use gradflow::train::{gradient_descent, Control, GdOptions};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, s: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(p, l, s)
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.load(Ordering::Relaxed)
+}
+
+/// (q): see the module docs.
+fn quick_dnn(t_end: f64, rtol: f64) {
+    use gradflow::flow::system::KinkSystem;
+    let model = presets::dnn(20, &[48, 48], 5, &Activation::leaky_relu());
+    let data = Dataset::ball(100, 20, 5, 0);
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let epochs = (t_end / 0.1).round() as usize;
+    let t0 = Instant::now();
+    let gd = gd_losses(&model, &data, &theta0, 0.1, epochs);
+    let gd_s = t0.elapsed().as_secs_f64();
+    println!(
+        "(q) GD η = 0.1, {epochs} epochs: {gd_s:.3} s, L = {:.10e}",
+        gd[epochs]
+    );
+    // GD's η → 0 limit by Richardson extrapolation (first order, then second) from η = 0.1/2^k.
+    let mut ls = vec![gd[epochs]];
+    for k in 1..4 {
+        let eta = 0.1 / (1 << k) as f64;
+        let e = (t_end / eta).round() as usize;
+        ls.push(gd_losses(&model, &data, &theta0, eta, e)[e]);
+    }
+    let r1: Vec<f64> = ls.windows(2).map(|w| 2.0 * w[1] - w[0]).collect();
+    let r2: Vec<f64> = r1.windows(2).map(|w| (4.0 * w[1] - w[0]) / 3.0).collect();
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.10e}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "(q) GD L(T) at η = 0.1 … 0.0125: {}; Richardson 1st {}; 2nd {}",
+        show(&ls),
+        show(&r1),
+        show(&r2)
+    );
+    let routes: &[bool] = if t_end <= 30.0 {
+        &[true, false]
+    } else {
+        &[true]
+    };
+    for &compiled in routes {
+        let mut opts = FlowOptions::new(t_end, rtol, rtol * 1e-2, 20, LossKind::Mse);
+        opts.compiled = compiled;
+        let mut th = theta0.clone();
+        let (a0, t0) = (allocs(), Instant::now());
+        let out = gradient_flow(&model, &data, &mut th, &opts, |_, _| Control::Continue).unwrap();
+        let (secs, a1) = (t0.elapsed().as_secs_f64(), allocs());
+        println!(
+            "(q) flow ({}): {secs:.3} s = {:.1}× GD; {} gradients ({:.0} equivalents, {:.2} per unit t; GD {:.0}), {} steps ({} rejected), max pinned {}, {} crossings, {} slides; {:.2} allocations per gradient; L(T) = {:.10e}",
+            if compiled { "compiled" } else { "layers" },
+            secs / gd_s,
+            out.counts.gradients,
+            out.gradient_equivalents,
+            out.gradient_equivalents / t_end,
+            10.0,
+            out.steps_accepted,
+            out.steps_rejected,
+            out.events.max_pinned,
+            out.events.crossings,
+            out.events.slides,
+            (a1 - a0) as f64 / out.counts.gradients as f64,
+            out.final_loss
+        );
+        let limit = *r2.last().unwrap();
+        println!(
+            "(q)   L(T) − GD η → 0 limit = {:.2e} (spread of the last two extrapolations {:.1e}); mean step {:.4}",
+            out.final_loss - limit,
+            (r2[1] - r2[0]).abs(),
+            t_end / out.steps_accepted as f64
+        );
+    }
+    // The steady state: field evaluations at a fixed pinned set (every 97th entry pinned).
+    let mut sys = KinkSystem::new(&model, &data, LossKind::Mse, &theta0, true).unwrap();
+    let pinned: Vec<usize> = (0..sys.entries()).step_by(97).collect();
+    for &e in &pinned {
+        sys.pieces[e] = 0;
+    }
+    sys.pinned = pinned.clone();
+    sys.refresh();
+    let mut f = vec![0.0; theta0.len()];
+    for _ in 0..3 {
+        sys.evaluate(&theta0, &mut f).unwrap();
+    }
+    let reps = 200;
+    let (a0, t0) = (allocs(), Instant::now());
+    for _ in 0..reps {
+        sys.evaluate(&theta0, &mut f).unwrap();
+    }
+    let (secs, a1) = (t0.elapsed().as_secs_f64(), allocs());
+    let mut g = vec![0.0; theta0.len()];
+    let t1 = Instant::now();
+    for _ in 0..reps {
+        model.loss_and_grad(&theta0, &data.x, &data.y, LossKind::Mse, &mut g);
+    }
+    let layer_s = t1.elapsed().as_secs_f64();
+    println!(
+        "(q) steady state, {} pinned: {:.3} ms per field evaluation (layer-path plain gradient {:.3} ms), {} allocations in {reps} evaluations",
+        pinned.len(),
+        1e3 * secs / reps as f64,
+        1e3 * layer_s / reps as f64,
+        a1 - a0
+    );
+}
 
 fn gd_losses(
     model: &gradflow::model::Model,
@@ -49,6 +183,13 @@ fn main() {
     let which = args.get(1).map(String::as_str).unwrap_or("ab");
     let t_end: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20.0);
     let rtol: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1e-8);
+    if which == "q" {
+        quick_dnn(
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30.0),
+            rtol,
+        );
+        return;
+    }
     let data = Dataset::ball(40, 8, 3, 0);
     if which.contains('a') {
         let model = presets::dnn(8, &[32, 32], 3, &Activation::Sigmoid);
@@ -79,6 +220,8 @@ fn main() {
         let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
         let mut opts = FlowOptions::new(t_end, rtol, rtol * 1e-2, 20, LossKind::Mse);
         opts.kink_aware = !which.contains("plain");
+        // `l`: the general layer path instead of the compiled route (the route before issue 20).
+        opts.compiled = !which.contains('l');
         opts.max_gradient_evaluations = 700_000;
         let mut th = theta0.clone();
         let t0 = Instant::now();

@@ -79,55 +79,72 @@ fn axpy_into(out: &mut [f64], y: &[f64], h: f64, terms: &[(f64, &[f64])]) {
     }
 }
 
+/// The stage vectors of a step, kept between steps (a solve allocates them once).
+#[derive(Default)]
+pub struct Workspace {
+    tmp: Vec<f64>,
+    k: [Vec<f64>; 5],
+}
+
 /// Attempts one Dormand–Prince step (six field evaluations).
 pub fn step(field: &mut dyn Field, y: &[f64], f0: &[f64], h: f64, tol: Tolerances) -> Result<Step> {
+    let mut st = Step::empty();
+    step_into(field, y, f0, h, tol, &mut Workspace::default(), &mut st)?;
+    Ok(st)
+}
+
+/// [`step`] into a kept `Step` with kept stage vectors: no allocation once they have length p.
+pub fn step_into(
+    field: &mut dyn Field,
+    y: &[f64],
+    f0: &[f64],
+    h: f64,
+    tol: Tolerances,
+    work: &mut Workspace,
+    st: &mut Step,
+) -> Result<()> {
     let p = y.len();
-    let mut tmp = vec![0.0; p];
-    let mut k2 = vec![0.0; p];
-    let mut k3 = vec![0.0; p];
-    let mut k4 = vec![0.0; p];
-    let mut k5 = vec![0.0; p];
-    let mut k6 = vec![0.0; p];
-    let mut k7 = vec![0.0; p];
+    let Workspace { tmp, k } = work;
+    for v in std::iter::once(&mut *tmp).chain(k.iter_mut()) {
+        v.resize(p, 0.0);
+    }
+    let [k2, k3, k4, k5, k6] = k;
     let k1 = f0;
-    axpy_into(&mut tmp, y, h, &[(A21, k1)]);
-    field.eval(&tmp, &mut k2)?;
-    axpy_into(&mut tmp, y, h, &[(A31, k1), (A32, &k2)]);
-    field.eval(&tmp, &mut k3)?;
-    axpy_into(&mut tmp, y, h, &[(A41, k1), (A42, &k2), (A43, &k3)]);
-    field.eval(&tmp, &mut k4)?;
+    st.y_new.resize(p, 0.0);
+    st.f_new.resize(p, 0.0);
+    axpy_into(tmp, y, h, &[(A21, k1)]);
+    field.eval(tmp, k2)?;
+    axpy_into(tmp, y, h, &[(A31, k1), (A32, k2)]);
+    field.eval(tmp, k3)?;
+    axpy_into(tmp, y, h, &[(A41, k1), (A42, k2), (A43, k3)]);
+    field.eval(tmp, k4)?;
+    axpy_into(tmp, y, h, &[(A51, k1), (A52, k2), (A53, k3), (A54, k4)]);
+    field.eval(tmp, k5)?;
     axpy_into(
-        &mut tmp,
+        tmp,
         y,
         h,
-        &[(A51, k1), (A52, &k2), (A53, &k3), (A54, &k4)],
+        &[(A61, k1), (A62, k2), (A63, k3), (A64, k4), (A65, k5)],
     );
-    field.eval(&tmp, &mut k5)?;
+    field.eval(tmp, k6)?;
     axpy_into(
-        &mut tmp,
+        &mut st.y_new,
         y,
         h,
-        &[(A61, k1), (A62, &k2), (A63, &k3), (A64, &k4), (A65, &k5)],
+        &[(A71, k1), (A73, k3), (A74, k4), (A75, k5), (A76, k6)],
     );
-    field.eval(&tmp, &mut k6)?;
-    let mut y_new = vec![0.0; p];
-    axpy_into(
-        &mut y_new,
-        y,
-        h,
-        &[(A71, k1), (A73, &k3), (A74, &k4), (A75, &k5), (A76, &k6)],
-    );
-    field.eval(&y_new, &mut k7)?;
+    field.eval(&st.y_new, &mut st.f_new)?;
+    let (y_new, k7) = (&st.y_new, &st.f_new);
     let mut sum = 0.0;
     for j in 0..p {
         let err = h * (E1 * k1[j] + E3 * k3[j] + E4 * k4[j] + E5 * k5[j] + E6 * k6[j] + E7 * k7[j]);
         let scale = tol.atol + tol.rtol * y[j].abs().max(y_new[j].abs());
         sum += (err / scale).powi(2);
     }
-    let error = (sum / p.max(1) as f64).sqrt();
-    let mut dense: [Vec<f64>; 5] = Default::default();
-    for (i, d) in dense.iter_mut().enumerate() {
-        *d = vec![0.0; p];
+    st.error = (sum / p.max(1) as f64).sqrt();
+    st.h = h;
+    for (i, d) in st.dense.iter_mut().enumerate() {
+        d.resize(p, 0.0);
         for j in 0..p {
             let ydiff = y_new[j] - y[j];
             let bspl = h * k1[j] - ydiff;
@@ -147,16 +164,21 @@ pub fn step(field: &mut dyn Field, y: &[f64], f0: &[f64], h: f64, tol: Tolerance
             };
         }
     }
-    Ok(Step {
-        h,
-        y_new,
-        f_new: k7,
-        error,
-        dense,
-    })
+    Ok(())
 }
 
 impl Step {
+    /// A step to be filled by [`step_into`].
+    pub fn empty() -> Self {
+        Self {
+            h: 0.0,
+            y_new: Vec::new(),
+            f_new: Vec::new(),
+            error: f64::NAN,
+            dense: Default::default(),
+        }
+    }
+
     /// y(t + s·h) for s ∈ [0, 1] from the continuous extension (fourth order).
     pub fn interpolate(&self, s: f64, out: &mut [f64]) {
         let s1 = 1.0 - s;

@@ -28,6 +28,18 @@ pub(super) struct Solver<'s, 'a> {
     pub(super) entries_slid: Vec<bool>,
 }
 
+/// The distance of z inside piece k of the pieces cut by `knots` (negative: outside).
+#[inline(always)]
+pub(super) fn inside(knots: &[f64], k: usize, z: f64) -> f64 {
+    let lo = if k == 0 {
+        f64::NEG_INFINITY
+    } else {
+        knots[k - 1]
+    };
+    let hi = knots.get(k).copied().unwrap_or(f64::INFINITY);
+    (z - lo).min(hi - z)
+}
+
 /// Event-function tolerance for entries in grace.
 pub(super) const GRACE: f64 = 1e-9;
 
@@ -57,16 +69,19 @@ impl<'s, 'a> Solver<'s, 'a> {
     pub(super) fn violations(&mut self, include_pinned: bool) -> Vec<(usize, f64)> {
         let mut out = Vec::new();
         let mut pinned_iter = self.sys.pinned.iter().peekable();
-        for e in 0..self.sys.entries() {
-            if pinned_iter.peek() == Some(&&e) {
-                pinned_iter.next();
-                continue;
-            }
-            let phi = self.sys.inside(e, self.sys.last.z[e]);
-            if phi > 0.0 {
-                self.grace[e] = false;
-            } else if phi < 0.0 && !(self.grace[e] && phi > -GRACE) {
-                out.push((e, phi));
+        let sys = &*self.sys;
+        for (start, end, knots) in sys.layer_ranges() {
+            for e in start..end {
+                if pinned_iter.peek() == Some(&&e) {
+                    pinned_iter.next();
+                    continue;
+                }
+                let phi = inside(knots, sys.pieces[e] as usize, sys.last.z[e]);
+                if phi > 0.0 {
+                    self.grace[e] = false;
+                } else if phi < 0.0 && !(self.grace[e] && phi > -GRACE) {
+                    out.push((e, phi));
+                }
             }
         }
         if include_pinned {

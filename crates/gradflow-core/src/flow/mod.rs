@@ -23,6 +23,7 @@
 //! controller are ~150 lines ([`dopri`], tested for their orders); the event logic is ours
 //! either way.
 
+mod compiled;
 pub mod dopri;
 mod events;
 pub mod kernel;
@@ -31,6 +32,7 @@ pub mod solve;
 pub mod system;
 
 pub use solve::{
-    gradient_flow, EventSummary, FlowOptions, FlowOutcome, FlowRecord, SlidingInterval,
+    gradient_flow, gradient_flow_with_progress, EventSummary, FlowOptions, FlowOutcome,
+    FlowProgress, FlowRecord, SlidingInterval,
 };
 pub use system::Counts;

@@ -42,6 +42,8 @@ pub struct FlowOptions {
     pub kink_aware: bool,
     /// Give up (with an error naming this limit) after this many gradient evaluations.
     pub max_gradient_evaluations: u64,
+    /// Evaluate dnn/resnet presets by the compiled route (false: the general layer path).
+    pub compiled: bool,
 }
 
 impl FlowOptions {
@@ -58,6 +60,7 @@ impl FlowOptions {
             loss,
             kink_aware: true,
             max_gradient_evaluations: 5_000_000,
+            compiled: true,
         }
     }
 }
@@ -126,6 +129,17 @@ pub struct FlowOutcome {
     pub events: EventSummary,
 }
 
+/// Where a flow solve stands after an accepted step (for a progress display).
+#[derive(Clone, Copy, Debug)]
+pub struct FlowProgress {
+    pub t: f64,
+    pub t_end: f64,
+    pub loss: f64,
+    pub pinned: usize,
+    pub steps_accepted: u64,
+    pub gradient_evaluations: u64,
+}
+
 /// Solves dθ/dt = −∇L(θ) on [0, T] from θ (updated in place to θ(T)), calling
 /// `observe(record, θ(t))` at every output time; `Control::Stop` ends the solve there.
 pub fn gradient_flow(
@@ -135,12 +149,35 @@ pub fn gradient_flow(
     opts: &FlowOptions,
     observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
 ) -> Result<FlowOutcome> {
+    gradient_flow_with_progress(model, data, theta, opts, observe, &mut |_| {})
+}
+
+/// [`gradient_flow`], also calling `progress` after every accepted step of the kink-aware
+/// solve (the classic solve reports at output times only).
+pub fn gradient_flow_with_progress(
+    model: &Model,
+    data: &Dataset,
+    theta: &mut [f64],
+    opts: &FlowOptions,
+    mut observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
+    progress: &mut dyn FnMut(&FlowProgress),
+) -> Result<FlowOutcome> {
     validate(opts)?;
     if !opts.kink_aware {
-        return super::plain::plain_flow(model, data, theta, opts, observe);
+        return super::plain::plain_flow(model, data, theta, opts, |rec, th| {
+            progress(&FlowProgress {
+                t: rec.t,
+                t_end: opts.t_end,
+                loss: rec.loss,
+                pinned: 0,
+                steps_accepted: 0,
+                gradient_evaluations: rec.gradient_evaluations,
+            });
+            observe(rec, th)
+        });
     }
-    let mut sys = KinkSystem::new(model, data, opts.loss, theta)?;
-    let result = Solver::new(&mut sys, opts).run(theta, observe);
+    let mut sys = KinkSystem::new(model, data, opts.loss, theta, opts.compiled)?;
+    let result = Solver::new(&mut sys, opts).run(theta, observe, progress);
     sys.uninstall();
     result
 }
@@ -212,6 +249,7 @@ impl Solver<'_, '_> {
         mut self,
         theta: &mut [f64],
         mut observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
+        progress: &mut dyn FnMut(&FlowProgress),
     ) -> Result<FlowOutcome> {
         let p = theta.len();
         let mut f = vec![0.0; p];
@@ -224,6 +262,10 @@ impl Solver<'_, '_> {
         let mut stalled = 0;
         let mut buf = vec![0.0; p];
         let mut dbuf = vec![0.0; p];
+        // Kept across steps: the step, its stages, the evaluation at its start.
+        let (mut st, mut work) = (dopri::Step::empty(), dopri::Workspace::default());
+        let mut saved = super::system::LastEval::default();
+        let mut start_pinned: Vec<f64> = Vec::new();
         while next < self.opts.outputs.len() && self.opts.outputs[next] <= 0.0 {
             let rec = self.record(next, 0.0, initial_loss, norm(&f));
             stopped |= self.observe_uncontrolled(&mut observe, &rec, theta);
@@ -234,12 +276,13 @@ impl Solver<'_, '_> {
                 return Err(too_many(self.opts));
             }
             h = h.min(self.opts.t_end - t);
-            let start_last = self.sys.last.clone();
-            let start_z = start_last.z.clone();
-            let start_pinned: Vec<f64> = (0..self.sys.pinned.len())
-                .map(|j| self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j]))
-                .collect();
-            let st = dopri::step(self.sys, theta, &f, h, self.tol)?;
+            saved.copy_from(&self.sys.last);
+            start_pinned.clear();
+            start_pinned.extend(
+                (0..self.sys.pinned.len())
+                    .map(|j| self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j])),
+            );
+            dopri::step_into(self.sys, theta, &f, h, self.tol, &mut work, &mut st)?;
             if st.error.is_nan() || st.error > 1.0 {
                 rej += 1;
                 h = if st.error.is_finite() {
@@ -249,7 +292,7 @@ impl Solver<'_, '_> {
                 };
                 check_step(h, t)?;
                 // Restore the evaluation at θ (the next step reads `last` at its start).
-                self.sys.last = start_last;
+                std::mem::swap(&mut self.sys.last, &mut saved);
                 continue;
             }
             acc += 1;
@@ -261,7 +304,7 @@ impl Solver<'_, '_> {
                 for &(e, _) in &viol {
                     let v = match self.sys.pinned.binary_search(&e) {
                         Ok(j) => start_pinned.get(j).copied().unwrap_or(1.0),
-                        Err(_) => self.sys.inside(e, start_z[e]),
+                        Err(_) => self.sys.inside(e, saved.z[e]),
                     };
                     start_phi.insert(e, v);
                 }
@@ -312,6 +355,14 @@ impl Solver<'_, '_> {
                     f = self.switch(theta, t)?;
                 }
             }
+            progress(&FlowProgress {
+                t,
+                t_end: self.opts.t_end,
+                loss: self.sys.last.loss,
+                pinned: self.sys.pinned.len(),
+                steps_accepted: acc,
+                gradient_evaluations: self.sys.counts.gradients,
+            });
         }
         for (e, t0) in std::mem::take(&mut self.slide_start) {
             self.close_interval(e, t0, t);

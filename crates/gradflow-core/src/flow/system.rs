@@ -22,10 +22,16 @@
 //! the right. The entry slides while ż⁻_j > 0 > ż⁺_j (both sides push into the surface) and
 //! leaves towards the side that pushes away otherwise.
 //!
-//! **Cost.** The rows ∇z_j come from reverse passes seeded at the pinned pre-activations. For
-//! networks that do not mix samples each row is a one-sample pass (≈ 1/n of a gradient); graph
-//! networks pay a full-batch reverse pass per pinned entry. Counts of each kind are kept.
+//! **Cost.** Two routes compute the same field. The dnn and resnet presets go through the
+//! compiled route (`compiled.rs`): the gradient on the engine's flat plan in two parts on
+//! the two threads, and the rows ∇z_j by one multi-column reverse pass per sample, kept in
+//! factored form (per-stage cotangents and inputs), their Gram matrix by matrix products and a
+//! Cholesky factorisation, all in kept buffers. Every other network takes the general layer
+//! path: reverse passes seeded at the pinned pre-activations through the layers' controls, one
+//! one-sample pass per entry for networks that do not mix samples, a full-batch pass per entry
+//! for graph networks. Counts of each kind are kept.
 
+use super::compiled::{Compiled, PinSlot};
 use super::dopri::Field;
 use crate::batch::Batch;
 use crate::data::Dataset;
@@ -79,6 +85,21 @@ pub struct LastEval {
     g_inv: Vec<f64>,
 }
 
+impl LastEval {
+    /// Becomes a copy of `o`, reusing this one's buffers.
+    pub fn copy_from(&mut self, o: &LastEval) {
+        self.loss = o.loss;
+        self.z.clone_from(&o.z);
+        self.field_norm = o.field_norm;
+        self.zdot_left.clone_from(&o.zdot_left);
+        self.zdot_right.clone_from(&o.zdot_right);
+        self.slopes.clone_from(&o.slopes);
+        self.slopes_updated = o.slopes_updated;
+        self.rows.clone_from(&o.rows);
+        self.g_inv.clone_from(&o.g_inv);
+    }
+}
+
 /// One activation layer under control, with its place in the global entry order.
 struct Controlled<'a> {
     layer: &'a ActivationLayer,
@@ -103,6 +124,15 @@ pub struct KinkSystem<'a> {
     pub counts: Counts,
     pub last: LastEval,
     grad: Vec<f64>,
+    /// The compiled route (dnn/resnet presets), when the model is one and not disabled.
+    compiled: Option<Compiled>,
+    /// Buffers of the compiled route: cotangents at σ(z_j), R g, μ, diag(G⁻¹).
+    cot: Vec<f64>,
+    rg: Vec<f64>,
+    mu: Vec<f64>,
+    gdiag: Vec<f64>,
+    slots: Vec<PinSlot>,
+    first_layer: Vec<usize>,
 }
 
 fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
@@ -115,8 +145,16 @@ fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
 }
 
 impl<'a> KinkSystem<'a> {
-    /// Takes control of the model's activation layers; pieces start where θ puts them.
-    pub fn new(model: &'a Model, data: &'a Dataset, loss: LossKind, theta: &[f64]) -> Result<Self> {
+    /// Takes control of the model's activation layers; pieces start where θ puts them. With
+    /// `compiled`, a dnn or resnet preset is evaluated by the compiled route ([`Compiled`]),
+    /// checked against the layer path's pre-activations at θ.
+    pub fn new(
+        model: &'a Model,
+        data: &'a Dataset,
+        loss: LossKind,
+        theta: &[f64],
+        compiled: bool,
+    ) -> Result<Self> {
         let mut acts = Vec::new();
         collect(model.net.as_ref(), &mut acts);
         let n = data.n();
@@ -141,6 +179,13 @@ impl<'a> KinkSystem<'a> {
             counts: Counts::default(),
             last: LastEval::default(),
             grad: vec![0.0; model.p()],
+            compiled: None,
+            cot: Vec::new(),
+            rg: Vec::new(),
+            mu: Vec::new(),
+            gdiag: Vec::new(),
+            slots: Vec::new(),
+            first_layer: Vec::new(),
         };
         // Layer l's pre-activations depend only on the pieces of layers before it: settle the
         // pattern layer by layer (at most one pass per activation layer).
@@ -161,7 +206,44 @@ impl<'a> KinkSystem<'a> {
             }
         }
         sys.install();
+        if compiled {
+            sys.compiled = sys.compile(theta);
+            if sys.compiled.is_some() {
+                sys.uninstall();
+                sys.install();
+            }
+        }
         Ok(sys)
+    }
+
+    /// The compiled route for this model, if it is a dnn/resnet preset whose compiled passes
+    /// reproduce the layer path's loss and pre-activations at θ (to 1e-10 relative).
+    fn compile(&mut self, theta: &[f64]) -> Option<Compiled> {
+        let plan = crate::engine::Plan::from_model(self.model)?;
+        let n = self.data.n();
+        let mut c = Compiled::new(
+            plan,
+            self.model.activation.clone(),
+            self.data.x.as_slice(),
+            self.data.y.as_slice(),
+            n,
+            self.loss,
+        )?;
+        if c.entries() != self.pieces.len() {
+            return None;
+        }
+        let mut z = vec![0.0; self.pieces.len()];
+        let l = c.forward(theta, &self.pieces, Some(&mut z));
+        let reference = self.forward_z(theta).ok()?;
+        self.counts.forwards -= 1;
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * (1.0 + b.abs());
+        let same = close(l, reference) && z.iter().zip(&self.last.z).all(|(&a, &b)| close(a, b));
+        same.then_some(c)
+    }
+
+    /// True when the compiled route evaluates the field.
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.is_some()
     }
 
     /// Number of controlled pre-activation entries.
@@ -169,8 +251,36 @@ impl<'a> KinkSystem<'a> {
         self.pieces.len()
     }
 
-    /// Writes the current pattern into every layer's control (columns: the whole batch).
-    fn install(&self) {
+    /// Writes the current pattern into every layer's control (columns: the whole batch), or
+    /// into the compiled route's pin table.
+    fn install(&mut self) {
+        if let Some(c) = self.compiled.as_ref() {
+            let mut slots = std::mem::take(&mut self.slots);
+            slots.clear();
+            for &e in &self.pinned {
+                let l = &self.layers[self.layer_of(e)];
+                let k = self.pieces[e] as usize;
+                let knot = l.knots[k];
+                let slope = self.pin_slopes.get(&e).copied().unwrap_or_else(|| {
+                    let a = c.slope_of_entry(e);
+                    let (dl, dr) = (
+                        l.layer.activation.piece_derivative(k, knot, a),
+                        l.layer.activation.piece_derivative(k + 1, knot, a),
+                    );
+                    0.5 * (dl + dr)
+                });
+                slots.push(PinSlot {
+                    knot,
+                    left_piece: k as u16,
+                    slope,
+                });
+            }
+            if let Some(c) = self.compiled.as_mut() {
+                c.set_pins(&self.pinned, slots.iter().copied());
+            }
+            self.slots = slots;
+            return;
+        }
         for l in &self.layers {
             let len = l.layer.dim * self.data.n();
             let record: Vec<usize> = self
@@ -214,14 +324,14 @@ impl<'a> KinkSystem<'a> {
     }
 
     /// Releases the layers (ordinary evaluation again).
-    pub fn uninstall(&self) {
+    pub fn uninstall(&mut self) {
         for l in &self.layers {
             *l.layer.control.lock() = None;
         }
     }
 
     /// Re-installs after the pattern changed.
-    pub fn refresh(&self) {
+    pub fn refresh(&mut self) {
         self.install();
     }
 
@@ -239,14 +349,15 @@ impl<'a> KinkSystem<'a> {
     /// The distance of entry e inside its frozen piece (negative: it has left the piece).
     pub fn inside(&self, e: usize, z: f64) -> f64 {
         let knots = &self.layers[self.layer_of(e)].knots;
-        let k = self.pieces[e] as usize;
-        let lo = if k == 0 {
-            f64::NEG_INFINITY
-        } else {
-            knots[k - 1]
-        };
-        let hi = knots.get(k).copied().unwrap_or(f64::INFINITY);
-        (z - lo).min(hi - z)
+        super::events::inside(knots, self.pieces[e] as usize, z)
+    }
+
+    /// (first entry, end, knots) of every activation layer, in entry order.
+    pub fn layer_ranges(&self) -> impl Iterator<Item = (usize, usize, &[f64])> + '_ {
+        let n = self.data.n();
+        self.layers
+            .iter()
+            .map(move |l| (l.offset, l.offset + l.layer.dim * n, l.knots.as_slice()))
     }
 
     /// Knot k of entry e's activation (the upper end of piece k).
@@ -295,6 +406,13 @@ impl<'a> KinkSystem<'a> {
 
     /// A forward pass only: the loss and every pre-activation at θ (for event location).
     pub fn forward_z(&mut self, theta: &[f64]) -> Result<f64> {
+        if let Some(c) = self.compiled.as_mut() {
+            self.last.z.resize(self.pieces.len(), 0.0);
+            let l = c.forward(theta, &self.pieces, Some(&mut self.last.z));
+            self.counts.forwards += 1;
+            self.last.loss = l;
+            return Ok(l);
+        }
         let out = self.model.outputs(theta, &self.data.x);
         self.counts.forwards += 1;
         self.gather_z()?;
@@ -305,6 +423,10 @@ impl<'a> KinkSystem<'a> {
 
     /// L(θ) by a forward pass on the frozen pattern, leaving `last` untouched (outputs).
     pub fn loss_at(&mut self, theta: &[f64]) -> Result<f64> {
+        if let Some(c) = self.compiled.as_mut() {
+            self.counts.forwards += 1;
+            return Ok(c.forward(theta, &self.pieces, None));
+        }
         let out = self.model.outputs(theta, &self.data.x);
         self.counts.forwards += 1;
         for l in &self.layers {
@@ -318,23 +440,37 @@ impl<'a> KinkSystem<'a> {
     /// The field at θ (projected when entries are pinned), plus loss, z and the pinned entries'
     /// normal speeds in `self.last`.
     pub fn evaluate(&mut self, theta: &[f64], out: &mut [f64]) -> Result<()> {
-        let (x, y) = (&self.data.x, &self.data.y);
-        let (l, _) = self
-            .model
-            .loss_and_grad(theta, x, y, self.loss, &mut self.grad);
+        let l = if let Some(c) = self.compiled.as_mut() {
+            self.last.z.resize(self.pieces.len(), 0.0);
+            c.gradient(
+                theta,
+                &self.pieces,
+                &self.pinned,
+                &mut self.grad,
+                &mut self.last.z,
+                &mut self.cot,
+            )
+            .loss
+        } else {
+            let (x, y) = (&self.data.x, &self.data.y);
+            let (l, _) = self
+                .model
+                .loss_and_grad(theta, x, y, self.loss, &mut self.grad);
+            self.gather_z()?;
+            l
+        };
         self.counts.gradients += 1;
         self.last.loss = l;
-        self.gather_z()?;
         if !l.is_finite() || self.grad.iter().any(|g| !g.is_finite()) {
             return Err(Error::Diverged(format!(
                 "the loss or its gradient stopped being finite during the flow solve (loss {l:e})"
             )));
         }
+        for (o, g) in out.iter_mut().zip(&self.grad) {
+            *o = -g;
+        }
         let k = self.pinned.len();
         if k == 0 {
-            for (o, g) in out.iter_mut().zip(&self.grad) {
-                *o = -g;
-            }
             self.last.field_norm = norm(&self.grad);
             self.last.slopes_updated = false;
             self.last.zdot_left.clear();
@@ -343,31 +479,62 @@ impl<'a> KinkSystem<'a> {
             self.last.rows.clear();
             return Ok(());
         }
-        let c = self.recorded_cotangents();
-        let rows = self.pinned_rows(theta)?;
-        let g_inv = gram_inverse(&rows);
-        let b: Vec<f64> = rows.iter().map(|r| dot(r, &self.grad)).collect();
-        let mu: Vec<f64> = (0..k)
-            .map(|i| (0..k).map(|j| g_inv[i * k + j] * b[j]).sum())
-            .collect();
-        for (o, g) in out.iter_mut().zip(&self.grad) {
-            *o = -g;
-        }
-        for (r, &m) in rows.iter().zip(&mu) {
-            for (o, rv) in out.iter_mut().zip(r) {
-                *o += m * rv;
+        let (mut c, mut mu, mut gdiag) = (
+            std::mem::take(&mut self.cot),
+            std::mem::take(&mut self.mu),
+            std::mem::take(&mut self.gdiag),
+        );
+        gdiag.clear();
+        if let Some(cf) = self.compiled.as_mut() {
+            self.counts.sample_passes += cf.rows(theta, &self.pieces, &self.pinned) as u64;
+            cf.factor();
+            cf.rows_dot(&self.grad, &mut self.rg);
+            cf.solve(&self.rg, &mut mu);
+            cf.add_rows_t(&mu, out);
+            gdiag.extend((0..k).map(|j| cf.inverse_diagonal(j)));
+        } else {
+            c = self.recorded_cotangents();
+            let rows = self.pinned_rows(theta)?;
+            let g_inv = gram_inverse(&rows);
+            let b: Vec<f64> = rows.iter().map(|r| dot(r, &self.grad)).collect();
+            mu = (0..k)
+                .map(|i| (0..k).map(|j| g_inv[i * k + j] * b[j]).sum())
+                .collect();
+            for (r, &m) in rows.iter().zip(&mu) {
+                for (o, rv) in out.iter_mut().zip(r) {
+                    *o += m * rv;
+                }
             }
+            gdiag.extend((0..k).map(|j| g_inv[j * k + j]));
+            self.last.rows = rows;
+            self.last.g_inv = g_inv;
         }
         self.last.field_norm = norm(out);
+        self.classify(&c, &mu, &gdiag);
+        (self.cot, self.mu, self.gdiag) = (c, mu, gdiag);
+        Ok(())
+    }
+
+    /// The pinned entries' normal speeds on both sides and effective slopes from the
+    /// multipliers μ, the cotangents c at σ(z_j) and diag(G⁻¹); re-installs changed slopes.
+    fn classify(&mut self, c: &[f64], mu: &[f64], gdiag: &[f64]) {
         self.last.zdot_left.clear();
         self.last.zdot_right.clear();
         self.last.slopes.clear();
         let mut changed = false;
         let mut upstream_affected = false;
+        // The first (most upstream) activation layer holding a pinned entry, per sample.
+        let mut first_layer = std::mem::take(&mut self.first_layer);
+        first_layer.clear();
+        first_layer.resize(self.data.n(), usize::MAX);
+        for &e in &self.pinned {
+            let (l, i) = self.entry_place(e);
+            first_layer[i] = first_layer[i].min(l);
+        }
         for (j, &e) in self.pinned.iter().enumerate() {
             let (dl, dr) = self.one_sided_slopes(e);
             let s0 = self.pin_slopes.get(&e).copied().unwrap_or(0.5 * (dl + dr));
-            let gjj = g_inv[j * k + j].max(f64::MIN_POSITIVE);
+            let gjj = gdiag[j].max(f64::MIN_POSITIVE);
             // ż_j as a function of its own slope s, the other pinned entries held.
             let zdot = |s: f64| -(mu[j] + (s - s0) * c[j]) / gjj;
             self.last.zdot_left.push(zdot(dl));
@@ -387,20 +554,15 @@ impl<'a> KinkSystem<'a> {
                     changed = true;
                     // Only pinned entries upstream of e in the same sample see its slope.
                     let (le, se) = self.entry_place(e);
-                    upstream_affected |= self
-                        .pinned
-                        .iter()
-                        .any(|&o| self.entry_place(o).1 == se && self.entry_place(o).0 < le);
+                    upstream_affected |= first_layer[se] < le;
                 }
             }
         }
+        self.first_layer = first_layer;
         self.last.slopes_updated = upstream_affected;
         if changed {
             self.install();
         }
-        self.last.rows = rows;
-        self.last.g_inv = g_inv;
-        Ok(())
     }
 
     /// σ'(b⁻) and σ'(b⁺) at the knot of pinned entry e.
@@ -408,7 +570,10 @@ impl<'a> KinkSystem<'a> {
         let l = &self.layers[self.layer_of(e)];
         let k = self.pieces[e] as usize;
         let b = l.knots[k];
-        let a = l.layer.control.lock().as_ref().map_or(0.0, |s| s.slope);
+        let a = match &self.compiled {
+            Some(c) => c.slope_of_entry(e),
+            None => l.layer.control.lock().as_ref().map_or(0.0, |s| s.slope),
+        };
         (
             l.layer.activation.piece_derivative(k, b, a),
             l.layer.activation.piece_derivative(k + 1, b, a),
@@ -500,8 +665,27 @@ impl<'a> KinkSystem<'a> {
 
     /// Pulls pinned entries back onto their knots after a step: θ ← θ − Rᵀ G⁻¹ (z_P − b_P),
     /// one Gauss–Newton step with the rows of the last evaluation (which was at θ).
-    pub fn project_onto_knots(&self, theta: &mut [f64]) {
+    pub fn project_onto_knots(&mut self, theta: &mut [f64]) {
         let k = self.pinned.len();
+        if let Some(mut c) = self.compiled.take() {
+            let mut r = std::mem::take(&mut self.rg);
+            r.clear();
+            r.extend(
+                self.pinned
+                    .iter()
+                    .map(|&e| self.last.z[e] - self.knot_of(e)),
+            );
+            self.rg = r;
+            if k > 0 && c.rows_match(&self.pinned) {
+                c.solve(&self.rg, &mut self.mu);
+                for m in self.mu.iter_mut() {
+                    *m = -*m;
+                }
+                c.add_rows_t(&self.mu, theta);
+            }
+            self.compiled = Some(c);
+            return;
+        }
         if k == 0 || self.last.rows.len() != k {
             return;
         }
