@@ -105,6 +105,11 @@ enum Command {
         /// Seeds per width/depth in the threshold ablation.
         #[arg(long, default_value_t = 20)]
         threshold_seeds: u64,
+        /// Run nothing: write a Slurm job for N shards instead (an sbatch array running
+        /// `--shard i/N` with these options, a merge job after it, and submit.sh) into
+        /// <out>/slurm/.
+        #[arg(long, value_name = "N", conflicts_with = "shard")]
+        emit_slurm: Option<usize>,
     },
     /// Rebuild report.html, report.md and plots/ of a reproduce directory or of a single run
     /// directory (what `train` writes) from its saved results.
@@ -171,15 +176,46 @@ fn dispatch(cmd: Command) -> Result<()> {
             ntk_every,
             no_ntk,
             threshold_seeds,
-        } => reproduce(
-            &scale,
-            only,
-            seeds,
-            out,
-            shard.as_deref(),
-            quiet,
-            (&precision, &solver, ntk_every, no_ntk, threshold_seeds),
-        ),
+            emit_slurm,
+        } => {
+            let out = out.unwrap_or_else(|| {
+                let suffix = if solver == "flow" { "-flow" } else { "" };
+                PathBuf::from("runs").join(format!("reproduce-{scale}{suffix}"))
+            });
+            if let Some(shards) = emit_slurm {
+                let mut args = vec![
+                    "--scale".to_string(),
+                    scale,
+                    "--seeds".into(),
+                    seeds.to_string(),
+                    "--precision".into(),
+                    precision,
+                    "--solver".into(),
+                    solver,
+                    "--threshold-seeds".into(),
+                    threshold_seeds.to_string(),
+                ];
+                if !only.is_empty() {
+                    args.extend(["--only".into(), only.join(",")]);
+                }
+                if let Some(every) = ntk_every {
+                    args.extend(["--ntk-every".into(), every.to_string()]);
+                }
+                if no_ntk {
+                    args.push("--no-ntk".into());
+                }
+                return emit_slurm_job(args, shards, out);
+            }
+            reproduce(
+                &scale,
+                only,
+                seeds,
+                Some(out),
+                shard.as_deref(),
+                quiet,
+                (&precision, &solver, ntk_every, no_ntk, threshold_seeds),
+            )
+        }
         Command::Report { dir } => report(&dir),
         Command::Merge { dirs, out } => {
             let idx = experiment::merge(&dirs, &out)?;
@@ -187,6 +223,30 @@ fn dispatch(cmd: Command) -> Result<()> {
             report(&out)
         }
     }
+}
+
+/// `reproduce --emit-slurm N`: checks the options by parsing them as a shard would, then writes
+/// the job ([`gradflow::experiment::slurm`]) and says how to submit it.
+fn emit_slurm_job(args: Vec<String>, shards: usize, out: PathBuf) -> Result<()> {
+    let mut check = vec!["gradflow".to_string(), "reproduce".into()];
+    check.extend(args.iter().cloned());
+    Cli::try_parse_from(&check).map_err(|e| Error::Invalid(format!("--emit-slurm: {e}")))?;
+    Scale::parse(&args[1])?;
+    let binary = std::env::current_exe().map_err(|e| Error::io("gradflow binary", e))?;
+    let out = std::path::absolute(&out).map_err(|e| Error::io(&out, e))?;
+    let job = gradflow::experiment::slurm::SlurmJob {
+        binary,
+        reproduce_args: args,
+        shards,
+        out,
+    };
+    let dir = job.write()?;
+    println!(
+        "wrote the Slurm job for {shards} shards to {}: submit with `{}`",
+        dir.display(),
+        dir.join("submit.sh").display()
+    );
+    Ok(())
 }
 
 fn default_out(config: &Path) -> PathBuf {

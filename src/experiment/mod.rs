@@ -13,6 +13,7 @@
 //! compute what they would unpacked); large runs go one after another on every thread.
 
 pub mod ablations;
+pub mod slurm;
 pub mod threshold;
 pub mod timing;
 pub mod verdict;

@@ -9,5 +9,6 @@ mod commands;
 mod report;
 mod reproduce_no_ntk;
 mod resume;
+mod slurm;
 mod verdicts;
 mod witness;
