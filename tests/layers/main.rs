@@ -1,4 +1,4 @@
-//! Integration tests, layers: the Layer contract and every layer: derivatives by finite differences, activations, image, graph and combinator layers, initialisation.
+//! Integration tests, layers: the Layer contract and every layer, and layer lists (spec): derivatives by finite differences, activations, image, graph and combinator layers, initialisation.
 //! One binary per area; the helpers all areas share are in `tests/common/`.
 
 #[path = "../common/mod.rs"]
@@ -9,3 +9,4 @@ mod derivatives;
 mod graph_and_combinators;
 mod image;
 mod init;
+mod spec;

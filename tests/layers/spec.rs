@@ -3,7 +3,7 @@
 //! module paths with (shape, offset) as computed by hand, and bad lists give errors that name
 //! the entry's path and the fix.
 
-mod common;
+use crate::common;
 
 use common::{random_batch, rng};
 use gradflow::activation::Activation;
