@@ -1467,7 +1467,7 @@ fn every_architecture_example_inspects_trains_and_has_an_ntk() {
         assert!(ntk.stdout.contains("λ_min = "), "{name}\n{}", ntk.stdout);
         done.push(name);
     }
-    assert_eq!(done.len(), 7);
+    assert_eq!(done.len(), 8);
     // One architecture sweep end to end (the smallest): its verdicts follow p vs nm.
     let rep = tmp.join("rep-unet");
     gradflow(
