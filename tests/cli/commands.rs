@@ -493,9 +493,12 @@ fn inspect_reports_p_overparametrisation_and_activation_class_for_every_example(
         // p by hand for the dense presets here; the other architectures' counts are checked by
         // hand in tests/training/presets_extra.rs, and their examples in `every_architecture_example_*`.
         let text = std::fs::read_to_string(&path).unwrap();
-        let preset = text.parse::<toml::Table>().unwrap()["model"]["preset"]
-            .as_str()
-            .unwrap()
+        // A layer list (examples/layers.toml) has no preset; its p is checked by hand in
+        // tests/layer_spec.rs.
+        let preset = text.parse::<toml::Table>().unwrap()["model"]
+            .get("preset")
+            .and_then(|p| p.as_str())
+            .unwrap_or("")
             .to_string();
         if !["dnn", "gcn", "resnet"].contains(&preset.as_str()) {
             continue;
@@ -1426,6 +1429,7 @@ fn every_architecture_example_inspects_trains_and_has_an_ntk() {
         "cheb",
         "graphconv",
         "siamese",
+        "layers",
     ] {
         let path = dir.join(format!("{name}.toml"));
         let run = gradflow(tmp.path(), ["inspect".as_ref(), path.as_os_str()]).ok();
@@ -1462,7 +1466,7 @@ fn every_architecture_example_inspects_trains_and_has_an_ntk() {
         assert!(ntk.stdout.contains("λ_min = "), "{name}\n{}", ntk.stdout);
         done.push(name);
     }
-    assert_eq!(done.len(), 7);
+    assert_eq!(done.len(), 8);
     // One architecture sweep end to end (the smallest): its verdicts follow p vs nm.
     let rep = tmp.join("rep-unet");
     gradflow(

@@ -56,6 +56,8 @@ mod raw;
 mod tests;
 #[cfg(test)]
 mod tests_arch;
+#[cfg(test)]
+mod tests_layers;
 mod validate;
 mod write;
 
