@@ -6,6 +6,8 @@
 //! for inner products — never the library's own derivative code.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use gradflow::config::{DataConfig, Precision, Solver};
 use gradflow::experiment::{ablation, Ablation, ReproduceOptions, Scale};
 use gradflow::layers::{Layer, PreActivation};
@@ -320,4 +322,23 @@ pub fn check_layer(layer: &dyn Layer, n: usize, seed: u64) -> CheckReport {
         }
     }
     report
+}
+
+/// J = ∂u/∂θ (nm × p, row i·m + a) by central differences of the model's outputs: the reference
+/// every NTK route is compared with (J Jᵀ), independent of the library's derivative code.
+pub fn jacobian_fd(model: &gradflow::model::Model, theta: &[f64], x: &Batch) -> faer::Mat<f64> {
+    let nm = x.n() * model.out_dim();
+    let mut j = faer::Mat::<f64>::zeros(nm, theta.len());
+    let mut t = theta.to_vec();
+    for k in 0..theta.len() {
+        t[k] = theta[k] + H;
+        let up = model.outputs(&t, x);
+        t[k] = theta[k] - H;
+        let down = model.outputs(&t, x);
+        t[k] = theta[k];
+        for r in 0..nm {
+            j[(r, k)] = (up.as_slice()[r] - down.as_slice()[r]) / (2.0 * H);
+        }
+    }
+    j
 }

@@ -72,6 +72,35 @@ pub struct GdOutcome {
 
 /// Runs GD from θ (updated in place). `observe(record, θ_k)` ([`ThetaView`]) is called at every epoch
 /// k = 0..=E before the step; returning `Control::Stop` ends the run after that record.
+///
+/// ```
+/// use gradflow_core::activation::Activation;
+/// use gradflow_core::config::Precision;
+/// use gradflow_core::data::Dataset;
+/// use gradflow_core::init::{init_params, InitScheme};
+/// use gradflow_core::loss::LossKind;
+/// use gradflow_core::presets::dnn;
+/// use gradflow_core::train::{gradient_descent, Control, GdOptions};
+///
+/// let data = Dataset::ball(10, 3, 1, 0);
+/// let model = dnn(3, &[32], 1, &Activation::LeakyRelu { slope: 0.01 });
+/// let mut theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+/// let opts = GdOptions {
+///     lr: 0.05,
+///     epochs: 200,
+///     loss: LossKind::Mse,
+///     track_kinks: false,
+///     precision: Precision::F64,
+/// };
+/// let mut losses = Vec::new();
+/// let out = gradient_descent(&model, &data, &mut theta, &opts, |rec, _theta| {
+///     losses.push(rec.loss);
+///     Control::Continue
+/// })?;
+/// assert_eq!(losses.len(), 201); // epochs 0..=E
+/// assert!(out.final_loss < 0.5 * out.initial_loss);
+/// # Ok::<(), gradflow_core::Error>(())
+/// ```
 pub fn gradient_descent(
     model: &Model,
     data: &Dataset,

@@ -1,5 +1,5 @@
 //! The engine's element-wise and sparse passes over (features × n) buffers — column-major here,
-//! sample-major in `rows.rs` (the kernels taking `sm` dispatch to it):
+//! sample-major in `rows.rs` (the kernels taking `sample_major` dispatch to it):
 //! fused bias + activation (+ residual skip) forward, fused activation backward with bias and
 //! PReLU-slope cotangents, the loss and its cotangent, the column parts and their fork-join, and
 //! the `axpy` of graph propagation (`csr.rs`).
@@ -128,7 +128,7 @@ pub fn both<A: Send, B: Send>(
 
 wide! {
 /// z += b (per feature) and h = σ(z) (+ skip), for z, h, skip of `out` features × n, stored
-/// feature-major or (`sm`) sample-major. Sample-major only: with `track`, the pieces' bits
+/// feature-major or (`sample_major`) sample-major. Sample-major only: with `track`, the pieces' bits
 /// brought up to date word by word while z is in L1 ([`rows::Track`]).
 #[allow(clippy::too_many_arguments)]
 pub fn bias_act_forward<T: Real>(
@@ -139,12 +139,12 @@ pub fn bias_act_forward<T: Real>(
     h: &mut [T],
     skip: Option<&[T]>,
     out: usize,
-    sm: bool,
+    sample_major: bool,
     track: Option<rows::Track<'_>>,
 ) {
     let zero = T::default();
-    assert!(sm || track.is_none(), "engine: fused bit tracking is sample-major only");
-    let args = (b, z, h, skip, out, sm, track);
+    assert!(sample_major || track.is_none(), "engine: fused bit tracking is sample-major only");
+    let args = (b, z, h, skip, out, sample_major, track);
     match act {
         ActKind::Leaky(a) => {
             let a = T::from_f64(*a);
@@ -173,8 +173,8 @@ type FwdArgs<'a, T> = (
 
 #[inline(always)]
 fn fwd_any<T: Real>(args: FwdArgs<'_, T>, sigma: impl Fn(T) -> T) {
-    let (b, z, h, skip, out, sm, track) = args;
-    if sm {
+    let (b, z, h, skip, out, sample_major, track) = args;
+    if sample_major {
         rows::fwd_rows(b, z, h, skip, out, sigma, track)
     } else {
         fwd(b, z, h, skip, out, sigma)
@@ -214,9 +214,9 @@ fn fwd<T: Real>(
 }
 
 wide! {
-/// z += b per feature (the output stage), z feature-major or (`sm`) sample-major.
-pub fn add_bias<T: Real>(z: &mut [T], b: &[T], out: usize, sm: bool) {
-    if sm {
+/// z += b per feature (the output stage), z feature-major or (`sample_major`) sample-major.
+pub fn add_bias<T: Real>(z: &mut [T], b: &[T], out: usize, sample_major: bool) {
+    if sample_major {
         return rows::add_bias_rows(z, b, out);
     }
     for col in z.chunks_exact_mut(out) {
@@ -243,14 +243,14 @@ pub fn loss_cotangent<T: Real>(u: &[T], y: &[T], cot: &mut [T], c: f64) -> f64 {
 }
 
 wide! {
-/// gb = Σ over columns of g (`out` features × cols, feature-major or (`sm`) sample-major),
-/// through partial sums over chunks of `cpc` columns.
-pub fn row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: &mut [T], gb: &mut [T], sm: bool) {
-    if sm {
-        let nch = rows::chunk_row_sums(g, out, cpc, partial);
+/// gb = Σ over columns of g (`out` features × cols, feature-major or (`sample_major`) sample-major),
+/// through partial sums over chunks of `cols_per_chunk` columns.
+pub fn row_sums<T: Real>(g: &[T], out: usize, cols_per_chunk: usize, partial: &mut [T], gb: &mut [T], sample_major: bool) {
+    if sample_major {
+        let nch = rows::chunk_row_sums(g, out, cols_per_chunk, partial);
         return combine(&partial[..nch * out], out, nch, gb, None);
     }
-    let cs = cpc * out;
+    let cs = cols_per_chunk * out;
     let nch = g.len().div_ceil(cs);
     let partial = &mut partial[..nch * out];
     partial.iter_mut().for_each(|v| *v = T::default());
@@ -283,23 +283,23 @@ pub fn combine<T: Real>(partial: &[T], w: usize, nch: usize, gb: &mut [T], mut g
 }
 
 wide! {
-/// zb = hb ⊙ σ'(z) over the given columns (feature-major or, `sm`, sample-major); partial row k (out + 1 wide) of `partial` receives
-/// chunk k's Σ_columns zb and, for PReLU, Σ hb ⊙ min(z, 0) (∂σ/∂a) in its last entry.
+/// z_bar = h_bar ⊙ σ'(z) over the given columns (feature-major or, `sample_major`, sample-major); partial row k (out + 1 wide) of `partial` receives
+/// chunk k's Σ_columns z_bar and, for PReLU, Σ h_bar ⊙ min(z, 0) (∂σ/∂a) in its last entry.
 #[allow(clippy::too_many_arguments)]
 pub fn act_backward<T: Real>(
     act: &ActKind,
     slope: T,
     z: &[T],
-    hb: &[T],
-    zb: &mut [T],
+    h_bar: &[T],
+    z_bar: &mut [T],
     out: usize,
     cols_per_chunk: usize,
     partial: &mut [T],
-    sm: bool,
+    sample_major: bool,
 ) {
     let zero = T::default();
     let one = T::one();
-    let args = (z, hb, zb, out, cols_per_chunk, partial, sm);
+    let args = (z, h_bar, z_bar, out, cols_per_chunk, partial, sample_major);
     match act {
         ActKind::Leaky(a) => {
             let a = T::from_f64(*a);
@@ -321,18 +321,18 @@ pub fn act_backward<T: Real>(
 
 wide! {
 /// [`act_backward`] for σ with [`ActKind::below_slope`] `lo`, sample-major, from the pieces'
-/// bits instead of z: zb = hb where the bit (z > 0) is set, lo·hb elsewhere — the same products,
-/// hence the same zb and partial sums bit for bit. `bits` holds ⌈cols/64⌉ words a feature row.
+/// bits instead of z: z_bar = h_bar where the bit (z > 0) is set, lo·h_bar elsewhere — the same products,
+/// hence the same z_bar and partial sums bit for bit. `bits` holds ⌈cols/64⌉ words a feature row.
 pub fn act_backward_bits<T: Real>(
     lo: T,
     bits: &[u64],
-    hb: &[T],
-    zb: &mut [T],
+    h_bar: &[T],
+    z_bar: &mut [T],
     out: usize,
     cols_per_chunk: usize,
     partial: &mut [T],
 ) {
-    rows::bwd_rows_bits(lo, bits, hb, zb, out, cols_per_chunk, partial)
+    rows::bwd_rows_bits(lo, bits, h_bar, z_bar, out, cols_per_chunk, partial)
 }
 }
 
@@ -348,11 +348,11 @@ type BwdArgs<'a, T> = (
 
 #[inline(always)]
 fn bwd_any<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) {
-    let (z, hb, zb, out, cpc, partial, sm) = args;
-    if sm {
-        rows::bwd_rows(z, hb, zb, out, cpc, partial, dsigma, prelu)
+    let (z, h_bar, z_bar, out, cols_per_chunk, partial, sample_major) = args;
+    if sample_major {
+        rows::bwd_rows(z, h_bar, z_bar, out, cols_per_chunk, partial, dsigma, prelu)
     } else {
-        bwd(z, hb, zb, out, cpc, partial, dsigma, prelu)
+        bwd(z, h_bar, z_bar, out, cols_per_chunk, partial, dsigma, prelu)
     }
 }
 
@@ -360,25 +360,25 @@ fn bwd_any<T: Real>(args: BwdArgs<'_, T>, dsigma: impl Fn(T) -> T, prelu: bool) 
 #[allow(clippy::too_many_arguments)]
 fn bwd<T: Real>(
     z: &[T],
-    hb: &[T],
-    zb: &mut [T],
+    h_bar: &[T],
+    z_bar: &mut [T],
     out: usize,
-    cpc: usize,
+    cols_per_chunk: usize,
     partial: &mut [T],
     dsigma: impl Fn(T) -> T,
     prelu: bool,
 ) {
     let zero = T::default();
-    let cs = cpc * out;
+    let cs = cols_per_chunk * out;
     for (k, ((zz, hh), zc)) in z
         .chunks(cs)
-        .zip(hb.chunks(cs))
-        .zip(zb.chunks_mut(cs))
+        .zip(h_bar.chunks(cs))
+        .zip(z_bar.chunks_mut(cs))
         .enumerate()
     {
         let pc = &mut partial[k * (out + 1)..(k + 1) * (out + 1)];
         pc.iter_mut().for_each(|v| *v = zero);
-        let (pb, ps) = pc.split_at_mut(out);
+        let (p_bar, ps) = pc.split_at_mut(out);
         let mut sl = zero;
         for ((zcol, hcol), zbcol) in zz
             .chunks_exact(out)
@@ -389,7 +389,7 @@ fn bwd<T: Real>(
                 .iter()
                 .zip(hcol)
                 .zip(zbcol.iter_mut())
-                .zip(pb.iter_mut())
+                .zip(p_bar.iter_mut())
             {
                 let d = hv * dsigma(zv);
                 *g = d;
@@ -405,9 +405,15 @@ fn bwd<T: Real>(
 
 /// The piece of σ each value sits in (index among the kink points), written to `out`
 /// (`out.len() == z.len()`) in the feature-major entry order; z of `feats` features is stored
-/// feature-major or (`sm`) sample-major.
-pub fn pieces_into<T: Real>(z: &[T], kinks: &[f64], out: &mut [u16], feats: usize, sm: bool) {
-    if sm {
+/// feature-major or (`sample_major`) sample-major.
+pub fn pieces_into<T: Real>(
+    z: &[T],
+    kinks: &[f64],
+    out: &mut [u16],
+    feats: usize,
+    sample_major: bool,
+) {
+    if sample_major {
         let piece = |v: T| kinks.partition_point(|&b| b < v.to_f64()) as u16;
         return rows::pieces_rows(z, feats, out, piece);
     }
@@ -426,11 +432,11 @@ pub fn pieces_into<T: Real>(z: &[T], kinks: &[f64], out: &mut [u16], feats: usiz
 wide! {
 /// For σ with one kink point at `kink`: bit i of `words` set ⇔ z_i > kink (the piece index
 /// `pieces_into` would give), 64 entries a word, in the feature-major entry order (z of `feats`
-/// features stored feature-major or, `sm`, sample-major); unused high bits of the last word
+/// features stored feature-major or, `sample_major`, sample-major); unused high bits of the last word
 /// are 0.
-pub fn piece_bits_into<T: Real>(z: &[T], kink: f64, words: &mut [u64], feats: usize, sm: bool) {
+pub fn piece_bits_into<T: Real>(z: &[T], kink: f64, words: &mut [u64], feats: usize, sample_major: bool) {
     let exact = T::from_f64(kink);
-    match (exact.to_f64() == kink, sm) {
+    match (exact.to_f64() == kink, sample_major) {
         (true, false) => pack_bits(z, words, move |v| v > exact),
         (false, false) => pack_bits(z, words, move |v| v.to_f64() > kink),
         (true, true) => rows::pack_bits_rows(z, feats, words, move |v| v > exact),

@@ -45,7 +45,7 @@ impl<T: Real> Engine<T> {
             chunk_cols: kernels::chunk_cols(self.n, self.parts.len()),
             on: clock.on,
             record_kink: self.recorded_kink(),
-            sm: self.layout == super::Layout::Samples,
+            sample_major: self.layout == super::Layout::Samples,
             sigma_bits: self.sigma_bits,
         };
         let (parts, taken) = (&mut self.parts, &mut self.taken);
@@ -84,7 +84,7 @@ impl<T: Real> Engine<T> {
             chunk_cols: kernels::chunk_cols(self.n, self.parts.len()),
             on: clock.on,
             record_kink: self.recorded_kink(),
-            sm: self.layout == super::Layout::Samples,
+            sample_major: self.layout == super::Layout::Samples,
             sigma_bits: self.sigma_bits,
         };
         let (parts, taken) = (&mut self.parts, &mut self.taken);
@@ -130,12 +130,12 @@ fn forward_all<T: Real>(
                 let a = a.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
-                    a.propagate(src, part_width, &mut part.p[s], inp, part.c0);
+                    a.propagate(src, part_width, &mut part.propagated[s], inp, part.c0);
                     c.lap(2);
                     mm(
                         &mut part.z[s],
                         w,
-                        &part.p[s],
+                        &part.propagated[s],
                         out,
                         inp,
                         Accum::Replace,
@@ -143,7 +143,14 @@ fn forward_all<T: Real>(
                     );
                     c.lap(0);
                     let bits = part.bits.get_mut(s);
-                    tail(cx, st, &mut part.z[s], part.h.get_mut(s), &part.p[s], bits);
+                    tail(
+                        cx,
+                        st,
+                        &mut part.z[s],
+                        part.h.get_mut(s),
+                        &part.propagated[s],
+                        bits,
+                    );
                     c.lap(1);
                     part.forward_on(cx, s + 1, loss, &mut c);
                     c
@@ -155,7 +162,7 @@ fn forward_all<T: Real>(
             }
             Prop::After => {
                 // z = Â q (every part's q = W src, taken out for the join), the tail.
-                taken.extend(parts.iter_mut().map(|part| take(&mut part.p[s])));
+                taken.extend(parts.iter_mut().map(|part| take(&mut part.propagated[s])));
                 let q = &taken[..];
                 let a = a.unwrap();
                 let c = run_parts(parts, on, &|part| {
@@ -170,7 +177,7 @@ fn forward_all<T: Real>(
                     c
                 });
                 for (part, q) in parts.iter_mut().zip(taken.drain(..)) {
-                    part.p[s] = q;
+                    part.propagated[s] = q;
                 }
                 clock.absorb(&c);
             }
@@ -196,16 +203,16 @@ fn backward_all<T: Real>(
         let (inp, out) = (st.inp, st.out);
         match st.prop {
             Prop::After => {
-                // S̄ = Âᵀ Z̄ into pb, the stage's local work from pb, then on down.
+                // S̄ = Âᵀ Z̄ into p_bar, the stage's local work from p_bar, then on down.
                 taken.extend(parts.iter_mut().map(|part| {
-                    let spare = take(&mut part.zb_spare);
-                    std::mem::replace(&mut part.zb, spare)
+                    let spare = take(&mut part.z_bar_spare);
+                    std::mem::replace(&mut part.z_bar, spare)
                 }));
                 let z_bar = &taken[..];
                 let a_t = a_t.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
-                    let dst = &mut part.pb[..out * part.cols];
+                    let dst = &mut part.p_bar[..out * part.cols];
                     a_t.propagate(z_bar, part_width, dst, out, part.c0);
                     c.lap(2);
                     part.weight_local(cx, s, true, &mut c);
@@ -217,21 +224,21 @@ fn backward_all<T: Real>(
                     c
                 });
                 for (part, z) in parts.iter_mut().zip(taken.drain(..)) {
-                    part.zb_spare = z;
+                    part.z_bar_spare = z;
                 }
                 clock.absorb(&c);
             }
             Prop::Before if s > 0 => {
-                // H̄ = Âᵀ (Wᵀ Z̄) from every part's pb (filled by the join before), σ', on down.
+                // H̄ = Âᵀ (Wᵀ Z̄) from every part's p_bar (filled by the join before), σ', on down.
                 taken.extend(parts.iter_mut().map(|part| {
-                    let spare = take(&mut part.pb_spare);
-                    std::mem::replace(&mut part.pb, spare)
+                    let spare = take(&mut part.p_bar_spare);
+                    std::mem::replace(&mut part.p_bar, spare)
                 }));
                 let w_t_z_bar = &taken[..];
                 let a_t = a_t.unwrap();
                 let c = run_parts(parts, on, &|part| {
                     let mut c = Clock::new(on);
-                    let dst = &mut part.hb[..inp * part.cols];
+                    let dst = &mut part.h_bar[..inp * part.cols];
                     a_t.propagate(w_t_z_bar, part_width, dst, inp, part.c0);
                     c.lap(2);
                     part.act_back_local(cx, s, &mut c);
@@ -239,7 +246,7 @@ fn backward_all<T: Real>(
                     c
                 });
                 for (part, p) in parts.iter_mut().zip(taken.drain(..)) {
-                    part.pb_spare = p;
+                    part.p_bar_spare = p;
                 }
                 clock.absorb(&c);
             }

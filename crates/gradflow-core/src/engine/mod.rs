@@ -47,130 +47,35 @@
 
 mod csr;
 mod kernels;
+mod layout;
 mod mixing;
 mod oracle;
+mod part;
+mod parts;
 mod passes;
 mod plan;
+mod profile;
+mod real;
 mod rows;
 #[cfg(test)]
 mod tests;
 
+pub use layout::Layout;
+pub(crate) use layout::{view, view_mut};
 pub use oracle::{engine_for, engine_in_parts, step, EngineOracle};
+pub(crate) use part::{Part, StageBits};
+pub use parts::Parts;
 pub use plan::{Plan, Prop, Stage};
+pub(crate) use profile::Clock;
+pub use profile::PHASES;
+pub use real::{convert, Real};
 
 use crate::activation::Activation;
 use crate::batch::Batch;
-use crate::config::Precision;
 use crate::graph::SparseMatrix;
 use crate::loss::LossKind;
-use crate::oracle::ThetaView;
 use csr::Csr;
-use faer::{MatMut, MatRef};
 use kernels::ActKind;
-
-/// The float types the engine trains in.
-pub trait Real:
-    faer::traits::RealField
-    + faer::traits::Conjugate<Canonical = Self>
-    + Copy
-    + Send
-    + Sync
-    + Default
-    + PartialOrd
-    + std::fmt::Debug
-    + 'static
-{
-    /// The training precision this type stands for.
-    const PRECISION: Precision;
-    fn from_f64(v: f64) -> Self;
-    fn to_f64(self) -> f64;
-    /// θ in this type as the GD loop's observer sees it (in f64: θ itself, no copy).
-    fn view(theta: &[Self]) -> ThetaView<'_>;
-}
-
-impl Real for f64 {
-    const PRECISION: Precision = Precision::F64;
-    #[inline(always)]
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn view(theta: &[Self]) -> ThetaView<'_> {
-        ThetaView::of(theta)
-    }
-}
-
-impl Real for f32 {
-    const PRECISION: Precision = Precision::F32;
-    #[inline(always)]
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn view(theta: &[Self]) -> ThetaView<'_> {
-        ThetaView::of_f32(theta)
-    }
-}
-
-/// Converts a whole slice.
-pub fn convert<T: Real>(src: &[f64]) -> Vec<T> {
-    src.iter().map(|&v| T::from_f64(v)).collect()
-}
-
-/// How many column parts an engine cuts the n samples into: the unit of work rayon balances
-/// over its threads, and what fixes the order of every sum over samples. Results are bitwise
-/// the same for a given count, whichever threads run the parts (or none: `Seq`). A value passed
-/// to the engine when it is built, like faer's `Par`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Parts(usize);
-
-impl Parts {
-    /// `count` parts (at least 1; parts at the end are empty when n is small).
-    pub fn new(count: usize) -> Self {
-        Self(count.max(1))
-    }
-    /// Two parts per thread.
-    pub fn for_threads(threads: usize) -> Self {
-        Self::new(2 * threads)
-    }
-    /// Two parts per thread of the current rayon pool (the global one outside any pool).
-    pub fn for_pool() -> Self {
-        Self::for_threads(rayon::current_num_threads())
-    }
-    pub fn count(self) -> usize {
-        self.0
-    }
-}
-
-/// How a part stores its (features × samples) activations, inputs and targets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// Column-major: one sample's features contiguous. Graph propagation gathers whole
-    /// samples, so plans that propagate (GCN) use this.
-    Features,
-    /// Row-major: one feature's samples contiguous. faer tiles the samples (250 a part) in the
-    /// forward and input-cotangent products instead of the features, which wastes less of its
-    /// tiles when a width is just above a multiple of them (ResNet's 100 = 96 + 4 in f32) or
-    /// small (DNN [50, 50]).
-    Samples,
-}
-
-impl Layout {
-    /// Samples for plans that never mix samples, Features otherwise.
-    pub fn preferred(plan: &Plan) -> Self {
-        if plan.stages.iter().all(|s| s.prop == Prop::None) {
-            Self::Samples
-        } else {
-            Self::Features
-        }
-    }
-}
 
 /// A compiled network with all its buffers, for one data set (inputs, targets, loss).
 pub struct Engine<T: Real> {
@@ -199,204 +104,6 @@ pub struct Engine<T: Real> {
     sigma_bits: bool,
     /// Seconds per [`PHASES`] entry, accumulated when profiling is on.
     profile: Option<[f64; PHASES.len()]>,
-}
-
-/// The buffers of one column part (samples `c0..c0 + cols`), each features × cols in the
-/// engine's [`Layout`] (the bits in the feature-major entry order either way). The parts share nothing mutable, so each can run on any thread; only graph
-/// propagation reads the other parts' buffers.
-pub(crate) struct Part<T> {
-    c0: usize,
-    cols: usize,
-    /// Inputs X, or ÂX when the first stage propagates its input.
-    x: Vec<T>,
-    y: Vec<T>,
-    /// Per stage: pre-activation z (out × cols); the last stage's is the output u. Empty for
-    /// the hidden stages when σ' is read off the bits ([`Engine`]'s `sigma_bits`).
-    z: Vec<Vec<T>>,
-    /// With σ' read off the bits: the hidden stages' z, one at a time (max width × cols).
-    zs: Vec<T>,
-    /// Per stage but the last: the stage's output h (out × cols).
-    h: Vec<Vec<T>>,
-    /// Per stage but the last: the pieces as bits (written by forward passes when the engine
-    /// records pieces).
-    bits: Vec<StageBits>,
-    /// Per stage: Â·src (Before) or W·src (After); empty otherwise.
-    p: Vec<Vec<T>>,
-    /// Backward scratch, max width × cols each: Z̄ of the current stage and of the next.
-    zb: Vec<T>,
-    zb2: Vec<T>,
-    hb: Vec<T>,
-    pb: Vec<T>,
-    /// Spares for zb and pb: a propagation takes every part's zb (or pb) out for its join and
-    /// leaves the spare in its place (`mixing.rs`).
-    zb_spare: Vec<T>,
-    pb_spare: Vec<T>,
-    /// Per-chunk partial sums for bias and slope cotangents (this part's chunks).
-    partial: Vec<T>,
-    /// This part's gradient contribution (p long), summed over the parts in a fixed order
-    /// after the epoch.
-    g: Vec<T>,
-    loss: f64,
-}
-
-impl<T: Real> Part<T> {
-    /// A part of columns `c0..c0 + cols`; hidden stages keep their z when `keep_z`.
-    fn new(
-        plan: &Plan,
-        x: &[T],
-        y: &[T],
-        (c0, cols): (usize, usize),
-        chunk_cols: usize,
-        sm: bool,
-        keep_z: bool,
-    ) -> Self {
-        let (d, m) = (plan.in_dim(), plan.out_dim());
-        // This part's columns of a feature-major (w × n) array, in the engine's layout.
-        let own = |a: &[T], w: usize| -> Vec<T> {
-            let block = &a[c0 * w..(c0 + cols) * w];
-            if !sm {
-                return block.to_vec();
-            }
-            (0..w * cols)
-                .map(|i| block[(i % cols) * w + i / cols])
-                .collect()
-        };
-        let last = plan.stages.len() - 1;
-        let wmax = plan
-            .stages
-            .iter()
-            .map(|s| s.inp.max(s.out))
-            .max()
-            .unwrap_or(0);
-        let buf = |w: usize| vec![T::default(); w * cols];
-        Self {
-            c0,
-            cols,
-            x: own(x, d),
-            y: own(y, m),
-            z: plan
-                .stages
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    if keep_z || i == last {
-                        buf(s.out)
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect(),
-            zs: if keep_z { Vec::new() } else { buf(wmax) },
-            h: plan.stages[..last].iter().map(|s| buf(s.out)).collect(),
-            bits: plan.stages[..last]
-                .iter()
-                .map(|s| StageBits {
-                    fm: vec![0; (s.out * cols).div_ceil(64)],
-                    sm: if sm {
-                        vec![0; s.out * cols.div_ceil(64)]
-                    } else {
-                        Vec::new()
-                    },
-                })
-                .collect(),
-            p: plan
-                .stages
-                .iter()
-                .enumerate()
-                .map(|(i, s)| match s.prop {
-                    Prop::Before if i > 0 => buf(s.inp),
-                    Prop::After => buf(s.out),
-                    _ => Vec::new(),
-                })
-                .collect(),
-            zb: buf(wmax),
-            zb2: buf(wmax),
-            hb: buf(wmax),
-            pb: buf(wmax),
-            zb_spare: buf(wmax),
-            pb_spare: buf(wmax),
-            partial: vec![T::default(); cols.div_ceil(chunk_cols) * (wmax + 1)],
-            g: vec![T::default(); plan.num_params()],
-            loss: 0.0,
-        }
-    }
-}
-
-/// One stage's pieces as bits (z above σ's single kink), kept by one part.
-pub(crate) struct StageBits {
-    /// Bit c·out + f ⇔ z(f, c) above the kink: the feature-major entry order (the tracker's),
-    /// 64 entries a word, unused high bits 0.
-    fm: Vec<u64>,
-    /// Sample-major layout only: the same bits row by row (feature f's samples in words
-    /// f·⌈cols/64⌉..), as of the last recording. A recording compares the new row words with
-    /// these and toggles only the changed entries in `fm` — the transposition costs in
-    /// proportion to the crossings, and the two always describe the same pieces.
-    sm: Vec<u64>,
-}
-
-/// The phases of an epoch the profile separates. Work split over the column parts is timed in
-/// every part and charged per core (the parts' sum ÷ the cores in use); the rest of the wall
-/// time of the fork-join (imbalance, wake-ups, a descheduled core) is charged to the last phase.
-pub const PHASES: [&str; 9] = [
-    "forward matmuls",
-    "forward bias + σ (fused)",
-    "graph propagation Â (both directions)",
-    "loss and output cotangent",
-    "backward weight-cotangent matmuls",
-    "backward input-cotangent matmuls",
-    "backward σ' + bias/slope sums (fused)",
-    "sum of the parts' gradient contributions",
-    "waiting at joins (imbalance, wake-ups, a descheduled core)",
-];
-
-/// A stopwatch that charges elapsed time to phases (a no-op when profiling is off).
-pub(crate) struct Clock {
-    on: bool,
-    t: std::time::Instant,
-    acc: [f64; PHASES.len()],
-}
-
-impl Clock {
-    pub(crate) fn new(on: bool) -> Self {
-        Self {
-            on,
-            t: std::time::Instant::now(),
-            acc: [0.0; PHASES.len()],
-        }
-    }
-    #[inline]
-    pub(crate) fn lap(&mut self, phase: usize) {
-        if self.on {
-            let now = std::time::Instant::now();
-            self.acc[phase] += (now - self.t).as_secs_f64();
-            self.t = now;
-        }
-    }
-    /// Adds another clock's phases (a part's, into the sum over parts).
-    pub(crate) fn add(&mut self, other: &Clock) {
-        for (a, b) in self.acc.iter_mut().zip(other.acc) {
-            *a += b;
-        }
-    }
-    /// After a fork-join: the parts' summed phases (`task`) per core, and the rest of the wall
-    /// time as waiting.
-    pub(crate) fn absorb(&mut self, task: &Clock) {
-        if self.on {
-            let now = std::time::Instant::now();
-            let wall = (now - self.t).as_secs_f64();
-            let cores = if kernels::parallel() {
-                rayon::current_num_threads() as f64
-            } else {
-                1.0
-            };
-            let busy: f64 = task.acc.iter().sum::<f64>() / cores;
-            for (a, b) in self.acc.iter_mut().zip(task.acc) {
-                *a += b / cores;
-            }
-            self.acc[PHASES.len() - 1] += (wall - busy).max(0.0);
-            self.t = now;
-        }
-    }
 }
 
 impl<T: Real> Engine<T> {
@@ -445,7 +152,7 @@ impl<T: Real> Engine<T> {
             layout == Layout::Features || Layout::preferred(&plan) == Layout::Samples,
             "engine: graph propagation needs the feature-major layout"
         );
-        let sm = layout == Layout::Samples;
+        let sample_major = layout == Layout::Samples;
         let n = x.n();
         assert_eq!(x.features(), plan.in_dim(), "engine: input width");
         assert_eq!(y.features(), plan.out_dim(), "engine: output width");
@@ -477,11 +184,19 @@ impl<T: Real> Engine<T> {
         let count = parts.count();
         let chunk_cols = kernels::chunk_cols(n, count);
         let act = ActKind::new(activation);
-        let sigma_bits = sm && act.below_slope().is_some() && activation.kinks() == [0.0];
+        let sigma_bits = sample_major && act.below_slope().is_some() && activation.kinks() == [0.0];
         let parts = (0..count)
             .map(|k| {
                 let (c0, c1) = kernels::part_cols(n, count, k);
-                Part::new(&plan, &xs, &ys, (c0, c1 - c0), chunk_cols, sm, !sigma_bits)
+                Part::new(
+                    &plan,
+                    &xs,
+                    &ys,
+                    (c0, c1 - c0),
+                    chunk_cols,
+                    sample_major,
+                    !sigma_bits,
+                )
             })
             .collect();
         Self {
@@ -550,10 +265,16 @@ impl<T: Real> Engine<T> {
     /// The network's outputs u (m × n) after [`Self::forward`] (and after
     /// [`Self::loss_and_grad`], which leaves them in place).
     pub fn outputs(&self) -> impl Iterator<Item = T> + '_ {
-        let (m, sm) = (self.plan.out_dim(), self.layout == Layout::Samples);
+        let (m, sample_major) = (self.plan.out_dim(), self.layout == Layout::Samples);
         self.parts.iter().flat_map(move |part| {
             let (u, cols) = (part.z.last().unwrap(), part.cols);
-            (0..m * cols).map(move |e| if sm { u[e % m * cols + e / m] } else { u[e] })
+            (0..m * cols).map(move |e| {
+                if sample_major {
+                    u[e % m * cols + e / m]
+                } else {
+                    u[e]
+                }
+            })
         })
     }
 
@@ -575,7 +296,7 @@ impl<T: Real> Engine<T> {
                 rest = tail;
             }
         }
-        let sm = self.layout == Layout::Samples;
+        let sample_major = self.layout == Layout::Samples;
         jobs.into_par_iter().for_each(|(part, s, dst)| {
             if self.sigma_bits {
                 // The bits (z > 0, σ's single kink) are the pieces.
@@ -585,7 +306,7 @@ impl<T: Real> Engine<T> {
                 }
             } else {
                 let feats = self.plan.stages[s].out;
-                kernels::pieces_into(&part.z[s], &self.kink_points, dst, feats, sm)
+                kernels::pieces_into(&part.z[s], &self.kink_points, dst, feats, sample_major)
             }
         });
     }
@@ -637,10 +358,10 @@ impl<T: Real> Engine<T> {
                 dst.copy_from_slice(&part.bits[s].fm);
             }
         } else {
-            let sm = self.layout == Layout::Samples;
+            let sample_major = self.layout == Layout::Samples;
             jobs.into_par_iter().for_each(|((part, s), dst)| {
                 let feats = self.plan.stages[s].out;
-                kernels::piece_bits_into(&part.z[s], kink, dst, feats, sm)
+                kernels::piece_bits_into(&part.z[s], kink, dst, feats, sample_major)
             });
         }
     }
@@ -656,24 +377,5 @@ impl<T: Real> Engine<T> {
                 .iter()
                 .map(|s| s.out)
                 .sum::<usize>()
-    }
-}
-
-/// A (rows × cols) buffer as a matrix: column-major, or row-major when `sm` (sample-major).
-pub(crate) fn view<T: Real>(s: &[T], rows: usize, cols: usize, sm: bool) -> MatRef<'_, T> {
-    let s = &s[..rows * cols];
-    if sm {
-        MatRef::from_row_major_slice(s, rows, cols)
-    } else {
-        MatRef::from_column_major_slice(s, rows, cols)
-    }
-}
-/// [`view`], mutable.
-pub(crate) fn view_mut<T: Real>(s: &mut [T], rows: usize, cols: usize, sm: bool) -> MatMut<'_, T> {
-    let s = &mut s[..rows * cols];
-    if sm {
-        MatMut::from_row_major_slice_mut(s, rows, cols)
-    } else {
-        MatMut::from_column_major_slice_mut(s, rows, cols)
     }
 }

@@ -31,14 +31,14 @@ pub(super) struct Ctx<'a, T> {
     /// tail then also writes its stage's bits (z > kink) while z is still in cache.
     pub record_kink: Option<f64>,
     /// The buffers are sample-major ([`super::Layout::Samples`]).
-    pub sm: bool,
+    pub sample_major: bool,
     /// σ' is read off the pieces' bits: hidden stages' z go to the part's scratch, and the
     /// bits are always recorded (`record_kink` is then Some(0)).
     pub sigma_bits: bool,
 }
 
 /// dst (out × cols) (=|+=) W (row-major out × inp) · src (inp × cols), on this thread; dst and
-/// src sample-major when `sm`.
+/// src sample-major when `sample_major`.
 pub(super) fn mm<T: Real>(
     dst: &mut [T],
     w: &[T],
@@ -46,28 +46,36 @@ pub(super) fn mm<T: Real>(
     out: usize,
     inp: usize,
     acc: Accum,
-    sm: bool,
+    sample_major: bool,
 ) {
     let cols = dst.len() / out.max(1);
     matmul(
-        view_mut(dst, out, cols, sm),
+        view_mut(dst, out, cols, sample_major),
         acc,
         MatRef::from_row_major_slice(w, out, inp),
-        view(src, inp, cols, sm),
+        view(src, inp, cols, sample_major),
         T::one(),
         Par::Seq,
     );
 }
 
 /// dst (inp × cols) (=|+=) Wᵀ · g (out × cols), on this thread; dst and g sample-major when
-/// `sm`.
-fn mm_t<T: Real>(dst: &mut [T], w: &[T], g: &[T], out: usize, inp: usize, acc: Accum, sm: bool) {
+/// `sample_major`.
+fn mm_t<T: Real>(
+    dst: &mut [T],
+    w: &[T],
+    g: &[T],
+    out: usize,
+    inp: usize,
+    acc: Accum,
+    sample_major: bool,
+) {
     let cols = dst.len() / inp.max(1);
     matmul(
-        view_mut(dst, inp, cols, sm),
+        view_mut(dst, inp, cols, sample_major),
         acc,
         MatRef::from_row_major_slice(w, out, inp).transpose(),
-        view(g, out, cols, sm),
+        view(g, out, cols, sample_major),
         T::one(),
         Par::Seq,
     );
@@ -75,7 +83,7 @@ fn mm_t<T: Real>(dst: &mut [T], w: &[T], g: &[T], out: usize, inp: usize, acc: A
 
 /// gW (θ's row-major out × inp) = S̄ (out × cols) · srcᵀ, summed over this part's columns, on
 /// this thread. θ's row-major out × inp is a column-major inp × out, so the product src · S̄ᵀ
-/// lands there directly (S̄ and src sample-major when `sm`).
+/// lands there directly (S̄ and src sample-major when `sample_major`).
 #[allow(clippy::too_many_arguments)]
 fn weight_cot<T: Real>(
     gw: &mut [T],
@@ -84,7 +92,7 @@ fn weight_cot<T: Real>(
     out: usize,
     inp: usize,
     cols: usize,
-    sm: bool,
+    sample_major: bool,
 ) {
     if cols == 0 {
         // An empty part (small n): no samples, no contribution.
@@ -94,8 +102,8 @@ fn weight_cot<T: Real>(
     matmul(
         MatMut::from_column_major_slice_mut(gw, inp, out),
         Accum::Replace,
-        view(src, inp, cols, sm),
-        view(sbar, out, cols, sm).transpose(),
+        view(src, inp, cols, sample_major),
+        view(sbar, out, cols, sample_major).transpose(),
         T::one(),
         Par::Seq,
     );
@@ -113,26 +121,26 @@ pub(super) fn tail<T: Real>(
 ) {
     let (_, b, slope) = st.params(cx.theta);
     match h {
-        None => kernels::add_bias(z, b, st.out, cx.sm),
+        None => kernels::add_bias(z, b, st.out, cx.sample_major),
         Some(h) => {
             let skip = st.residual.then_some(skip);
             let slope = slope.unwrap_or_default();
-            let (act, out, sm) = (cx.act, st.out, cx.sm);
+            let (act, out, sample_major) = (cx.act, st.out, cx.sample_major);
             match (cx.record_kink, bits) {
                 // Sample-major: the bits in the same pass, block by block.
-                (Some(kink), Some(bits)) if sm => {
+                (Some(kink), Some(bits)) if sample_major => {
                     let track = Some(Track {
                         kink,
-                        sm: &mut bits.sm,
+                        sample_major: &mut bits.sample_major,
                         fm: &mut bits.fm,
                     });
-                    kernels::bias_act_forward(act, slope, b, z, h, skip, out, sm, track);
+                    kernels::bias_act_forward(act, slope, b, z, h, skip, out, sample_major, track);
                 }
                 (Some(kink), Some(bits)) => {
-                    kernels::bias_act_forward(act, slope, b, z, h, skip, out, sm, None);
+                    kernels::bias_act_forward(act, slope, b, z, h, skip, out, sample_major, None);
                     kernels::piece_bits_into(z, kink, &mut bits.fm, out, false);
                 }
-                _ => kernels::bias_act_forward(act, slope, b, z, h, skip, out, sm, None),
+                _ => kernels::bias_act_forward(act, slope, b, z, h, skip, out, sample_major, None),
             }
         }
     }
@@ -152,26 +160,33 @@ impl<T: Real> Part<T> {
         } else {
             &mut self.z[s][..]
         };
-        mm(z, w, src, st.out, st.inp, Accum::Replace, cx.sm);
+        mm(z, w, src, st.out, st.inp, Accum::Replace, cx.sample_major);
         c.lap(0);
         tail(cx, st, z, h_rest.first_mut(), src, self.bits.get_mut(s));
         c.lap(1);
     }
 
-    /// This part's share of L (in `self.loss`), its output cotangent (into zb) and the last
+    /// This part's share of L (in `self.loss`), its output cotangent (into z_bar) and the last
     /// stage's bias cotangent over its columns (into `self.g`).
     pub(super) fn loss_local(&mut self, cx: &Ctx<'_, T>, c_loss: f64, c: &mut Clock) {
         let m = cx.plan.out_dim();
         let u = self.z.last().unwrap();
-        self.loss = kernels::loss_cotangent(u, &self.y, &mut self.zb, c_loss);
+        self.loss = kernels::loss_cotangent(u, &self.y, &mut self.z_bar, c_loss);
         c.lap(3);
         let (_, gb, _) = cx.plan.stages.last().unwrap().params_mut(&mut self.g);
-        let zb = &self.zb[..m * self.cols];
-        kernels::row_sums(zb, m, cx.chunk_cols, &mut self.partial, gb, cx.sm);
+        let z_bar = &self.z_bar[..m * self.cols];
+        kernels::row_sums(
+            z_bar,
+            m,
+            cx.chunk_cols,
+            &mut self.partial,
+            gb,
+            cx.sample_major,
+        );
         c.lap(6);
     }
 
-    /// Stage s's weight cotangent over this part's columns into `self.g`, from S̄ in zb (or in pb
+    /// Stage s's weight cotangent over this part's columns into `self.g`, from S̄ in z_bar (or in p_bar
     /// when `sbar_in_pb`: Âᵀ Z̄ for a stage propagating after W).
     pub(super) fn weight_local(
         &mut self,
@@ -184,18 +199,26 @@ impl<T: Real> Part<T> {
         let (inp, out, cols) = (st.inp, st.out, self.cols);
         let src: &[T] = match (s, st.prop) {
             (0, _) => &self.x,
-            (_, Prop::Before) => &self.p[s],
+            (_, Prop::Before) => &self.propagated[s],
             _ => &self.h[s - 1],
         };
-        let sbar = if sbar_in_pb { &self.pb } else { &self.zb };
+        let sbar = if sbar_in_pb { &self.p_bar } else { &self.z_bar };
         let (gw, _, _) = st.params_mut(&mut self.g);
-        weight_cot(gw, &sbar[..out * cols], src, out, inp, cols, cx.sm);
+        weight_cot(
+            gw,
+            &sbar[..out * cols],
+            src,
+            out,
+            inp,
+            cols,
+            cx.sample_major,
+        );
         c.lap(4);
     }
 
-    /// Stage s's input cotangent Wᵀ S̄ over this part: S̄ from zb (or pb when `sbar_in_pb`),
-    /// into hb (or into pb when `into_pb`, for Â before W); added to hb for a residual stage,
-    /// whose hb holds the cotangent of the stage's output already.
+    /// Stage s's input cotangent Wᵀ S̄ over this part: S̄ from z_bar (or p_bar when `sbar_in_pb`),
+    /// into h_bar (or into p_bar when `into_pb`, for Â before W); added to h_bar for a residual stage,
+    /// whose h_bar holds the cotangent of the stage's output already.
     pub(super) fn input_local(
         &mut self,
         cx: &Ctx<'_, T>,
@@ -213,9 +236,9 @@ impl<T: Real> Part<T> {
             Accum::Replace
         };
         let (sbar, dst) = match (sbar_in_pb, into_pb) {
-            (false, false) => (&self.zb, &mut self.hb),
-            (true, false) => (&self.pb, &mut self.hb),
-            (false, true) => (&self.zb, &mut self.pb),
+            (false, false) => (&self.z_bar, &mut self.h_bar),
+            (true, false) => (&self.p_bar, &mut self.h_bar),
+            (false, true) => (&self.z_bar, &mut self.p_bar),
             (true, true) => unreachable!("engine: S̄ and Wᵀ S̄ in the same buffer"),
         };
         mm_t(
@@ -225,12 +248,12 @@ impl<T: Real> Part<T> {
             out,
             inp,
             acc,
-            cx.sm,
+            cx.sample_major,
         );
         c.lap(5);
     }
 
-    /// Z̄ of stage s − 1 = H̄ (in hb) ⊙ σ'(z), into zb (the previous Z̄ moves to zb2), and the
+    /// Z̄ of stage s − 1 = H̄ (in h_bar) ⊙ σ'(z), into z_bar (the previous Z̄ moves to z_bar_next), and the
     /// stage's bias (and PReLU slope) cotangents over this part's chunks into `self.g`.
     pub(super) fn act_back_local(&mut self, cx: &Ctx<'_, T>, s: usize, c: &mut Clock) {
         let prev = &cx.plan.stages[s - 1];
@@ -239,9 +262,9 @@ impl<T: Real> Part<T> {
         match cx.act.below_slope().filter(|_| cx.sigma_bits) {
             Some(lo) => kernels::act_backward_bits(
                 T::from_f64(lo),
-                &self.bits[s - 1].sm,
-                &self.hb[..w * cols],
-                &mut self.zb2[..w * cols],
+                &self.bits[s - 1].sample_major,
+                &self.h_bar[..w * cols],
+                &mut self.z_bar_next[..w * cols],
                 w,
                 cx.chunk_cols,
                 &mut self.partial,
@@ -250,12 +273,12 @@ impl<T: Real> Part<T> {
                 cx.act,
                 slope.unwrap_or_default(),
                 &self.z[s - 1],
-                &self.hb[..w * cols],
-                &mut self.zb2[..w * cols],
+                &self.h_bar[..w * cols],
+                &mut self.z_bar_next[..w * cols],
                 w,
                 cx.chunk_cols,
                 &mut self.partial,
-                cx.sm,
+                cx.sample_major,
             ),
         }
         let nch = cols.div_ceil(cx.chunk_cols);
@@ -267,7 +290,7 @@ impl<T: Real> Part<T> {
             gb,
             gslope.filter(|_| prev.prelu),
         );
-        std::mem::swap(&mut self.zb, &mut self.zb2);
+        std::mem::swap(&mut self.z_bar, &mut self.z_bar_next);
         c.lap(6);
     }
 
@@ -299,13 +322,13 @@ impl<T: Real> Part<T> {
                     let (w, _, _) = st.params(cx.theta);
                     let src: &[T] = if t == 0 { &self.x } else { &self.h[t - 1] };
                     mm(
-                        &mut self.p[t],
+                        &mut self.propagated[t],
                         w,
                         src,
                         st.out,
                         st.inp,
                         Accum::Replace,
-                        cx.sm,
+                        cx.sample_major,
                     );
                     c.lap(0);
                     return;
@@ -321,7 +344,7 @@ impl<T: Real> Part<T> {
     }
 
     /// The backward pass on this part through the stages below `upto`, down to the next
-    /// propagation (Â after W: stop; Â before W: the weight cotangent and Wᵀ Z̄ into pb, then
+    /// propagation (Â after W: stop; Â before W: the weight cotangent and Wᵀ Z̄ into p_bar, then
     /// stop).
     pub(super) fn backward_on(&mut self, cx: &Ctx<'_, T>, upto: usize, c: &mut Clock) {
         for t in (0..upto).rev() {

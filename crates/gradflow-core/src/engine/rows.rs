@@ -41,14 +41,14 @@ fn lane_sums<T: Real>(v: &[T]) -> [T; LANES] {
     acc
 }
 
-/// The pieces' bits a sample-major forward tail keeps up to date: bit set ⇔ z > `kink`, `sm`
+/// The pieces' bits a sample-major forward tail keeps up to date: bit set ⇔ z > `kink`, `sample_major`
 /// row by row (⌈cols/64⌉ words a row), `fm` in the feature-major entry order. Each block's new
-/// word is compared with `sm` and only the changed entries are toggled in `fm` (the
+/// word is compared with `sample_major` and only the changed entries are toggled in `fm` (the
 /// transposition costs in proportion to the crossings), so both must describe the same pieces
 /// before the pass (e.g. both zero), and do after it.
 pub struct Track<'a> {
     pub kink: f64,
-    pub sm: &'a mut [u64],
+    pub sample_major: &'a mut [u64],
     pub fm: &'a mut [u64],
 }
 
@@ -105,7 +105,7 @@ pub(super) fn fwd_rows<T: Real>(
         if let Some(t) = track.as_mut() {
             for (k, zc) in zrow.chunks(64).enumerate() {
                 let new = t.word(zc);
-                toggle_changed(&mut t.sm[f * wpr + k], new, 64 * k, f, out, t.fm);
+                toggle_changed(&mut t.sample_major[f * wpr + k], new, 64 * k, f, out, t.fm);
             }
         }
     }
@@ -136,33 +136,38 @@ pub(super) fn add_bias_rows<T: Real>(z: &mut [T], b: &[T], out: usize) {
     }
 }
 
-/// partial[k·out + f] = Σ of row f over chunk k (`cpc` samples a chunk); returns the number of
+/// partial[k·out + f] = Σ of row f over chunk k (`cols_per_chunk` samples a chunk); returns the number of
 /// chunks.
 #[inline(always)]
-pub(super) fn chunk_row_sums<T: Real>(g: &[T], out: usize, cpc: usize, partial: &mut [T]) -> usize {
+pub(super) fn chunk_row_sums<T: Real>(
+    g: &[T],
+    out: usize,
+    cols_per_chunk: usize,
+    partial: &mut [T],
+) -> usize {
     let cols = g.len() / out.max(1);
-    let nch = cols.div_ceil(cpc);
+    let nch = cols.div_ceil(cols_per_chunk);
     if cols == 0 {
         return 0;
     }
     for (f, row) in g.chunks_exact(cols).enumerate() {
-        for (k, chunk) in row.chunks(cpc).enumerate() {
+        for (k, chunk) in row.chunks(cols_per_chunk).enumerate() {
             partial[k * out + f] = fold(&lane_sums(chunk));
         }
     }
     nch
 }
 
-/// zb = hb ⊙ σ'(z); partial row k (out + 1 wide) receives chunk k's Σ zb per feature and, for
-/// PReLU, Σ hb ⊙ min(z, 0) in its last entry (added over the features in order).
+/// z_bar = h_bar ⊙ σ'(z); partial row k (out + 1 wide) receives chunk k's Σ z_bar per feature and, for
+/// PReLU, Σ h_bar ⊙ min(z, 0) in its last entry (added over the features in order).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn bwd_rows<T: Real>(
     z: &[T],
-    hb: &[T],
-    zb: &mut [T],
+    h_bar: &[T],
+    z_bar: &mut [T],
     out: usize,
-    cpc: usize,
+    cols_per_chunk: usize,
     partial: &mut [T],
     dsigma: impl Fn(T) -> T,
     prelu: bool,
@@ -172,19 +177,19 @@ pub(super) fn bwd_rows<T: Real>(
     if cols == 0 {
         return;
     }
-    let nch = cols.div_ceil(cpc);
+    let nch = cols.div_ceil(cols_per_chunk);
     partial[..nch * (out + 1)]
         .iter_mut()
         .for_each(|v| *v = zero);
     let rows = z
         .chunks_exact(cols)
-        .zip(hb.chunks_exact(cols))
-        .zip(zb.chunks_exact_mut(cols));
+        .zip(h_bar.chunks_exact(cols))
+        .zip(z_bar.chunks_exact_mut(cols));
     for (f, ((zrow, hrow), zbrow)) in rows.enumerate() {
         let chunks = zrow
-            .chunks(cpc)
-            .zip(hrow.chunks(cpc))
-            .zip(zbrow.chunks_mut(cpc));
+            .chunks(cols_per_chunk)
+            .zip(hrow.chunks(cols_per_chunk))
+            .zip(zbrow.chunks_mut(cols_per_chunk));
         for (k, ((zc, hc), gc)) in chunks.enumerate() {
             // Element-wise first (vectorises like the forward tail), then the lane sums over
             // what was just written (still in L1): one fused loop compiled to 2-wide code.
@@ -203,37 +208,37 @@ pub(super) fn bwd_rows<T: Real>(
     }
 }
 
-/// See `kernels::act_backward_bits`: row f's zb = hb ⊙ (1 where bit set, else lo), word by
+/// See `kernels::act_backward_bits`: row f's z_bar = h_bar ⊙ (1 where bit set, else lo), word by
 /// word, then the per-chunk sums of the row as [`bwd_rows`] forms them.
 #[inline(always)]
 pub(super) fn bwd_rows_bits<T: Real>(
     lo: T,
     bits: &[u64],
-    hb: &[T],
-    zb: &mut [T],
+    h_bar: &[T],
+    z_bar: &mut [T],
     out: usize,
-    cpc: usize,
+    cols_per_chunk: usize,
     partial: &mut [T],
 ) {
-    let cols = hb.len() / out.max(1);
+    let cols = h_bar.len() / out.max(1);
     if cols == 0 {
         return;
     }
-    let (nch, wpr) = (cols.div_ceil(cpc), cols.div_ceil(64));
+    let (nch, wpr) = (cols.div_ceil(cols_per_chunk), cols.div_ceil(64));
     partial[..nch * (out + 1)]
         .iter_mut()
         .for_each(|v| *v = T::default());
     let rows = bits
         .chunks_exact(wpr)
-        .zip(hb.chunks_exact(cols))
-        .zip(zb.chunks_exact_mut(cols));
+        .zip(h_bar.chunks_exact(cols))
+        .zip(z_bar.chunks_exact_mut(cols));
     for (f, ((brow, hrow), zbrow)) in rows.enumerate() {
         for ((gw, hw), &word) in zbrow.chunks_mut(64).zip(hrow.chunks(64)).zip(brow) {
             for (i, (g, &hv)) in gw.iter_mut().zip(hw).enumerate() {
                 *g = if word >> i & 1 != 0 { hv } else { lo * hv };
             }
         }
-        for (k, gc) in zbrow.chunks(cpc).enumerate() {
+        for (k, gc) in zbrow.chunks(cols_per_chunk).enumerate() {
             partial[k * (out + 1) + f] = fold(&lane_sums(gc));
         }
     }
@@ -336,44 +341,53 @@ mod tests {
 
     #[test]
     fn row_loops_match_their_definitions() {
-        let (out, cols, cpc) = (5, 37, 10);
+        let (out, cols, cols_per_chunk) = (5, 37, 10);
         let z: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.37).sin()).collect();
-        let hb: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.11).cos()).collect();
-        let mut zb = vec![0.0; out * cols];
-        let nch = cols.div_ceil(cpc);
+        let h_bar: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.11).cos()).collect();
+        let mut z_bar = vec![0.0; out * cols];
+        let nch = cols.div_ceil(cols_per_chunk);
         let mut partial = vec![f64::NAN; nch * (out + 1)];
         let slope = 0.3;
         let ds = |v: f64| if v > 0.0 { 1.0 } else { slope };
-        bwd_rows(&z, &hb, &mut zb, out, cpc, &mut partial, ds, true);
+        bwd_rows(
+            &z,
+            &h_bar,
+            &mut z_bar,
+            out,
+            cols_per_chunk,
+            &mut partial,
+            ds,
+            true,
+        );
         for k in 0..nch {
             let mut sl = 0.0;
             for f in 0..out {
                 let mut s = 0.0;
-                for c in k * cpc..((k + 1) * cpc).min(cols) {
+                for c in k * cols_per_chunk..((k + 1) * cols_per_chunk).min(cols) {
                     let i = f * cols + c;
-                    assert_eq!(zb[i], hb[i] * ds(z[i]));
-                    s += zb[i];
-                    sl += hb[i] * z[i].min(0.0);
+                    assert_eq!(z_bar[i], h_bar[i] * ds(z[i]));
+                    s += z_bar[i];
+                    sl += h_bar[i] * z[i].min(0.0);
                 }
                 assert!((partial[k * (out + 1) + f] - s).abs() < 1e-14);
             }
             assert!((partial[k * (out + 1) + out] - sl).abs() < 1e-13);
         }
         let mut sums = vec![f64::NAN; nch * out];
-        assert_eq!(chunk_row_sums(&hb, out, cpc, &mut sums), nch);
+        assert_eq!(chunk_row_sums(&h_bar, out, cols_per_chunk, &mut sums), nch);
         for k in 0..nch {
             for f in 0..out {
-                let s: f64 = (k * cpc..((k + 1) * cpc).min(cols))
-                    .map(|c| hb[f * cols + c])
+                let s: f64 = (k * cols_per_chunk..((k + 1) * cols_per_chunk).min(cols))
+                    .map(|c| h_bar[f * cols + c])
                     .sum();
                 assert!((sums[k * out + f] - s).abs() < 1e-14);
             }
         }
-        // From bits: the same zb and sums bit for bit as from z (ReLU's 0 and a leaky slope),
+        // From bits: the same z_bar and sums bit for bit as from z (ReLU's 0 and a leaky slope),
         // with rows of 2 words (37 samples would straddle no word; 70 do).
         for (cols, lo) in [(37usize, 0.0), (70, 0.3)] {
             let z: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.37).sin()).collect();
-            let hb: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.11).cos()).collect();
+            let h_bar: Vec<f64> = (0..out * cols).map(|i| (i as f64 * 0.11).cos()).collect();
             let wpr = cols.div_ceil(64);
             let mut bits = vec![0u64; out * wpr];
             for f in 0..out {
@@ -381,12 +395,21 @@ mod tests {
                     bits[f * wpr + c / 64] |= ((z[f * cols + c] > 0.0) as u64) << (c % 64);
                 }
             }
-            let nch = cols.div_ceil(cpc);
+            let nch = cols.div_ceil(cols_per_chunk);
             let (mut zb_z, mut zb_b) = (vec![0.0; out * cols], vec![f64::NAN; out * cols]);
             let (mut p_z, mut p_b) = (vec![0.0; nch * (out + 1)], vec![f64::NAN; nch * (out + 1)]);
             let ds = |v: f64| if v > 0.0 { 1.0 } else { lo };
-            bwd_rows(&z, &hb, &mut zb_z, out, cpc, &mut p_z, ds, false);
-            bwd_rows_bits(lo, &bits, &hb, &mut zb_b, out, cpc, &mut p_b);
+            bwd_rows(
+                &z,
+                &h_bar,
+                &mut zb_z,
+                out,
+                cols_per_chunk,
+                &mut p_z,
+                ds,
+                false,
+            );
+            bwd_rows_bits(lo, &bits, &h_bar, &mut zb_b, out, cols_per_chunk, &mut p_b);
             assert_eq!(zb_z, zb_b, "cols {cols}");
             assert_eq!(p_z, p_b, "cols {cols}");
             assert!(zb_b.iter().zip(&z).any(|(&g, &v)| v <= 0.0 && g != 0.0) == (lo != 0.0));

@@ -564,12 +564,12 @@ fn sigma_prime_from_bits_equals_sigma_prime_from_z_bit_for_bit() {
                     model.preset_name()
                 );
                 assert!(gb.iter().zip(&gz).all(|(a, b)| a.to_bits() == b.to_bits()));
-                let (mut pb, mut pz) = (Vec::new(), Vec::new());
-                bits.pieces(&mut pb);
+                let (mut p_bar, mut pz) = (Vec::new(), Vec::new());
+                bits.pieces(&mut p_bar);
                 zs.pieces(&mut pz);
-                assert_eq!(pb, pz, "{act} {} step {k}: pieces", model.preset_name());
-                flips += pb.iter().zip(&last).filter(|(a, b)| a != b).count();
-                last = pb;
+                assert_eq!(p_bar, pz, "{act} {} step {k}: pieces", model.preset_name());
+                flips += p_bar.iter().zip(&last).filter(|(a, b)| a != b).count();
+                last = p_bar;
                 for ((t, &g), (u, &h)) in tb.iter_mut().zip(&gb).zip(tz.iter_mut().zip(&gz)) {
                     *t -= 0.5 * g;
                     *u -= 0.5 * h;

@@ -31,7 +31,21 @@ pub fn read_matrix(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
 }
 
 /// Writes a `rows × cols` row-major matrix as a 2-D float64 little-endian C-order `.npy` file,
-/// atomically.
+/// atomically (`numpy.load` reads it as a `(rows, cols)` float64 array).
+///
+/// ```
+/// use gradflow_core::io::npy::{read_matrix, write_matrix};
+///
+/// let dir = std::env::temp_dir().join(format!("gradflow-doc-npy-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("x.npy");
+/// write_matrix(&path, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3)?;
+/// // 6 data values after numpy's header (magic, version, length, dict padded to 64 bytes).
+/// assert_eq!(std::fs::metadata(&path).unwrap().len(), 128 + 6 * 8);
+/// assert_eq!(read_matrix(&path)?, (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3));
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), gradflow_core::Error>(())
+/// ```
 pub fn write_matrix(path: &Path, data: &[f64], rows: usize, cols: usize) -> Result<()> {
     if rows.checked_mul(cols) != Some(data.len()) {
         return Err(Error::Invalid(format!(

@@ -115,6 +115,22 @@ pub struct PreActivation<'a> {
 /// - `vjp(θ, x, tape, ȳ, θ̄)` returns x̄ = (∂y/∂x)ᵀ ȳ and **adds** (∂y/∂θ)ᵀ ȳ into θ̄
 ///   (adding lets shared weights accumulate);
 /// - `jvp(θ, x, tape, ẋ, θ̇)` returns ẏ = (∂y/∂x) ẋ + (∂y/∂θ) θ̇.
+///
+/// ```
+/// use gradflow_core::layers::{Batch, Dense, Layer};
+///
+/// // y = W x + b with W = [[1, 2]], b = [3]: θ is W row-major, then b (torch's Linear layout).
+/// let dense = Dense::new(2, 1);
+/// let theta = [1.0, 2.0, 3.0];
+/// let x = Batch::from_vec(2, 1, vec![10.0, 20.0]);
+/// let (y, tape) = dense.forward(&theta, &x);
+/// assert_eq!(y.as_slice(), &[1.0 * 10.0 + 2.0 * 20.0 + 3.0]);
+/// // vjp with ȳ = 1 returns x̄ = Wᵀ ȳ and *adds* ∂y/∂θ = (x, 1) into θ̄.
+/// let mut theta_bar = vec![100.0; 3];
+/// let x_bar = dense.vjp(&theta, &x, &tape, &Batch::from_vec(1, 1, vec![1.0]), &mut theta_bar);
+/// assert_eq!(x_bar.as_slice(), &[1.0, 2.0]);
+/// assert_eq!(theta_bar, vec![110.0, 120.0, 101.0]);
+/// ```
 pub trait Layer: Send + Sync + std::fmt::Debug {
     /// A one-line description, e.g. `dense 500 → 250`.
     fn describe(&self) -> String;

@@ -118,6 +118,19 @@ const LANES: usize = 8;
 /// jacobian_error: a rigorous bound on ‖J − J̃‖_F (0.0 to certify J̃ J̃ᵀ itself).
 /// estimate: an approximate λ_min(J̃ J̃ᵀ) (e.g. σ_min(J̃)² from an SVD), the start of the search;
 /// ≤ 0 is refused with a reason.
+///
+/// ```
+/// use gradflow_core::ntk::certify::certify_lambda_min;
+///
+/// // J = [[2, 0, 0], [0, 1, 0]]: H = J Jᵀ = diag(4, 1), λ_min = 1 exactly.
+/// let j = faer::mat![[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
+/// let c = certify_lambda_min(j.as_ref(), 0.0, 1.0);
+/// let lower = c.lower.expect("a bound");
+/// assert!(lower > 0.0 && lower <= 1.0);
+/// // An error of 0.5 in J (Frobenius) can move σ_min by 0.5: the bound must stay below 0.25.
+/// let c = certify_lambda_min(j.as_ref(), 0.5, 1.0);
+/// assert!(c.lower.is_none_or(|s| s <= 0.25));
+/// ```
 pub fn certify_lambda_min(
     j: faer::MatRef<'_, f64>,
     jacobian_error: f64,

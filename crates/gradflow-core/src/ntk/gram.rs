@@ -78,6 +78,28 @@ pub fn gram_bytes(model: &Model, n: usize) -> u64 {
 
 /// H = J Jᵀ at θ on inputs x, by the cheapest exact route (the structured graph route falls
 /// back to the Jacobian when its walker fails on this θ, x; the route returned is the one taken).
+///
+/// ```
+/// use gradflow_core::activation::Activation;
+/// use gradflow_core::data::Dataset;
+/// use gradflow_core::init::{init_params, InitScheme};
+/// use gradflow_core::ntk::{gram, jacobian, GramRoute};
+/// use gradflow_core::presets::dnn;
+///
+/// let data = Dataset::ball(6, 3, 2, 1);
+/// let model = dnn(3, &[8], 2, &Activation::LeakyRelu { slope: 0.1 });
+/// let theta = init_params(&model.param_specs(), &InitScheme::Torch, 1);
+/// let (h, route) = gram(&model, &theta, &data.x);
+/// assert_eq!(route, GramRoute::Structured); // never forms J
+/// // The same kernel from the explicit Jacobian: H = J Jᵀ, entry (i·m + a, j·m + b).
+/// let j = jacobian(&model, &theta, &data.x);
+/// let jjt = &j * j.transpose();
+/// for r in 0..12 {
+///     for c in 0..12 {
+///         assert!((h[(r, c)] - jjt[(r, c)]).abs() <= 1e-12 * (1.0 + jjt[(r, c)].abs()));
+///     }
+/// }
+/// ```
 pub fn gram(model: &Model, theta: &[f64], x: &Batch) -> (Mat<f64>, GramRoute) {
     let route = gram_route(model);
     if route == GramRoute::StructuredGraph {

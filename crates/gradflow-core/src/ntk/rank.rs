@@ -163,6 +163,22 @@ fn singular_values(j: MatRef<'_, f64>) -> Option<Vec<f64>> {
 }
 
 /// Builds J̃ by [`jacobian`] (one vjp per output) and analyses it with [`analyse_jacobian`].
+///
+/// ```
+/// use gradflow_core::activation::Activation;
+/// use gradflow_core::data::Dataset;
+/// use gradflow_core::init::{init_params, InitScheme};
+/// use gradflow_core::ntk::jacobian_rank;
+/// use gradflow_core::presets::dnn;
+///
+/// // Under-parametrised: p = 3·2 + 2 + 2·1 + 1 = 11 < nm = 20, so rank J ≤ 11 and H is singular.
+/// let data = Dataset::ball(20, 3, 1, 0);
+/// let model = dnn(3, &[2], 1, &Activation::LeakyRelu { slope: 0.01 });
+/// let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+/// let r = jacobian_rank(&model, &theta, &data.x);
+/// assert_eq!((r.rows, r.cols, r.full), (20, 11, 11));
+/// assert!(r.rank <= 11);
+/// ```
 pub fn jacobian_rank(model: &Model, theta: &[f64], x: &Batch) -> JacobianRank {
     let j = jacobian(model, theta, x);
     analyse_jacobian(j.as_ref(), &model.param_specs())

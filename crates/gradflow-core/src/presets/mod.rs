@@ -27,6 +27,16 @@ use crate::model::Model;
 use std::sync::Arc;
 
 /// DNN (Cor. 3.2.1-1): h^l = σ(W^l h^{l−1} + b^l), f = W^L h^{L−1} + b^L.
+///
+/// ```
+/// use gradflow_core::activation::Activation;
+/// use gradflow_core::presets::dnn;
+///
+/// // 20 → [48, 48] → 5: p = (20·48 + 48) + (48·48 + 48) + (48·5 + 5).
+/// let model = dnn(20, &[48, 48], 5, &Activation::Relu);
+/// assert_eq!(model.p(), 1008 + 2352 + 245);
+/// assert_eq!((model.in_dim(), model.out_dim()), (20, 5));
+/// ```
 pub fn dnn(d: usize, hidden: &[usize], m: usize, activation: &Activation) -> Model {
     let mut layers: Vec<Box<dyn Layer>> = Vec::new();
     let mut prev = d;

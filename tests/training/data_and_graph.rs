@@ -1,7 +1,7 @@
 //! Datasets (the paper's unit-ball data, user arrays) and graphs (kNN, normalised adjacency),
 //! against distributional facts and by-hand dense computations.
 
-mod common;
+use crate::common;
 
 use common::{random_batch, rng};
 use gradflow::data::Dataset;

@@ -1,6 +1,7 @@
 //! NTK tests: the structured Gram matrix against independent routes (explicit Jacobian by
 //! per-output vjp, and by central finite differences of the outputs), symmetry and positive
 //! semi-definiteness, the rank bound rank(H) ≤ p, and Lanczos against the dense eigensolver.
+use crate::common::jacobian_fd;
 
 use faer::Mat;
 use gradflow::activation::Activation;
@@ -14,25 +15,6 @@ use std::sync::Arc;
 
 fn setup(model: &Model, seed: u64) -> Vec<f64> {
     init_params(&model.param_specs(), &InitScheme::Torch, seed)
-}
-
-/// J by central finite differences of u(θ): column k = (u(θ + h e_k) − u(θ − h e_k)) / 2h.
-fn jacobian_fd(model: &Model, theta: &[f64], x: &gradflow::Batch) -> Mat<f64> {
-    let nm = x.n() * model.out_dim();
-    let mut j = Mat::<f64>::zeros(nm, theta.len());
-    let mut t = theta.to_vec();
-    let h = 1e-6;
-    for k in 0..theta.len() {
-        t[k] = theta[k] + h;
-        let up = model.outputs(&t, x);
-        t[k] = theta[k] - h;
-        let dn = model.outputs(&t, x);
-        t[k] = theta[k];
-        for r in 0..nm {
-            j[(r, k)] = (up.as_slice()[r] - dn.as_slice()[r]) / (2.0 * h);
-        }
-    }
-    j
 }
 
 fn jjt(j: &Mat<f64>) -> Mat<f64> {

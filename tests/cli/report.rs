@@ -4,7 +4,7 @@
 //! without `ntk.csv` still reported with a note, and a clear error for a directory that is neither
 //! a run nor a reproduction. Tiny runs (n = 10), well under a second each.
 
-mod common;
+use crate::common;
 
 use gradflow::config::Config;
 use gradflow::report::build_report;

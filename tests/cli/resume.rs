@@ -3,7 +3,7 @@
 //! real SIGINT); a run killed with SIGKILL at random moments never leaves a directory at `--out`
 //! that looks finished.
 
-mod common;
+use crate::common;
 
 use gradflow::config::Config;
 use gradflow::error::Error;

@@ -1,7 +1,7 @@
 //! The presets (parameter counts, tensor names, forward passes against hand-written networks,
 //! loss gradients against finite differences) and gradient-descent training.
 
-mod common;
+use crate::common;
 
 use common::{min_kink_distance, random_batch, rng, uniform_vec, H, KINK_MARGIN};
 use gradflow::activation::Activation;

@@ -4,7 +4,7 @@
 //! GD horizon lr·epochs, that the index and report are built from flow metrics, and that the loss
 //! figure leaves out the ablation's `skip_epochs` by time (t < skip·η), not by output index.
 
-mod common;
+use crate::common;
 
 use gradflow::config::Solver;
 use gradflow::experiment::{as_flow, reproduce_ablations, RunRecord};

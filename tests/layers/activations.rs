@@ -2,7 +2,7 @@
 //! piecewise-polynomial validator, the Theorem 3.1 classifier, and sigmoid's piecewise-linear
 //! approximations (Cor. 3.1.2).
 
-mod common;
+use crate::common;
 
 use common::rng;
 use gradflow::activation::{Activation, ActivationClass, PiecewiseError, PiecewisePolynomial};

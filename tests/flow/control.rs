@@ -11,7 +11,7 @@
 //! polynomials evaluated here from the activation's coefficients. Without a control the layer
 //! must behave exactly as `Activation::value` / `Activation::derivative`.
 
-mod common;
+use crate::common;
 
 use common::{check_layer, draw_point, random_batch, rng};
 use gradflow::activation::{Activation, PiecewisePolynomial};

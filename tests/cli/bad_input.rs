@@ -4,8 +4,7 @@
 //! (`.<name>.partial-*`) next to where the run would have gone. The one exception, by design, is a
 //! run that diverges: its directory is kept with the metrics up to the divergence.
 
-#[path = "fixtures/support.rs"]
-mod support;
+use crate::common::cli as support;
 
 use std::path::{Path, PathBuf};
 use support::*;

@@ -8,7 +8,7 @@
 //! The script needs Python with numpy and torch: `GRADFLOW_PYTHON` names the interpreter (else
 //! `python3`); without one, the script runs are skipped with a message on stderr.
 
-mod common;
+use crate::common;
 
 use gradflow::activation::Activation;
 use gradflow::config::{ModelConfig, Preset};

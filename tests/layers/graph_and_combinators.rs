@@ -5,7 +5,8 @@
 //! forwarding of kink diagnostics and non-finite location, and the NTK of networks built from
 //! them against J Jᵀ with J by central finite differences.
 
-mod common;
+use crate::common;
+use crate::common::jacobian_fd;
 
 use common::{check_layer, min_kink_distance, random_batch, rng, uniform_vec};
 use faer::Mat;
@@ -508,25 +509,6 @@ fn combinators_forward_kink_diagnostics_and_non_finite_location() {
 
 // ---------------------------------------------------------------------------------------------
 // NTK.
-
-/// J by central finite differences of u(θ).
-fn jacobian_fd(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
-    let nm = x.n() * model.out_dim();
-    let mut j = Mat::<f64>::zeros(nm, theta.len());
-    let mut t = theta.to_vec();
-    let h = 1e-6;
-    for k in 0..theta.len() {
-        t[k] = theta[k] + h;
-        let up = model.outputs(&t, x);
-        t[k] = theta[k] - h;
-        let dn = model.outputs(&t, x);
-        t[k] = theta[k];
-        for r in 0..nm {
-            j[(r, k)] = (up.as_slice()[r] - dn.as_slice()[r]) / (2.0 * h);
-        }
-    }
-    j
-}
 
 fn mat_max_abs_diff(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     let mut m: f64 = 0.0;

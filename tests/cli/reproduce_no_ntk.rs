@@ -2,7 +2,7 @@
 //! that tracked no NTK (not a warning per run), and `timing.json` accounts for runs packed one
 //! per core by at least their share of the machine.
 
-mod common;
+use crate::common;
 
 use gradflow::config::Solver;
 use gradflow::experiment::reproduce_ablations;

@@ -4,7 +4,7 @@
 //! term against the generic route, and a small CNN whose NTK equals J Jᵀ with J by finite
 //! differences of the model outputs.
 
-mod common;
+use crate::common;
 
 use common::{check_layer, dot, min_kink_distance, random_batch, rng, uniform_vec};
 use faer::Mat;

@@ -6,7 +6,7 @@
 //! and persistence are about θ(0)); the expected ranks are checked against an independent SVD
 //! of an explicitly built Jacobian, not against gradflow's own earlier output.
 
-mod common;
+use crate::common;
 
 use gradflow::experiment::{ablation, Scale, VerdictKind};
 use gradflow::run::{self, RunOptions};

@@ -1,10 +1,9 @@
 //! End-to-end tests of the `gradflow` binary: every test runs the real executable on a small
 //! config in a fresh temporary directory and checks what it wrote by reading the files with the
-//! independent readers of `fixtures/support.rs` and recomputing numbers by hand (forward passes,
+//! independent readers of `tests/common/cli.rs` and recomputing numbers by hand (forward passes,
 //! finite-difference Jacobians, trapezoid integrals, parameter counts, k-NN graphs).
 
-#[path = "fixtures/support.rs"]
-mod support;
+use crate::common::cli as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -492,7 +491,7 @@ fn inspect_reports_p_overparametrisation_and_activation_class_for_every_example(
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let run = gradflow(tmp.path(), ["inspect".as_ref(), path.as_os_str()]).ok();
         // p by hand for the dense presets here; the other architectures' counts are checked by
-        // hand in tests/presets_extra.rs, and their examples in `every_architecture_example_*`.
+        // hand in tests/training/presets_extra.rs, and their examples in `every_architecture_example_*`.
         let text = std::fs::read_to_string(&path).unwrap();
         let preset = text.parse::<toml::Table>().unwrap()["model"]["preset"]
             .as_str()

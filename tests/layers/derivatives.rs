@@ -1,7 +1,7 @@
 //! The `Layer` contract (forward / vjp / jvp, accumulation into θ̄) checked by central finite
 //! differences for every layer kind, every activation, the composites, and the whole presets.
 
-mod common;
+use crate::common;
 
 use common::{check_layer, random_batch, rng};
 use gradflow::activation::{Activation, PiecewisePolynomial};

@@ -4,6 +4,7 @@
 //! finite-difference Jacobian on one case; exact symmetry; supports that cover the whole graph;
 //! tiles cut down to one output row; a residual block; the route `gram` reports and its memory
 //! estimate; the fallback for networks the walker cannot read.
+use crate::common::jacobian_fd;
 
 use faer::Mat;
 use gradflow::activation::Activation;
@@ -36,25 +37,6 @@ fn max_abs(a: &Mat<f64>) -> f64 {
 fn reference(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
     let j = ntk::jacobian(model, theta, x);
     &j * j.transpose()
-}
-
-/// J by central finite differences of the outputs.
-fn jacobian_fd(model: &Model, theta: &[f64], x: &Batch) -> Mat<f64> {
-    let nm = x.n() * model.out_dim();
-    let mut j = Mat::<f64>::zeros(nm, theta.len());
-    let mut t = theta.to_vec();
-    let h = 1e-6;
-    for k in 0..theta.len() {
-        t[k] = theta[k] + h;
-        let up = model.outputs(&t, x);
-        t[k] = theta[k] - h;
-        let dn = model.outputs(&t, x);
-        t[k] = theta[k];
-        for r in 0..nm {
-            j[(r, k)] = (up.as_slice()[r] - dn.as_slice()[r]) / (2.0 * h);
-        }
-    }
-    j
 }
 
 /// The graph route against J Jᵀ (relative 1e-12), exact symmetry, and `gram`'s route.

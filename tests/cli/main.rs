@@ -1,0 +1,13 @@
+//! Integration tests, cli: the `gradflow` binary end to end: its files read back by independent readers, bad input, reports, resume after a signal, verdicts and witnesses.
+//! One binary per area; the helpers all areas share are in `tests/common/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod commands;
+mod report;
+mod reproduce_no_ntk;
+mod resume;
+mod verdicts;
+mod witness;
