@@ -109,7 +109,7 @@ fn base_config(
         data: DataConfig::Ball { n, d, m },
         graph: preset.is_graph().then_some(GraphConfig::Knn { k: 10 }),
         model: ModelConfig {
-            preset,
+            arch: crate::config::Architecture::Preset(preset),
             hidden: vec![],
             depth: 0,
             channels: vec![],

@@ -165,7 +165,7 @@ impl ReproduceIndex {
 /// ([`crate::config::Preset::has_engine`]).
 pub fn set_precision(ablations: &mut [Ablation], precision: crate::config::Precision) {
     for r in ablations.iter_mut().flat_map(|a| a.runs.iter_mut()) {
-        if r.config.model.preset.has_engine() {
+        if r.config.model.preset().is_some_and(|p| p.has_engine()) {
             r.config.train.precision = precision;
         }
     }

@@ -17,7 +17,7 @@ mod progress;
 pub use progress::{CertificationTally, PERSISTENCE_DRAWS, PERSISTENCE_REL};
 pub mod witness;
 
-use crate::config::{Config, DataConfig, GraphConfig, Preset};
+use crate::config::{check_layer_outputs, Architecture, Config, DataConfig, GraphConfig, Preset};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -28,6 +28,7 @@ use crate::layers::ImageShape;
 use crate::model::Model;
 use crate::ntk::NtkSummary;
 use crate::presets;
+use crate::spec::{build_layers, GraphOperators, LayerSpec, Shape, SpecSite};
 use crate::theory::BoundCheck;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -93,7 +94,7 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
             m,
         } => {
             // A U-Net's targets are images with m channels.
-            let target = if model_cfg.preset == Preset::Unet {
+            let target = if model_cfg.preset() == Some(Preset::Unet) {
                 m * height * width
             } else {
                 m
@@ -117,11 +118,11 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
             Error::config(
                 &config.source,
                 "data.kind",
-                format!("preset {} needs kind = \"images\"", model_cfg.preset),
+                format!("{} needs kind = \"images\"", model_cfg.label()),
             )
         })
     };
-    let graph = if model_cfg.preset.is_graph() {
+    let graph = if model_cfg.needs_graph() {
         let graph = match config.graph.as_ref() {
             Some(GraphConfig::Edges { path }) => {
                 Graph::from_edges(data.n(), io::read_edges(path, data.n())?)
@@ -135,7 +136,15 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
         None
     };
     let (hidden, k) = (&model_cfg.hidden, model_cfg.kernel);
-    let model = match (model_cfg.preset, graph) {
+    let preset = match &model_cfg.arch {
+        Architecture::Preset(p) => *p,
+        Architecture::Layers(layers) => {
+            let input = image.map_or(Shape::Vector(d), Shape::Image);
+            let model = layer_model(config, layers, input, m, graph.as_ref())?;
+            return finish_prepare(config, data, model);
+        }
+    };
+    let model = match (preset, graph) {
         (Preset::Dnn, _) => presets::dnn(d, hidden, m, act),
         (Preset::Resnet, _) => presets::resnet(d, model_cfg.depth, m, act),
         (Preset::Gcn, Some(g)) => {
@@ -176,8 +185,32 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
         }
         (p, None) => unreachable!("graph preset {p} without a graph"),
     };
+    finish_prepare(config, data, model)
+}
+
+/// The model of a layer list on inputs of shape `input` with `m` targets per sample.
+fn layer_model(
+    config: &Config,
+    layers: &[LayerSpec],
+    input: Shape,
+    m: usize,
+    graph: Option<&Graph>,
+) -> Result<Model> {
+    let site = SpecSite {
+        file: &config.source,
+        root: "model.layers",
+    };
+    let operators = graph.map(GraphOperators::new);
+    let activation = &config.model.activation;
+    let built = build_layers(layers, input, activation, operators.as_ref(), &site)?;
+    check_layer_outputs(built.output, Some(m), &config.source)?;
+    Ok(built.into_model(activation.clone()))
+}
+
+/// The memory check and θ₀, once the model is built.
+fn finish_prepare(config: &Config, data: Dataset, model: Model) -> Result<Prepared> {
     check_training_memory(&model, data.n(), config)?;
-    let theta0 = init_params(&model.param_specs(), &model_cfg.init, seed);
+    let theta0 = init_params(&model.param_specs(), &config.model.init, config.seed);
     Ok(Prepared {
         config: config.clone(),
         data,

@@ -106,11 +106,12 @@ pub fn write_witness(
     x: &Batch,
     claim: &WitnessClaim,
 ) -> Result<()> {
-    let description = describe_model(config, model, theta, x)?;
+    let preset = witness_preset(config)?;
+    let description = describe_model(preset, config, model, theta, x)?;
     check_claim(claim, model, x)?;
     check_target(dir)?;
 
-    let a_hat = match config.preset {
+    let a_hat = match preset {
         Preset::Gcn => Some(propagation_matrix(model)?),
         _ => None,
     };
@@ -121,9 +122,9 @@ pub fn write_witness(
 
     let (n, d, m) = (x.n(), x.features(), model.out_dim());
     let mut metadata = BTreeMap::new();
-    metadata.insert("preset".to_string(), config.preset.name().to_string());
+    metadata.insert("preset".to_string(), preset.name().to_string());
     metadata.insert("written_by".to_string(), gradflow_version());
-    let readme = readme(config.preset, claim);
+    let readme = readme(preset, claim);
 
     build_in_staging(dir, |staging| {
         io::write_matrix(&staging.join("x.npy"), x.as_slice(), n, d)?;
@@ -143,6 +144,18 @@ pub fn write_witness(
     })
 }
 
+/// The preset of `config` when a witness script can rebuild it ([`WITNESS_PRESETS`]).
+fn witness_preset(config: &ModelConfig) -> Result<Preset> {
+    match config.preset() {
+        Some(p) if WITNESS_PRESETS.contains(&p) => Ok(p),
+        _ => Err(Error::Invalid(format!(
+            "no witness script for {}: witnesses exist for presets {} only (write the numbers alone)",
+            config.label(),
+            WITNESS_PRESETS.map(|p| p.name()).join(", ")
+        ))),
+    }
+}
+
 fn gradflow_version() -> String {
     format!("gradflow {}", env!("CARGO_PKG_VERSION"))
 }
@@ -151,18 +164,12 @@ fn gradflow_version() -> String {
 /// describes (same tensors, bit-identical outputs at θ on x) and that the witness script can
 /// rebuild it.
 fn describe_model(
+    preset: Preset,
     config: &ModelConfig,
     model: &Model,
     theta: &[f64],
     x: &Batch,
 ) -> Result<serde_json::Value> {
-    let preset = config.preset;
-    if !WITNESS_PRESETS.contains(&preset) {
-        return Err(Error::Invalid(format!(
-            "no witness script for preset {preset}: witnesses exist for presets {} only (write the numbers alone)",
-            WITNESS_PRESETS.map(|p| p.name()).join(", ")
-        )));
-    }
     let activation = match config.activation {
         Activation::LeakyRelu { slope } => serde_json::json!({ "kind": "leaky-relu", "slope": slope }),
         Activation::Relu => serde_json::json!({ "kind": "relu" }),
@@ -701,7 +708,7 @@ pub fn write_prepared_witness(
     theta: &[f64],
     dir: &Path,
 ) -> Result<Option<WitnessClaim>> {
-    let supported = WITNESS_PRESETS.contains(&prep.config.model.preset)
+    let supported = witness_preset(&prep.config.model).is_ok()
         && matches!(
             prep.model.activation,
             Activation::LeakyRelu { .. } | Activation::Relu

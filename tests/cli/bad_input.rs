@@ -782,3 +782,37 @@ fn impossible_sizes_are_refused_with_an_estimate() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bad_layer_lists_name_the_entry_line_and_fix() {
+    let list = |layers: &str| {
+        with("preset = \"dnn\"\nhidden = [8]\n", "")
+            .replace("[train]", &format!("{layers}\n[train]"))
+    };
+    // A misspelt key inside a residual block: the nested entry, its line, the valid keys.
+    refused(
+        "nested_key.toml",
+        &list("[[model.layers]]\nkind = \"residual\"\n[[model.layers.layers]]\nkind = \"dense\"\nout = 4\nbais = false\n[[model.layers]]\nkind = \"dense\"\nout = 2"),
+        &[],
+        &["nested_key.toml", "model.layers[0].layers[0]", "unknown field `bais`", "`bias`", "line 10"],
+    );
+    // A residual branch that changes the width: the block, and what the last layer must give.
+    refused(
+        "residual_shape.toml",
+        &list("[[model.layers]]\nkind = \"residual\"\n[[model.layers.layers]]\nkind = \"dense\"\nout = 3\n[[model.layers]]\nkind = \"dense\"\nout = 2"),
+        &[],
+        &["residual_shape.toml", "model.layers[0].layers", "keep the shape", "give 4"],
+    );
+    // A convolution on vector data.
+    refused(
+        "conv_on_vectors.toml",
+        &list("[[model.layers]]\nkind = \"conv2d\"\nout = 2\nkernel = 3"),
+        &[],
+        &[
+            "conv_on_vectors.toml",
+            "model.layers[0]",
+            "images",
+            "line 8",
+        ],
+    );
+}

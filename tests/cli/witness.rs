@@ -43,7 +43,7 @@ impl Drop for Scratch {
 
 fn model_config(preset: Preset, hidden: &[usize], depth: usize, act: Activation) -> ModelConfig {
     ModelConfig {
-        preset,
+        arch: gradflow::config::Architecture::Preset(preset),
         hidden: hidden.to_vec(),
         depth,
         channels: vec![],
@@ -159,7 +159,7 @@ fn witness_round_trip(
         "witness.py",
         "x.npy",
     ];
-    if config.preset == Preset::Gcn {
+    if config.preset() == Some(Preset::Gcn) {
         expected.push("graph_adjacency.npy");
     }
     expected.sort();
@@ -184,7 +184,7 @@ fn witness_round_trip(
     assert_eq!(json["rank"], claim.rank);
     assert_eq!(json["nm"], claim.nm);
     assert_eq!(json["p"], claim.p);
-    assert_eq!(json["model"]["preset"], config.preset.name());
+    assert_eq!(json["model"]["preset"], config.preset().unwrap().name());
 
     if let Some(py) = python() {
         let (code, out) = run_script(&py, &dir);

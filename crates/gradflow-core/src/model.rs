@@ -44,10 +44,6 @@ impl Model {
             param_names: None,
         }
     }
-    /// The preset's name, `custom` for a network assembled by hand (as printed and saved).
-    pub fn preset_name(&self) -> &'static str {
-        self.preset.map_or("custom", |p| p.name())
-    }
     /// The model with its tensors named `names` (one per entry of the network's
     /// [`Layer::param_specs`], in order).
     ///
@@ -60,6 +56,10 @@ impl Model {
         );
         self.param_names = Some(names);
         self
+    }
+    /// The preset's name, `custom` for a network assembled by hand (as printed and saved).
+    pub fn preset_name(&self) -> &'static str {
+        self.preset.map_or("custom", |p| p.name())
     }
     /// p, the number of parameters.
     pub fn p(&self) -> usize {

@@ -56,6 +56,8 @@ mod raw;
 mod tests;
 #[cfg(test)]
 mod tests_arch;
+#[cfg(test)]
+mod tests_layers;
 mod validate;
 mod write;
 
@@ -64,6 +66,7 @@ pub use raw::{
     NameOrTable, RawActivationTable, RawConfig, RawData, RawGraph, RawInitTable, RawModel, RawNtk,
     RawTrain,
 };
+pub use validate::check_layer_outputs;
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -83,7 +86,7 @@ pub use crate::loss::LossKind;
 pub struct Config {
     pub seed: u64,
     pub data: DataConfig,
-    /// `Some` exactly for graph presets ([`Preset::is_graph`]).
+    /// `Some` exactly for models on the samples' graph ([`ModelConfig::needs_graph`]).
     pub graph: Option<GraphConfig>,
     pub model: ModelConfig,
     pub train: TrainConfig,
@@ -192,11 +195,20 @@ pub enum GraphConfig {
     Edges { path: PathBuf },
 }
 
+/// What a model is built from: a preset (with the keys of [`ModelConfig`]) or a list of layers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Architecture {
+    Preset(Preset),
+    /// `[[model.layers]]` ([`crate::spec`]), already checked against `[data]` where its sizes
+    /// are known before loading anything.
+    Layers(Vec<crate::spec::LayerSpec>),
+}
+
 /// The architecture and its initialisation. Fields a preset does not use hold their "unused"
 /// value (empty, 0, or `AbsDiff` for `combine`); see [`Preset::uses_key`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
-    pub preset: Preset,
+    pub arch: Architecture,
     /// Hidden widths (dnn, gcn, cheb, graphconv; siamese: the shared tower); empty otherwise.
     pub hidden: Vec<usize>,
     /// Number of residual blocks (resnet, conv-resnet); 0 for the other presets.
@@ -212,6 +224,37 @@ pub struct ModelConfig {
     pub combine: PairCombine,
     pub activation: Activation,
     pub init: InitScheme,
+}
+
+impl ModelConfig {
+    /// The preset, None for a layer list.
+    pub fn preset(&self) -> Option<Preset> {
+        match self.arch {
+            Architecture::Preset(p) => Some(p),
+            Architecture::Layers(_) => None,
+        }
+    }
+    /// The layer list, None for a preset.
+    pub fn layers(&self) -> Option<&[crate::spec::LayerSpec]> {
+        match &self.arch {
+            Architecture::Preset(_) => None,
+            Architecture::Layers(l) => Some(l),
+        }
+    }
+    /// True when the model works on the samples' graph (a `[graph]` section is needed).
+    pub fn needs_graph(&self) -> bool {
+        match &self.arch {
+            Architecture::Preset(p) => p.is_graph(),
+            Architecture::Layers(l) => l.iter().any(crate::spec::LayerSpec::uses_graph),
+        }
+    }
+    /// How errors and summaries name the architecture: `preset dnn`, or `a layer list`.
+    pub fn label(&self) -> String {
+        match self.arch {
+            Architecture::Preset(p) => format!("preset {p}"),
+            Architecture::Layers(_) => "a layer list".into(),
+        }
+    }
 }
 
 /// The architectures that can be built from a config.
@@ -450,13 +493,22 @@ pub const DEFAULT_ORDER: usize = 3;
 // Parsing and validation.
 // ---------------------------------------------------------------------------------------------
 
+/// The innermost entry of `model.layers` that does not read as a layer, with serde's message
+/// (serde reports a bad nested entry at its top-level entry).
+fn bad_layer(text: &str) -> Option<(String, String)> {
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let layers = doc.get("model")?.get("layers")?;
+    let value = serde_json::to_value(layers).ok()?;
+    crate::spec::first_bad_layer(&value, "model.layers")
+}
+
 impl Config {
     /// Outputs per sample when known before loading anything: `data.m`, or m·H·W for unet (its
     /// targets are m×H×W images).
     pub fn output_dim(&self) -> Option<usize> {
-        match (self.model.preset, &self.data) {
+        match (self.model.preset(), &self.data) {
             (
-                Preset::Unet,
+                Some(Preset::Unet),
                 DataConfig::Images {
                     height, width, m, ..
                 },
@@ -482,6 +534,15 @@ impl Config {
             .map_err(|e| Error::config(file_label, "(syntax)", e.to_string().trim_end()))?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let field = locate::toml_error_field(doc.get_ref(), &e);
+            if field.starts_with("model.layers") {
+                if let Some((field, message)) = bad_layer(text) {
+                    let message = match locate::locate_field(text, doc.get_ref(), &field) {
+                        Some((line, _)) => format!("{message} (line {line})"),
+                        None => message,
+                    };
+                    return Error::config(file_label, &field, message);
+                }
+            }
             Error::config(file_label, &field, e.to_string().trim_end())
         })?;
         let base_dir = validate::absolute(base_dir);

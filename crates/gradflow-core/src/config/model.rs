@@ -86,14 +86,39 @@ fn widths(
 /// Resolves `[model]`; the checks against `[data]` are in [`super::validate`].
 pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConfig> {
     let err = |field: &str, message: String| Error::config(file_label, field, message);
-    let preset = match Preset::from_name(&m.preset) {
+    let name = match (&m.preset, &m.layers) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "model.layers",
+                "`model.preset` and `model.layers` are exclusive: a model is either a preset or a list of layers; remove one".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                "model.preset",
+                format!(
+                    "`model.preset` is required: a preset (available: {}), or instead a list of layers as [[model.layers]] tables with a `kind`, e.g. kind = \"dense\", out = 10",
+                    Preset::available()
+                ),
+            ))
+        }
+        (None, Some(layers)) => return resolve_layers(m, layers, file_label),
+        (Some(name), None) => name,
+    };
+    if m.input.is_some() {
+        return Err(err(
+            "model.input",
+            "`model.input` is only used with a layer list ([[model.layers]]); a preset takes its input from [data]: remove it".into(),
+        ));
+    }
+    let preset = match Preset::from_name(name) {
         Some(p) => p,
-        None if Preset::PLANNED.contains(&m.preset.as_str()) => {
+        None if Preset::PLANNED.contains(&name.as_str()) => {
             return Err(err(
                 "model.preset",
                 format!(
                     "preset `{}` is not available yet; available: {}",
-                    m.preset,
+                    name,
                     Preset::available()
                 ),
             ))
@@ -103,7 +128,7 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
                 "model.preset",
                 format!(
                     "unknown preset `{}`; available: {}",
-                    m.preset,
+                    name,
                     Preset::available()
                 ),
             ))
@@ -229,13 +254,56 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
         Some(i) => parse_init(i, file_label, "model.init")?,
     };
     Ok(ModelConfig {
-        preset,
+        arch: Architecture::Preset(preset),
         hidden,
         depth,
         channels,
         kernel,
         order,
         combine,
+        activation,
+        init,
+    })
+}
+
+/// Resolves a `[model]` with `layers`: no preset keys; the list itself is checked against
+/// `[data]` in [`super::validate`].
+fn resolve_layers(
+    m: &RawModel,
+    layers: &[crate::spec::LayerSpec],
+    file_label: &Path,
+) -> Result<ModelConfig> {
+    let present = [
+        ("hidden", m.hidden.is_some()),
+        ("depth", m.depth.is_some()),
+        ("channels", m.channels.is_some()),
+        ("kernel", m.kernel.is_some()),
+        ("order", m.order.is_some()),
+        ("combine", m.combine.is_some()),
+    ];
+    if let Some((key, _)) = present.iter().find(|(_, set)| *set) {
+        return Err(Error::config(
+            file_label,
+            &format!("model.{key}"),
+            format!("`model.{key}` is a preset key; a layer list states its sizes in its layers (e.g. `out`, `kernel`, `order` of an entry): remove it"),
+        ));
+    }
+    let activation = match &m.activation {
+        None => Activation::leaky_relu(),
+        Some(a) => parse_activation(a, file_label, "model.activation")?,
+    };
+    let init = match &m.init {
+        None => InitScheme::Torch,
+        Some(i) => parse_init(i, file_label, "model.init")?,
+    };
+    Ok(ModelConfig {
+        arch: Architecture::Layers(layers.to_vec()),
+        hidden: Vec::new(),
+        depth: 0,
+        channels: Vec::new(),
+        kernel: 0,
+        order: 0,
+        combine: PairCombine::AbsDiff,
         activation,
         init,
     })

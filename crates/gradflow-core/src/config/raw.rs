@@ -1,5 +1,6 @@
 //! The raw schema: serde mirrors of the file, before validation (unknown keys rejected).
 
+use crate::spec::{InputSpec, LayerSpec};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -55,11 +56,13 @@ pub struct RawGraph {
 }
 
 /// `[model]`: `preset` selects which of `hidden`, `depth`, `channels`, `kernel`, `order` and
-/// `combine` are used ([`super::Preset::uses_key`]).
+/// `combine` are used ([`super::Preset::uses_key`]); or, instead of a preset, `layers` lists
+/// the layers ([`crate::spec`]), with an optional `input` that must agree with `[data]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
-    pub preset: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<Vec<usize>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +79,10 @@ pub struct RawModel {
     pub activation: Option<NameOrTable<RawActivationTable>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<NameOrTable<RawInitTable>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerSpec>>,
 }
 
 /// A value written either as a bare name (`"relu"`) or as a table with a `kind` key.

@@ -81,7 +81,7 @@ fn image_defaults() {
     );
     assert_eq!(c.graph, None);
     let m = &c.model;
-    assert_eq!(m.preset, Preset::Cnn);
+    assert_eq!(m.preset(), Some(Preset::Cnn));
     assert_eq!(m.channels, vec![4, 8]);
     assert_eq!(m.kernel, DEFAULT_KERNEL);
     assert_eq!(m.kernel, 3);
@@ -401,7 +401,7 @@ fn to_toml_round_trip_new_presets() {
             ..back
         };
         assert_eq!(back, c, "{out}");
-        let p = c.model.preset;
+        let p = c.model.preset().expect("a preset config");
         // Every field the preset uses is written out, defaults included.
         for key in Preset::MODEL_KEYS {
             assert_eq!(

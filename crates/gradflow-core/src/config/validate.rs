@@ -3,6 +3,8 @@
 
 use super::model::resolve_model;
 use super::*;
+use crate::layers::ImageShape;
+use crate::spec::{check_layers, InputSpec, LayerSpec, Shape, SpecSite};
 
 /// The keys of `[data]` other than `kind`.
 const DATA_KEYS: [&str; 8] = ["n", "d", "m", "channels", "height", "width", "x", "y"];
@@ -121,10 +123,82 @@ fn resolve_data(r: &RawData, file_label: &Path, base_dir: &Path) -> Result<DataC
     })
 }
 
+/// The input shape of a layer list on `data`, when known before loading anything.
+fn layer_input(data: &DataConfig) -> Option<Shape> {
+    match *data {
+        DataConfig::Ball { d, .. } => Some(Shape::Vector(d)),
+        DataConfig::Pairs { d, .. } => Some(Shape::Vector(2 * d)),
+        DataConfig::Images {
+            channels,
+            height,
+            width,
+            ..
+        } => Some(Shape::Image(ImageShape::new(channels, height, width))),
+        DataConfig::Npy { .. } => None,
+    }
+}
+
+/// A layer list against `[data]`: `model.input` (when given) agrees with the data, and the
+/// list's shapes check out from the input to `data.m` outputs.
+fn check_data_for_layers(
+    data: &DataConfig,
+    model: &ModelConfig,
+    layers: &[LayerSpec],
+    input: Option<InputSpec>,
+    file_label: &Path,
+) -> Result<()> {
+    let from_data = layer_input(data);
+    if let (Some(given), Some(shape)) = (input, from_data) {
+        if given.shape() != shape {
+            return Err(Error::config(
+                file_label,
+                "model.input",
+                format!("`model.input` says {} but [data] gives {shape}: make them agree or remove `model.input`", given.shape()),
+            ));
+        }
+    }
+    let Some(shape) = from_data.or(input.map(|i| i.shape())) else {
+        return Ok(());
+    };
+    let site = SpecSite {
+        file: file_label,
+        root: "model.layers",
+    };
+    let out = check_layers(layers, shape, &model.activation, model.needs_graph(), &site)?;
+    check_layer_outputs(out, data.m(), file_label)
+}
+
+/// The last layer of a list must give `m` outputs per sample (when m is known).
+pub fn check_layer_outputs(out: Shape, m: Option<usize>, file_label: &Path) -> Result<()> {
+    match (out, m) {
+        (Shape::Vector(o), Some(m)) if o != m => Err(Error::config(
+            file_label,
+            "model.layers",
+            format!("the layers give {o} outputs per sample but the targets have m = {m}: make the last layer {{ kind = \"dense\", out = {m} }}"),
+        )),
+        (Shape::Image(s), Some(m)) if s.len() != m => Err(Error::config(
+            file_label,
+            "model.layers",
+            format!("the layers end with a {s} image ({} outputs per sample) but the targets have m = {m}: end with {{ kind = \"flatten\" }} and {{ kind = \"dense\", out = {m} }}", s.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The checks between `[data]` and `[model]`: the data kind a preset takes, and unet's levels.
-fn check_data_for_model(data: &DataConfig, model: &ModelConfig, file_label: &Path) -> Result<()> {
+fn check_data_for_model(
+    data: &DataConfig,
+    model: &ModelConfig,
+    input: Option<InputSpec>,
+    file_label: &Path,
+) -> Result<()> {
     let err = |field: &str, message: String| Error::config(file_label, field, message);
-    let preset = model.preset;
+    let preset = match &model.arch {
+        Architecture::Preset(p) => *p,
+        Architecture::Layers(layers) => {
+            return check_data_for_layers(data, model, layers, input, file_label)
+        }
+    };
     let kind = data.kind();
     let image_presets = "cnn, conv-resnet, unet, mobilenet";
     let usual = if preset.needs_images() {
@@ -178,13 +252,13 @@ fn check_data_for_model(data: &DataConfig, model: &ModelConfig, file_label: &Pat
 
 fn resolve_graph(
     raw: Option<&RawGraph>,
-    preset: Preset,
+    model: &ModelConfig,
     data: &DataConfig,
     file_label: &Path,
     base_dir: &Path,
 ) -> Result<Option<GraphConfig>> {
     let err = |field: &str, message: String| Error::config(file_label, field, message);
-    if !preset.is_graph() {
+    if !model.needs_graph() {
         if raw.is_some() {
             let graph_presets: Vec<&str> = Preset::ALL
                 .into_iter()
@@ -194,8 +268,9 @@ fn resolve_graph(
             return Err(err(
                 "graph",
                 format!(
-                    "a [graph] section is only used by graph presets ({}); remove it for preset {preset}",
-                    graph_presets.join(", ")
+                    "a [graph] section is only used by graph presets ({}) and by layer lists with propagate, graphconv or cheb layers; remove it for {}",
+                    graph_presets.join(", "),
+                    model.label()
                 ),
             ));
         }
@@ -385,15 +460,15 @@ fn check_precision(train: &TrainConfig, model: &ModelConfig, file_label: &Path) 
                 .to_string(),
         ));
     }
-    if train.precision == Precision::F32 && !model.preset.has_engine() {
+    if train.precision == Precision::F32 && !model.preset().is_some_and(|p| p.has_engine()) {
         return Err(Error::config(
             file_label,
             "train.precision",
             format!(
                 "precision \"f32\" is available only for the presets {} (trained by the compiled \
-                 engine); preset {} trains in f64: set train.precision = \"f64\" or remove it",
+                 engine); {} trains in f64: set train.precision = \"f64\" or remove it",
                 Preset::engine_names(),
-                model.preset.name()
+                model.label()
             ),
         ));
     }
@@ -423,14 +498,8 @@ impl Config {
     pub fn from_raw(raw: RawConfig, file_label: &Path, base_dir: &Path) -> Result<Config> {
         let data = resolve_data(&raw.data, file_label, base_dir)?;
         let model = resolve_model(&raw.model, file_label)?;
-        check_data_for_model(&data, &model, file_label)?;
-        let graph = resolve_graph(
-            raw.graph.as_ref(),
-            model.preset,
-            &data,
-            file_label,
-            base_dir,
-        )?;
+        check_data_for_model(&data, &model, raw.model.input, file_label)?;
+        let graph = resolve_graph(raw.graph.as_ref(), &model, &data, file_label, base_dir)?;
         let train = resolve_train(raw.train.as_ref(), file_label)?;
         check_precision(&train, &model, file_label)?;
         let ntk = resolve_ntk(raw.ntk.as_ref(), file_label)?;

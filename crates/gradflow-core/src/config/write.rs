@@ -61,28 +61,33 @@ impl Config {
             }
         }
         let m = &self.model;
-        let _ = writeln!(w, "\n[model]\npreset = \"{}\"", m.preset.name());
-        let p = m.preset;
-        if p.uses_key("hidden") {
-            let _ = writeln!(w, "hidden = {:?}", m.hidden);
-        }
-        if p.uses_key("channels") {
-            let _ = writeln!(w, "channels = {:?}", m.channels);
-        }
-        if p.uses_key("depth") {
-            let _ = writeln!(w, "depth = {}", m.depth);
-        }
-        if p.uses_key("kernel") {
-            let _ = writeln!(w, "kernel = {}", m.kernel);
-        }
-        if p.uses_key("order") {
-            let _ = writeln!(w, "order = {}", m.order);
-        }
-        if p.uses_key("combine") {
-            let _ = writeln!(w, "combine = \"{}\"", super::model::combine_name(m.combine));
+        let _ = writeln!(w, "\n[model]");
+        if let Architecture::Preset(p) = m.arch {
+            let _ = writeln!(w, "preset = \"{}\"", p.name());
+            if p.uses_key("hidden") {
+                let _ = writeln!(w, "hidden = {:?}", m.hidden);
+            }
+            if p.uses_key("channels") {
+                let _ = writeln!(w, "channels = {:?}", m.channels);
+            }
+            if p.uses_key("depth") {
+                let _ = writeln!(w, "depth = {}", m.depth);
+            }
+            if p.uses_key("kernel") {
+                let _ = writeln!(w, "kernel = {}", m.kernel);
+            }
+            if p.uses_key("order") {
+                let _ = writeln!(w, "order = {}", m.order);
+            }
+            if p.uses_key("combine") {
+                let _ = writeln!(w, "combine = \"{}\"", super::model::combine_name(m.combine));
+            }
         }
         let _ = writeln!(w, "activation = {}", activation_toml(&m.activation));
         let _ = writeln!(w, "init = {}", init_toml(&m.init));
+        if let Architecture::Layers(layers) = &m.arch {
+            let _ = write!(w, "{}", layers_toml(layers));
+        }
         let t = &self.train;
         let _ = writeln!(
             w,
@@ -176,4 +181,22 @@ fn init_toml(i: &InitScheme) -> String {
             format!("{{ kind = \"normal\", std = {} }}", toml_float(*std))
         }
     }
+}
+
+/// `[[model.layers]]` tables of a layer list, as serde writes them (nested lists as
+/// `[[model.layers.layers]]`, concat branches as inline arrays).
+fn layers_toml(layers: &[crate::spec::LayerSpec]) -> String {
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        model: Model<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Model<'a> {
+        layers: &'a [crate::spec::LayerSpec],
+    }
+    let doc = Doc {
+        model: Model { layers },
+    };
+    let text = toml::to_string(&doc).expect("a layer list serialises to TOML");
+    format!("\n{text}")
 }

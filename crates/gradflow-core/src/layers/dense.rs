@@ -59,15 +59,11 @@ impl Layer for Dense {
         self.out * (self.inp + usize::from(self.bias))
     }
     fn structure(&self) -> Structure<'_> {
-        let affine = Affine::weight_then_bias(self.inp, self.out);
-        Structure::Affine(if self.bias {
-            affine
-        } else {
-            Affine {
-                bias: None,
-                ..affine
-            }
-        })
+        let mut affine = Affine::weight_then_bias(self.inp, self.out);
+        if !self.bias {
+            affine.bias = None;
+        }
+        Structure::Affine(affine)
     }
 
     fn forward(&self, theta: &[f64], x: &Batch) -> (Batch, Tape) {
