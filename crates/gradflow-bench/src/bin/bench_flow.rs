@@ -24,30 +24,14 @@ use gradflow::init::{init_params, InitScheme};
 use gradflow::loss::LossKind;
 use gradflow::presets;
 use gradflow::train::{gradient_descent, Control, GdOptions};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use gradflow_bench::CountingAllocator;
 use std::time::Instant;
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, s: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(p, l, s)
-    }
-}
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 fn allocs() -> u64 {
-    ALLOCS.load(Ordering::Relaxed)
+    gradflow_bench::allocations()
 }
 
 /// (q): see the module docs.

@@ -31,8 +31,7 @@ use gradflow::loss::LossKind;
 use gradflow::model::Model;
 use gradflow::presets;
 use gradflow::train::{gradient_descent_general, Control, GdOptions, GdState, Precision};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use gradflow_bench::CountingAllocator;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,23 +39,8 @@ mod layouts;
 mod paper;
 use paper::{reproduce_paper, training_loop};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, s: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(p, l, s)
-    }
-}
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// Process CPU seconds (user + system) from /proc/self/stat (0 when unavailable).
 fn cpu_seconds() -> f64 {
@@ -273,11 +257,11 @@ pub(crate) fn time_engine_in<T: Real>(
         e.enable_profile();
     }
     let c0 = cpu_seconds();
-    let (a0, t) = (ALLOCS.load(Ordering::Relaxed), Instant::now());
+    let (a0, t) = (gradflow_bench::allocations(), Instant::now());
     for _ in 0..epochs {
         epoch(&mut e, &mut th, &mut g, lr);
     }
-    let (wall, a1) = (t.elapsed().as_secs_f64(), ALLOCS.load(Ordering::Relaxed));
+    let (wall, a1) = (t.elapsed().as_secs_f64(), gradflow_bench::allocations());
     let c1 = cpu_seconds();
     (
         Timing {
