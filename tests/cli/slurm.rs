@@ -45,7 +45,10 @@ fn emitted_slurm_scripts_run_the_shards_and_merge_them() {
     );
     let shards = std::fs::read_to_string(slurm.join("shards.sbatch")).unwrap();
     assert!(shards.contains("#SBATCH --array=0-2\n"), "{shards}");
-    assert!(shards.contains(" --no-ntk "), "the shards must repeat the options: {shards}");
+    assert!(
+        shards.contains(" --no-ntk "),
+        "the shards must repeat the options: {shards}"
+    );
     assert!(std::fs::read_to_string(slurm.join("submit.sh"))
         .unwrap()
         .contains("--dependency=afterok:"));
