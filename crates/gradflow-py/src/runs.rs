@@ -35,17 +35,16 @@ pub fn train(
     force: bool,
     progress: bool,
 ) -> PyResult<String> {
-    let mut config: serde_json::Value =
-        match &model.built.recipe {
-            Recipe::Config { json, .. } => json.clone(),
-            Recipe::Spec { .. } => return Err(to_py(Error::Invalid(
-                "train: a model from a layer list (Model.from_spec / Model.from_torch) cannot be \
-                 trained yet: run directories are written from a config, and configs with \
-                 [[model.layers]] are not in this build; train a preset, or use model.ntk / \
-                 model.spectrum on this model"
-                    .into(),
-            ))),
-        };
+    let mut config: serde_json::Value = match &model.built.recipe {
+        Recipe::Config { json, .. } => json.clone(),
+        // A layer list trains as the CLI trains `[[model.layers]]`: the spec becomes the
+        // config's [model] section (the same builder, so the same p and parameter order).
+        Recipe::Spec { json, seed } => {
+            let spec: serde_json::Value = serde_json::from_str(json)
+                .map_err(|e| to_py(Error::Invalid(format!("the model's layer list: {e}"))))?;
+            serde_json::json!({ "seed": seed, "model": spec })
+        }
+    };
     let extra: serde_json::Value = serde_json::from_str(run_json)
         .map_err(|e| to_py(Error::Invalid(format!("train options: {e}"))))?;
     for key in ["train", "ntk"] {

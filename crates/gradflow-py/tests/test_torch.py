@@ -220,10 +220,3 @@ def test_from_spec_errors_name_the_layer_path():
         gradflow.Model.from_spec(spec)
     with pytest.raises(gradflow.GradflowError, match=r"layers\[0\]"):
         gradflow.Model.from_spec({"input": 4, "layers": [{"kind": "dense", "outt": 2}]})
-
-
-def test_train_says_it_cannot_take_a_layer_list_yet(tmp_path):
-    model = gradflow.Model.from_spec({"input": 3, "layers": [{"kind": "dense", "out": 2}]})
-    with pytest.raises(gradflow.GradflowError, match="layer list .* cannot be trained yet"):
-        gradflow.train(model, np.zeros((4, 3)), np.zeros((4, 2)), epochs=3, out=tmp_path / "r")
-    assert not (tmp_path / "r").exists()

@@ -153,3 +153,31 @@ def test_reproduce_with_shards_returns_the_cluster_commands_without_running(tmp_
     assert commands[3] == "gradflow merge " + " ".join(str(out / f"shard-{i}") for i in range(3)) + f" --out {out}"
     with pytest.raises(ValueError, match="shards = 0"):
         gradflow.reproduce(shards=0)
+
+
+def test_a_torch_module_trains_by_gd_as_torch_does_and_by_the_flow(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(5, 16), torch.nn.LeakyReLU(0.1), torch.nn.Linear(16, 16, bias=False),
+        torch.nn.LeakyReLU(0.1), torch.nn.Linear(16, 2)).double()
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (12, 5))
+    y = rng.normal(size=(12, 2))
+    model = gradflow.Model.from_torch(net, torch.from_numpy(x))
+    lr, epochs = 0.05, 80
+    run = gradflow.train(model, x, y, solver="gd", lr=lr, epochs=epochs, out=tmp_path / "gd")
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        net.zero_grad()
+        ((net(xt) - yt) ** 2).mean().backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= lr * p.grad
+    final = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    assert run.params.keys() == final.keys()
+    for name in final:
+        assert relative_error(run.params[name], final[name]) < 1e-10, name
+    flow = gradflow.train(model, x, y, solver="flow", t_end=1.0, out=tmp_path / "flow")
+    assert flow.status == "completed"
+    assert flow.metrics["loss"][-1] < flow.metrics["loss"][0]
