@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How a model was described: a config (its `[model]` table is reused by `train`), or a layer
-/// list in the dict form of /work/layer-spec.md (`gradflow_core::spec`).
+/// list in the dict form of docs/layer-spec.md (`gradflow_core::spec`).
 pub enum Recipe {
     Config {
         json: serde_json::Value,

@@ -1,7 +1,7 @@
 //! User-defined architectures: a model written as a list of layers ([`LayerSpec`]) instead of a
 //! preset, in TOML (`[[model.layers]]`, read by `crate::config`) or as a JSON document / Python
 //! dict ([`model_from_json`]). The contract shared with the Python bindings is
-//! /work/layer-spec.md; in short, each entry is a table tagged by `kind`:
+//! docs/layer-spec.md; in short, each entry is a table tagged by `kind`:
 //!
 //! ```toml
 //! [[model.layers]]
