@@ -197,13 +197,15 @@ pub const FLOW_MAX_OUTPUTS: usize = 200;
 /// Turns a GD run's config into the same run integrated by the flow solver: to the GD horizon
 /// t_end = lr·epochs, with min(epochs, [`FLOW_MAX_OUTPUTS`]) output times, and the NTK checkpoint
 /// spacing translated from epochs to outputs (same times up to rounding, at least every output).
-/// `lr` stays: it is the GD step the flow's summary reports against.
+/// `lr` stays: it is the GD step the flow is compared against: GD at that step runs alongside
+/// (`compare_gd`), so each flow run also reports GD's loss and its gap to the flow.
 pub fn to_flow(c: &mut Config) {
     let epochs = c.train.epochs.max(1);
     let outputs = epochs.min(FLOW_MAX_OUTPUTS);
     c.train.solver = crate::config::Solver::Flow;
     c.train.flow.t_end = c.train.lr * epochs as f64;
     c.train.flow.outputs = outputs;
+    c.train.flow.compare_gd = true;
     if c.ntk.every > 0 {
         let every = (c.ntk.every as f64 * outputs as f64 / epochs as f64).round() as usize;
         c.ntk.every = every.max(1);

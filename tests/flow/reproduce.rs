@@ -2,12 +2,15 @@
 //! instead of GD, shrunk to n = 10 so it runs in about a second (the quick scale takes many
 //! minutes with the flow solver: t = 600 at n = 100). Checks that every run is a flow run to the
 //! GD horizon lr·epochs, that the index and report are built from flow metrics, and that the loss
-//! figure leaves out the ablation's `skip_epochs` by time (t < skip·η), not by output index.
+//! figure leaves out the ablation's `skip_epochs` by time (t < skip·η), not by output index, and
+//! draws GD at the sweep's step dashed beside each flow curve, checked against the same sweep
+//! run by GD (`--solver gd`, the engine's own route).
 
 use crate::common;
 
 use gradflow::config::Solver;
 use gradflow::experiment::{as_flow, reproduce_ablations, RunRecord};
+use gradflow::report::plots::figure::Style;
 use gradflow::report::plots::{loss_figure, RunInput};
 use gradflow::report::tables::Table;
 use serde_json::Value;
@@ -27,6 +30,7 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
         r.config.ntk.every = 100;
     }
     ab.skip_epochs = 100;
+    let gd_ab = ab.clone();
     let ab = as_flow(ab);
     let out = tmp("dnn");
     let opts = common::dnn_sweep_options(out.clone(), Solver::Flow, false);
@@ -75,10 +79,59 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(fig.x_label, "epoch (flow: t/η)");
     let loss = tables[1].column("loss").unwrap();
-    let pts = &fig.series[1].points;
+    // Per run: the flow (solid), then GD at η (dashed, no legend); then the dashed key.
+    let styles: Vec<Style> = fig.series.iter().map(|s| s.style).collect();
+    assert_eq!(
+        styles,
+        [
+            Style::Line,
+            Style::Dashed,
+            Style::Line,
+            Style::Dashed,
+            Style::Dashed
+        ]
+    );
+    let pts = &fig.series[2].points;
     assert_eq!(pts.len(), 151);
     assert!((pts[0].0 - 100.0).abs() < 1e-9 && pts[0].1 == loss[50]);
     assert!((pts[150].0 - 400.0).abs() < 1e-9 && pts[150].1 == loss[200]);
+    let key = fig.series[4].legend.as_deref().unwrap();
+    assert!(key.contains("GD at the paper's step η = 0.005"), "{key}");
+
+    // The dashed curves against the same sweep run by GD itself (another route: the engine).
+    let gd_out = tmp("dnn-gd");
+    let gd_opts = common::dnn_sweep_options(gd_out.clone(), Solver::Gd, true);
+    let gd_index = reproduce_ablations(&gd_opts, vec![gd_ab]).unwrap();
+    for (k, r) in gd_index.ablations[0].runs.iter().enumerate() {
+        let gd = Table::read(&gd_out.join(&r.dir).join("metrics.csv")).unwrap();
+        let (epochs, gd_loss) = (gd.column("epoch").unwrap(), gd.column("loss").unwrap());
+        let dashed = &fig.series[2 * k + 1].points;
+        assert_eq!(dashed.len(), 151, "{}", r.label);
+        for &(epoch, l) in dashed {
+            let row = epochs
+                .iter()
+                .position(|e| (e - epoch).abs() < 1e-6)
+                .unwrap();
+            let want = gd_loss[row];
+            assert!(
+                (l - want).abs() <= 1e-10 * want,
+                "{} epoch {epoch}: dashed {l} vs GD run {want}",
+                r.label
+            );
+        }
+        // And the flow summary's own account of the comparison.
+        let cmp = runs[k]
+            .summary
+            .flow
+            .as_ref()
+            .unwrap()
+            .gd_comparison
+            .as_ref();
+        let cmp = cmp.expect("reproduce's flow runs compare against GD");
+        assert!((cmp.lr - 0.005).abs() < 1e-15 && cmp.epochs == 400);
+        let last = *gd_loss.last().unwrap();
+        assert!((cmp.final_loss_gd - last).abs() <= 1e-10 * last);
+    }
 
     // The reproduce report is built from the flow runs.
     let files = gradflow::report::build_report(&out).unwrap();
