@@ -8,102 +8,26 @@
 //! A flow run cannot be paused and resumed (a GD run can): Ctrl-C stops it at the next output
 //! time with status "interrupted", keeping the rows written so far.
 
-use super::progress::{summarize, timed_kernel_view, write_inputs, Checkpoint};
-use super::{param_metadata, Prepared, RunOptions, RunSummary, Status, NTK_HEADER};
+use super::state::{timed_kernel_view, Checkpoint};
+use super::summary::{
+    summarize, FlowRunSummary, GdComparison, RunSummary, Status, FLOW_METRICS_HEADER,
+};
+use super::writer::{memory_budget, RunWriter};
+use super::{Prepared, RunOptions};
 use crate::error::{Error, Result};
-use crate::flow::{gradient_flow_with_progress, Counts, EventSummary, FlowOptions};
-use crate::io::CsvWriter;
-use crate::ntk::NtkOptions;
-use crate::params;
+use crate::flow::{gradient_flow_with_progress, FlowOptions};
 use crate::train::{gradient_descent, Control, GdOptions, GdState};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
 
 /// Resolution of the progress bar in flow time (ticks over [0, T]).
 const PROGRESS_TICKS: u64 = 1000;
 
-/// metrics.csv of a flow run: one row per output time.
-pub const FLOW_METRICS_HEADER: [&str; 12] = [
-    "epoch",
-    "t",
-    "loss",
-    "grad_norm",
-    "kink_crossings",
-    "pinned",
-    "slides",
-    "releases",
-    "gradient_evaluations",
-    "loss_linearised",
-    "gd_loss",
-    "gd_theta_gap",
-];
-
-/// GD against the flow over a run.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct GdComparison {
-    pub lr: f64,
-    pub epochs: usize,
-    /// max over output times of ‖θ_GD − θ_GF‖ / ‖θ_GF‖ (GD at the epoch nearest each time).
-    pub max_theta_gap: f64,
-    pub final_theta_gap: f64,
-    /// max over output times of |L_GD − L_GF| / L_GF.
-    pub max_relative_loss_gap: f64,
-    pub final_loss_gd: f64,
-}
-
-/// The flow part of `summary.json`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct FlowRunSummary {
-    pub t_end: f64,
-    pub rtol: f64,
-    pub atol: f64,
-    pub kink_aware: bool,
-    pub steps_accepted: u64,
-    pub steps_rejected: u64,
-    pub counts: Counts,
-    /// All the work in units of one full-batch gradient.
-    pub gradient_equivalents: f64,
-    /// Kink events (the intervals themselves are in sliding.csv).
-    pub events: EventSummary,
-    pub gd_comparison: Option<GdComparison>,
-}
-
-/// The kernel-regime view (both solvers), when the dense NTK is small enough.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct KernelSummary {
-    /// L_lin at the last row, and max over rows of |L − L_lin| / L.
-    pub final_loss_linearised: Option<f64>,
-    pub max_relative_gap_linearised: Option<f64>,
-    /// ‖H(t) − H(0)‖_F / ‖H(0)‖_F at the last NTK checkpoint, and its maximum.
-    pub ntk_drift_final: Option<f64>,
-    pub ntk_drift_max: Option<f64>,
-}
-
-impl KernelSummary {
-    /// Records L_lin at a metrics row with loss L (no-op when L_lin is not computed).
-    pub(super) fn observe_linearised(&mut self, loss: f64, l_lin: f64) {
-        if l_lin.is_finite() {
-            self.final_loss_linearised = Some(l_lin);
-            let gap = (loss - l_lin).abs() / loss.abs().max(f64::MIN_POSITIVE);
-            self.max_relative_gap_linearised =
-                Some(self.max_relative_gap_linearised.map_or(gap, |g| g.max(gap)));
-        }
-    }
-    /// Records the NTK drift at a checkpoint (no-op when it is not computed).
-    pub(super) fn observe_drift(&mut self, drift: f64) {
-        if drift.is_finite() {
-            self.ntk_drift_final = Some(drift);
-            self.ntk_drift_max = Some(self.ntk_drift_max.map_or(drift, |v| v.max(drift)));
-        }
-    }
-}
-
-/// Runs GD with step lr to t_end, keeping θ at the epoch nearest each output time.
 /// GD's epoch count and (loss, θ) at the epoch nearest each output time.
 type GdReference = (usize, Vec<(f64, Vec<f64>)>);
 
+/// Runs GD with step lr to t_end, keeping θ at the epoch nearest each output time.
 fn gd_reference(prep: &Prepared, times: &[f64]) -> Result<GdReference> {
     let cfg = &prep.config;
     let lr = cfg.train.lr;
@@ -154,26 +78,12 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     let cfg = &prep.config;
     let fc = &cfg.train.flow;
     let (model, data) = (&prep.model, &prep.data);
-    let (n, m) = (data.n(), data.m());
-    let loss_kind = cfg.train.loss;
-    let c = loss_kind.c(n, m);
-    write_inputs(prep, dir)?;
-    let budget = (cfg.ntk.memory_budget_gb * (1u64 << 30) as f64) as u64;
-    let ntk_opts = NtkOptions {
-        memory_budget_bytes: budget,
-        ..NtkOptions::default()
-    };
-    let mut flow_opts = FlowOptions::new(fc.t_end, fc.rtol, fc.atol, fc.outputs, loss_kind);
+    let mut writer = RunWriter::open(prep, dir, &FLOW_METRICS_HEADER, false)?;
+    let mut flow_opts = FlowOptions::new(fc.t_end, fc.rtol, fc.atol, fc.outputs, cfg.train.loss);
     flow_opts.kink_aware = fc.kink_aware;
-    let ((lin, drift), kernel_view_seconds) = timed_kernel_view(prep, budget);
+    let ((lin, drift), kernel_view_seconds) = timed_kernel_view(prep, memory_budget(prep));
     let gd = if fc.compare_gd {
         Some(gd_reference(prep, &flow_opts.outputs)?)
-    } else {
-        None
-    };
-    let mut metrics = CsvWriter::create(&dir.join("metrics.csv"), &FLOW_METRICS_HEADER)?;
-    let mut ntk_csv = if cfg.ntk.enabled {
-        Some(CsvWriter::create(&dir.join("ntk.csv"), &NTK_HEADER)?)
     } else {
         None
     };
@@ -257,29 +167,18 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
                 gd_loss,
                 gd_gap,
             ];
-            if let Err(e) = metrics.row(&row) {
+            if let Err(e) = writer.metrics_row(&row) {
                 io_error = Some(e);
                 return Control::Stop;
             }
             let last = rec.index == last_index;
-            if let Some(csv) = ntk_csv.as_mut() {
-                if rec.index == 0 || last || (every > 0 && rec.index % every == 0) {
-                    bar.set_message(format!("t {} · loss {:.3e} · NTK λ_min …", rec.t, rec.loss));
-                    let drift = drift.as_ref();
-                    let row = ck.ntk_checkpoint(
-                        model,
-                        theta,
-                        &data.x,
-                        &ntk_opts,
-                        drift,
-                        c,
-                        (rec.index, rec.t, rec.loss),
-                        None,
-                    );
-                    if let Err(e) = row.and_then(|row| csv.row(&row).and_then(|_| csv.flush())) {
-                        io_error = Some(e);
-                        return Control::Stop;
-                    }
+            let due = rec.index == 0 || last || (every > 0 && rec.index % every == 0);
+            if writer.has_ntk() && due {
+                bar.set_message(format!("t {} · loss {:.3e} · NTK λ_min …", rec.t, rec.loss));
+                let at = (rec.index, rec.t, rec.loss);
+                if let Err(e) = writer.ntk_checkpoint(&mut ck, theta, drift.as_ref(), at, None) {
+                    io_error = Some(e);
+                    return Control::Stop;
                 }
             }
             if crate::interrupt::requested() {
@@ -291,10 +190,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
         &mut progress,
     );
     bar.finish_and_clear();
-    metrics.flush()?;
-    if let Some(csv) = ntk_csv.as_mut() {
-        csv.flush()?;
-    }
+    writer.flush()?;
     if let Some(e) = io_error {
         return Err(e);
     }
@@ -314,20 +210,12 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     };
     if let Some(o) = &outcome {
         ck.gradient_evaluations = o.counts.gradients;
-        let mut sliding = CsvWriter::create(&dir.join("sliding.csv"), &["entry", "start", "end"])?;
-        for iv in &o.events.intervals {
-            sliding.row(&[iv.entry as f64, iv.start, iv.end])?;
-        }
-        sliding.flush()?;
     }
-    let mut summary = summarize(
-        prep,
-        &ck,
-        status,
-        message.clone(),
-        None,
-        &GdState::default(),
-    );
+    let sliding: Option<Vec<[f64; 3]>> = outcome.as_ref().map(|o| {
+        let rows = o.events.intervals.iter();
+        rows.map(|iv| [iv.entry as f64, iv.start, iv.end]).collect()
+    });
+    let mut summary = summarize(prep, &ck, status, message, None, &GdState::default());
     summary.epochs = 0;
     summary.last_epoch = ck.series_t.len().saturating_sub(1);
     summary.gd_stability_max = None;
@@ -348,19 +236,6 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
             gd_comparison: gd.is_some().then(|| cmp.clone()),
         }
     });
-    if status == Status::Completed {
-        let md = param_metadata(prep);
-        params::save(
-            &dir.join("params_final.safetensors"),
-            &model.param_specs(),
-            &final_theta,
-            &md,
-        )?;
-    }
-    let summary = super::write_summary(prep, dir, summary)?;
-    match (status, message) {
-        (Status::Diverged, Some(msg)) => Err(Error::Diverged(msg)),
-        (Status::Interrupted, Some(msg)) => Err(Error::Interrupted(msg)),
-        _ => Ok(summary),
-    }
+    let no_checkpoint: Option<&Checkpoint> = None;
+    writer.finish(summary, &final_theta, sliding.as_deref(), no_checkpoint)
 }
