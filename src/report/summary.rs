@@ -15,7 +15,7 @@ use crate::run::Status;
 use super::plots::fmt_g;
 
 /// Column headers of the run table, in order; the verdict line is the last column.
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 16] = [
     "ablation",
     "run",
     "p",
@@ -30,6 +30,7 @@ pub const COLUMNS: [&str; 15] = [
     "bound violations",
     "kink crossings / chattering steps",
     "L(end)/L(0)",
+    "GD at η: max η·c·λ_max (flow runs: GD's largest loss gap)",
     "verdict",
 ];
 
@@ -242,12 +243,29 @@ pub fn run_row(ab: &AblationRecord, r: &RunRecord) -> RunRow {
             ),
         },
         sci(ratio),
+        gd_cell(s),
         r.verdict.line.clone(),
     ];
     debug_assert_eq!(cells.len(), COLUMNS.len());
     RunRow {
         cells,
         flagged: !r.verdict.consistent || violated,
+    }
+}
+
+/// GD's step against the run: its stability ratio η·c·λ_max (below 1 GD is stable, far below
+/// it tracks the flow), and for a flow run that compared against GD the largest relative loss
+/// gap |L_GD − L_flow|/L_flow over the output times.
+fn gd_cell(s: &crate::run::RunSummary) -> String {
+    let stability = |g: Option<f64>| g.map_or("—".to_string(), |g| fmt_g(g, 3));
+    match s.flow.as_ref().and_then(|f| f.gd_comparison.as_ref()) {
+        Some(c) => format!(
+            "{} (loss gap {})",
+            stability(c.stability_max),
+            sci(c.max_relative_loss_gap)
+        ),
+        None if s.flow.is_some() => "not compared".into(),
+        None => stability(s.gd_stability_max),
     }
 }
 

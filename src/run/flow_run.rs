@@ -125,6 +125,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
         final_theta_gap: f64::NAN,
         max_relative_loss_gap: 0.0,
         final_loss_gd: f64::NAN,
+        stability_max: None,
     };
     let mut io_error = None;
     let mut interrupted = false;
@@ -218,7 +219,8 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     let mut summary = summarize(prep, &ck, status, message, None, &GdState::default());
     summary.epochs = 0;
     summary.last_epoch = ck.series_t.len().saturating_sub(1);
-    summary.gd_stability_max = None;
+    // The flow has no step; GD's stability at η along the flow's own NTK goes with the comparison.
+    let gd_stability = summary.gd_stability_max.take();
     summary.kernel = Some(ck.kernel.clone());
     summary.flow = outcome.as_ref().map(|o| {
         let mut events = o.events.clone();
@@ -233,7 +235,10 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
             counts: o.counts,
             gradient_equivalents: o.gradient_equivalents,
             events,
-            gd_comparison: gd.is_some().then(|| cmp.clone()),
+            gd_comparison: gd.is_some().then(|| GdComparison {
+                stability_max: gd_stability,
+                ..cmp.clone()
+            }),
         }
     });
     let no_checkpoint: Option<&Checkpoint> = None;

@@ -24,6 +24,9 @@ pub enum Status {
 /// `summary.json`.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct RunSummary {
+    /// "gd" or "flow": what integrated the run (records written before this field: "gd").
+    #[serde(default = "gd_solver")]
+    pub solver: String,
     pub status: Status,
     pub message: Option<String>,
     pub preset: String,
@@ -87,6 +90,10 @@ pub struct RunSummary {
     /// What the run proves (`verdict.kind`, `verdict.line`).
     #[serde(default)]
     pub verdict: Option<crate::experiment::Verdict>,
+}
+
+fn gd_solver() -> String {
+    "gd".into()
 }
 
 /// Where a run's wall-clock time went (`summary.json` → `timing`). The three parts add up to
@@ -193,6 +200,10 @@ pub struct GdComparison {
     /// max over output times of |L_GD − L_GF| / L_GF.
     pub max_relative_loss_gap: f64,
     pub final_loss_gd: f64,
+    /// max over the flow's NTK checkpoints of η·c·λ_max(H): GD at step η is stable along this
+    /// trajectory only below 1, and tracks it closely only far below.
+    #[serde(default)]
+    pub stability_max: Option<f64>,
 }
 
 /// The flow part of `summary.json`.
@@ -303,6 +314,7 @@ pub(super) fn summarize(
         .as_ref()
         .and_then(|tr| tr.checks.iter().map(|c| c.lambda_min).reduce(f64::min));
     RunSummary {
+        solver: cfg.train.solver.name().into(),
         status,
         message,
         preset: model.preset_name().to_string(),

@@ -52,6 +52,18 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
         );
         assert!((f["t_end"].as_f64().unwrap() - 2.0).abs() < 1e-12);
         assert!(f["counts"]["gradients"].as_u64().unwrap() > 0);
+        assert_eq!(s["solver"], "flow");
+        // GD's stability ratio along the flow: η·c·max λ_max over the run's own ntk.csv.
+        let ntk = Table::read(&out.join(&r.dir).join("ntk.csv")).unwrap();
+        let lmax = ntk.column("lambda_max").unwrap();
+        let lmax = lmax.into_iter().fold(f64::NAN, f64::max);
+        let want = 0.005 * s["loss_constant"].as_f64().unwrap() * lmax;
+        let got = f["gd_comparison"]["stability_max"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+        assert!(
+            s["gd_stability_max"].is_null(),
+            "the flow itself has no step"
+        );
         assert_eq!(s["t_final"].as_f64().unwrap(), 2.0);
         assert!(r.summary.flow.is_some());
         // NTK at outputs 0, 50, 100, 150, 200.
@@ -131,6 +143,11 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
         assert!((cmp.lr - 0.005).abs() < 1e-15 && cmp.epochs == 400);
         let last = *gd_loss.last().unwrap();
         assert!((cmp.final_loss_gd - last).abs() <= 1e-10 * last);
+        let s: Value = serde_json::from_str(
+            &std::fs::read_to_string(gd_out.join(&r.dir).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s["solver"], "gd");
     }
 
     // The reproduce report is built from the flow runs.
@@ -142,5 +159,17 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
     assert!(
         html.contains(&format!(" / {slides} slides</td>")),
         "run table"
+    );
+    let gap = runs[1]
+        .summary
+        .flow
+        .as_ref()
+        .unwrap()
+        .gd_comparison
+        .as_ref();
+    let gap = gap.unwrap().max_relative_loss_gap;
+    assert!(
+        html.contains(&format!("(loss gap {gap:.3e})</td>")),
+        "the run table's GD column"
     );
 }
