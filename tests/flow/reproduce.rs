@@ -13,11 +13,17 @@ use gradflow::experiment::{as_flow, reproduce_ablations, RunRecord};
 use gradflow::report::plots::figure::Style;
 use gradflow::report::plots::{loss_figure, RunInput};
 use gradflow::report::tables::Table;
-use serde_json::Value;
+use gradflow::run::GdComparison;
 use std::path::PathBuf;
 
 fn tmp(tag: &str) -> PathBuf {
     common::fresh_dir("reproduce-flow", tag)
+}
+
+fn gd_comparison(r: &RunRecord) -> &GdComparison {
+    let flow = r.summary.flow.as_ref().expect("a flow run");
+    let cmp = flow.gd_comparison.as_ref();
+    cmp.expect("reproduce's flow runs compare against GD")
 }
 
 #[test]
@@ -40,10 +46,7 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
     let runs: &[RunRecord] = &index.ablations[0].runs;
     assert_eq!(runs.len(), 2);
     for r in runs {
-        let s: Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join(&r.dir).join("summary.json")).unwrap(),
-        )
-        .unwrap();
+        let s = common::cli::read_json(&out.join(&r.dir).join("summary.json"));
         let f = &s["flow"];
         assert!(
             f.is_object(),
@@ -132,21 +135,11 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
             );
         }
         // And the flow summary's own account of the comparison.
-        let cmp = runs[k]
-            .summary
-            .flow
-            .as_ref()
-            .unwrap()
-            .gd_comparison
-            .as_ref();
-        let cmp = cmp.expect("reproduce's flow runs compare against GD");
+        let cmp = gd_comparison(&runs[k]);
         assert!((cmp.lr - 0.005).abs() < 1e-15 && cmp.epochs == 400);
         let last = *gd_loss.last().unwrap();
         assert!((cmp.final_loss_gd - last).abs() <= 1e-10 * last);
-        let s: Value = serde_json::from_str(
-            &std::fs::read_to_string(gd_out.join(&r.dir).join("summary.json")).unwrap(),
-        )
-        .unwrap();
+        let s = common::cli::read_json(&gd_out.join(&r.dir).join("summary.json"));
         assert_eq!(s["solver"], "gd");
     }
 
@@ -160,14 +153,7 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
         html.contains(&format!(" / {slides} slides</td>")),
         "run table"
     );
-    let gap = runs[1]
-        .summary
-        .flow
-        .as_ref()
-        .unwrap()
-        .gd_comparison
-        .as_ref();
-    let gap = gap.unwrap().max_relative_loss_gap;
+    let gap = gd_comparison(&runs[1]).max_relative_loss_gap;
     assert!(
         html.contains(&format!("(loss gap {gap:.3e})</td>")),
         "the run table's GD column"
