@@ -58,6 +58,8 @@ mod tests;
 mod tests_arch;
 #[cfg(test)]
 mod tests_layers;
+#[cfg(test)]
+mod tests_spec;
 mod validate;
 mod write;
 
