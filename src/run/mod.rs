@@ -17,7 +17,9 @@ mod progress;
 pub use progress::{CertificationTally, PERSISTENCE_DRAWS, PERSISTENCE_REL};
 pub mod witness;
 
-use crate::config::{check_layer_outputs, Architecture, Config, DataConfig, GraphConfig, Preset};
+use crate::config::{
+    check_layer_outputs, Architecture, Config, DataConfig, GraphConfig, ModelSpec, Preset,
+};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -135,55 +137,58 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
     } else {
         None
     };
-    let (hidden, k) = (&model_cfg.hidden, model_cfg.kernel);
-    let preset = match &model_cfg.arch {
-        Architecture::Preset(p) => *p,
+    let spec = match &model_cfg.arch {
+        Architecture::Preset(spec) => spec,
         Architecture::Layers(layers) => {
             let input = image.map_or(Shape::Vector(d), Shape::Image);
             let model = layer_model(config, layers, input, m, graph.as_ref())?;
             return finish_prepare(config, data, model);
         }
     };
-    let model = match (preset, graph) {
-        (Preset::Dnn, _) => presets::dnn(d, hidden, m, act),
-        (Preset::Resnet, _) => presets::resnet(d, model_cfg.depth, m, act),
-        (Preset::Gcn, Some(g)) => {
+    let model = match (spec, graph) {
+        (ModelSpec::Dnn { hidden }, _) => presets::dnn(d, hidden, m, act),
+        (ModelSpec::Resnet { depth }, _) => presets::resnet(d, *depth, m, act),
+        (ModelSpec::Gcn { hidden }, Some(g)) => {
             presets::gcn(Arc::new(g.normalized_adjacency()), d, hidden, m, act)
         }
-        (Preset::Cheb, Some(g)) => presets::cheb(
+        (ModelSpec::Cheb { hidden, order }, Some(g)) => presets::cheb(
             Arc::new(crate::graph::scaled_laplacian(&g, None)),
             d,
             hidden,
-            model_cfg.order,
+            *order,
             m,
             act,
         ),
-        (Preset::GraphConv, Some(g)) => {
+        (ModelSpec::GraphConv { hidden }, Some(g)) => {
             presets::graphconv(Arc::new(g.adjacency()), d, hidden, m, act)
         }
-        (Preset::Cnn, _) => presets::cnn(need_image()?, &model_cfg.channels, k, m, act),
-        (Preset::ConvResnet, _) => presets::conv_resnet(
-            need_image()?,
-            model_cfg.channels[0],
-            model_cfg.depth,
-            k,
-            m,
-            act,
-        ),
-        (Preset::Unet, _) => {
-            let shape = need_image()?;
-            presets::unet(shape, &model_cfg.channels, k, m / (shape.h * shape.w), act)
+        (ModelSpec::Cnn { channels, kernel }, _) => {
+            presets::cnn(need_image()?, channels, *kernel, m, act)
         }
-        (Preset::Mobilenet, _) => presets::mobilenet(need_image()?, &model_cfg.channels, k, m, act),
-        (Preset::Siamese, _) => {
+        (
+            ModelSpec::ConvResnet {
+                width,
+                depth,
+                kernel,
+            },
+            _,
+        ) => presets::conv_resnet(need_image()?, *width, *depth, *kernel, m, act),
+        (ModelSpec::Unet { channels, kernel }, _) => {
+            let shape = need_image()?;
+            presets::unet(shape, channels, *kernel, m / (shape.h * shape.w), act)
+        }
+        (ModelSpec::Mobilenet { channels, kernel }, _) => {
+            presets::mobilenet(need_image()?, channels, *kernel, m, act)
+        }
+        (ModelSpec::Siamese { hidden, combine }, _) => {
             if d % 2 != 0 {
                 return Err(Error::Invalid(format!(
                     "siamese inputs are pairs [a; b]: the data have {d} features, an odd number"
                 )));
             }
-            presets::siamese(d / 2, hidden, model_cfg.combine, m, act)
+            presets::siamese(d / 2, hidden, *combine, m, act)
         }
-        (p, None) => unreachable!("graph preset {p} without a graph"),
+        (spec, None) => unreachable!("graph preset {} without a graph", spec.preset()),
     };
     finish_prepare(config, data, model)
 }
