@@ -145,42 +145,49 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
             return finish_prepare(config, data, model);
         }
     };
-    let model = match (spec, graph) {
-        (ModelSpec::Dnn { hidden }, _) => presets::dnn(d, hidden, m, act),
-        (ModelSpec::Resnet { depth }, _) => presets::resnet(d, *depth, m, act),
-        (ModelSpec::Gcn { hidden }, Some(g)) => {
-            presets::gcn(Arc::new(g.normalized_adjacency()), d, hidden, m, act)
+    let need_graph = || {
+        graph.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} needs a graph on the samples",
+                model_cfg.label()
+            ))
+        })
+    };
+    // One arm per preset, no catch-all: a new ModelSpec variant needs its builder here.
+    let model = match spec {
+        ModelSpec::Dnn { hidden } => presets::dnn(d, hidden, m, act),
+        ModelSpec::Resnet { depth } => presets::resnet(d, *depth, m, act),
+        ModelSpec::Gcn { hidden } => {
+            let a_hat = need_graph()?.normalized_adjacency();
+            presets::gcn(Arc::new(a_hat), d, hidden, m, act)
         }
-        (ModelSpec::Cheb { hidden, order }, Some(g)) => presets::cheb(
-            Arc::new(crate::graph::scaled_laplacian(&g, None)),
+        ModelSpec::Cheb { hidden, order } => presets::cheb(
+            Arc::new(crate::graph::scaled_laplacian(need_graph()?, None)),
             d,
             hidden,
             *order,
             m,
             act,
         ),
-        (ModelSpec::GraphConv { hidden }, Some(g)) => {
-            presets::graphconv(Arc::new(g.adjacency()), d, hidden, m, act)
+        ModelSpec::GraphConv { hidden } => {
+            presets::graphconv(Arc::new(need_graph()?.adjacency()), d, hidden, m, act)
         }
-        (ModelSpec::Cnn { channels, kernel }, _) => {
+        ModelSpec::Cnn { channels, kernel } => {
             presets::cnn(need_image()?, channels, *kernel, m, act)
         }
-        (
-            ModelSpec::ConvResnet {
-                width,
-                depth,
-                kernel,
-            },
-            _,
-        ) => presets::conv_resnet(need_image()?, *width, *depth, *kernel, m, act),
-        (ModelSpec::Unet { channels, kernel }, _) => {
+        ModelSpec::ConvResnet {
+            width,
+            depth,
+            kernel,
+        } => presets::conv_resnet(need_image()?, *width, *depth, *kernel, m, act),
+        ModelSpec::Unet { channels, kernel } => {
             let shape = need_image()?;
             presets::unet(shape, channels, *kernel, m / (shape.h * shape.w), act)
         }
-        (ModelSpec::Mobilenet { channels, kernel }, _) => {
+        ModelSpec::Mobilenet { channels, kernel } => {
             presets::mobilenet(need_image()?, channels, *kernel, m, act)
         }
-        (ModelSpec::Siamese { hidden, combine }, _) => {
+        ModelSpec::Siamese { hidden, combine } => {
             if d % 2 != 0 {
                 return Err(Error::Invalid(format!(
                     "siamese inputs are pairs [a; b]: the data have {d} features, an odd number"
@@ -188,7 +195,6 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
             }
             presets::siamese(d / 2, hidden, *combine, m, act)
         }
-        (spec, None) => unreachable!("graph preset {} without a graph", spec.preset()),
     };
     finish_prepare(config, data, model)
 }

@@ -131,6 +131,8 @@ fn valid(preset: &str) -> String {
 
 #[test]
 fn keys_taken_by_each_preset() {
+    let listed: Vec<&str> = TAKES.iter().map(|(name, _)| *name).collect();
+    assert_eq!(listed, Preset::ALL.map(|p| p.name()), "a row per preset");
     for (name, keys) in TAKES {
         let p = Preset::from_name(name).unwrap();
         let mut taken = super::model::keys_taken_by(p);
