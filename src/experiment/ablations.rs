@@ -11,7 +11,10 @@
 //! every run.
 
 use crate::activation::Activation;
-use crate::config::{Config, DataConfig, GraphConfig, ModelConfig, NtkConfig, Preset, TrainConfig};
+use crate::config::{
+    Architecture, Config, DataConfig, GraphConfig, ModelConfig, ModelSpec, NtkConfig, Preset,
+    TrainConfig,
+};
 use crate::error::{Error, Result};
 use crate::init::InitScheme;
 use crate::loss::LossKind;
@@ -96,7 +99,7 @@ struct Sizes {
 }
 
 fn base_config(
-    preset: Preset,
+    spec: ModelSpec,
     n: usize,
     d: usize,
     m: usize,
@@ -104,18 +107,13 @@ fn base_config(
     epochs: usize,
     ntk_every: usize,
 ) -> Config {
+    let preset = spec.preset();
     Config {
         seed: 0,
         data: DataConfig::Ball { n, d, m },
         graph: preset.is_graph().then_some(GraphConfig::Knn { k: 10 }),
         model: ModelConfig {
-            arch: crate::config::Architecture::Preset(preset),
-            hidden: vec![],
-            depth: 0,
-            channels: vec![],
-            kernel: 0,
-            order: 0,
-            combine: crate::layers::PairCombine::AbsDiff,
+            arch: Architecture::Preset(spec),
             activation: Activation::leaky_relu(),
             init: InitScheme::Torch,
         },
@@ -232,21 +230,23 @@ pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
     if let Some(a) = architecture(name, scale, seeds) {
         return Ok(a);
     }
-    let (preset, title, variable, skip) = match name {
+    // (the run at swept value v, title, variable, epochs the loss figure skips)
+    type Sweep<'a> = (fn(usize) -> ModelSpec, &'a str, &'a str, usize);
+    let (spec, title, variable, skip): Sweep = match name {
         "dnn" => (
-            Preset::Dnn,
+            |v| ModelSpec::Dnn { hidden: vec![v, v] },
             "DNN: loss against epoch, one curve per hidden width",
             "width",
             0,
         ),
         "resnet" => (
-            Preset::Resnet,
+            |v| ModelSpec::Resnet { depth: v },
             "ResNet: loss against epoch, one curve per depth",
             "depth",
             100,
         ),
         "gcn" => (
-            Preset::Gcn,
+            |v| ModelSpec::Gcn { hidden: vec![v, v] },
             "GCN: loss against epoch, one curve per hidden width",
             "width",
             0,
@@ -263,13 +263,9 @@ pub fn ablation(name: &str, scale: Scale, seeds: u64) -> Result<Ablation> {
     let mut runs = Vec::new();
     for &v in &s.values {
         for seed in 0..seeds.max(1) {
-            let mut c = base_config(preset, s.n, s.d, s.m, s.lr, s.epochs, s.ntk_every);
+            let mut c = base_config(spec(v), s.n, s.d, s.m, s.lr, s.epochs, s.ntk_every);
             c.seed = seed;
-            match preset {
-                Preset::Resnet => c.model.depth = v,
-                _ => c.model.hidden = vec![v, v],
-            }
-            let tag = if preset == Preset::Resnet {
+            let tag = if c.model.preset() == Some(Preset::Resnet) {
                 "depth"
             } else {
                 "w"
@@ -298,22 +294,21 @@ pub fn threshold_configs(scale: Scale, seeds: u64) -> Vec<(String, usize, u64, C
     let mut out = Vec::new();
     for name in ABLATIONS {
         let s = sizes(name, scale);
-        let (preset, values): (Preset, Vec<usize>) = match (name, scale) {
-            ("resnet", Scale::Quick) => (Preset::Resnet, vec![3, 4, 5, 6, 8, 10]),
-            ("resnet", Scale::Paper) => (Preset::Resnet, vec![7, 8, 9, 10, 12, 16, 20]),
-            ("dnn", Scale::Quick) => (Preset::Dnn, vec![11, 12, 13, 14, 15, 16, 18, 20, 24]),
-            ("gcn", Scale::Quick) => (Preset::Gcn, vec![11, 12, 13, 14, 15, 16, 18, 20, 24]),
-            ("dnn", Scale::Paper) => (Preset::Dnn, vec![70, 75, 80, 85, 90, 100, 120, 150]),
-            _ => (Preset::Gcn, vec![70, 75, 80, 85, 90, 100, 120, 150]),
+        let spec: fn(usize) -> ModelSpec = match name {
+            "resnet" => |v| ModelSpec::Resnet { depth: v },
+            "dnn" => |v| ModelSpec::Dnn { hidden: vec![v, v] },
+            _ => |v| ModelSpec::Gcn { hidden: vec![v, v] },
+        };
+        let values = match (name, scale) {
+            ("resnet", Scale::Quick) => vec![3, 4, 5, 6, 8, 10],
+            ("resnet", Scale::Paper) => vec![7, 8, 9, 10, 12, 16, 20],
+            (_, Scale::Quick) => vec![11, 12, 13, 14, 15, 16, 18, 20, 24],
+            (_, Scale::Paper) => vec![70, 75, 80, 85, 90, 100, 120, 150],
         };
         for &v in &values {
             for seed in 0..seeds.max(1) {
-                let mut c = base_config(preset, s.n, s.d, s.m, s.lr, 0, 0);
+                let mut c = base_config(spec(v), s.n, s.d, s.m, s.lr, 0, 0);
                 c.seed = seed;
-                match preset {
-                    Preset::Resnet => c.model.depth = v,
-                    _ => c.model.hidden = vec![v, v],
-                }
                 c.source = PathBuf::from(format!("<built-in threshold ablation: {name}>"));
                 out.push((name.to_string(), v, seed, c));
             }
@@ -359,9 +354,9 @@ fn activations(scale: Scale, seeds: u64) -> Ablation {
     let mut runs = Vec::new();
     for (i, (label, act)) in corollary_activations().into_iter().enumerate() {
         for seed in 0..seeds.max(1) {
-            let mut c = base_config(Preset::Dnn, n, d, m, lr, epochs, every);
+            let hidden = vec![w, w];
+            let mut c = base_config(ModelSpec::Dnn { hidden }, n, d, m, lr, epochs, every);
             c.seed = seed;
-            c.model.hidden = vec![w, w];
             c.model.activation = act.clone();
             runs.push(RunSpec {
                 label: format!("{i:02}-{label}-seed{seed}"),
@@ -398,88 +393,97 @@ fn architecture(name: &str, scale: Scale, seeds: u64) -> Option<Ablation> {
         width: w,
         m,
     };
-    // (preset, data, values, what is swept, step)
-    let (preset, data, values, variable, lr): (Preset, DataConfig, Vec<usize>, &str, f64) =
-        match name {
-            "cnn" => (
-                Preset::Cnn,
-                images(40, 1, 8, 8, 2),
-                vec![1, 2, 3, 4, 8],
-                "channels",
-                0.05,
-            ),
-            "conv-resnet" => (
-                Preset::ConvResnet,
-                images(100, 1, 6, 6, 2),
-                vec![1, 2, 3, 4, 6],
-                "width",
-                0.02,
-            ),
-            "unet" => (
-                Preset::Unet,
-                images(8, 1, 4, 4, 1),
-                vec![1, 2, 3, 4],
-                "channels",
-                0.05,
-            ),
-            "mobilenet" => (
-                Preset::Mobilenet,
-                images(100, 3, 8, 8, 2),
-                vec![1, 2, 3, 4, 6],
-                "channels",
-                0.05,
-            ),
-            "cheb" => (
-                Preset::Cheb,
-                DataConfig::Ball {
-                    n: 100,
-                    d: 20,
-                    m: 5,
-                },
-                vec![2, 4, 6, 8, 16, 32],
-                "width",
-                0.05,
-            ),
-            "graphconv" => (
-                Preset::GraphConv,
-                DataConfig::Ball {
-                    n: 100,
-                    d: 20,
-                    m: 5,
-                },
-                vec![4, 6, 8, 12, 24, 48],
-                "width",
-                3e-5,
-            ),
-            "siamese" => (
-                Preset::Siamese,
-                DataConfig::Pairs {
-                    n: 100,
-                    d: 10,
-                    m: 5,
-                },
-                vec![6, 10, 16, 24, 48],
-                "width",
-                0.1,
-            ),
-            _ => return None,
-        };
+    // (the run at swept value v, data, values, what is swept, step)
+    type Sweep<'a> = (fn(usize) -> ModelSpec, DataConfig, Vec<usize>, &'a str, f64);
+    let (spec, data, values, variable, lr): Sweep = match name {
+        "cnn" => (
+            |v| ModelSpec::Cnn {
+                channels: vec![v, v],
+                kernel: 3,
+            },
+            images(40, 1, 8, 8, 2),
+            vec![1, 2, 3, 4, 8],
+            "channels",
+            0.05,
+        ),
+        "conv-resnet" => (
+            |v| ModelSpec::ConvResnet {
+                width: v,
+                depth: 2,
+                kernel: 3,
+            },
+            images(100, 1, 6, 6, 2),
+            vec![1, 2, 3, 4, 6],
+            "width",
+            0.02,
+        ),
+        "unet" => (
+            |v| ModelSpec::Unet {
+                channels: vec![v, v],
+                kernel: 3,
+            },
+            images(8, 1, 4, 4, 1),
+            vec![1, 2, 3, 4],
+            "channels",
+            0.05,
+        ),
+        "mobilenet" => (
+            |v| ModelSpec::Mobilenet {
+                channels: vec![v, 2 * v],
+                kernel: 3,
+            },
+            images(100, 3, 8, 8, 2),
+            vec![1, 2, 3, 4, 6],
+            "channels",
+            0.05,
+        ),
+        "cheb" => (
+            |v| ModelSpec::Cheb {
+                hidden: vec![v, v],
+                order: 3,
+            },
+            DataConfig::Ball {
+                n: 100,
+                d: 20,
+                m: 5,
+            },
+            vec![2, 4, 6, 8, 16, 32],
+            "width",
+            0.05,
+        ),
+        "graphconv" => (
+            |v| ModelSpec::GraphConv { hidden: vec![v, v] },
+            DataConfig::Ball {
+                n: 100,
+                d: 20,
+                m: 5,
+            },
+            vec![4, 6, 8, 12, 24, 48],
+            "width",
+            3e-5,
+        ),
+        "siamese" => (
+            |v| ModelSpec::Siamese {
+                hidden: vec![v, v],
+                combine: PairCombine::AbsDiff,
+            },
+            DataConfig::Pairs {
+                n: 100,
+                d: 10,
+                m: 5,
+            },
+            vec![6, 10, 16, 24, 48],
+            "width",
+            0.1,
+        ),
+        _ => return None,
+    };
     let mut runs = Vec::new();
     for &v in &values {
         for seed in 0..seeds.max(1) {
-            let mut c = base_config(preset, 0, 0, 0, lr, epochs, every);
+            let mut c = base_config(spec(v), 0, 0, 0, lr, epochs, every);
             c.data = data.clone();
             c.seed = seed;
-            let mc = &mut c.model;
-            match preset {
-                Preset::Cnn => (mc.channels, mc.kernel) = (vec![v, v], 3),
-                Preset::ConvResnet => (mc.channels, mc.depth, mc.kernel) = (vec![v], 2, 3),
-                Preset::Unet => (mc.channels, mc.kernel) = (vec![v, v], 3),
-                Preset::Mobilenet => (mc.channels, mc.kernel) = (vec![v, 2 * v], 3),
-                Preset::Cheb => (mc.hidden, mc.order) = (vec![v, v], 3),
-                Preset::Siamese => (mc.hidden, mc.combine) = (vec![v, v], PairCombine::AbsDiff),
-                _ => mc.hidden = vec![v, v],
-            }
             runs.push(RunSpec {
                 label: format!("{variable}={v}-seed{seed}"),
                 value: v,
@@ -492,7 +496,7 @@ fn architecture(name: &str, scale: Scale, seeds: u64) -> Option<Ablation> {
         name: name.into(),
         title: format!(
             "{}: loss against epoch, one curve per {variable}",
-            preset.name()
+            spec(values[0]).preset().name()
         ),
         variable: variable.into(),
         skip_epochs: 0,
@@ -529,7 +533,7 @@ mod tests {
             // 500 of 6000 epochs = 1/12 of the run ≈ 16.67 of 200 outputs.
             assert_eq!(fc.ntk.every, 17);
             assert_eq!(fc.train.lr, gc.train.lr);
-            assert_eq!(fc.model.hidden, gc.model.hidden);
+            assert_eq!(fc.model.arch, gc.model.arch);
         }
         // Few epochs: one output per epoch, and the NTK never less often than every output.
         let mut c = gd.runs[0].config.clone();

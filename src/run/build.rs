@@ -2,7 +2,9 @@
 //! model (preset or layer list) and θ₀, with the memory checks that refuse a run this machine
 //! cannot hold — everything that can be wrong with the input, before anything is written.
 
-use crate::config::{check_layer_outputs, Architecture, Config, DataConfig, GraphConfig, Preset};
+use crate::config::{
+    check_layer_outputs, Architecture, Config, DataConfig, GraphConfig, ModelSpec, Preset,
+};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -114,55 +116,64 @@ pub fn prepare(config: &Config) -> Result<Prepared> {
     } else {
         None
     };
-    let (hidden, k) = (&model_cfg.hidden, model_cfg.kernel);
-    let preset = match &model_cfg.arch {
-        Architecture::Preset(p) => *p,
+    let spec = match &model_cfg.arch {
+        Architecture::Preset(spec) => spec,
         Architecture::Layers(layers) => {
             let input = image.map_or(Shape::Vector(d), Shape::Image);
             let model = layer_model(config, layers, input, m, graph.as_ref())?;
             return finish_prepare(config, data, model);
         }
     };
-    let model = match (preset, graph) {
-        (Preset::Dnn, _) => presets::dnn(d, hidden, m, act),
-        (Preset::Resnet, _) => presets::resnet(d, model_cfg.depth, m, act),
-        (Preset::Gcn, Some(g)) => {
-            presets::gcn(Arc::new(g.normalized_adjacency()), d, hidden, m, act)
+    let need_graph = || {
+        graph.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} needs a graph on the samples",
+                model_cfg.label()
+            ))
+        })
+    };
+    // One arm per preset, no catch-all: a new ModelSpec variant needs its builder here.
+    let model = match spec {
+        ModelSpec::Dnn { hidden } => presets::dnn(d, hidden, m, act),
+        ModelSpec::Resnet { depth } => presets::resnet(d, *depth, m, act),
+        ModelSpec::Gcn { hidden } => {
+            let a_hat = need_graph()?.normalized_adjacency();
+            presets::gcn(Arc::new(a_hat), d, hidden, m, act)
         }
-        (Preset::Cheb, Some(g)) => presets::cheb(
-            Arc::new(crate::graph::scaled_laplacian(&g, None)),
+        ModelSpec::Cheb { hidden, order } => presets::cheb(
+            Arc::new(crate::graph::scaled_laplacian(need_graph()?, None)),
             d,
             hidden,
-            model_cfg.order,
+            *order,
             m,
             act,
         ),
-        (Preset::GraphConv, Some(g)) => {
-            presets::graphconv(Arc::new(g.adjacency()), d, hidden, m, act)
+        ModelSpec::GraphConv { hidden } => {
+            presets::graphconv(Arc::new(need_graph()?.adjacency()), d, hidden, m, act)
         }
-        (Preset::Cnn, _) => presets::cnn(need_image()?, &model_cfg.channels, k, m, act),
-        (Preset::ConvResnet, _) => presets::conv_resnet(
-            need_image()?,
-            model_cfg.channels[0],
-            model_cfg.depth,
-            k,
-            m,
-            act,
-        ),
-        (Preset::Unet, _) => {
+        ModelSpec::Cnn { channels, kernel } => {
+            presets::cnn(need_image()?, channels, *kernel, m, act)
+        }
+        ModelSpec::ConvResnet {
+            width,
+            depth,
+            kernel,
+        } => presets::conv_resnet(need_image()?, *width, *depth, *kernel, m, act),
+        ModelSpec::Unet { channels, kernel } => {
             let shape = need_image()?;
-            presets::unet(shape, &model_cfg.channels, k, m / (shape.h * shape.w), act)
+            presets::unet(shape, channels, *kernel, m / (shape.h * shape.w), act)
         }
-        (Preset::Mobilenet, _) => presets::mobilenet(need_image()?, &model_cfg.channels, k, m, act),
-        (Preset::Siamese, _) => {
+        ModelSpec::Mobilenet { channels, kernel } => {
+            presets::mobilenet(need_image()?, channels, *kernel, m, act)
+        }
+        ModelSpec::Siamese { hidden, combine } => {
             if d % 2 != 0 {
                 return Err(Error::Invalid(format!(
                     "siamese inputs are pairs [a; b]: the data have {d} features, an odd number"
                 )));
             }
-            presets::siamese(d / 2, hidden, model_cfg.combine, m, act)
+            presets::siamese(d / 2, hidden, *combine, m, act)
         }
-        (p, None) => unreachable!("graph preset {p} without a graph"),
     };
     finish_prepare(config, data, model)
 }

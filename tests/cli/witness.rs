@@ -11,11 +11,11 @@
 use crate::common;
 
 use gradflow::activation::Activation;
-use gradflow::config::{ModelConfig, Preset};
+use gradflow::config::{ModelConfig, ModelSpec, Preset};
 use gradflow::data::Dataset;
 use gradflow::graph::Graph;
 use gradflow::init::{init_params, InitScheme};
-use gradflow::layers::{ImageShape, PairCombine};
+use gradflow::layers::ImageShape;
 use gradflow::model::Model;
 use gradflow::presets;
 use gradflow::run::witness::{largest_gap_rank, write_witness, WitnessClaim, INFINITE_GAP};
@@ -41,15 +41,9 @@ impl Drop for Scratch {
     }
 }
 
-fn model_config(preset: Preset, hidden: &[usize], depth: usize, act: Activation) -> ModelConfig {
+fn model_config(spec: ModelSpec, act: Activation) -> ModelConfig {
     ModelConfig {
-        arch: gradflow::config::Architecture::Preset(preset),
-        hidden: hidden.to_vec(),
-        depth,
-        channels: vec![],
-        kernel: 0,
-        order: 0,
-        combine: PairCombine::AbsDiff,
+        arch: gradflow::config::Architecture::Preset(spec),
         activation: act,
         init: InitScheme::Torch,
     }
@@ -226,7 +220,7 @@ fn common_entries(dir: &Path) -> Vec<String> {
 fn dnn_with_a_repeated_sample_has_a_witness_torch_confirms() {
     let (n, d, m, slope) = (8, 3, 2, 0.2);
     let act = Activation::LeakyRelu { slope };
-    let config = model_config(Preset::Dnn, &[6], 0, act.clone());
+    let config = model_config(ModelSpec::Dnn { hidden: vec![6] }, act.clone());
     let model = presets::dnn(d, &[6], m, &act);
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 1);
     let x = inputs_with_duplicate(n, d, 5, 1);
@@ -254,7 +248,7 @@ fn dnn_with_a_repeated_sample_has_a_witness_torch_confirms() {
 fn resnet_relu_with_a_repeated_sample_has_a_witness_torch_confirms() {
     let (n, d, m) = (8, 3, 2);
     let act = Activation::Relu;
-    let config = model_config(Preset::Resnet, &[], 2, act.clone());
+    let config = model_config(ModelSpec::Resnet { depth: 2 }, act.clone());
     let model = presets::resnet(d, 2, m, &act);
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 2);
     let x = inputs_with_duplicate(n, d, 3, 2);
@@ -269,7 +263,7 @@ fn gcn_on_a_knn_graph_has_a_witness_torch_confirms() {
     let act = Activation::LeakyRelu { slope: 0.1 };
     let x = Dataset::ball(n, d, 1, 3).x;
     let a_hat = Graph::knn(&x, k).unwrap().normalized_adjacency();
-    let config = model_config(Preset::Gcn, &[6], 0, act.clone());
+    let config = model_config(ModelSpec::Gcn { hidden: vec![6] }, act.clone());
     let model = presets::gcn(Arc::new(a_hat.clone()), d, &[6], m, &act);
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 3);
     let (_scratch, dir, claim) = witness_round_trip("gcn", &config, &model, &theta, &x);
@@ -286,7 +280,7 @@ fn gcn_on_a_knn_graph_has_a_witness_torch_confirms() {
 #[test]
 fn refuses_a_non_empty_directory_and_writes_nothing() {
     let act = Activation::leaky_relu();
-    let config = model_config(Preset::Dnn, &[6], 0, act.clone());
+    let config = model_config(ModelSpec::Dnn { hidden: vec![6] }, act.clone());
     let model = presets::dnn(3, &[6], 2, &act);
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 4);
     let x = Dataset::ball(4, 3, 1, 4).x;
@@ -323,9 +317,11 @@ fn refuses_presets_and_activations_without_a_script() {
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 5);
     let x = Dataset::ball(3, 16, 1, 5).x;
     let claim = claim_in_rust(&model, &theta, &x);
-    let mut config = model_config(Preset::Cnn, &[], 0, act);
-    config.channels = vec![2];
-    config.kernel = 3;
+    let cnn = ModelSpec::Cnn {
+        channels: vec![2],
+        kernel: 3,
+    };
+    let config = model_config(cnn, act);
     let err = write_witness(&dir, &config, &model, &theta, &x, &claim)
         .unwrap_err()
         .to_string();
@@ -339,7 +335,7 @@ fn refuses_presets_and_activations_without_a_script() {
     let theta = init_params(&model.param_specs(), &InitScheme::Torch, 5);
     let x = Dataset::ball(3, 3, 1, 5).x;
     let claim = claim_in_rust(&model, &theta, &x);
-    let config = model_config(Preset::Dnn, &[4], 0, sigmoid);
+    let config = model_config(ModelSpec::Dnn { hidden: vec![4] }, sigmoid);
     let err = write_witness(&dir, &config, &model, &theta, &x, &claim)
         .unwrap_err()
         .to_string();
@@ -363,9 +359,12 @@ fn refuses_a_model_or_claim_that_does_not_fit() {
 
     // The config's widths, preset or slope are not the model's.
     for config in [
-        model_config(Preset::Dnn, &[5], 0, act.clone()),
-        model_config(Preset::Resnet, &[], 1, act.clone()),
-        model_config(Preset::Dnn, &[6], 0, Activation::LeakyRelu { slope: 0.2 }),
+        model_config(ModelSpec::Dnn { hidden: vec![5] }, act.clone()),
+        model_config(ModelSpec::Resnet { depth: 1 }, act.clone()),
+        model_config(
+            ModelSpec::Dnn { hidden: vec![6] },
+            Activation::LeakyRelu { slope: 0.2 },
+        ),
     ] {
         let err = write_witness(&dir, &config, &model, &theta, &x, &claim)
             .unwrap_err()
@@ -374,7 +373,7 @@ fn refuses_a_model_or_claim_that_does_not_fit() {
     }
 
     // The claim's numbers are not this model's.
-    let config = model_config(Preset::Dnn, &[6], 0, act);
+    let config = model_config(ModelSpec::Dnn { hidden: vec![6] }, act);
     let bad_claims = [
         WitnessClaim {
             nm: claim.nm + 1,

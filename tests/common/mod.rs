@@ -8,7 +8,7 @@
 
 pub mod cli;
 
-use gradflow::config::{DataConfig, Precision, Solver};
+use gradflow::config::{Architecture, DataConfig, ModelSpec, Precision, Solver};
 use gradflow::experiment::{ablation, Ablation, ReproduceOptions, Scale};
 use gradflow::layers::{Layer, PreActivation};
 use gradflow::Batch;
@@ -50,7 +50,7 @@ pub fn tiny_dnn_sweep(widths: &[usize], n: usize, epochs: usize, lr: f64) -> Abl
         r.label = format!("w={w}-seed0");
         let c = &mut r.config;
         c.data = DataConfig::Ball { n, d: 3, m: 2 };
-        c.model.hidden = vec![w, w];
+        c.model.arch = Architecture::Preset(ModelSpec::Dnn { hidden: vec![w, w] });
         c.train.epochs = epochs;
         c.train.lr = lr;
     }

@@ -5,7 +5,7 @@
 use super::WITNESS_PRESETS;
 use crate::activation::Activation;
 use crate::batch::Batch;
-use crate::config::{ModelConfig, Preset};
+use crate::config::{ModelConfig, ModelSpec, Preset};
 use crate::error::{Error, Result};
 use crate::graph::SparseMatrix;
 use crate::layers::{GraphStructure, Layer, Structure};
@@ -17,12 +17,16 @@ use std::sync::Arc;
 pub(super) fn witness_preset(config: &ModelConfig) -> Result<Preset> {
     match config.preset() {
         Some(p) if WITNESS_PRESETS.contains(&p) => Ok(p),
-        _ => Err(Error::Invalid(format!(
-            "no witness script for {}: witnesses exist for presets {} only (write the numbers alone)",
-            config.label(),
-            WITNESS_PRESETS.map(|p| p.name()).join(", ")
-        ))),
+        _ => Err(no_witness_script(config)),
     }
+}
+
+fn no_witness_script(config: &ModelConfig) -> Error {
+    Error::Invalid(format!(
+        "no witness script for {}: witnesses exist for presets {} only (write the numbers alone)",
+        config.label(),
+        WITNESS_PRESETS.map(|p| p.name()).join(", ")
+    ))
 }
 
 /// The model's description for `claim.json`, after checking that `model` is the preset `config`
@@ -75,10 +79,13 @@ pub(super) fn describe_model(
     }
     let (n, d, m) = (x.n(), x.features(), model.out_dim());
     let act = &config.activation;
-    let rebuilt = match preset {
-        Preset::Dnn => presets::dnn(d, &config.hidden, m, act),
-        Preset::Resnet => presets::resnet(d, config.depth, m, act),
-        _ => presets::gcn(propagation_matrix(model)?, d, &config.hidden, m, act),
+    let rebuilt = match config.spec() {
+        Some(ModelSpec::Dnn { hidden }) => presets::dnn(d, hidden, m, act),
+        Some(ModelSpec::Resnet { depth }) => presets::resnet(d, *depth, m, act),
+        Some(ModelSpec::Gcn { hidden }) => {
+            presets::gcn(propagation_matrix(model)?, d, hidden, m, act)
+        }
+        _ => return Err(no_witness_script(config)),
     };
     let spec_list = |model: &Model| -> Vec<(String, Vec<usize>)> {
         model
@@ -111,20 +118,21 @@ pub(super) fn describe_model(
         "m": m,
         "activation": activation,
     });
-    let sizes = match preset {
-        Preset::Resnet => serde_json::json!({
-            "depth": config.depth,
+    let sizes = match config.spec() {
+        Some(ModelSpec::Resnet { depth }) => serde_json::json!({
+            "depth": depth,
             "definition": "h^0 = x; h^l = h^{l-1} + σ(W^l h^{l-1} + b^l), W^l ∈ R^{d×d}, l = 1..depth; f = W h^depth + b",
         }),
-        Preset::Gcn => serde_json::json!({
-            "hidden": config.hidden,
+        Some(ModelSpec::Gcn { hidden }) => serde_json::json!({
+            "hidden": hidden,
             "graph_adjacency": "graph_adjacency.npy",
             "definition": "H^0 = X (n × d); H^l = σ(Â H^{l-1} W^l + 1 b^lᵀ); F = Â H^{L-1} W^L + 1 b^Lᵀ, Â = D̃^{-1/2}(A + I)D̃^{-1/2}",
         }),
-        _ => serde_json::json!({
-            "hidden": config.hidden,
+        Some(ModelSpec::Dnn { hidden }) => serde_json::json!({
+            "hidden": hidden,
             "definition": "h^0 = x; h^l = σ(W^l h^{l-1} + b^l); f = W^L h^{L-1} + b^L",
         }),
+        _ => return Err(no_witness_script(config)),
     };
     let obj = description.as_object_mut().expect("a JSON object");
     obj.extend(sizes.as_object().expect("a JSON object").clone());

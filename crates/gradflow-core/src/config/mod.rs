@@ -45,12 +45,16 @@
 //! ```
 //!
 //! Image presets (cnn, conv-resnet, unet, mobilenet) take `data.kind = "images"` and only them;
-//! siamese takes `data.kind = "pairs"` and only it. The module is split into `raw` (the serde
-//! schema), `validate` and `model` (checks and resolution), `locate` (line numbers for errors)
-//! and `write` ([`Config::to_toml`]).
+//! siamese takes `data.kind = "pairs"` and only it. A validated preset is a [`ModelSpec`]: one
+//! variant per preset, holding exactly the keys that preset takes.
+//!
+//! The module is split into `raw` (the serde schema), `preset` ([`ModelSpec`] and [`Preset`]),
+//! `validate` and `model` (checks and resolution), `locate` (line numbers for errors) and
+//! `write` ([`Config::to_toml`]).
 
 mod locate;
 mod model;
+mod preset;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -58,10 +62,13 @@ mod tests;
 mod tests_arch;
 #[cfg(test)]
 mod tests_layers;
+#[cfg(test)]
+mod tests_spec;
 mod validate;
 mod write;
 
 pub(crate) use model::{parse_activation, parse_init};
+pub use preset::{ModelSpec, Preset};
 pub use raw::{
     NameOrTable, RawActivationTable, RawConfig, RawData, RawGraph, RawInitTable, RawModel, RawNtk,
     RawTrain,
@@ -70,8 +77,6 @@ pub use validate::check_layer_outputs;
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
-use crate::layers::PairCombine;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use crate::init::InitScheme;
@@ -195,33 +200,19 @@ pub enum GraphConfig {
     Edges { path: PathBuf },
 }
 
-/// What a model is built from: a preset (with the keys of [`ModelConfig`]) or a list of layers.
+/// What a model is built from: a preset with its keys, or a list of layers.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Architecture {
-    Preset(Preset),
+    Preset(ModelSpec),
     /// `[[model.layers]]` ([`crate::spec`]), already checked against `[data]` where its sizes
     /// are known before loading anything.
     Layers(Vec<crate::spec::LayerSpec>),
 }
 
-/// The architecture and its initialisation. Fields a preset does not use hold their "unused"
-/// value (empty, 0, or `AbsDiff` for `combine`); see [`Preset::uses_key`].
+/// The architecture and its initialisation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Architecture,
-    /// Hidden widths (dnn, gcn, cheb, graphconv; siamese: the shared tower); empty otherwise.
-    pub hidden: Vec<usize>,
-    /// Number of residual blocks (resnet, conv-resnet); 0 for the other presets.
-    pub depth: usize,
-    /// Convolutional widths (cnn: conv blocks; conv-resnet: exactly `[width]`; unet: channels per
-    /// encoder level; mobilenet: block widths); empty for the other presets.
-    pub channels: Vec<usize>,
-    /// Odd kernel size k (k×k) of cnn, conv-resnet, unet, mobilenet (default 3); 0 otherwise.
-    pub kernel: usize,
-    /// Chebyshev order K ≥ 1 of cheb (default 3); 0 otherwise.
-    pub order: usize,
-    /// How siamese combines its towers (default `AbsDiff`); `AbsDiff` for the other presets.
-    pub combine: PairCombine,
     pub activation: Activation,
     pub init: InitScheme,
 }
@@ -229,8 +220,12 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The preset, None for a layer list.
     pub fn preset(&self) -> Option<Preset> {
-        match self.arch {
-            Architecture::Preset(p) => Some(p),
+        self.spec().map(ModelSpec::preset)
+    }
+    /// The preset with its keys, None for a layer list.
+    pub fn spec(&self) -> Option<&ModelSpec> {
+        match &self.arch {
+            Architecture::Preset(spec) => Some(spec),
             Architecture::Layers(_) => None,
         }
     }
@@ -244,128 +239,16 @@ impl ModelConfig {
     /// True when the model works on the samples' graph (a `[graph]` section is needed).
     pub fn needs_graph(&self) -> bool {
         match &self.arch {
-            Architecture::Preset(p) => p.is_graph(),
+            Architecture::Preset(spec) => spec.preset().is_graph(),
             Architecture::Layers(l) => l.iter().any(crate::spec::LayerSpec::uses_graph),
         }
     }
     /// How errors and summaries name the architecture: `preset dnn`, or `a layer list`.
     pub fn label(&self) -> String {
-        match self.arch {
-            Architecture::Preset(p) => format!("preset {p}"),
+        match &self.arch {
+            Architecture::Preset(spec) => format!("preset {}", spec.preset()),
             Architecture::Layers(_) => "a layer list".into(),
         }
-    }
-}
-
-/// The architectures that can be built from a config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Preset {
-    Dnn,
-    Resnet,
-    Gcn,
-    Cnn,
-    ConvResnet,
-    Cheb,
-    GraphConv,
-    Unet,
-    Mobilenet,
-    Siamese,
-}
-
-impl Preset {
-    /// Every available preset, in the order they are listed to users.
-    pub const ALL: [Preset; 10] = [
-        Preset::Dnn,
-        Preset::Resnet,
-        Preset::Gcn,
-        Preset::Cnn,
-        Preset::ConvResnet,
-        Preset::Cheb,
-        Preset::GraphConv,
-        Preset::Unet,
-        Preset::Mobilenet,
-        Preset::Siamese,
-    ];
-    /// Presets named in the design that are not implemented yet (none at present).
-    pub const PLANNED: [&'static str; 0] = [];
-    /// The `[model]` keys whose use depends on the preset ([`Preset::uses_key`]).
-    pub const MODEL_KEYS: [&'static str; 6] =
-        ["hidden", "depth", "channels", "kernel", "order", "combine"];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Dnn => "dnn",
-            Self::Resnet => "resnet",
-            Self::Gcn => "gcn",
-            Self::Cnn => "cnn",
-            Self::ConvResnet => "conv-resnet",
-            Self::Cheb => "cheb",
-            Self::GraphConv => "graphconv",
-            Self::Unet => "unet",
-            Self::Mobilenet => "mobilenet",
-            Self::Siamese => "siamese",
-        }
-    }
-
-    /// True when the preset needs a graph on the samples (a `[graph]` section).
-    pub fn is_graph(&self) -> bool {
-        matches!(self, Self::Gcn | Self::Cheb | Self::GraphConv)
-    }
-
-    /// True for the convolutional presets, which take `data.kind = "images"`.
-    pub fn needs_images(&self) -> bool {
-        matches!(
-            self,
-            Self::Cnn | Self::ConvResnet | Self::Unet | Self::Mobilenet
-        )
-    }
-
-    /// True for the presets the compiled engine ([`crate::engine`]) trains, in f32 or f64; the
-    /// others train on the layer path, in f64 only.
-    pub fn has_engine(&self) -> bool {
-        matches!(self, Self::Dnn | Self::Resnet | Self::Gcn)
-    }
-
-    /// The names of the presets with an engine ([`Self::has_engine`]), listed for users.
-    pub fn engine_names() -> String {
-        let with_engine = Self::ALL.into_iter().filter(Self::has_engine);
-        with_engine.map(|p| p.name()).collect::<Vec<_>>().join(", ")
-    }
-
-    /// True for the presets on input pairs (`data.kind = "pairs"`).
-    pub fn needs_pairs(&self) -> bool {
-        matches!(self, Self::Siamese)
-    }
-
-    /// Whether `[model]` key `key` (one of [`Preset::MODEL_KEYS`]) is used by this preset;
-    /// `activation` and `init` are used by every preset.
-    pub fn uses_key(&self, key: &str) -> bool {
-        match key {
-            "hidden" => matches!(
-                self,
-                Self::Dnn | Self::Gcn | Self::Cheb | Self::GraphConv | Self::Siamese
-            ),
-            "depth" => matches!(self, Self::Resnet | Self::ConvResnet),
-            "channels" | "kernel" => self.needs_images(),
-            "order" => matches!(self, Self::Cheb),
-            "combine" => matches!(self, Self::Siamese),
-            "activation" | "init" => true,
-            _ => false,
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
-    fn available() -> String {
-        Self::ALL.map(|p| p.name()).join(", ")
-    }
-}
-
-impl fmt::Display for Preset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

@@ -1,8 +1,9 @@
-//! `[model]`: the preset, its architecture keys (checked against the preset), the activation and
-//! the initialisation.
+//! `[model]`: the preset and its keys (resolved into a [`ModelSpec`], keys the preset does not
+//! take refused), or a layer list; the activation and the initialisation.
 
 use super::*;
 use crate::activation::PiecewisePolynomial;
+use crate::layers::PairCombine;
 
 /// "preset a", "presets a and b", "presets a, b and c".
 fn preset_list(presets: &[Preset]) -> String {
@@ -14,9 +15,11 @@ fn preset_list(presets: &[Preset]) -> String {
     }
 }
 
-/// Why `model.{key}` means nothing for `preset`, and what to write instead (with a leading space).
-fn unused_hint(key: &str, preset: Preset) -> String {
-    let sizes = if preset.uses_key("hidden") {
+/// Why `model.{key}` means nothing for `preset`, which takes the keys `takes`, and what to write
+/// instead (with a leading space).
+fn unused_hint(key: &str, preset: Preset, takes: &[&str]) -> String {
+    let has_hidden = takes.contains(&"hidden");
+    let sizes = if has_hidden {
         "`model.hidden`"
     } else if preset.needs_images() {
         "`model.channels`"
@@ -24,7 +27,7 @@ fn unused_hint(key: &str, preset: Preset) -> String {
         "data.d"
     };
     match key {
-        "depth" if preset.uses_key("hidden") => {
+        "depth" if has_hidden => {
             format!(" (the depth of a {preset} is the length of `model.hidden`)")
         }
         "depth" => format!(" (the depth of a {preset} is the length of `model.channels`)"),
@@ -47,40 +50,198 @@ pub(super) fn combine_name(c: PairCombine) -> &'static str {
     }
 }
 
-/// A list of positive widths, required when `preset` uses `model.{key}`.
-fn widths(
-    v: &Option<Vec<usize>>,
-    key: &str,
-    preset: Preset,
-    what: &str,
-    example: &str,
-    err: &impl Fn(&str, String) -> Error,
-) -> Result<Vec<usize>> {
-    let field = format!("model.{key}");
-    let w = match v {
-        None => {
-            return Err(err(
-                &field,
-                format!(
-                    "`{field}` is required for preset {preset}: {what}, e.g. {key} = {example}"
-                ),
-            ))
-        }
-        Some(w) if w.is_empty() => {
-            return Err(err(
-                &field,
-                format!("`{field}` is empty; list at least one width, e.g. {key} = {example}"),
-            ))
-        }
-        Some(w) => w.clone(),
+/// The `[model]` keys `preset` takes: those of its spec ([`ModelSpec::keys`]), resolved from a
+/// `[model]` that sets every preset key to a valid value.
+pub(super) fn keys_taken_by(preset: Preset) -> Vec<&'static str> {
+    let every_key = RawModel {
+        hidden: Some(vec![1]),
+        depth: Some(1),
+        channels: Some(vec![1]),
+        kernel: Some(1),
+        order: Some(1),
+        combine: Some("abs-diff".into()),
+        ..RawModel::default()
     };
-    if let Some(i) = w.iter().position(|&x| x == 0) {
-        return Err(err(
-            &field,
-            format!("width {i} of `{field}` is 0; every width must be at least 1"),
-        ));
+    let spec = resolve_spec(preset, &every_key, Path::new("(every preset key)"))
+        .expect("every preset resolves from valid values of all the preset keys");
+    spec.keys().into_iter().map(|(key, _)| key).collect()
+}
+
+/// Reads the preset keys of a `[model]` for `preset`, each with its default, checks and an error
+/// naming the field and the fix.
+struct PresetKeys<'a> {
+    raw: &'a RawModel,
+    preset: Preset,
+    file: &'a Path,
+}
+
+impl PresetKeys<'_> {
+    fn err(&self, field: &str, message: String) -> Error {
+        Error::config(self.file, field, message)
     }
-    Ok(w)
+
+    /// `model.hidden`: `what` the widths are, for the error when it is missing.
+    fn hidden(&self, what: &str) -> Result<Vec<usize>> {
+        self.widths(&self.raw.hidden, "hidden", what, "[250, 250]")
+    }
+
+    /// `model.channels`: `what` they are and an `example`, for the error when it is missing.
+    fn channels(&self, what: &str, example: &str) -> Result<Vec<usize>> {
+        self.widths(&self.raw.channels, "channels", what, example)
+    }
+
+    /// `model.channels` of conv-resnet: exactly `[width]`.
+    fn width(&self) -> Result<usize> {
+        let what = "`[width]`, the channels of every residual block";
+        match self.channels(what, "[16]")?.as_slice() {
+            [width] => Ok(*width),
+            c => Err(self.err(
+                "model.channels",
+                format!(
+                    "`model.channels` has {} entries; preset conv-resnet takes exactly one, its width, e.g. channels = [16] (set the number of blocks with `model.depth`)",
+                    c.len()
+                ),
+            )),
+        }
+    }
+
+    /// A list of positive widths at `model.{key}`, required.
+    fn widths(
+        &self,
+        v: &Option<Vec<usize>>,
+        key: &str,
+        what: &str,
+        example: &str,
+    ) -> Result<Vec<usize>> {
+        let (field, preset) = (format!("model.{key}"), self.preset);
+        let w = match v {
+            None => {
+                return Err(self.err(
+                    &field,
+                    format!(
+                        "`{field}` is required for preset {preset}: {what}, e.g. {key} = {example}"
+                    ),
+                ))
+            }
+            Some(w) if w.is_empty() => {
+                return Err(self.err(
+                    &field,
+                    format!("`{field}` is empty; list at least one width, e.g. {key} = {example}"),
+                ))
+            }
+            Some(w) => w.clone(),
+        };
+        if let Some(i) = w.iter().position(|&x| x == 0) {
+            return Err(self.err(
+                &field,
+                format!("width {i} of `{field}` is 0; every width must be at least 1"),
+            ));
+        }
+        Ok(w)
+    }
+
+    /// `model.depth`: the number of residual blocks, required, at least 1.
+    fn depth(&self) -> Result<usize> {
+        match self.raw.depth {
+            None => Err(self.err(
+                "model.depth",
+                format!("`model.depth` is required for preset {}: the number of residual blocks, e.g. depth = 16", self.preset),
+            )),
+            Some(0) => Err(self.err(
+                "model.depth",
+                "`model.depth` must be at least 1 (the number of residual blocks)".into(),
+            )),
+            Some(depth) => Ok(depth),
+        }
+    }
+
+    /// `model.kernel`: odd, default [`DEFAULT_KERNEL`].
+    fn kernel(&self) -> Result<usize> {
+        let k = self.raw.kernel.unwrap_or(DEFAULT_KERNEL);
+        if k.is_multiple_of(2) {
+            return Err(self.err(
+                "model.kernel",
+                format!("`model.kernel` = {k} must be odd and at least 1 (a same-padded k×k convolution keeps the image size only for odd k), e.g. kernel = 3"),
+            ));
+        }
+        Ok(k)
+    }
+
+    /// `model.order`: the Chebyshev order, at least 1, default [`DEFAULT_ORDER`].
+    fn order(&self) -> Result<usize> {
+        let k = self.raw.order.unwrap_or(DEFAULT_ORDER);
+        if k == 0 {
+            return Err(self.err(
+                "model.order",
+                "`model.order` must be at least 1 (the Chebyshev order K: T_0 … T_{K−1} of the scaled Laplacian), e.g. order = 3".into(),
+            ));
+        }
+        Ok(k)
+    }
+
+    /// `model.combine`: "abs-diff" (default) or "concat".
+    fn combine(&self) -> Result<PairCombine> {
+        match self.raw.combine.as_deref() {
+            None | Some("abs-diff") => Ok(PairCombine::AbsDiff),
+            Some("concat") => Ok(PairCombine::Concat),
+            Some(other) => Err(self.err(
+                "model.combine",
+                format!("unknown combine `{other}`; available: abs-diff (|f(a) − f(b)|), concat ([f(a); f(b)])"),
+            )),
+        }
+    }
+}
+
+/// The spec of `preset` from the keys of `m` (which it does not check for keys the preset does
+/// not take). Keys are read, and their errors reported, in the order hidden, depth, channels,
+/// kernel, order, combine.
+fn resolve_spec(preset: Preset, m: &RawModel, file_label: &Path) -> Result<ModelSpec> {
+    let keys = PresetKeys {
+        raw: m,
+        preset,
+        file: file_label,
+    };
+    let layer_widths = "the hidden-layer widths";
+    let conv_blocks = "the channels of each convolutional block";
+    Ok(match preset {
+        Preset::Dnn => ModelSpec::Dnn {
+            hidden: keys.hidden(layer_widths)?,
+        },
+        Preset::Resnet => ModelSpec::Resnet {
+            depth: keys.depth()?,
+        },
+        Preset::Gcn => ModelSpec::Gcn {
+            hidden: keys.hidden(layer_widths)?,
+        },
+        Preset::Cnn => ModelSpec::Cnn {
+            channels: keys.channels(conv_blocks, "[16, 32]")?,
+            kernel: keys.kernel()?,
+        },
+        Preset::ConvResnet => ModelSpec::ConvResnet {
+            depth: keys.depth()?,
+            width: keys.width()?,
+            kernel: keys.kernel()?,
+        },
+        Preset::Cheb => ModelSpec::Cheb {
+            hidden: keys.hidden(layer_widths)?,
+            order: keys.order()?,
+        },
+        Preset::GraphConv => ModelSpec::GraphConv {
+            hidden: keys.hidden(layer_widths)?,
+        },
+        Preset::Unet => ModelSpec::Unet {
+            channels: keys.channels("the channels of each encoder level", "[16, 32]")?,
+            kernel: keys.kernel()?,
+        },
+        Preset::Mobilenet => ModelSpec::Mobilenet {
+            channels: keys.channels(conv_blocks, "[16, 32]")?,
+            kernel: keys.kernel()?,
+        },
+        Preset::Siamese => ModelSpec::Siamese {
+            hidden: keys.hidden("the hidden widths of the shared tower")?,
+            combine: keys.combine()?,
+        },
+    })
 }
 
 /// Resolves `[model]`; the checks against `[data]` are in [`super::validate`].
@@ -135,115 +296,27 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
         }
     };
 
-    // Keys the preset does not use.
-    let present = [
-        ("hidden", m.hidden.is_some()),
-        ("depth", m.depth.is_some()),
-        ("channels", m.channels.is_some()),
-        ("kernel", m.kernel.is_some()),
-        ("order", m.order.is_some()),
-        ("combine", m.combine.is_some()),
-    ];
-    for (key, is_set) in present {
-        if is_set && !preset.uses_key(key) {
-            let users: Vec<Preset> = Preset::ALL
-                .into_iter()
-                .filter(|p| p.uses_key(key))
-                .collect();
-            return Err(err(
-                &format!("model.{key}"),
-                format!(
-                    "`model.{key}` is only used by {}; remove it{}",
-                    preset_list(&users),
-                    unused_hint(key, preset)
-                ),
-            ));
-        }
+    // Keys the preset does not take, before the values of those it takes.
+    let takes = keys_taken_by(preset);
+    if let Some(key) = m
+        .preset_keys_given()
+        .into_iter()
+        .find(|k| !takes.contains(k))
+    {
+        let users: Vec<Preset> = Preset::ALL
+            .into_iter()
+            .filter(|p| keys_taken_by(*p).contains(&key))
+            .collect();
+        return Err(err(
+            &format!("model.{key}"),
+            format!(
+                "`model.{key}` is only used by {}; remove it{}",
+                preset_list(&users),
+                unused_hint(key, preset, &takes)
+            ),
+        ));
     }
-
-    let hidden = if preset.uses_key("hidden") {
-        let what = if preset == Preset::Siamese {
-            "the hidden widths of the shared tower"
-        } else {
-            "the hidden-layer widths"
-        };
-        widths(&m.hidden, "hidden", preset, what, "[250, 250]", &err)?
-    } else {
-        Vec::new()
-    };
-    let depth = if preset.uses_key("depth") {
-        match m.depth {
-            None => {
-                return Err(err(
-                    "model.depth",
-                    format!("`model.depth` is required for preset {preset}: the number of residual blocks, e.g. depth = 16"),
-                ))
-            }
-            Some(0) => {
-                return Err(err(
-                    "model.depth",
-                    "`model.depth` must be at least 1 (the number of residual blocks)".into(),
-                ))
-            }
-            Some(depth) => depth,
-        }
-    } else {
-        0
-    };
-    let channels = if preset.uses_key("channels") {
-        let (what, example) = match preset {
-            Preset::ConvResnet => ("`[width]`, the channels of every residual block", "[16]"),
-            Preset::Unet => ("the channels of each encoder level", "[16, 32]"),
-            _ => ("the channels of each convolutional block", "[16, 32]"),
-        };
-        let c = widths(&m.channels, "channels", preset, what, example, &err)?;
-        if preset == Preset::ConvResnet && c.len() != 1 {
-            return Err(err(
-                "model.channels",
-                format!(
-                    "`model.channels` has {} entries; preset conv-resnet takes exactly one, its width, e.g. channels = [16] (set the number of blocks with `model.depth`)",
-                    c.len()
-                ),
-            ));
-        }
-        c
-    } else {
-        Vec::new()
-    };
-    let kernel = if preset.uses_key("kernel") {
-        let k = m.kernel.unwrap_or(DEFAULT_KERNEL);
-        if k.is_multiple_of(2) {
-            return Err(err(
-                "model.kernel",
-                format!("`model.kernel` = {k} must be odd and at least 1 (a same-padded k×k convolution keeps the image size only for odd k), e.g. kernel = 3"),
-            ));
-        }
-        k
-    } else {
-        0
-    };
-    let order = if preset.uses_key("order") {
-        let k = m.order.unwrap_or(DEFAULT_ORDER);
-        if k == 0 {
-            return Err(err(
-                "model.order",
-                "`model.order` must be at least 1 (the Chebyshev order K: T_0 … T_{K−1} of the scaled Laplacian), e.g. order = 3".into(),
-            ));
-        }
-        k
-    } else {
-        0
-    };
-    let combine = match m.combine.as_deref() {
-        None | Some("abs-diff") => PairCombine::AbsDiff,
-        Some("concat") => PairCombine::Concat,
-        Some(other) => {
-            return Err(err(
-                "model.combine",
-                format!("unknown combine `{other}`; available: abs-diff (|f(a) − f(b)|), concat ([f(a); f(b)])"),
-            ))
-        }
-    };
+    let spec = resolve_spec(preset, m, file_label)?;
 
     let activation = match &m.activation {
         None => Activation::leaky_relu(),
@@ -254,13 +327,7 @@ pub(super) fn resolve_model(m: &RawModel, file_label: &Path) -> Result<ModelConf
         Some(i) => parse_init(i, file_label, "model.init")?,
     };
     Ok(ModelConfig {
-        arch: Architecture::Preset(preset),
-        hidden,
-        depth,
-        channels,
-        kernel,
-        order,
-        combine,
+        arch: Architecture::Preset(spec),
         activation,
         init,
     })
@@ -273,15 +340,7 @@ fn resolve_layers(
     layers: &[crate::spec::LayerSpec],
     file_label: &Path,
 ) -> Result<ModelConfig> {
-    let present = [
-        ("hidden", m.hidden.is_some()),
-        ("depth", m.depth.is_some()),
-        ("channels", m.channels.is_some()),
-        ("kernel", m.kernel.is_some()),
-        ("order", m.order.is_some()),
-        ("combine", m.combine.is_some()),
-    ];
-    if let Some((key, _)) = present.iter().find(|(_, set)| *set) {
+    if let Some(key) = m.preset_keys_given().first() {
         return Err(Error::config(
             file_label,
             &format!("model.{key}"),
@@ -298,12 +357,6 @@ fn resolve_layers(
     };
     Ok(ModelConfig {
         arch: Architecture::Layers(layers.to_vec()),
-        hidden: Vec::new(),
-        depth: 0,
-        channels: Vec::new(),
-        kernel: 0,
-        order: 0,
-        combine: PairCombine::AbsDiff,
         activation,
         init,
     })
@@ -411,7 +464,6 @@ pub(crate) fn parse_activation(
     }
 }
 
-/// Reads an initialisation written at `field` (`model.init`, or `init` of a JSON spec).
 /// Reads an initialisation written at `field` (`model.init`, or `init` of a JSON spec).
 pub(crate) fn parse_init(
     i: &NameOrTable<RawInitTable>,

@@ -55,10 +55,11 @@ pub struct RawGraph {
     pub edges: Option<String>,
 }
 
-/// `[model]`: `preset` selects which of `hidden`, `depth`, `channels`, `kernel`, `order` and
-/// `combine` are used ([`super::Preset::uses_key`]); or, instead of a preset, `layers` lists
-/// the layers ([`crate::spec`]), with an optional `input` that must agree with `[data]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `[model]`: `preset` selects which of the preset keys `hidden`, `depth`, `channels`, `kernel`,
+/// `order` and `combine` are taken (those of its [`super::ModelSpec`] variant); or, instead of a
+/// preset, `layers` lists the layers ([`crate::spec`]), with an optional `input` that must agree
+/// with `[data]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +84,25 @@ pub struct RawModel {
     pub input: Option<InputSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<Vec<LayerSpec>>,
+}
+
+impl RawModel {
+    /// The preset keys the file sets, in the order their errors are reported.
+    pub fn preset_keys_given(&self) -> Vec<&'static str> {
+        let given = [
+            ("hidden", self.hidden.is_some()),
+            ("depth", self.depth.is_some()),
+            ("channels", self.channels.is_some()),
+            ("kernel", self.kernel.is_some()),
+            ("order", self.order.is_some()),
+            ("combine", self.combine.is_some()),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(key, _)| key)
+            .collect()
+    }
 }
 
 /// A value written either as a bare name (`"relu"`) or as a table with a `kind` key.

@@ -44,8 +44,10 @@ fn defaults_filled() {
     assert_eq!(c.data, DataConfig::Ball { n: 20, d: 4, m: 2 });
     assert_eq!(c.graph, None);
     assert_eq!(c.model.preset(), Some(Preset::Dnn));
-    assert_eq!(c.model.hidden, vec![8, 8]);
-    assert_eq!(c.model.depth, 0);
+    assert_eq!(
+        c.model.arch,
+        Architecture::Preset(ModelSpec::Dnn { hidden: vec![8, 8] })
+    );
     assert_eq!(c.model.activation, Activation::LeakyRelu { slope: 0.01 });
     assert_eq!(c.model.init, InitScheme::Torch);
     assert_eq!(c.train, TrainConfig::default());
@@ -198,8 +200,8 @@ fn preset_choices() {
     assert!(message.contains("available: dnn, resnet, gcn"), "{message}");
     let c = parse(&with_model("preset = \"resnet\"\ndepth = 3")).unwrap();
     assert_eq!(
-        (c.model.preset(), c.model.depth, c.model.hidden.len()),
-        (Some(Preset::Resnet), 3, 0)
+        c.model.arch,
+        Architecture::Preset(ModelSpec::Resnet { depth: 3 })
     );
     let (field, _) = fail(&with_model("preset = \"resnet\""));
     assert_eq!(field, "model.depth");

@@ -82,11 +82,12 @@ fn image_defaults() {
     assert_eq!(c.graph, None);
     let m = &c.model;
     assert_eq!(m.preset(), Some(Preset::Cnn));
-    assert_eq!(m.channels, vec![4, 8]);
-    assert_eq!(m.kernel, DEFAULT_KERNEL);
-    assert_eq!(m.kernel, 3);
-    assert_eq!((m.hidden.len(), m.depth, m.order), (0, 0, 0));
-    assert_eq!(m.combine, PairCombine::AbsDiff);
+    assert_eq!(DEFAULT_KERNEL, 3);
+    let cnn = ModelSpec::Cnn {
+        channels: vec![4, 8],
+        kernel: 3,
+    };
+    assert_eq!(m.spec(), Some(&cnn));
     assert_eq!(m.activation, Activation::leaky_relu());
     assert_eq!(m.init, InitScheme::Torch);
     assert_eq!(c.data.kind(), "images");
@@ -101,37 +102,52 @@ fn image_defaults() {
         "preset = \"conv-resnet\"\nchannels = [4]\ndepth = 2",
     ))
     .unwrap();
-    assert_eq!(
-        (c.model.channels.clone(), c.model.depth, c.model.kernel),
-        (vec![4], 2, 3)
-    );
+    let conv_resnet = ModelSpec::ConvResnet {
+        width: 4,
+        depth: 2,
+        kernel: 3,
+    };
+    assert_eq!(c.model.spec(), Some(&conv_resnet));
     let c = parse(&images(
         "preset = \"mobilenet\"\nchannels = [8, 16]\nkernel = 5",
     ))
     .unwrap();
-    assert_eq!((c.model.channels.clone(), c.model.kernel), (vec![8, 16], 5));
+    let mobilenet = ModelSpec::Mobilenet {
+        channels: vec![8, 16],
+        kernel: 5,
+    };
+    assert_eq!(c.model.spec(), Some(&mobilenet));
     let c = parse(&images("preset = \"unet\"\nchannels = [4, 8]\nkernel = 1")).unwrap();
-    assert_eq!((c.model.channels.clone(), c.model.kernel), (vec![4, 8], 1));
+    let unet = ModelSpec::Unet {
+        channels: vec![4, 8],
+        kernel: 1,
+    };
+    assert_eq!(c.model.spec(), Some(&unet));
     // unet's targets are m×H×W images.
     assert_eq!(c.output_dim(), Some(3 * 8 * 8));
 }
 
 #[test]
 fn graph_and_pair_defaults() {
+    let cheb = |hidden: Vec<usize>, order| Some(ModelSpec::Cheb { hidden, order });
     let c = parse(&with_model("preset = \"cheb\"\nhidden = [16]")).unwrap();
-    assert_eq!(c.model.order, DEFAULT_ORDER);
-    assert_eq!(c.model.order, 3);
+    assert_eq!(DEFAULT_ORDER, 3);
+    assert_eq!(c.model.spec().cloned(), cheb(vec![16], 3));
     assert_eq!(c.graph, Some(GraphConfig::Knn { k: DEFAULT_K }));
-    assert_eq!((c.model.kernel, c.model.depth), (0, 0));
     let c = parse(&with_model("preset = \"cheb\"\nhidden = [16]\norder = 1")).unwrap();
-    assert_eq!(c.model.order, 1);
+    assert_eq!(c.model.spec().cloned(), cheb(vec![16], 1));
     let c = parse(&with_model("preset = \"graphconv\"\nhidden = [16, 16]")).unwrap();
     assert_eq!(c.graph, Some(GraphConfig::Knn { k: DEFAULT_K }));
-    assert_eq!((c.model.order, c.model.hidden.clone()), (0, vec![16, 16]));
+    let graphconv = ModelSpec::GraphConv {
+        hidden: vec![16, 16],
+    };
+    assert_eq!(c.model.spec(), Some(&graphconv));
+    let siamese = |hidden: Vec<usize>, combine| Some(ModelSpec::Siamese { hidden, combine });
 
     let c = parse(&pairs("preset = \"siamese\"\nhidden = [16, 16]")).unwrap();
     assert_eq!(c.data, DataConfig::Pairs { n: 40, d: 6, m: 2 });
-    assert_eq!(c.model.combine, PairCombine::AbsDiff);
+    let abs_diff = crate::layers::PairCombine::AbsDiff;
+    assert_eq!(c.model.spec().cloned(), siamese(vec![16, 16], abs_diff));
     assert_eq!(c.graph, None);
     assert_eq!(
         (c.data.kind(), c.data.input_dim(), c.output_dim()),
@@ -141,12 +157,13 @@ fn graph_and_pair_defaults() {
         "preset = \"siamese\"\nhidden = [16]\ncombine = \"concat\"",
     ))
     .unwrap();
-    assert_eq!(c.model.combine, PairCombine::Concat);
+    let concat = crate::layers::PairCombine::Concat;
+    assert_eq!(c.model.spec().cloned(), siamese(vec![16], concat));
     let c = parse(&pairs(
         "preset = \"siamese\"\nhidden = [16]\ncombine = \"abs-diff\"",
     ))
     .unwrap();
-    assert_eq!(c.model.combine, PairCombine::AbsDiff);
+    assert_eq!(c.model.spec().cloned(), siamese(vec![16], abs_diff));
 }
 
 #[test]
@@ -402,14 +419,6 @@ fn to_toml_round_trip_new_presets() {
         };
         assert_eq!(back, c, "{out}");
         let p = c.model.preset().expect("a preset config");
-        // Every field the preset uses is written out, defaults included.
-        for key in Preset::MODEL_KEYS {
-            assert_eq!(
-                out.contains(&format!("\n{key} = ")),
-                p.uses_key(key),
-                "{key} for {p}:\n{out}"
-            );
-        }
         assert_eq!(out.contains("\n[graph]\n"), p.is_graph(), "{out}");
         assert!(
             out.contains(&format!("kind = \"{}\"", c.data.kind())),

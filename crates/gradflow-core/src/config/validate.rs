@@ -193,8 +193,8 @@ fn check_data_for_model(
     file_label: &Path,
 ) -> Result<()> {
     let err = |field: &str, message: String| Error::config(file_label, field, message);
-    let preset = match &model.arch {
-        Architecture::Preset(p) => *p,
+    let (spec, preset) = match &model.arch {
+        Architecture::Preset(spec) => (spec, spec.preset()),
         Architecture::Layers(layers) => {
             return check_data_for_layers(data, model, layers, input, file_label)
         }
@@ -232,8 +232,9 @@ fn check_data_for_model(
             format!("data.kind = \"pairs\" is only used by preset siamese; preset {preset} takes data.kind = {usual}"),
         ));
     }
-    if let (Preset::Unet, Some((_, height, width))) = (preset, data.image_shape()) {
-        let levels = model.channels.len();
+    if let (ModelSpec::Unet { channels, .. }, Some((_, height, width))) = (spec, data.image_shape())
+    {
+        let levels = channels.len();
         let factor = u32::try_from(levels - 1)
             .ok()
             .and_then(|s| 1usize.checked_shl(s));

@@ -62,25 +62,10 @@ impl Config {
         }
         let m = &self.model;
         let _ = writeln!(w, "\n[model]");
-        if let Architecture::Preset(p) = m.arch {
-            let _ = writeln!(w, "preset = \"{}\"", p.name());
-            if p.uses_key("hidden") {
-                let _ = writeln!(w, "hidden = {:?}", m.hidden);
-            }
-            if p.uses_key("channels") {
-                let _ = writeln!(w, "channels = {:?}", m.channels);
-            }
-            if p.uses_key("depth") {
-                let _ = writeln!(w, "depth = {}", m.depth);
-            }
-            if p.uses_key("kernel") {
-                let _ = writeln!(w, "kernel = {}", m.kernel);
-            }
-            if p.uses_key("order") {
-                let _ = writeln!(w, "order = {}", m.order);
-            }
-            if p.uses_key("combine") {
-                let _ = writeln!(w, "combine = \"{}\"", super::model::combine_name(m.combine));
+        if let Architecture::Preset(spec) = &m.arch {
+            let _ = writeln!(w, "preset = \"{}\"", spec.preset().name());
+            for (key, value) in spec.keys() {
+                let _ = writeln!(w, "{key} = {value}");
             }
         }
         let _ = writeln!(w, "activation = {}", activation_toml(&m.activation));
