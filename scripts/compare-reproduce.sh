@@ -3,13 +3,16 @@
 # time: JSON keys matching seconds|gflops|wall|peak|machine, `timing.json`, and durations and
 # machine-speed figures in the HTML/Markdown reports. Used to show that a refactor leaves the
 # quick reproduction's outputs byte-identical. Needs jq.
+# A feature commit that adds a JSON key on purpose can be compared around with IGNORE_KEYS (a regex
+# of further keys to drop, e.g. IGNORE_KEYS='^solver$'); say so wherever the result is quoted.
 #   scripts/compare-reproduce.sh runs/before runs/after
 set -euo pipefail
 a=$1
 b=$2
 bad=0
+keys="seconds|gflops|wall|peak|machine${IGNORE_KEYS:+|$IGNORE_KEYS}"
 norm_json() {
-  jq -S 'walk(if type == "object" then with_entries(select(.key | test("seconds|gflops|wall|peak|machine") | not)) else . end)' "$1"
+  jq -S --arg keys "$keys" 'walk(if type == "object" then with_entries(select(.key | test($keys) | not)) else . end)' "$1"
 }
 norm_text() {
   # Durations, then the work-versus-peak figures of the timing line.
