@@ -292,7 +292,7 @@ fn train(
             progress: !quiet,
             force,
             resume,
-            stop_after_epoch: None,
+            ..RunOptions::default()
         },
     );
     let s = match result {
