@@ -186,6 +186,7 @@ fn sigint_pauses_a_layer_path_flow_run_and_resume_is_bit_identical() {
 /// one uninterrupted run. A paused run's messages and files say how to continue.
 #[test]
 fn flow_run_paused_twice_resumes_bit_identically() {
+    let _lock = common::parallelism_lock();
     let dir = common::fresh_dir("flow-resume", "lib");
     let cfg = Config::from_path(&write_config(&dir, LAYERS)).unwrap();
     let prep = run::prepare(&cfg).unwrap();

@@ -87,6 +87,7 @@ fn assert_same_run(a: &Path, b: &Path) {
 
 #[test]
 fn paused_and_resumed_run_is_bit_identical() {
+    let _lock = common::parallelism_lock();
     let dir = tmp("lib");
     let (_, cfg) = config(&dir, CONFIG);
     let prep = run::prepare(&cfg).unwrap();

@@ -299,6 +299,7 @@ mod tests {
     /// must end exactly where one uninterrupted solve ends: θ(T), every output record and θ at
     /// it, the counts and the event totals, bit for bit. Both evaluation routes.
     fn paused_solve_resumes_bit_identically(compiled: bool) {
+        let _lock = crate::parallelism_lock();
         let model = presets::dnn(4, &[8, 8], 2, &Activation::leaky_relu());
         let data = Dataset::ball(10, 4, 2, 0);
         let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
