@@ -1,6 +1,6 @@
 //! Cooperative interruption: Ctrl-C or SIGTERM sets a flag that training loops read at every
-//! epoch boundary, so a run stops cleanly — metrics flushed, a checkpoint written — instead of
-//! dying mid-write. A second signal while the first is being handled exits at once.
+//! epoch boundary (GD) or accepted step (the flow solve), so a run stops cleanly — metrics
+//! flushed, a checkpoint written — instead of dying mid-write. A second signal while the first is being handled exits at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
@@ -17,7 +17,7 @@ pub fn install_handler() {
                 std::process::exit(130);
             }
             eprintln!(
-                "\ninterrupt: stopping at the next epoch boundary (press again to exit at once)"
+                "\ninterrupt: stopping at the next epoch boundary or flow step (press again to exit at once)"
             );
         });
     });

@@ -49,7 +49,7 @@ pub(crate) fn train(
             progress: !quiet,
             force,
             resume,
-            stop_after_epoch: None,
+            ..RunOptions::default()
         },
     );
     let s = match result {

@@ -295,14 +295,14 @@ pub fn reproduce_ablations(
         let summary = match previous {
             Some(s) if s.status != run::Status::Interrupted => Ok(s),
             _ => run::prepare(&spec.config).and_then(|prep| {
-                // A flow run cannot be resumed: an interrupted one starts again.
-                let resume =
-                    previous.is_some() && spec.config.train.solver == crate::config::Solver::Gd;
+                // An interrupted run that left a checkpoint continues; one that could not (a
+                // classic or PReLU flow solve) starts again.
+                let resume = previous.is_some() && dir.join(run::CHECKPOINT_FILE).exists();
                 let ropts = RunOptions {
                     progress: false,
                     force: true,
                     resume,
-                    stop_after_epoch: None,
+                    ..RunOptions::default()
                 };
                 match run::execute(&prep, &dir, &ropts) {
                     Ok(s) => Ok(s),

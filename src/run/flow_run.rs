@@ -5,17 +5,21 @@
 //! intervals (`sliding.csv`), the solver's evaluation counts, and on request (`compare_gd`) GD
 //! with step lr run to the same time for ‖θ_GD(kη) − θ_GF(kη)‖ / ‖θ_GF(kη)‖ and the loss gap.
 //!
-//! A flow run cannot be paused and resumed (a GD run can): Ctrl-C stops it at the next output
-//! time with status "interrupted", keeping the rows written so far.
+//! Ctrl-C/SIGTERM (or `stop_after_step`) pauses the solve after its next accepted step: the run
+//! is written with status "interrupted" and a checkpoint holding θ, the run's state and the
+//! solver's [`crate::flow::FlowSnapshot`], and `--resume` continues it to a result bit-identical
+//! to an uninterrupted run. The classic solve (`kink_aware = false`) and PReLU networks cannot
+//! pause ([`crate::flow::resumable`]): Ctrl-C stops them at the next output time, keeping the
+//! rows written so far, and they start again.
 
-use super::state::{timed_kernel_view, Checkpoint};
+use super::state::{timed_kernel_view, Checkpoint, FlowRunState};
 use super::summary::{
     summarize, FlowRunSummary, GdComparison, RunSummary, Status, FLOW_METRICS_HEADER,
 };
 use super::writer::{memory_budget, RunWriter};
 use super::{Prepared, RunOptions};
 use crate::error::{Error, Result};
-use crate::flow::{gradient_flow_with_progress, FlowOptions};
+use crate::flow::{gradient_flow_from, resumable, FlowOptions};
 use crate::train::{gradient_descent, Control, GdOptions, GdState};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -72,15 +76,29 @@ fn rel_gap(a: &[f64], b: &[f64]) -> f64 {
     (d / n.max(f64::MIN_POSITIVE)).sqrt()
 }
 
-/// Writes the flow run in `dir` (a fresh staging directory).
-pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
+/// Writes (or, from a checkpoint, continues) the flow run in `dir`.
+pub(super) fn write_flow_run(
+    prep: &Prepared,
+    dir: &Path,
+    opts: &RunOptions,
+    resume: Option<Checkpoint>,
+) -> Result<RunSummary> {
     let start = Instant::now();
     let cfg = &prep.config;
     let fc = &cfg.train.flow;
     let (model, data) = (&prep.model, &prep.data);
-    let mut writer = RunWriter::open(prep, dir, &FLOW_METRICS_HEADER, false)?;
     let mut flow_opts = FlowOptions::new(fc.t_end, fc.rtol, fc.atol, fc.outputs, cfg.train.loss);
     flow_opts.kink_aware = fc.kink_aware;
+    let resuming = resume.is_some();
+    let mut ck = resume.unwrap_or_else(|| Checkpoint::fresh(prep));
+    let resumed = ck.flow.take();
+    if resuming && resumed.is_none() {
+        return Err(Error::Invalid(
+            "--resume: the checkpoint holds no flow solver state; start the run again without --resume"
+                .into(),
+        ));
+    }
+    let mut writer = RunWriter::open(prep, dir, &FLOW_METRICS_HEADER, resuming)?;
     let ((lin, drift), kernel_view_seconds) = timed_kernel_view(prep, memory_budget(prep));
     let gd = if fc.compare_gd {
         Some(gd_reference(prep, &flow_opts.outputs)?)
@@ -101,23 +119,34 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     );
     let solve_start = Instant::now();
     let mut last_draw = 0u64;
+    // Pausable solves pause after an accepted step; the others stop at the next output time.
+    let can_pause = resumable(model, &flow_opts);
+    let steps_before = resumed
+        .as_ref()
+        .map_or(0, |r| r.solver.position.steps_accepted);
     let mut progress = |p: &crate::flow::FlowProgress| {
+        let pause = crate::interrupt::requested() || opts.stop_after_step == Some(p.steps_accepted);
+        let control = if can_pause && pause {
+            Control::Pause
+        } else {
+            Control::Continue
+        };
         let tick = ((p.t / p.t_end).clamp(0.0, 1.0) * PROGRESS_TICKS as f64) as u64;
         let steps = p.steps_accepted;
         // The message only when the bar moved or every 64 steps (formatting costs).
         if tick == bar.position() && steps < last_draw + 64 {
-            return;
+            return control;
         }
         last_draw = steps;
-        let rate = steps as f64 / solve_start.elapsed().as_secs_f64().max(1e-9);
+        let rate = (steps - steps_before) as f64 / solve_start.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(tick);
         bar.set_message(format!(
             "t {:.4}/{} · loss {:.3e} · pinned {} · {:.0} steps/s",
             p.t, p.t_end, p.loss, p.pinned, rate
         ));
+        control
     };
-    let mut ck = Checkpoint::fresh(prep);
-    ck.kernel_view_seconds = kernel_view_seconds;
+    ck.kernel_view_seconds += kernel_view_seconds;
     let mut cmp = GdComparison {
         lr: cfg.train.lr,
         epochs: gd.as_ref().map_or(0, |g| g.0),
@@ -127,16 +156,24 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
         final_loss_gd: f64::NAN,
         stability_max: None,
     };
+    if let Some(r) = &resumed {
+        let [max_gap, final_gap, max_loss_gap, final_loss] = r.gd_comparison.map(f64::from_bits);
+        cmp.max_theta_gap = max_gap;
+        cmp.final_theta_gap = final_gap;
+        cmp.max_relative_loss_gap = max_loss_gap;
+        cmp.final_loss_gd = final_loss;
+    }
     let mut io_error = None;
     let mut interrupted = false;
     let every = cfg.ntk.every;
-    let mut final_theta = prep.theta0.clone();
+    let mut final_theta = std::mem::take(&mut ck.theta);
     let last_index = fc.outputs;
-    let outcome = gradient_flow_with_progress(
+    let outcome = gradient_flow_from(
         model,
         data,
         &mut final_theta,
         &flow_opts,
+        resumed.as_ref().map(|r| &r.solver),
         |rec, theta| {
             ck.series_t.push(rec.t);
             ck.series_loss.push(rec.loss);
@@ -182,7 +219,7 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
                     return Control::Stop;
                 }
             }
-            if crate::interrupt::requested() {
+            if !can_pause && crate::interrupt::requested() {
                 interrupted = true;
                 return Control::Stop;
             }
@@ -195,12 +232,23 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
     if let Some(e) = io_error {
         return Err(e);
     }
-    ck.seconds = start.elapsed().as_secs_f64();
+    ck.seconds += start.elapsed().as_secs_f64();
     let (status, message, outcome) = match outcome {
+        Ok(o) if o.paused.is_some() => (
+            Status::Interrupted,
+            Some(format!(
+                "interrupted at t = {:.4} of {}: resume with `gradflow train {} --out <this run> --resume`",
+                o.t_reached,
+                fc.t_end,
+                cfg.source.display()
+            )),
+            Some(o),
+        ),
         Ok(o) if interrupted => (
             Status::Interrupted,
             Some(format!(
-                "interrupted at t = {:.4} of {}: a flow run cannot be resumed; run it again",
+                "interrupted at t = {:.4} of {}: this flow run cannot be resumed (the classic solve, \
+                 kink_aware = false, or a PReLU network); run it again",
                 o.t_reached, fc.t_end
             )),
             Some(o),
@@ -241,6 +289,25 @@ pub(super) fn write_flow_run(prep: &Prepared, dir: &Path, opts: &RunOptions) -> 
             }),
         }
     });
-    let no_checkpoint: Option<&Checkpoint> = None;
-    writer.finish(summary, &final_theta, sliding.as_deref(), no_checkpoint)
+    let snapshot = outcome.and_then(|o| o.paused);
+    let checkpoint = snapshot.map(|solver| {
+        let gaps = [
+            cmp.max_theta_gap,
+            cmp.final_theta_gap,
+            cmp.max_relative_loss_gap,
+            cmp.final_loss_gd,
+        ];
+        ck.theta = final_theta.clone();
+        ck.flow = Some(FlowRunState {
+            solver: *solver,
+            gd_comparison: gaps.map(f64::to_bits),
+        });
+        ck
+    });
+    writer.finish(
+        summary,
+        &final_theta,
+        sliding.as_deref(),
+        checkpoint.as_ref(),
+    )
 }

@@ -31,7 +31,7 @@ mod writer;
 
 pub use build::{prepare, training_bytes, Prepared};
 pub use output::{check_output_dir, execute, CHECKPOINT_FILE};
-pub use state::{Checkpoint, PERSISTENCE_DRAWS, PERSISTENCE_REL};
+pub use state::{Checkpoint, FlowRunState, PERSISTENCE_DRAWS, PERSISTENCE_REL};
 pub use summary::{
     CertificationTally, FlowRunSummary, GdComparison, KernelSummary, RunSummary, RunTiming, Status,
     FLOW_METRICS_HEADER, METRICS_HEADER, NTK_HEADER,
@@ -48,4 +48,6 @@ pub struct RunOptions {
     pub resume: bool,
     /// Behave as if interrupted right after this epoch (for tests of resumption).
     pub stop_after_epoch: Option<usize>,
+    /// Flow runs: behave as if interrupted right after this accepted step (counted from t = 0).
+    pub stop_after_step: Option<u64>,
 }

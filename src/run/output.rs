@@ -62,13 +62,14 @@ fn staging_dir(out: &Path) -> PathBuf {
 /// The checkpoint a paused run leaves in its directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
 
-/// Trains `prep` by gradient descent and writes the run directory `out`.
+/// Trains `prep` (gradient descent or the flow solve, by `train.solver`) and writes the run
+/// directory `out`.
 ///
 /// On divergence the directory is still written (metrics so far, status "diverged") and the
-/// error is returned. On interruption (Ctrl-C, SIGTERM, [`crate::interrupt::request`] or
-/// `opts.stop_after_epoch`) it is written with status "interrupted" and a checkpoint, and
-/// `Error::Interrupted` says how to resume; with `opts.resume` a run continues from that
-/// checkpoint and ends bit-identical to one that was never interrupted.
+/// error is returned. On interruption (Ctrl-C, SIGTERM, [`crate::interrupt::request`],
+/// `opts.stop_after_epoch` or `opts.stop_after_step`) it is written with status "interrupted"
+/// and a checkpoint, and `Error::Interrupted` says how to resume; with `opts.resume` a run
+/// continues from that checkpoint and ends bit-identical to one that was never interrupted.
 pub fn execute(prep: &Prepared, out: &Path, opts: &RunOptions) -> Result<RunSummary> {
     let resume = if opts.resume {
         Some(load_checkpoint(prep, out)?)
@@ -91,7 +92,7 @@ pub fn execute(prep: &Prepared, out: &Path, opts: &RunOptions) -> Result<RunSumm
         std::fs::create_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
     }
     let result = if prep.config.train.solver == crate::config::Solver::Flow {
-        flow_run::write_flow_run(prep, &stage, opts)
+        flow_run::write_flow_run(prep, &stage, opts, resume)
     } else {
         gd_run::write_gd_run(prep, &stage, opts, resume)
     };

@@ -1,13 +1,15 @@
 //! The state a run carries from one record to the next — θ, GD's state, the bound tracker, the
 //! loss series, NTK summaries, the kernel view's gaps, timings — in one serialisable
-//! [`Checkpoint`], so a GD run stopped at an epoch boundary continues from `checkpoint.json` and
-//! ends bit-identical to one that never stopped. Both loops keep their records here: an NTK
+//! [`Checkpoint`], so a run stopped at an epoch boundary (GD) or after an accepted step (flow,
+//! with the solver's [`FlowSnapshot`]) continues from `checkpoint.json` and ends bit-identical
+//! to one that never stopped. Both loops keep their records here: an NTK
 //! checkpoint ([`Checkpoint::ntk_checkpoint`]) is the same computation for GD and the flow.
 
 use super::summary::{CertificationTally, KernelSummary};
 use super::Prepared;
 use crate::error::Result;
 use crate::flow::kernel::{dense_kernel_affordable, kernel_view, Drift, Linearised};
+use crate::flow::FlowSnapshot;
 use crate::ntk::{self, NtkOptions, NtkSummary};
 use crate::theory::BoundTracker;
 use crate::train::GdState;
@@ -20,7 +22,7 @@ pub const PERSISTENCE_REL: f64 = 1e-6;
 pub const PERSISTENCE_DRAWS: usize = 5;
 const PERSISTENCE_SEED: u64 = 0x5eed;
 
-/// The state of a run between two epochs.
+/// The state of a run between two records (GD epochs, or accepted steps of the flow solve).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The resolved config the run was started with (checked on resume).
@@ -52,6 +54,19 @@ pub struct Checkpoint {
     /// How many NTK checkpoints carried a certified λ_min > 0, and the first that did not.
     #[serde(default)]
     pub certification: CertificationTally,
+    /// Flow runs: the solver's state and the comparison with GD (None for GD runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowRunState>,
+}
+
+/// What a paused flow run continues from besides θ and the common state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlowRunState {
+    /// The solve after its last accepted step.
+    pub solver: FlowSnapshot,
+    /// The comparison with GD so far: max θ gap, final θ gap, max relative loss gap, final GD
+    /// loss (f64 bit patterns: NaN until the first output survives JSON).
+    pub gd_comparison: [u64; 4],
 }
 
 impl Checkpoint {
@@ -73,6 +88,7 @@ impl Checkpoint {
             ntk_checkpoints: 0,
             kernel_view_seconds: 0.0,
             certification: CertificationTally::default(),
+            flow: None,
         }
     }
 }

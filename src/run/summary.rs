@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 pub enum Status {
     Completed,
     Diverged,
-    /// Stopped by Ctrl-C/SIGTERM at an epoch boundary; resumable from `checkpoint.json`.
+    /// Stopped by Ctrl-C/SIGTERM at an epoch boundary (GD) or after an accepted step (flow);
+    /// resumable from `checkpoint.json` when the run wrote one.
     Interrupted,
 }
 

@@ -6,6 +6,7 @@ mod common;
 
 mod bad_input;
 mod commands;
+mod flow_resume;
 mod report;
 mod reproduce_no_ntk;
 mod resume;

@@ -14,6 +14,7 @@ fn tmp(tag: &str) -> PathBuf {
 
 #[test]
 fn no_ntk_sweep_has_one_note_and_packed_runs_count_by_their_cores() {
+    let _lock = common::parallelism_lock();
     let mut ab = common::tiny_dnn_sweep(&[2, 4, 8], 12, 300, 0.01);
     for r in ab.runs.iter_mut() {
         r.config.ntk.enabled = false; // what `reproduce --no-ntk` sets before reproduce_ablations

@@ -40,12 +40,12 @@ fn config(dir: &Path, text: &str) -> (PathBuf, Config) {
     (path, c)
 }
 
-fn read(p: &Path) -> Vec<u8> {
+pub(crate) fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// summary.json without its wall-clock fields.
-fn summary_without_times(p: &Path) -> serde_json::Value {
+pub(crate) fn summary_without_times(p: &Path) -> serde_json::Value {
     let mut v: serde_json::Value = serde_json::from_slice(&read(p)).unwrap();
     v.as_object_mut().unwrap().remove("seconds");
     for k in ["ntk_initial", "ntk_final"] {
@@ -87,6 +87,7 @@ fn assert_same_run(a: &Path, b: &Path) {
 
 #[test]
 fn paused_and_resumed_run_is_bit_identical() {
+    let _lock = common::parallelism_lock();
     let dir = tmp("lib");
     let (_, cfg) = config(&dir, CONFIG);
     let prep = run::prepare(&cfg).unwrap();

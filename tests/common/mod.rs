@@ -24,6 +24,17 @@ pub const FD_REL: f64 = 1e-6;
 /// Absolute floor of finite-difference comparisons, relative to the scale of the function.
 pub const FD_ABS: f64 = 1e-7;
 
+/// Held by tests that change faer's global parallelism in-process (`reproduce` packs small runs
+/// one per core by setting it to sequential) and by tests that compare two in-process runs bit
+/// for bit: the parallelism fixes the order of faer's sums, so such a run must not overlap a
+/// change of it in another test thread.
+pub static GLOBAL_PARALLELISM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The [`GLOBAL_PARALLELISM`] lock (a panicking holder does not poison it for the others).
+pub fn parallelism_lock() -> std::sync::MutexGuard<'static, ()> {
+    GLOBAL_PARALLELISM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A new empty directory under the system's temp dir, unique to this process and moment:
 /// `gradflow-<suite>-<tag>-<pid>-<nanos>`.
 pub fn fresh_dir(suite: &str, tag: &str) -> std::path::PathBuf {

@@ -54,3 +54,12 @@ pub mod train;
 
 pub use batch::Batch;
 pub use error::{Error, Result};
+
+/// Held by unit tests that change faer's global parallelism and by those that compare two
+/// computations bit for bit: the parallelism fixes the order of faer's sums, so such a
+/// comparison must not overlap a change of it in another test thread.
+#[cfg(test)]
+pub(crate) fn parallelism_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -93,7 +93,7 @@ pub fn train(
                 progress,
                 force,
                 resume: false,
-                stop_after_epoch: None,
+                ..RunOptions::default()
             };
             let summary = match run::execute(&prep, &out, &opts) {
                 Ok(s) => s,

@@ -129,6 +129,7 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
+    let _lock = crate::parallelism_lock();
     // One cut (4 parts), its parts run one after another (Seq), on a one-thread pool, and on two
     // threads: bitwise equal.
     let act = Activation::Prelu { init: 0.25 };

@@ -28,11 +28,13 @@ pub mod dopri;
 mod events;
 pub mod kernel;
 mod plain;
+mod snapshot;
 pub mod solve;
 pub mod system;
 
+pub use snapshot::{resumable, FlowSnapshot, Position};
 pub use solve::{
-    gradient_flow, gradient_flow_with_progress, EventSummary, FlowOptions, FlowOutcome,
-    FlowProgress, FlowRecord, SlidingInterval,
+    gradient_flow, gradient_flow_from, gradient_flow_with_progress, EventSummary, FlowOptions,
+    FlowOutcome, FlowProgress, FlowRecord, SlidingInterval,
 };
 pub use system::Counts;

@@ -131,5 +131,6 @@ pub(super) fn plain_flow(
         initial_loss,
         final_loss: model.loss(theta, &data.x, &data.y, opts.loss),
         events: EventSummary::default(),
+        paused: None,
     })
 }

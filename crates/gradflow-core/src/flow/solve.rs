@@ -15,9 +15,13 @@
 //!
 //! Decisions are repeated until consistent (several entries can interact). Pinned entries are
 //! pulled back onto their kinks after every step by one Gauss–Newton projection.
+//!
+//! A solve can pause after any accepted step and resume from its state ([`gradient_flow_from`],
+//! `snapshot.rs`), ending bit-identical to one that never paused.
 
 use super::dopri;
 use super::events::Solver;
+use super::snapshot::{resumable, FlowSnapshot, Position};
 use super::system::{Counts, KinkSystem};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -127,6 +131,10 @@ pub struct FlowOutcome {
     pub initial_loss: f64,
     pub final_loss: f64,
     pub events: EventSummary,
+    /// Set when the solve paused after an accepted step (see [`gradient_flow_from`]): the state
+    /// it continues from. Open sliding intervals are closed at `t_reached` in `events` only.
+    #[serde(skip)]
+    pub paused: Option<Box<FlowSnapshot>>,
 }
 
 /// Where a flow solve stands after an accepted step (for a progress display).
@@ -159,10 +167,38 @@ pub fn gradient_flow_with_progress(
     data: &Dataset,
     theta: &mut [f64],
     opts: &FlowOptions,
-    mut observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
+    observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
     progress: &mut dyn FnMut(&FlowProgress),
 ) -> Result<FlowOutcome> {
+    let mut report = |p: &FlowProgress| {
+        progress(p);
+        Control::Continue
+    };
+    gradient_flow_from(model, data, theta, opts, None, observe, &mut report)
+}
+
+/// [`gradient_flow_with_progress`] that can pause and resume. When `progress` returns
+/// [`Control::Pause`] after an accepted step before T, the solve ends there (θ updated to that
+/// step's end) with [`FlowOutcome::paused`] holding its state; given that state as `resume`,
+/// with θ as it was left, the solve continues and ends bit-identical to one that never paused.
+/// Only [`resumable`] solves pause (the others ignore `Control::Pause`); resuming any other
+/// solve, or from a snapshot of another model or data, is an error.
+pub fn gradient_flow_from(
+    model: &Model,
+    data: &Dataset,
+    theta: &mut [f64],
+    opts: &FlowOptions,
+    resume: Option<&FlowSnapshot>,
+    mut observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
+    progress: &mut dyn FnMut(&FlowProgress) -> Control,
+) -> Result<FlowOutcome> {
     validate(opts)?;
+    let can_pause = resumable(model, opts);
+    if resume.is_some() && !can_pause {
+        return Err(Error::Invalid(
+            "only the kink-aware flow solve of a network without PReLU can resume".into(),
+        ));
+    }
     if !opts.kink_aware {
         return super::plain::plain_flow(model, data, theta, opts, |rec, th| {
             progress(&FlowProgress {
@@ -177,7 +213,11 @@ pub fn gradient_flow_with_progress(
         });
     }
     let mut sys = KinkSystem::new(model, data, opts.loss, theta, opts.compiled)?;
-    let result = Solver::new(&mut sys, opts).run(theta, observe, progress);
+    let mut ignore_pause = |p: &FlowProgress| match progress(p) {
+        Control::Pause if !can_pause => Control::Continue,
+        c => c,
+    };
+    let result = Solver::new(&mut sys, opts).run(theta, resume, observe, &mut ignore_pause);
     sys.uninstall();
     result
 }
@@ -248,18 +288,37 @@ impl Solver<'_, '_> {
     fn run(
         mut self,
         theta: &mut [f64],
+        resume: Option<&FlowSnapshot>,
         mut observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
-        progress: &mut dyn FnMut(&FlowProgress),
+        progress: &mut dyn FnMut(&FlowProgress) -> Control,
     ) -> Result<FlowOutcome> {
         let p = theta.len();
-        let mut f = vec![0.0; p];
-        self.sys.evaluate(theta, &mut f)?;
-        let initial_loss = self.sys.last.loss;
-        let mut h = dopri::initial_step(self.sys, theta, &f, self.tol)?;
-        self.sys.evaluate(theta, &mut f)?;
-        let (mut t, mut next, mut acc, mut rej) = (0.0f64, 0usize, 0u64, 0u64);
+        let (mut f, start) = match resume {
+            Some(s) => (self.restore(s, p)?, s.position),
+            None => {
+                let mut f = vec![0.0; p];
+                self.sys.evaluate(theta, &mut f)?;
+                let initial_loss = self.sys.last.loss;
+                let h = dopri::initial_step(self.sys, theta, &f, self.tol)?;
+                self.sys.evaluate(theta, &mut f)?;
+                let start = Position {
+                    t: 0.0,
+                    h,
+                    next_output: 0,
+                    steps_accepted: 0,
+                    steps_rejected: 0,
+                    stalled: 0,
+                    initial_loss,
+                };
+                (f, start)
+            }
+        };
+        let initial_loss = start.initial_loss;
+        let (mut t, mut h, mut next) = (start.t, start.h, start.next_output);
+        let (mut acc, mut rej) = (start.steps_accepted, start.steps_rejected);
+        let mut stalled = start.stalled;
         let mut stopped = false;
-        let mut stalled = 0;
+        let mut paused = None;
         let mut buf = vec![0.0; p];
         let mut dbuf = vec![0.0; p];
         // Kept across steps: the step, its stages, the evaluation at its start.
@@ -355,7 +414,7 @@ impl Solver<'_, '_> {
                     f = self.switch(theta, t)?;
                 }
             }
-            progress(&FlowProgress {
+            let control = progress(&FlowProgress {
                 t,
                 t_end: self.opts.t_end,
                 loss: self.sys.last.loss,
@@ -363,6 +422,19 @@ impl Solver<'_, '_> {
                 steps_accepted: acc,
                 gradient_evaluations: self.sys.counts.gradients,
             });
+            if control == Control::Pause && t < self.opts.t_end {
+                let position = Position {
+                    t,
+                    h,
+                    next_output: next,
+                    steps_accepted: acc,
+                    steps_rejected: rej,
+                    stalled,
+                    initial_loss,
+                };
+                paused = Some(Box::new(self.snapshot(position, &f)));
+                break;
+            }
         }
         for (e, t0) in std::mem::take(&mut self.slide_start) {
             self.close_interval(e, t0, t);
@@ -378,6 +450,7 @@ impl Solver<'_, '_> {
             initial_loss,
             final_loss,
             events: self.events,
+            paused,
         })
     }
 

@@ -81,8 +81,8 @@ pub struct LastEval {
     /// True when this evaluation changed the slopes pinned entries are evaluated with.
     pub slopes_updated: bool,
     /// Rows ∇z_j and G⁻¹ at the last evaluation (for the drift projection).
-    rows: Vec<Vec<f64>>,
-    g_inv: Vec<f64>,
+    pub(super) rows: Vec<Vec<f64>>,
+    pub(super) g_inv: Vec<f64>,
 }
 
 impl LastEval {
@@ -135,7 +135,7 @@ pub struct KinkSystem<'a> {
     first_layer: Vec<usize>,
 }
 
-fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
+pub(super) fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
     if let Structure::Elementwise(a) = l.structure() {
         out.push(a);
     }

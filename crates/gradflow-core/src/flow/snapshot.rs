@@ -1,0 +1,383 @@
+//! A paused kink-aware flow solve: everything the solve carries from one accepted step to the
+//! next, as one serialisable [`FlowSnapshot`], so that a solve paused after an accepted step and
+//! resumed from the snapshot (at the θ it paused at) ends bit-identical to one that never paused.
+//!
+//! What a step reads from the previous one, and so what is kept:
+//! - the time, the step size to try, the next output index, the step counters and the stall
+//!   guard, L(θ(0)) for the outcome;
+//! - the field at θ that the next step's first stage reuses (FSAL: for a step without an event
+//!   it was evaluated before the pinned entries were pulled back onto their knots, so it is not
+//!   f(θ) and cannot be recomputed);
+//! - the pattern: every entry's frozen piece, the pinned set and each pin's chosen slope (which
+//!   the layers' controls or the compiled pin table are rebuilt from), the evaluation counts;
+//! - the last evaluation (`LastEval`: z, the pinned entries' normal speeds, and on the layer
+//!   path the rows ∇z_j and G⁻¹): a step's event functions start from it, and a rejected step
+//!   restores it;
+//! - the event state: entries in grace, open sliding intervals, event totals and the counts since
+//!   the last output, entries that ever slid.
+//!
+//! Not kept: the factorisation of G = R Rᵀ and the compiled route's rows. Every field evaluation
+//! with pinned entries forms the rows and factorises G afresh, and a step reads them only after
+//! such an evaluation. Floats are kept as their bit patterns (u64), so every value comes back
+//! exactly and NaN (an undefined effective slope) survives JSON.
+//!
+//! A PReLU network (a trainable slope) is not resumable: its controls also remember the slope of
+//! their last forward pass, which a resumed solve would not reproduce ([`resumable`]).
+
+use super::events::Solver;
+use super::solve::{EventSummary, FlowOptions};
+use super::system::{collect, Counts, LastEval};
+use crate::activation::Activation;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use serde::{Deserialize, Serialize};
+
+/// Where the solve stands after an accepted step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// Time reached.
+    pub t: f64,
+    /// The step size the next step tries.
+    pub h: f64,
+    /// Index of the next output time.
+    pub next_output: usize,
+    pub steps_accepted: u64,
+    pub steps_rejected: u64,
+    /// Consecutive event steps without progress in t (the stall guard).
+    pub stalled: usize,
+    /// L(θ(0)).
+    pub initial_loss: f64,
+}
+
+/// The state of a kink-aware flow solve after an accepted step (see the module docs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlowSnapshot {
+    pub position: Position,
+    /// The field the next step starts from (bit patterns).
+    field: Vec<u64>,
+    /// True when the compiled route evaluated the field (a resume must take the same route).
+    compiled: bool,
+    /// Frozen piece per entry (pinned entries: the piece left of their knot).
+    pieces: Vec<u16>,
+    /// Pinned entries (sorted) and the slopes chosen for them (bit patterns).
+    pinned: Vec<usize>,
+    pin_slopes: Vec<(usize, u64)>,
+    counts: Counts,
+    last: EvalBits,
+    /// Entries in grace, entries that ever slid, open sliding intervals (entry, start).
+    grace: Vec<usize>,
+    entries_slid: Vec<usize>,
+    slide_start: Vec<(usize, f64)>,
+    events: EventSummary,
+    /// Crossings, slides and releases since the last output.
+    since: (u64, u64, u64),
+}
+
+impl FlowSnapshot {
+    /// Number of entries pinned to a kink.
+    pub fn pinned(&self) -> usize {
+        self.pinned.len()
+    }
+}
+
+/// [`LastEval`] with its floats as bit patterns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct EvalBits {
+    loss: u64,
+    z: Vec<u64>,
+    field_norm: u64,
+    zdot_left: Vec<u64>,
+    zdot_right: Vec<u64>,
+    slopes: Vec<u64>,
+    slopes_updated: bool,
+    rows: Vec<Vec<u64>>,
+    g_inv: Vec<u64>,
+}
+
+fn to_bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn from_bits(v: &[u64]) -> Vec<f64> {
+    v.iter().map(|&b| f64::from_bits(b)).collect()
+}
+
+impl EvalBits {
+    fn of(l: &LastEval) -> Self {
+        Self {
+            loss: l.loss.to_bits(),
+            z: to_bits(&l.z),
+            field_norm: l.field_norm.to_bits(),
+            zdot_left: to_bits(&l.zdot_left),
+            zdot_right: to_bits(&l.zdot_right),
+            slopes: to_bits(&l.slopes),
+            slopes_updated: l.slopes_updated,
+            rows: l.rows.iter().map(|r| to_bits(r)).collect(),
+            g_inv: to_bits(&l.g_inv),
+        }
+    }
+
+    fn eval(&self) -> LastEval {
+        LastEval {
+            loss: f64::from_bits(self.loss),
+            z: from_bits(&self.z),
+            field_norm: f64::from_bits(self.field_norm),
+            zdot_left: from_bits(&self.zdot_left),
+            zdot_right: from_bits(&self.zdot_right),
+            slopes: from_bits(&self.slopes),
+            slopes_updated: self.slopes_updated,
+            rows: self.rows.iter().map(|r| from_bits(r)).collect(),
+            g_inv: from_bits(&self.g_inv),
+        }
+    }
+}
+
+/// True when a solve of `model` with `opts` can pause and resume: the kink-aware solve (the
+/// classic one has no pattern to keep) on a network without PReLU (see the module docs).
+pub fn resumable(model: &Model, opts: &FlowOptions) -> bool {
+    let mut acts = Vec::new();
+    collect(model.net.as_ref(), &mut acts);
+    opts.kink_aware
+        && !acts
+            .iter()
+            .any(|a| matches!(a.activation, Activation::Prelu { .. }))
+}
+
+fn mismatch(what: &str) -> Error {
+    Error::Invalid(format!(
+        "cannot resume the flow solve: the checkpoint's {what} does not match this model and data \
+         (was it written by another version of gradflow?); start the run again without --resume"
+    ))
+}
+
+impl Solver<'_, '_> {
+    /// The solve's state after an accepted step at `position`, with `field` the field the next
+    /// step starts from.
+    pub(super) fn snapshot(&self, position: Position, field: &[f64]) -> FlowSnapshot {
+        let sys = &*self.sys;
+        let indices = |v: &[bool]| (0..v.len()).filter(|&e| v[e]).collect();
+        FlowSnapshot {
+            position,
+            field: to_bits(field),
+            compiled: sys.is_compiled(),
+            pieces: sys.pieces.clone(),
+            pinned: sys.pinned.clone(),
+            pin_slopes: sys
+                .pin_slopes
+                .iter()
+                .map(|(&e, s)| (e, s.to_bits()))
+                .collect(),
+            counts: sys.counts,
+            last: EvalBits::of(&sys.last),
+            grace: indices(&self.grace),
+            entries_slid: indices(&self.entries_slid),
+            slide_start: self.slide_start.iter().map(|(&e, &t)| (e, t)).collect(),
+            events: self.events.clone(),
+            since: self.since,
+        }
+    }
+
+    /// Puts the solve back into the state of `s` (θ is the caller's) and returns the field the
+    /// next step starts from. Refuses a snapshot that does not fit this model, data and route.
+    pub(super) fn restore(&mut self, s: &FlowSnapshot, p: usize) -> Result<Vec<f64>> {
+        let n = self.sys.entries();
+        if s.compiled != self.sys.is_compiled() {
+            return Err(mismatch("evaluation route (compiled or layer path)"));
+        }
+        if s.pieces.len() != n || s.field.len() != p || s.last.z.len() != n {
+            return Err(mismatch("number of entries or parameters"));
+        }
+        let sorted = s.pinned.windows(2).all(|w| w[0] < w[1]);
+        let inside = |v: &[usize]| v.iter().all(|&e| e < n);
+        let slopes_inside = s.pin_slopes.iter().all(|&(e, _)| e < n);
+        let starts_inside = s.slide_start.iter().all(|&(e, _)| e < n);
+        let pieces_inside = (0..n).all(|e| (s.pieces[e] as usize) < self.sys.pieces_of(e));
+        let k = s.pinned.len();
+        let speeds = s.last.zdot_left.len() == k && s.last.zdot_right.len() == k;
+        let pinned_have_knots = s
+            .pinned
+            .iter()
+            .all(|&e| (s.pieces[e] as usize) + 1 < self.sys.pieces_of(e));
+        if !(sorted
+            && speeds
+            && inside(&s.pinned)
+            && inside(&s.grace)
+            && inside(&s.entries_slid)
+            && slopes_inside
+            && starts_inside
+            && pieces_inside
+            && pinned_have_knots)
+        {
+            return Err(mismatch("pattern"));
+        }
+        let sys = &mut *self.sys;
+        sys.pieces.clone_from(&s.pieces);
+        sys.pinned.clone_from(&s.pinned);
+        sys.pin_slopes = s
+            .pin_slopes
+            .iter()
+            .map(|&(e, b)| (e, f64::from_bits(b)))
+            .collect();
+        sys.counts = s.counts;
+        sys.last = s.last.eval();
+        sys.refresh();
+        let flags = |list: &[usize]| {
+            let mut v = vec![false; n];
+            for &e in list {
+                v[e] = true;
+            }
+            v
+        };
+        self.grace = flags(&s.grace);
+        self.entries_slid = flags(&s.entries_slid);
+        self.slide_start = s.slide_start.iter().copied().collect();
+        self.events = s.events.clone();
+        self.since = s.since;
+        Ok(from_bits(&s.field))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::Activation;
+    use crate::data::Dataset;
+    use crate::flow::{gradient_flow_from, FlowProgress, FlowRecord};
+    use crate::init::{init_params, InitScheme};
+    use crate::loss::LossKind;
+    use crate::presets;
+    use crate::train::Control;
+
+    const T_END: f64 = 10.0;
+
+    /// Everything an output time reports, floats as bit patterns, with θ there.
+    type Row = (usize, u64, u64, u64, usize, u64, u64, u64, u64, Vec<u64>);
+
+    fn row(r: &FlowRecord, theta: &[f64]) -> Row {
+        (
+            r.index,
+            r.t.to_bits(),
+            r.loss.to_bits(),
+            r.speed.to_bits(),
+            r.pinned,
+            r.crossings,
+            r.slides,
+            r.releases,
+            r.gradient_evaluations,
+            to_bits(theta),
+        )
+    }
+
+    /// Solves from θ (or from `resume` at θ), pausing after the first accepted step at which
+    /// `pause` holds; returns the rows and the outcome.
+    fn solve(
+        model: &Model,
+        data: &Dataset,
+        theta: &mut [f64],
+        opts: &FlowOptions,
+        resume: Option<&FlowSnapshot>,
+        mut pause: impl FnMut(&FlowProgress) -> bool,
+    ) -> (Vec<Row>, crate::flow::FlowOutcome) {
+        let mut rows = Vec::new();
+        let observe = |r: &FlowRecord, th: &[f64]| {
+            rows.push(row(r, th));
+            Control::Continue
+        };
+        let mut progress = |p: &FlowProgress| {
+            if pause(p) {
+                Control::Pause
+            } else {
+                Control::Continue
+            }
+        };
+        let out = gradient_flow_from(model, data, theta, opts, resume, observe, &mut progress)
+            .expect("flow solve");
+        (rows, out)
+    }
+
+    /// A solve paused with entries pinned (mid-slide), its snapshot through JSON, and resumed,
+    /// must end exactly where one uninterrupted solve ends: θ(T), every output record and θ at
+    /// it, the counts and the event totals, bit for bit. Both evaluation routes.
+    fn paused_solve_resumes_bit_identically(compiled: bool) {
+        let _lock = crate::parallelism_lock();
+        let model = presets::dnn(4, &[8, 8], 2, &Activation::leaky_relu());
+        let data = Dataset::ball(10, 4, 2, 0);
+        let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        let mut opts = FlowOptions::new(T_END, 1e-8, 1e-10, 40, LossKind::Mse);
+        opts.compiled = compiled;
+
+        let mut whole = theta0.clone();
+        let (rows, out) = solve(&model, &data, &mut whole, &opts, None, |_| false);
+        assert!(out.paused.is_none() && out.t_reached == T_END);
+
+        // Pause at the second accepted step with at least two entries pinned.
+        let mut theta = theta0.clone();
+        let mut seen = 0;
+        let pinned_twice = |p: &FlowProgress| {
+            seen += (p.pinned >= 2) as usize;
+            seen == 2
+        };
+        let (mut resumed_rows, first) = solve(&model, &data, &mut theta, &opts, None, pinned_twice);
+        let snap = first.paused.expect("the solve paused");
+        assert!(snap.pinned() >= 2, "pins active at the pause");
+        assert!(snap.position.t > 0.0 && snap.position.t < T_END);
+        assert_eq!(first.t_reached, snap.position.t);
+        let json = serde_json::to_string(&*snap).unwrap();
+        let snap: FlowSnapshot = serde_json::from_str(&json).unwrap();
+        let (rest, second) = solve(&model, &data, &mut theta, &opts, Some(&snap), |_| false);
+        resumed_rows.extend(rest);
+
+        assert_eq!(to_bits(&theta), to_bits(&whole), "θ(T)");
+        assert_eq!(resumed_rows.len(), rows.len());
+        for (a, b) in resumed_rows.iter().zip(&rows) {
+            assert_eq!(a, b, "output {}", b.0);
+        }
+        assert_eq!(second.counts, out.counts);
+        assert_eq!(second.events, out.events);
+        assert_eq!(
+            (second.steps_accepted, second.steps_rejected),
+            (out.steps_accepted, out.steps_rejected)
+        );
+        assert_eq!(second.initial_loss.to_bits(), out.initial_loss.to_bits());
+        assert_eq!(second.final_loss.to_bits(), out.final_loss.to_bits());
+        assert!(out.events.slides > 0, "the solve slid");
+    }
+
+    #[test]
+    fn paused_solve_resumes_bit_identically_compiled() {
+        paused_solve_resumes_bit_identically(true);
+    }
+
+    #[test]
+    fn paused_solve_resumes_bit_identically_layer_path() {
+        paused_solve_resumes_bit_identically(false);
+    }
+
+    /// A snapshot of another network is refused with an error, not a panic.
+    #[test]
+    fn snapshot_of_another_model_is_refused() {
+        let act = Activation::leaky_relu();
+        let model = presets::dnn(4, &[8, 8], 2, &act);
+        let data = Dataset::ball(10, 4, 2, 0);
+        let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        let opts = FlowOptions::new(T_END, 1e-8, 1e-10, 40, LossKind::Mse);
+        let mut theta = theta0.clone();
+        let (_, first) = solve(&model, &data, &mut theta, &opts, None, |p| {
+            p.steps_accepted == 5
+        });
+        let snap = first.paused.expect("paused");
+        let other = presets::dnn(4, &[8, 6], 2, &act);
+        let mut th = init_params(&other.param_specs(), &InitScheme::Torch, 0);
+        let err = gradient_flow_from(
+            &other,
+            &data,
+            &mut th,
+            &opts,
+            Some(&snap),
+            |_, _| Control::Continue,
+            &mut |_| Control::Continue,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot resume"), "{err}");
+    }
+}
