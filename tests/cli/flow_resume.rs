@@ -118,7 +118,7 @@ fn assert_same_flow_run(a: &Path, b: &Path) {
 
 /// Data rows in the staging directory's ntk.csv of the run writing `out` as process `pid`
 /// (flushed at every NTK checkpoint).
-fn ntk_rows_written(out: &Path, pid: u32) -> usize {
+pub(crate) fn ntk_rows_written(out: &Path, pid: u32) -> usize {
     let name = out.file_name().unwrap().to_string_lossy();
     let stage = out.with_file_name(format!(".{name}.partial-{pid}"));
     std::fs::read_to_string(stage.join("ntk.csv"))
