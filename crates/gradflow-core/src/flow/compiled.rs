@@ -29,6 +29,9 @@ use crate::loss::LossKind;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
+/// Columns per dense product when forming G's lower triangle.
+const GRAM_BLOCK: usize = 32;
+
 /// "Not pinned" in [`Compiled::pin_of`].
 const FREE: u32 = u32::MAX;
 
@@ -721,16 +724,20 @@ impl Compiled {
                 (&mut r.m2, (&r.st[t], st.inp)),
             ] {
                 let v = view(src, rows, kk);
-                // Full products (faer's dense kernel is faster than its triangular one here);
-                // only the lower triangles are read.
-                matmul(
-                    view_mut(m, kk, kk),
-                    Accum::Replace,
-                    v.transpose(),
-                    v,
-                    1.0,
-                    Par::Seq,
-                );
+                // The lower triangle by column blocks of dense products (faer's triangular
+                // product is slower at these sizes); the diagonal blocks' upper parts are unread.
+                let mut dst = view_mut(m, kk, kk);
+                for c0 in (0..kk).step_by(GRAM_BLOCK) {
+                    let w = GRAM_BLOCK.min(kk - c0);
+                    matmul(
+                        dst.as_mut().submatrix_mut(c0, c0, kk - c0, w),
+                        Accum::Replace,
+                        v.transpose().subrows(c0, kk - c0),
+                        v.subcols(c0, w),
+                        1.0,
+                        Par::Seq,
+                    );
+                }
             }
             let at = &r.at[t];
             // The stage's entries are the first kk of the internal order: G's leading block.

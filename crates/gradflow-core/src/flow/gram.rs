@@ -115,11 +115,21 @@ impl GramFactor {
                     je - jb,
                     k,
                 );
-                let dst =
+                let mut dst =
                     MatMut::from_column_major_slice_with_stride_mut(&mut right[je..], m, m, k);
-                // The whole trailing square (its upper triangle is never read): faer's dense
-                // product beats its triangular one at these sizes.
-                matmul(dst, Accum::Add, p, p.transpose(), -1.0, par);
+                // The trailing lower triangle by column blocks of dense products (faer's
+                // triangular product is slower at these sizes).
+                for c0 in (0..m).step_by(PANEL) {
+                    let w = PANEL.min(m - c0);
+                    matmul(
+                        dst.as_mut().submatrix_mut(c0, c0, m - c0, w),
+                        Accum::Add,
+                        p.subrows(c0, m - c0),
+                        p.subrows(c0, w).transpose(),
+                        -1.0,
+                        par,
+                    );
+                }
             }
             jb = je;
         }
