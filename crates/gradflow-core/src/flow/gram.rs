@@ -11,9 +11,11 @@
 //! factorisations stop at, or regularise, a non-positive pivot instead of dropping it.)
 //!
 //! **Blocking.** Panels of [`PANEL`] columns are factorised column by column (contiguous axpys);
-//! the trailing lower triangle is updated by one triangular matrix product per panel, at faer's
-//! product rates. The pivots are the scalar algorithm's (G_jj minus the squares of row j of L),
-//! summed in another order: the same result up to rounding.
+//! the trailing lower triangle is updated by dense faer products on column blocks (faer's
+//! triangular product and triangular inverse recurse to tiny blocks and were slower than the
+//! scalar code at K ≈ 100). L'⁻¹, for diag(G⁻¹), is blocked the same way. The pivots are the
+//! scalar algorithm's (G_jj minus the squares of row j of L), summed in another order: the
+//! same result up to rounding.
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::{
