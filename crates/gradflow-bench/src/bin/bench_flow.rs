@@ -12,7 +12,13 @@
 //!     the same time, in the same run; allocations per field evaluation at a fixed pinned state
 //!     (the steady state) and over the whole solve, counted by a counting allocator.
 //!
-//! Usage: `cargo run --release --bin bench_flow -- [a|b|bl|br|plain|q] [T] [rtol]` — `bl` runs (b)
+//! (qs) the (q) problem's compiled solve to t = T traced step by step: per window between the 20
+//!     output times, accepted steps, steps ended by an event, rejections (after an event-cut
+//!     step or not), the lengths of uncut steps, gradients in steps vs in event handling, and
+//!     λ_max of ∇²L on the frozen pattern (power iteration on finite differences of the
+//!     field) at the window's start: DOPRI5's real stability interval is hλ ≤ 3.3, GD's ηλ ≤ 2.
+//!
+//! Usage: `cargo run --release --bin bench_flow -- [a|b|bl|br|plain|q|qs] [T] [rtol]` — `bl` runs (b)
 //! by the general layer path (the route before the compiled one), `br` adds the
 //! GD runs for the Richardson extrapolation (η = 2e-3 … 6.25e-5: a few minutes); `plain` runs the
 //! classic adaptive solve on the discontinuous field (no kink handling) for comparison.
@@ -138,6 +144,117 @@ fn quick_dnn(t_end: f64, rtol: f64) {
     );
 }
 
+/// λ_max of the Hessian of L on the activation pattern frozen at θ (the Jacobian of the field a
+/// DOPRI step integrates, before projection) by power iteration on central differences of the
+/// frozen-pattern field (60 iterations, or until the Rayleigh quotient settles to 1e-6). The
+/// plain gradient would not do: pinned entries sit on kinks, where it jumps.
+fn lambda_max(model: &gradflow::model::Model, data: &Dataset, theta: &[f64]) -> f64 {
+    use gradflow::flow::system::KinkSystem;
+    let mut sys = KinkSystem::new(model, data, LossKind::Mse, theta, true).unwrap();
+    let p = theta.len();
+    let mut v: Vec<f64> = (0..p).map(|i| ((i * 7919) % 101) as f64 - 50.0).collect();
+    let (mut fp, mut fm) = (vec![0.0; p], vec![0.0; p]);
+    let mut lam = 0.0;
+    for _ in 0..60 {
+        let nv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter_mut().for_each(|x| *x /= nv);
+        let eps = 1e-6 * (1.0 + theta.iter().map(|x| x * x).sum::<f64>().sqrt());
+        let tp: Vec<f64> = theta.iter().zip(&v).map(|(t, d)| t + eps * d).collect();
+        let tm: Vec<f64> = theta.iter().zip(&v).map(|(t, d)| t - eps * d).collect();
+        sys.evaluate(&tp, &mut fp).unwrap();
+        sys.evaluate(&tm, &mut fm).unwrap();
+        // The field is −∇L: H v = −(f(θ + εv) − f(θ − εv)) / 2ε.
+        let hv: Vec<f64> = fp
+            .iter()
+            .zip(&fm)
+            .map(|(a, b)| (b - a) / (2.0 * eps))
+            .collect();
+        let new = hv.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>();
+        v = hv;
+        if (new - lam).abs() <= 1e-6 * new.abs() {
+            return new;
+        }
+        lam = new;
+    }
+    lam
+}
+
+/// (qs): see the module docs.
+fn stiffness_trace(t_end: f64, rtol: f64) {
+    let model = presets::dnn(20, &[48, 48], 5, &Activation::leaky_relu());
+    let data = Dataset::ball(100, 20, 5, 0);
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let windows = 20;
+    let opts = FlowOptions::new(t_end, rtol, rtol * 1e-2, windows, LossKind::Mse);
+    let mut th = theta0.clone();
+    let mut thetas: Vec<Vec<f64>> = Vec::new();
+    let mut steps: Vec<gradflow::flow::FlowProgress> = Vec::new();
+    let t0 = Instant::now();
+    let out = gradflow::flow::gradient_flow_with_progress(
+        &model,
+        &data,
+        &mut th,
+        &opts,
+        |_, th| {
+            thetas.push(th.to_vec());
+            Control::Continue
+        },
+        &mut |p| steps.push(*p),
+    )
+    .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let in_steps = 6 * (out.steps_accepted + out.steps_rejected);
+    println!(
+        "(qs) T = {t_end}: {secs:.2} s; {} gradients ({} in DOPRI stages, {} in event location and switching), {} forwards; {} steps accepted, {} ended at an event, {} rejected; L(T) = {:.10e}",
+        out.counts.gradients,
+        in_steps,
+        out.counts.gradients - in_steps,
+        out.counts.forwards,
+        out.steps_accepted,
+        steps.iter().filter(|s| s.event).count(),
+        out.steps_rejected,
+        out.final_loss
+    );
+    println!("(qs) window       λmax  2/λmax  steps  cut  rej(after cut/other)  uncut h mean/max  h·λ max  grads/unit t  pinned max");
+    let w = t_end / windows as f64;
+    let (mut prev_rej, mut prev_cut, mut prev_grads) = (0u64, false, 0u64);
+    for (k, theta) in thetas.iter().take(windows).enumerate() {
+        let lam = lambda_max(&model, &data, theta);
+        let (a, b) = (k as f64 * w, (k + 1) as f64 * w);
+        let (mut n, mut cut, mut rej_cut, mut rej_other, mut hs, mut hmax, mut pmax) =
+            (0, 0, 0u64, 0u64, 0.0, 0.0f64, 0);
+        let mut uncut = 0;
+        let g0 = prev_grads;
+        for s in steps.iter().filter(|s| s.t > a && s.t <= b) {
+            n += 1;
+            let r = s.steps_rejected - prev_rej;
+            if prev_cut {
+                rej_cut += r;
+            } else {
+                rej_other += r;
+            }
+            prev_rej = s.steps_rejected;
+            prev_cut = s.event;
+            prev_grads = s.gradient_evaluations;
+            pmax = pmax.max(s.pinned);
+            if s.event {
+                cut += 1;
+            } else {
+                uncut += 1;
+                hs += s.step;
+                hmax = hmax.max(s.step);
+            }
+        }
+        println!(
+            "(qs) {a:>5.0}–{b:<5.0} {lam:>7.3} {:>7.4} {n:>6} {cut:>4} {rej_cut:>6}/{rej_other:<6} {:>14.4}/{hmax:<8.4} {:>7.2} {:>12.1} {pmax:>6}",
+            2.0 / lam,
+            if uncut > 0 { hs / uncut as f64 } else { 0.0 },
+            hmax * lam,
+            (prev_grads - g0) as f64 / w
+        );
+    }
+}
+
 fn gd_losses(
     model: &gradflow::model::Model,
     data: &Dataset,
@@ -167,6 +284,13 @@ fn main() {
     let which = args.get(1).map(String::as_str).unwrap_or("ab");
     let t_end: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20.0);
     let rtol: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1e-8);
+    if which == "qs" {
+        stiffness_trace(
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30.0),
+            rtol,
+        );
+        return;
+    }
     if which == "q" {
         quick_dnn(
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30.0),

@@ -18,15 +18,19 @@
 //!
 //! **Factorisation.** G(θ) changes with θ at every evaluation, so a factorisation kept across
 //! evaluations and up/downdated on pin/release would solve with a stale Gram matrix; G is
-//! factorised afresh (Cholesky, K³/3 flops, into kept buffers). Directions whose pivot falls
-//! below 1e-12 of G's largest diagonal (pinned rows that depend on the others) are dropped:
-//! their constraint is implied by the others and their multiplier is 0.
+//! formed (lower triangles only) and factorised afresh by a blocked Cholesky factorisation that
+//! drops the directions of pinned rows depending on the others (their constraint is implied by
+//! the others, their multiplier is 0), see `gram.rs`.
 
+use super::gram::GramFactor;
 use crate::activation::Activation;
 use crate::engine::{Plan, Prop};
 use crate::loss::LossKind;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
+
+/// Columns per dense product when forming G's lower triangle.
+const GRAM_BLOCK: usize = 32;
 
 /// "Not pinned" in [`Compiled::pin_of`].
 const FREE: u32 = u32::MAX;
@@ -701,12 +705,11 @@ impl Compiled {
     }
 
     /// G = R Rᵀ = Σ_t (Z_tᵀ Z_t) ⊙ (S_tᵀ S_t + 1) + a_t a_tᵀ of the stored rows (two matrix
-    /// products per stage), factorised (see the module docs).
-    pub fn factor(&mut self) {
+    /// products per stage, lower triangles accumulated), factorised (see [`GramFactor`]).
+    pub fn factor(&mut self, par: Par) {
         let k = self.rows_for.len();
         let r = &mut self.r;
-        r.gram.clear();
-        r.gram.resize(k * k, 0.0);
+        let gram = r.fac.matrix_mut(k);
         for (t, st) in self.plan.stages.iter().enumerate() {
             let kk = r.kt[t];
             if kk == 0 {
@@ -716,66 +719,64 @@ impl Compiled {
             r.m1.resize(kk * kk, 0.0);
             r.m2.clear();
             r.m2.resize(kk * kk, 0.0);
-            matmul(
-                view_mut(&mut r.m1, kk, kk),
-                Accum::Replace,
-                view(&r.zt[t], st.out, kk).transpose(),
-                view(&r.zt[t], st.out, kk),
-                1.0,
-                Par::Seq,
-            );
-            matmul(
-                view_mut(&mut r.m2, kk, kk),
-                Accum::Replace,
-                view(&r.st[t], st.inp, kk).transpose(),
-                view(&r.st[t], st.inp, kk),
-                1.0,
-                Par::Seq,
-            );
+            for (m, (src, rows)) in [
+                (&mut r.m1, (&r.zt[t], st.out)),
+                (&mut r.m2, (&r.st[t], st.inp)),
+            ] {
+                let v = view(src, rows, kk);
+                // The lower triangle by column blocks of dense products (faer's triangular
+                // product is slower at these sizes); the diagonal blocks' upper parts are unread.
+                let mut dst = view_mut(m, kk, kk);
+                for c0 in (0..kk).step_by(GRAM_BLOCK) {
+                    let w = GRAM_BLOCK.min(kk - c0);
+                    matmul(
+                        dst.as_mut().submatrix_mut(c0, c0, kk - c0, w),
+                        Accum::Replace,
+                        v.transpose().subrows(c0, kk - c0),
+                        v.subcols(c0, w),
+                        1.0,
+                        Par::Seq,
+                    );
+                }
+            }
             let at = &r.at[t];
+            // The stage's entries are the first kk of the internal order: G's leading block.
             for b in 0..kk {
-                for a in 0..kk {
-                    r.gram[a * k + b] +=
-                        r.m1[b * kk + a] * (r.m2[b * kk + a] + 1.0) + at[a] * at[b];
+                let (col, m1, m2) = (
+                    &mut gram[b * k + b..b * k + kk],
+                    &r.m1[b * kk + b..(b + 1) * kk],
+                    &r.m2[b * kk + b..(b + 1) * kk],
+                );
+                let ab = at[b];
+                for (((g, x1), x2), aa) in col.iter_mut().zip(m1).zip(m2).zip(&at[b..]) {
+                    *g += x1 * (x2 + 1.0) + aa * ab;
                 }
             }
         }
-        cholesky(&r.gram, k, &mut r.chol, &mut r.dropped, &mut r.linvt);
+        r.fac.factor(par);
     }
 
     /// w = G⁻¹ b (dropped directions get 0), b and w in `pinned` order.
-    pub fn solve(&mut self, b: &[f64], w: &mut Vec<f64>) {
+    pub fn solve(&mut self, b: &[f64], w: &mut Vec<f64>, par: Par) {
         let k = b.len();
         let r = &mut self.r;
         r.y.clear();
-        for q in 0..k {
-            let v = if r.dropped[q] {
-                0.0
-            } else {
-                let row = &r.chol[q * k..q * k + q];
-                (b[r.inv[q]] - dot(row, &r.y[..q])) / r.chol[q * k + q]
-            };
-            r.y.push(v);
-        }
+        r.y.extend((0..k).map(|q| b[r.inv[q]]));
+        r.fac.solve_in_place(&mut r.y, par);
         w.clear();
         w.resize(k, 0.0);
         for q in 0..k {
-            // w = L⁻ᵀ y: (L⁻¹)_{jq} for j ≥ q is column q of L⁻¹, kept contiguous.
-            w[r.inv[q]] = dot(&r.linvt[q * k + q..(q + 1) * k], &r.y[q..]);
+            w[r.inv[q]] = r.y[q];
         }
     }
 
-    /// (G⁻¹)_jj (∞ for a dropped direction: its constraint is implied by the others).
-    pub fn inverse_diagonal(&self, j: usize) -> f64 {
-        let k = self.rows_for.len();
-        let q = self.r.pos[j];
-        if self.r.dropped[q] {
-            return f64::INFINITY;
-        }
-        self.r.linvt[q * k + q..(q + 1) * k]
-            .iter()
-            .map(|v| v * v)
-            .sum()
+    /// (G⁻¹)_jj for every pinned j, in `pinned` order (∞ for a dropped direction: its
+    /// constraint is implied by the others).
+    pub fn inverse_diagonal(&mut self, par: Par, out: &mut Vec<f64>) {
+        let r = &mut self.r;
+        r.fac.inverse_diagonal(par, &mut r.y);
+        out.clear();
+        out.extend(r.pos.iter().map(|&q| r.y[q]));
     }
 
     /// (R v)_j for a parameter vector v, into `out` (`pinned` order).
@@ -876,148 +877,9 @@ struct Rows {
     at: Vec<Vec<f64>>,
     hb: Vec<f64>,
     hb_next: Vec<f64>,
-    gram: Vec<f64>,
     m1: Vec<f64>,
     m2: Vec<f64>,
     pt: Vec<f64>,
-    /// Cholesky factor L (row-major), dropped pivots, L⁻¹ stored by columns.
-    chol: Vec<f64>,
-    dropped: Vec<bool>,
-    linvt: Vec<f64>,
+    fac: GramFactor,
     y: Vec<f64>,
-}
-
-/// a · b on 8 independent lanes (a single running sum is one dependent add per element: the
-/// factorisation's inner loops are these dot products).
-#[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut tail = 0.0;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
-/// Cholesky factor L of the SPD-or-singular G (row-major K × K), dropping pivots below 1e-12 of
-/// G's largest diagonal, and L⁻¹ by columns (`linvt[c·K + i]` = (L⁻¹)_ic; zero for dropped).
-fn cholesky(g: &[f64], k: usize, l: &mut Vec<f64>, dropped: &mut Vec<bool>, linvt: &mut Vec<f64>) {
-    l.clear();
-    l.resize(k * k, 0.0);
-    dropped.clear();
-    dropped.resize(k, false);
-    let top = (0..k).map(|i| g[i * k + i]).fold(0.0f64, f64::max);
-    for j in 0..k {
-        let lj = &l[j * k..j * k + j];
-        let d = g[j * k + j] - dot(lj, lj);
-        // NaN pivots are dropped too.
-        if d.is_nan() || d <= 1e-12 * top {
-            dropped[j] = true;
-            continue;
-        }
-        let ljj = d.sqrt();
-        l[j * k + j] = ljj;
-        for i in j + 1..k {
-            let s = g[i * k + j] - dot(&l[i * k..i * k + j], &l[j * k..j * k + j]);
-            l[i * k + j] = s / ljj;
-        }
-    }
-    linvt.clear();
-    linvt.resize(k * k, 0.0);
-    for c in 0..k {
-        if dropped[c] {
-            continue;
-        }
-        linvt[c * k + c] = 1.0 / l[c * k + c];
-        for i in c + 1..k {
-            if dropped[i] {
-                continue;
-            }
-            let s = dot(&l[i * k + c..i * k + i], &linvt[c * k + c..c * k + i]);
-            linvt[c * k + i] = -s / l[i * k + i];
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Rows with a dependent one: the dropped-pivot solve still projects g onto the orthogonal
-    /// complement of the rows (R (g − Rᵀ G⁻ R g) = 0, checked directly), and on independent rows
-    /// it solves G w = b (residual) and gives diag(G⁻¹) (against G·G⁻¹ = I by columns).
-    #[test]
-    fn cholesky_with_dropped_pivots_projects() {
-        let (k, p) = (6, 20);
-        let mut rows: Vec<Vec<f64>> = (0..k)
-            .map(|j| {
-                (0..p)
-                    .map(|i| ((i * 31 + j * 17) % 13) as f64 / 13.0 - 0.4 + 0.1 * j as f64)
-                    .collect()
-            })
-            .collect();
-        let g: Vec<f64> = (0..p).map(|i| (i as f64 * 0.7).sin()).collect();
-        for dependent in [false, true] {
-            if dependent {
-                rows[4] = rows[1]
-                    .iter()
-                    .zip(&rows[2])
-                    .map(|(a, b)| a - 2.0 * b)
-                    .collect();
-            }
-            let gram: Vec<f64> = (0..k * k)
-                .map(|ij| dot(&rows[ij / k], &rows[ij % k]))
-                .collect();
-            let (mut l, mut dropped, mut linvt) = (vec![], vec![], vec![]);
-            cholesky(&gram, k, &mut l, &mut dropped, &mut linvt);
-            assert_eq!(dropped.iter().filter(|&&d| d).count(), dependent as usize);
-            let b: Vec<f64> = rows.iter().map(|r| dot(r, &g)).collect();
-            // w = L⁻ᵀ L⁻¹ b, as Compiled::solve does (forward substitution, then L⁻¹ by columns).
-            let mut y = vec![0.0; k];
-            for q in 0..k {
-                if !dropped[q] {
-                    y[q] = (b[q] - dot(&l[q * k..q * k + q], &y[..q])) / l[q * k + q];
-                }
-            }
-            let w: Vec<f64> = (0..k)
-                .map(|q| dot(&linvt[q * k + q..(q + 1) * k], &y[q..]))
-                .collect();
-            let mut f = g.clone();
-            for (r, wj) in rows.iter().zip(&w) {
-                for (fv, rv) in f.iter_mut().zip(r) {
-                    *fv -= wj * rv;
-                }
-            }
-            for r in &rows {
-                assert!(dot(r, &f).abs() < 1e-10, "{}", dot(r, &f));
-            }
-            if !dependent {
-                for i in 0..k {
-                    let gw: f64 = (0..k).map(|j| gram[i * k + j] * w[j]).sum();
-                    assert!((gw - b[i]).abs() < 1e-10);
-                    // Column i of G⁻¹ = L⁻ᵀ (L⁻¹ e_i): G times it is e_i; its i-th entry is the
-                    // diagonal Σ_m (L⁻¹)_mi² that Compiled::inverse_diagonal returns.
-                    let li: Vec<f64> = (0..k).map(|m| linvt[i * k + m]).collect();
-                    let col: Vec<f64> = (0..k)
-                        .map(|r| dot(&linvt[r * k..(r + 1) * k], &li))
-                        .collect();
-                    for r in 0..k {
-                        let v: f64 = (0..k).map(|m| gram[r * k + m] * col[m]).sum();
-                        assert!((v - (r == i) as u8 as f64).abs() < 1e-9);
-                    }
-                    let diag: f64 = linvt[i * k + i..(i + 1) * k].iter().map(|v| v * v).sum();
-                    assert!((diag - col[i]).abs() < 1e-12);
-                }
-            }
-        }
-    }
 }

@@ -26,6 +26,7 @@
 mod compiled;
 pub mod dopri;
 mod events;
+mod gram;
 pub mod kernel;
 mod plain;
 mod snapshot;

@@ -145,6 +145,12 @@ pub struct FlowProgress {
     pub loss: f64,
     pub pinned: usize,
     pub steps_accepted: u64,
+    /// Steps rejected so far (error estimate above tolerance).
+    pub steps_rejected: u64,
+    /// Length in t of the step just accepted (up to the event when it holds one), and whether
+    /// it ended at an event (kink crossing, sliding start or release).
+    pub step: f64,
+    pub event: bool,
     pub gradient_evaluations: u64,
 }
 
@@ -207,6 +213,9 @@ pub fn gradient_flow_from(
                 loss: rec.loss,
                 pinned: 0,
                 steps_accepted: 0,
+                steps_rejected: 0,
+                step: 0.0,
+                event: false,
                 gradient_evaluations: rec.gradient_evaluations,
             });
             observe(rec, th)
@@ -371,6 +380,7 @@ impl Solver<'_, '_> {
                 (s, Some(th))
             };
             let t_new = t + s_end * h;
+            let (cut, step_len) = (event.is_some(), s_end * h);
             while next < self.opts.outputs.len() && self.opts.outputs[next] <= t_new && !stopped {
                 let s = ((self.opts.outputs[next] - t) / h).clamp(0.0, 1.0);
                 st.interpolate(s, &mut buf);
@@ -420,6 +430,9 @@ impl Solver<'_, '_> {
                 loss: self.sys.last.loss,
                 pinned: self.sys.pinned.len(),
                 steps_accepted: acc,
+                steps_rejected: rej,
+                step: step_len,
+                event: cut,
                 gradient_evaluations: self.sys.counts.gradients,
             });
             if control == Control::Pause && t < self.opts.t_end {

@@ -133,6 +133,8 @@ pub struct KinkSystem<'a> {
     gdiag: Vec<f64>,
     slots: Vec<PinSlot>,
     first_layer: Vec<usize>,
+    /// Compute the normal speeds (diag(G⁻¹)) at the next evaluation (see [`Field::eval_stage`]).
+    speeds: bool,
 }
 
 pub(super) fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
@@ -186,6 +188,7 @@ impl<'a> KinkSystem<'a> {
             gdiag: Vec::new(),
             slots: Vec::new(),
             first_layer: Vec::new(),
+            speeds: true,
         };
         // Layer l's pre-activations depend only on the pieces of layers before it: settle the
         // pattern layer by layer (at most one pass per activation layer).
@@ -487,11 +490,16 @@ impl<'a> KinkSystem<'a> {
         gdiag.clear();
         if let Some(cf) = self.compiled.as_mut() {
             self.counts.sample_passes += cf.rows(theta, &self.pieces, &self.pinned) as u64;
-            cf.factor();
+            let par = crate::batch::par();
+            cf.factor(par);
             cf.rows_dot(&self.grad, &mut self.rg);
-            cf.solve(&self.rg, &mut mu);
+            cf.solve(&self.rg, &mut mu, par);
             cf.add_rows_t(&mu, out);
-            gdiag.extend((0..k).map(|j| cf.inverse_diagonal(j)));
+            if self.speeds {
+                cf.inverse_diagonal(par, &mut gdiag);
+            } else {
+                gdiag.resize(k, f64::NAN);
+            }
         } else {
             c = self.recorded_cotangents();
             let rows = self.pinned_rows(theta)?;
@@ -534,7 +542,12 @@ impl<'a> KinkSystem<'a> {
         for (j, &e) in self.pinned.iter().enumerate() {
             let (dl, dr) = self.one_sided_slopes(e);
             let s0 = self.pin_slopes.get(&e).copied().unwrap_or(0.5 * (dl + dr));
-            let gjj = gdiag[j].max(f64::MIN_POSITIVE);
+            // NaN (not computed at a step's inner stage) stays NaN.
+            let gjj = if gdiag[j].is_nan() {
+                f64::NAN
+            } else {
+                gdiag[j].max(f64::MIN_POSITIVE)
+            };
             // ż_j as a function of its own slope s, the other pinned entries held.
             let zdot = |s: f64| -(mu[j] + (s - s0) * c[j]) / gjj;
             self.last.zdot_left.push(zdot(dl));
@@ -677,7 +690,7 @@ impl<'a> KinkSystem<'a> {
             );
             self.rg = r;
             if k > 0 && c.rows_match(&self.pinned) {
-                c.solve(&self.rg, &mut self.mu);
+                c.solve(&self.rg, &mut self.mu, crate::batch::par());
                 for m in self.mu.iter_mut() {
                     *m = -*m;
                 }
@@ -706,6 +719,14 @@ impl<'a> KinkSystem<'a> {
 impl Field for KinkSystem<'_> {
     fn eval(&mut self, y: &[f64], out: &mut [f64]) -> Result<()> {
         self.evaluate(y, out)
+    }
+
+    /// The field without the pinned entries' normal speeds (NaN: no event test reads a stage).
+    fn eval_stage(&mut self, y: &[f64], out: &mut [f64]) -> Result<()> {
+        self.speeds = false;
+        let r = self.evaluate(y, out);
+        self.speeds = true;
+        r
     }
 }
 
