@@ -16,12 +16,11 @@ use super::state::{timed_kernel_view, Checkpoint, FlowRunState};
 use super::summary::{
     summarize, FlowRunSummary, GdComparison, RunSummary, Status, FLOW_METRICS_HEADER,
 };
-use super::writer::{memory_budget, RunWriter};
+use super::writer::{memory_budget, progress_bar, RunWriter};
 use super::{Prepared, RunOptions};
 use crate::error::{Error, Result};
 use crate::flow::{gradient_flow_from, resumable, FlowOptions};
 use crate::train::{gradient_descent, Control, GdOptions, GdState};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::time::Instant;
 
@@ -106,16 +105,10 @@ pub(super) fn write_flow_run(
         None
     };
     // The bar runs in flow time t (in thousandths of T), updated after every accepted step.
-    let bar = if opts.progress {
-        ProgressBar::new(PROGRESS_TICKS)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} flow {msg} ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        opts.progress,
+        PROGRESS_TICKS,
+        "{spinner} [{elapsed_precise}] {wide_bar} flow {msg} ETA {eta}",
     );
     let solve_start = Instant::now();
     let mut last_draw = 0u64;

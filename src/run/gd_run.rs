@@ -6,11 +6,10 @@
 
 use super::state::{timed_kernel_view, Checkpoint};
 use super::summary::{summarize, RunSummary, Status, METRICS_HEADER};
-use super::writer::{memory_budget, RunWriter};
+use super::writer::{memory_budget, progress_bar, RunWriter};
 use super::{Prepared, RunOptions};
 use crate::error::{Error, Result};
 use crate::train::{gradient_descent_from, Control, GdOptions};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::time::Instant;
 
@@ -33,16 +32,10 @@ pub(super) fn write_gd_run(
         track_kinks: model.activation.has_kinks(),
         precision: cfg.train.precision,
     };
-    let bar = if opts.progress {
-        ProgressBar::new(gd.epochs as u64 + 1)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} epochs {per_sec} ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        opts.progress,
+        gd.epochs as u64 + 1,
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} epochs {per_sec} ETA {eta} {msg}",
     );
     bar.set_position(ck.gd.epoch as u64);
     let mut io_error = None;

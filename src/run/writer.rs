@@ -207,6 +207,18 @@ fn write_summary(prep: &Prepared, dir: &Path, summary: RunSummary) -> Result<Run
     Ok(summary)
 }
 
+/// The run's progress bar over `len` ticks with `template` (hidden when `show` is false).
+pub(super) fn progress_bar(show: bool, len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = if show {
+        indicatif::ProgressBar::new(len)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let style = indicatif::ProgressStyle::with_template(template);
+    bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar
+}
+
 pub(super) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
     io::write_atomic(path, text.as_bytes())

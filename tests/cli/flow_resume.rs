@@ -5,7 +5,7 @@
 //! general layer path (a layer list). The library route pauses twice at chosen steps.
 
 use crate::common;
-use crate::resume::{read, summary_without_times};
+use crate::resume::read;
 
 use gradflow::config::Config;
 use gradflow::error::Error;
@@ -96,23 +96,17 @@ fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Command {
 }
 
 fn assert_same_flow_run(a: &Path, b: &Path) {
-    for f in [
-        "metrics.csv",
-        "ntk.csv",
-        "sliding.csv",
-        "params_init.safetensors",
-        "params_final.safetensors",
-        "config.toml",
-    ] {
-        assert!(read(&a.join(f)) == read(&b.join(f)), "{f} differs");
-    }
-    assert_eq!(
-        summary_without_times(&a.join("summary.json")),
-        summary_without_times(&b.join("summary.json"))
-    );
-    assert!(
-        !b.join("checkpoint.json").exists(),
-        "a finished run keeps no checkpoint"
+    crate::resume::assert_same_files(
+        a,
+        b,
+        &[
+            "metrics.csv",
+            "ntk.csv",
+            "sliding.csv",
+            "params_init.safetensors",
+            "params_final.safetensors",
+            "config.toml",
+        ],
     );
 }
 

@@ -64,15 +64,24 @@ pub(crate) fn summary_without_times(p: &Path) -> serde_json::Value {
 }
 
 fn assert_same_run(a: &Path, b: &Path) {
-    for f in [
-        "metrics.csv",
-        "ntk.csv",
-        "params_init.safetensors",
-        "params_final.safetensors",
-        "x.npy",
-        "y.npy",
-        "config.toml",
-    ] {
+    assert_same_files(
+        a,
+        b,
+        &[
+            "metrics.csv",
+            "ntk.csv",
+            "params_init.safetensors",
+            "params_final.safetensors",
+            "x.npy",
+            "y.npy",
+            "config.toml",
+        ],
+    );
+}
+
+/// `files` byte for byte, summary.json but for its timings, and no checkpoint left in `b`.
+pub(crate) fn assert_same_files(a: &Path, b: &Path, files: &[&str]) {
+    for f in files {
         assert!(read(&a.join(f)) == read(&b.join(f)), "{f} differs");
     }
     assert_eq!(
