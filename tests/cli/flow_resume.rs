@@ -11,7 +11,7 @@ use gradflow::config::Config;
 use gradflow::error::Error;
 use gradflow::run::{self, RunOptions, Status};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The compiled route: a leaky-ReLU dnn preset, with the GD comparison and NTK checkpoints.
@@ -119,17 +119,16 @@ pub(crate) fn ntk_rows_written(out: &Path, pid: u32) -> usize {
         .map_or(0, |s| s.lines().count().saturating_sub(1))
 }
 
-/// Starts the run, waits until its NTK checkpoints show it at output `rows_before_signal`·every
-/// (past t = 5, where entries slide), sends SIGINT, resumes, and compares with an uninterrupted
-/// run. Fails if the signal arrives after the run finished (nothing would have been tested).
-fn sigint_and_resume(tag: &str, config: &str, rows_before_signal: usize) {
-    let dir = common::fresh_dir("flow-resume", tag);
-    let cfg = write_config(&dir, config);
-    let (a, b) = (dir.join("a"), dir.join("b"));
-    let child = train(&cfg, &b, &[]).stderr(Stdio::piped()).spawn().unwrap();
+/// Sends SIGINT to the run writing `out` once its ntk.csv has `rows` rows (training under way),
+/// then checks it stopped as interrupted (exit 130, told to `--resume`). Fails if the run ended
+/// before the signal: nothing would have been tested.
+pub(crate) fn interrupt_mid_run(mut child: Child, out: &Path, rows: usize) {
     let pid = child.id();
     let start = Instant::now();
-    while ntk_rows_written(&b, pid) < rows_before_signal {
+    while ntk_rows_written(out, pid) < rows {
+        if child.try_wait().unwrap().is_some() {
+            break; // ended already: the assertion below says so
+        }
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "the run never got going"
@@ -139,14 +138,25 @@ fn sigint_and_resume(tag: &str, config: &str, rows_before_signal: usize) {
     let _ = Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(
-        !out.status.success(),
-        "the run finished before SIGINT arrived: make it longer ({stderr})"
+        !result.status.success(),
+        "the run finished before SIGINT arrived, so nothing was tested: make it longer ({stderr})"
     );
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(result.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("--resume"), "{stderr}");
+}
+
+/// Starts the run, waits until its NTK checkpoints show it at output `rows_before_signal`·every
+/// (past t = 5, where entries slide), sends SIGINT, resumes, and compares with an uninterrupted
+/// run. Fails if the signal arrives after the run finished (nothing would have been tested).
+fn sigint_and_resume(tag: &str, config: &str, rows_before_signal: usize) {
+    let dir = common::fresh_dir("flow-resume", tag);
+    let cfg = write_config(&dir, config);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let child = train(&cfg, &b, &[]).stderr(Stdio::piped()).spawn().unwrap();
+    interrupt_mid_run(child, &b, rows_before_signal);
     let ck: serde_json::Value = serde_json::from_slice(&read(&b.join("checkpoint.json"))).unwrap();
     let pinned = ck["flow"]["solver"]["pinned"]
         .as_array()

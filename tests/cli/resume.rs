@@ -219,7 +219,7 @@ fn sigint_checkpoints_and_resume_matches_an_uninterrupted_run() {
         .status()
         .unwrap();
     assert!(st.success());
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args([
             "train",
             cfg.to_str().unwrap(),
@@ -232,29 +232,7 @@ fn sigint_checkpoints_and_resume_matches_an_uninterrupted_run() {
         .unwrap();
     // Signal once training is under way (ntk.csv has its epoch-0 and epoch-50,000 rows, of 9),
     // so the signal lands mid-run rather than during set-up or after the end.
-    let pid = child.id();
-    let start = std::time::Instant::now();
-    while crate::flow_resume::ntk_rows_written(&b, pid) < 2 {
-        if child.try_wait().unwrap().is_some() {
-            break; // ended already: the assertion below says so
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "the run never got going"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the run finished before SIGINT arrived, so nothing was tested: make it longer ({stderr})"
-    );
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("--resume"), "{stderr}");
+    crate::flow_resume::interrupt_mid_run(child, &b, 2);
     assert!(b.join("checkpoint.json").exists());
     let st = Command::new(bin())
         .args([
