@@ -22,7 +22,7 @@
 //! drops the directions of pinned rows depending on the others (their constraint is implied by
 //! the others, their multiplier is 0), see `gram.rs`.
 
-use super::gram::GramFactor;
+use super::gram_bordered::BorderedGram;
 use crate::activation::Activation;
 use crate::engine::{Plan, Prop};
 use crate::loss::LossKind;
@@ -563,8 +563,16 @@ impl Compiled {
         r.inv.extend(0..k);
         {
             let qp = &r.q_place;
-            r.inv
-                .sort_unstable_by_key(|&j| (std::cmp::Reverse(qp[j].0), qp[j].1, qp[j].2));
+            // The first stage's entries (last) by unit: the blocks of `BorderedGram`.
+            r.inv.sort_unstable_by_key(|&j| {
+                let (stage, sample, unit) = qp[j];
+                let (major, minor) = if stage == 0 {
+                    (unit, sample)
+                } else {
+                    (sample, unit)
+                };
+                (std::cmp::Reverse(stage), major, minor)
+            });
         }
         r.pos.clear();
         r.pos.resize(k, 0);
@@ -704,14 +712,26 @@ impl Compiled {
         self.rows_for == pinned
     }
 
-    /// G = R Rᵀ = Σ_t (Z_tᵀ Z_t) ⊙ (S_tᵀ S_t + 1) + a_t a_tᵀ of the stored rows (two matrix
-    /// products per stage, lower triangles accumulated), factorised (see [`GramFactor`]).
+    /// G = R Rᵀ = Σ_t (Z_tᵀ Z_t) ⊙ (S_tᵀ S_t + 1) + a_t a_tᵀ of the stored rows, formed in the
+    /// bordered shape of [`BorderedGram`] and factorised. The dense part C is the entries of
+    /// stages ≥ 1 (the first k_C internal positions): two lower-triangle products per stage. The
+    /// first stage's entries A have Z_0 = e_unit and no other stage, so their blocks are
+    /// [x_i·x_j + 1] within a unit, and G_CA = Z_0[unit_a, c] (x_c·x_a + 1).
     pub fn factor(&mut self, par: Par) {
         let k = self.rows_for.len();
         let r = &mut self.r;
-        let gram = r.fac.matrix_mut(k);
+        let kc = r.kt.get(1).copied().unwrap_or(0);
+        r.block_sizes.clear();
+        for q in kc..k {
+            let unit = r.q_place[r.inv[q]].2;
+            match r.block_sizes.last_mut() {
+                Some(m) if q > kc && r.q_place[r.inv[q - 1]].2 == unit => *m += 1,
+                _ => r.block_sizes.push(1),
+            }
+        }
+        let parts = r.fac.parts_mut(kc, &r.block_sizes);
         for (t, st) in self.plan.stages.iter().enumerate() {
-            let kk = r.kt[t];
+            let kk = r.kt[t].min(kc);
             if kk == 0 {
                 continue;
             }
@@ -723,7 +743,7 @@ impl Compiled {
                 (&mut r.m1, (&r.zt[t], st.out)),
                 (&mut r.m2, (&r.st[t], st.inp)),
             ] {
-                let v = view(src, rows, kk);
+                let v = view(&src[..rows * kk], rows, kk);
                 // The lower triangle by column blocks of dense products (faer's triangular
                 // product is slower at these sizes); the diagonal blocks' upper parts are unread.
                 let mut dst = view_mut(m, kk, kk);
@@ -740,16 +760,55 @@ impl Compiled {
                 }
             }
             let at = &r.at[t];
-            // The stage's entries are the first kk of the internal order: G's leading block.
+            // The stage's dense entries are the first kk of the internal order.
             for b in 0..kk {
                 let (col, m1, m2) = (
-                    &mut gram[b * k + b..b * k + kk],
+                    &mut parts.corner[b * kc + b..b * kc + kk],
                     &r.m1[b * kk + b..(b + 1) * kk],
                     &r.m2[b * kk + b..(b + 1) * kk],
                 );
                 let ab = at[b];
                 for (((g, x1), x2), aa) in col.iter_mut().zip(m1).zip(m2).zip(&at[b..]) {
                     *g += x1 * (x2 + 1.0) + aa * ab;
+                }
+            }
+        }
+        let ka = k - kc;
+        if ka > 0 {
+            let (inp, out) = (self.plan.stages[0].inp, self.plan.stages[0].out);
+            let s0 = &r.st[0];
+            let mut store = 0;
+            let mut a0 = kc;
+            for &m in &r.block_sizes {
+                for c in 0..m {
+                    let sc = &s0[(a0 + c) * inp..(a0 + c + 1) * inp];
+                    for a in c..m {
+                        let sa = &s0[(a0 + a) * inp..(a0 + a + 1) * inp];
+                        let d: f64 = sa.iter().zip(sc).map(|(x, y)| x * y).sum();
+                        parts.diagonal[store + c * m + a] = d + 1.0;
+                    }
+                }
+                store += m * m;
+                a0 += m;
+            }
+            if kc > 0 {
+                // x_c · x_a for every (c, a): S_0[:, C]ᵀ S_0[:, A].
+                let v = view(&s0[..inp * k], inp, k);
+                let mut dst = MatMut::from_column_major_slice_mut(parts.border, kc, ka);
+                matmul(
+                    dst.as_mut(),
+                    Accum::Replace,
+                    v.subcols(0, kc).transpose(),
+                    v.subcols(kc, ka),
+                    1.0,
+                    Par::Seq,
+                );
+                let z0 = &r.zt[0];
+                for a in 0..ka {
+                    let unit = r.q_place[r.inv[kc + a]].2;
+                    for (c, g) in parts.border[a * kc..(a + 1) * kc].iter_mut().enumerate() {
+                        *g = z0[c * out + unit] * (*g + 1.0);
+                    }
                 }
             }
         }
@@ -880,6 +939,8 @@ struct Rows {
     m1: Vec<f64>,
     m2: Vec<f64>,
     pt: Vec<f64>,
-    fac: GramFactor,
+    /// Sizes of the first stage's unit blocks (internal order), and the factorisation.
+    block_sizes: Vec<usize>,
+    fac: BorderedGram,
     y: Vec<f64>,
 }

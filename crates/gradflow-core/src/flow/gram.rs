@@ -31,7 +31,7 @@ const PANEL: usize = 32;
 const PAR_MIN: usize = 384;
 
 /// `par` for a K × K problem (see [`PAR_MIN`]).
-fn par_for(k: usize, par: Par) -> Par {
+pub(super) fn par_for(k: usize, par: Par) -> Par {
     if k >= PAR_MIN {
         par
     } else {
@@ -40,7 +40,7 @@ fn par_for(k: usize, par: Par) -> Par {
 }
 
 /// Relative pivot below which a direction is dropped.
-const DROP: f64 = 1e-12;
+pub(super) const DROP: f64 = 1e-12;
 
 /// The factor L' of a Gram matrix, its dropped directions and (lazily) L'⁻¹.
 #[derive(Default)]
@@ -65,15 +65,28 @@ impl GramFactor {
         &mut self.l
     }
 
+    /// The K × K buffer as it stands (G's lower triangle until [`Self::factor`]), not zeroed.
+    pub fn matrix(&mut self) -> &mut [f64] {
+        &mut self.l
+    }
+
     /// Factorises the matrix left by [`Self::matrix_mut`] in place.
+    #[cfg(test)]
     pub fn factor(&mut self, par: Par) {
+        let k = self.k;
+        let top = (0..k).map(|i| self.l[i * k + i]).fold(0.0f64, f64::max);
+        self.factor_relative_to(top, par);
+    }
+
+    /// [`Self::factor`] with pivots dropped relative to `top` instead of this matrix's largest
+    /// diagonal entry (for a Schur complement: the whole Gram matrix's).
+    pub fn factor_relative_to(&mut self, top: f64, par: Par) {
         let k = self.k;
         let par = par_for(k, par);
         self.inverse_ready = false;
         self.dropped.clear();
         self.dropped.resize(k, false);
         let a = &mut self.l;
-        let top = (0..k).map(|i| a[i * k + i]).fold(0.0f64, f64::max);
         let mut jb = 0;
         while jb < k {
             let je = (jb + PANEL).min(k);
@@ -135,6 +148,16 @@ impl GramFactor {
             }
             jb = je;
         }
+    }
+
+    /// Which directions the last factorisation dropped.
+    pub fn dropped(&self) -> &[bool] {
+        &self.dropped
+    }
+
+    /// L' (column-major K × K, lower triangle) of the last factorisation.
+    pub fn lower(&self) -> MatRef<'_, f64> {
+        MatRef::from_column_major_slice(&self.l, self.k, self.k)
     }
 
     /// Solves G_SS w_S = b_S in place (b and w in the factor's order), w = 0 off S.
@@ -214,7 +237,7 @@ fn invert_lower(l: &[f64], k: usize, x: &mut Vec<f64>, par: Par) {
 }
 
 #[cfg(test)]
-mod tests_support {
+pub(super) mod tests_support {
     use rand::{RngExt, SeedableRng};
 
     pub fn dot(a: &[f64], b: &[f64]) -> f64 {

@@ -27,6 +27,7 @@ mod compiled;
 pub mod dopri;
 mod events;
 mod gram;
+mod gram_bordered;
 pub mod kernel;
 mod plain;
 mod snapshot;
