@@ -23,7 +23,7 @@
 //! leaves towards the side that pushes away otherwise.
 //!
 //! **Cost.** Two routes compute the same field. The dnn and resnet presets go through the
-//! compiled route (`compiled.rs`): the gradient on the engine's flat plan in two parts on
+//! compiled route (`compiled/`): the gradient on the engine's flat plan in two parts on
 //! the two threads, and the rows ∇z_j by one multi-column reverse pass per sample, kept in
 //! factored form (per-stage cotangents and inputs), their Gram matrix by matrix products and a
 //! Cholesky factorisation, all in kept buffers. Every other network takes the general layer

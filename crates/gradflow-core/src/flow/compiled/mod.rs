@@ -1,0 +1,274 @@
+//! The kink-aware field on a compiled network (the engine's [`Plan`] of the dnn and resnet
+//! presets), f64, allocation-free in the steady state: the fast route of [`super::system`].
+//!
+//! **Gradient.** The samples are cut into two parts with their own buffers; each part runs the
+//! forward pass (one faer product per stage, then σ on the frozen piece of every entry, or the
+//! pinned entry's chosen slope) and the reverse pass on its own thread, and the two gradient
+//! contributions are summed in part order (so results do not depend on which threads ran them).
+//! The reverse pass records the cotangent at σ(z_j) of every pinned entry j.
+//!
+//! **Pinned rows, structured.** The row ∇_θ z_j of an entry of sample i at stage s_j is, per
+//! stage t ≤ s_j, an outer product z̄_t ⊗ src_t(i) in W_t, z̄_t in b_t and a scalar in PReLU's
+//! slope. All entries of one sample go back together, one multi-column reverse pass per sample
+//! (W_t is read once per sample and stage); a row is stored as its cotangents z̄_t plus a copy
+//! of src_t(i), ≈ Σ_t (in_t + out_t) numbers instead of p, so the rows stay valid after later
+//! forward passes (the drift projection uses them). Stacked per stage as Z_t and S_t, they give
+//! by matrix products, without forming any p-vector: G = Σ_t (Z_tᵀ Z_t) ⊙ (S_tᵀ S_t + 1) + a_t a_tᵀ,
+//! R g (through GW_t S_t) and Rᵀ w (GW_t += S_t (Z_t diag w)ᵀ).
+//!
+//! **Factorisation.** G(θ) changes with θ at every evaluation, so a factorisation kept across
+//! evaluations and up/downdated on pin/release would solve with a stale Gram matrix; G is
+//! formed (lower triangles only) and factorised afresh by a Cholesky factorisation that drops
+//! the directions of pinned rows depending on the others (their constraint is implied by the
+//! others, their multiplier is 0). First-layer pins have rows orthogonal across units, so G is
+//! block-diagonal there and bordered by the deeper pins' rows: `gram_bordered.rs` eliminates
+//! the blocks first and factorises only the dense Schur complement (`gram.rs`).
+//!
+//! Files: `part.rs` (a part's passes), `rows.rs` (rows, G, solves).
+
+mod part;
+mod rows;
+
+use crate::activation::Activation;
+use crate::engine::{Plan, Prop};
+use crate::loss::LossKind;
+use faer::Par;
+use part::{Ctx, Part};
+use rows::Rows;
+
+/// "Not pinned" in [`Compiled::pin_of`].
+const FREE: u32 = u32::MAX;
+
+/// One pinned entry as the compiled passes evaluate it: σ(z) = σ_k(b) + s·(z − b).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PinSlot {
+    pub knot: f64,
+    /// The piece left of the knot (σ(b) is its value there).
+    pub left_piece: u16,
+    pub slope: f64,
+}
+
+/// The compiled kink-aware evaluator (see the module docs).
+pub(super) struct Compiled {
+    plan: Plan,
+    act: Activation,
+    x: Vec<f64>,
+    y: Vec<f64>,
+    c: f64,
+    /// Global entry offset of each stage's pre-activations (stages with σ).
+    offsets: Vec<usize>,
+    parts: [Part; 2],
+    /// Pinned slot per global entry ([`FREE`] when not pinned), and the slots.
+    pub pin_of: Vec<u32>,
+    pub pins: Vec<PinSlot>,
+    pinned_entries: Vec<usize>,
+    /// PReLU's slope per stage at the last forward pass (0 for other activations).
+    slope: Vec<f64>,
+    /// Pinned entries the stored rows belong to, and the rows.
+    rows_for: Vec<usize>,
+    r: Rows,
+}
+
+/// The result of one compiled gradient evaluation.
+pub(super) struct Evaluated {
+    pub loss: f64,
+}
+
+impl Compiled {
+    /// The compiled evaluator for a plan that never mixes samples (dnn, resnet); None otherwise.
+    pub fn new(
+        plan: Plan,
+        act: Activation,
+        x: &[f64],
+        y: &[f64],
+        n: usize,
+        loss: LossKind,
+    ) -> Option<Self> {
+        if plan.stages.iter().any(|s| s.prop != Prop::None) || n == 0 {
+            return None;
+        }
+        let p = plan.num_params();
+        let mut offsets = Vec::with_capacity(plan.stages.len());
+        let mut off = 0;
+        for st in &plan.stages {
+            offsets.push(off);
+            if st.act {
+                off += st.out * n;
+            }
+        }
+        let ns = plan.stages.len();
+        let mid = n.div_ceil(2);
+        let parts = [Part::new(&plan, 0, mid, p), Part::new(&plan, mid, n, p)];
+        let m = plan.out_dim();
+        Some(Self {
+            slope: vec![0.0; plan.stages.len()],
+            c: loss.c(n, m),
+            plan,
+            act,
+            x: x.to_vec(),
+            y: y.to_vec(),
+            offsets,
+            parts,
+            pin_of: vec![FREE; off],
+            pins: Vec::new(),
+            pinned_entries: Vec::new(),
+            rows_for: Vec::new(),
+            r: Rows {
+                zt: vec![Vec::new(); ns],
+                st: vec![Vec::new(); ns],
+                at: vec![Vec::new(); ns],
+                ..Default::default()
+            },
+        })
+    }
+
+    /// The controlled pre-activation entries (stages with σ, sample-major per stage).
+    pub fn entries(&self) -> usize {
+        self.pin_of.len()
+    }
+
+    /// Sets the pinned entries (sorted) and their slots.
+    pub fn set_pins(&mut self, pinned: &[usize], slots: impl Iterator<Item = PinSlot>) {
+        for &e in &self.pinned_entries {
+            self.pin_of[e] = FREE;
+        }
+        self.pins.clear();
+        self.pinned_entries.clear();
+        self.pinned_entries.extend_from_slice(pinned);
+        for (j, (&e, s)) in pinned.iter().zip(slots).enumerate() {
+            self.pin_of[e] = j as u32;
+            self.pins.push(s);
+        }
+    }
+
+    /// PReLU's slope of the stage holding entry e, at the last forward pass.
+    pub fn slope_of_entry(&self, e: usize) -> f64 {
+        self.slope[self.stage_of(e)]
+    }
+
+    fn stage_of(&self, e: usize) -> usize {
+        let mut s = 0;
+        for (t, st) in self.plan.stages.iter().enumerate() {
+            if st.act && self.offsets[t] <= e {
+                s = t;
+            }
+        }
+        s
+    }
+
+    fn run(&mut self, theta: &[f64], pieces: &[u16], pinned: &[usize], grad: bool) {
+        for (s, st) in self.plan.stages.iter().enumerate() {
+            self.slope[s] = st.params(theta).2.unwrap_or(0.0);
+        }
+        let cx = Ctx {
+            plan: &self.plan,
+            act: &self.act,
+            x: &self.x,
+            y: &self.y,
+            c: self.c,
+            theta,
+            pieces,
+            pin_of: &self.pin_of,
+            pins: &self.pins,
+            offsets: &self.offsets,
+            pinned,
+            linear: matches!(
+                self.act,
+                Activation::Relu | Activation::LeakyRelu { .. } | Activation::Prelu { .. }
+            ),
+        };
+        let work = |part: &mut Part| {
+            part.forward(&cx);
+            if grad {
+                part.backward(&cx);
+            }
+        };
+        let [p0, p1] = &mut self.parts;
+        if matches!(crate::batch::par(), Par::Seq) {
+            work(p0);
+            work(p1);
+        } else {
+            rayon::join(|| work(p0), || work(p1));
+        }
+    }
+
+    /// Copies every pre-activation of the last forward pass into `z` (global entry order).
+    fn gather_z(&self, z: &mut [f64]) {
+        for (s, st) in self.plan.stages.iter().enumerate() {
+            if !st.act {
+                continue;
+            }
+            for part in &self.parts {
+                let (a, b) = (
+                    self.offsets[s] + part.i0 * st.out,
+                    self.offsets[s] + part.i1 * st.out,
+                );
+                z[a..b].copy_from_slice(&part.z[s]);
+            }
+        }
+    }
+
+    fn loss(&self) -> f64 {
+        self.c * (self.parts[0].sse + self.parts[1].sse)
+    }
+
+    /// A forward pass: L(θ), and every pre-activation into `z` when given.
+    pub fn forward(&mut self, theta: &[f64], pieces: &[u16], z: Option<&mut [f64]>) -> f64 {
+        self.run(theta, pieces, &[], false);
+        if let Some(z) = z {
+            self.gather_z(z);
+        }
+        self.loss()
+    }
+
+    /// L(θ), ∇L(θ) into `grad`, every pre-activation into `z`, and the cotangents at σ(z_j) of
+    /// the pinned entries into `cot` (in `pinned` order).
+    pub fn gradient(
+        &mut self,
+        theta: &[f64],
+        pieces: &[u16],
+        pinned: &[usize],
+        grad: &mut [f64],
+        z: &mut [f64],
+        cot: &mut Vec<f64>,
+    ) -> Evaluated {
+        self.run(theta, pieces, pinned, true);
+        self.gather_z(z);
+        let [p0, p1] = &self.parts;
+        for (g, (a, b)) in grad.iter_mut().zip(p0.grad.iter().zip(&p1.grad)) {
+            *g = a + b;
+        }
+        cot.clear();
+        for (a, b) in p0.rec.iter().zip(&p1.rec) {
+            cot.push(if a.is_nan() { *b } else { *a });
+        }
+        Evaluated { loss: self.loss() }
+    }
+
+    /// (part, column) of sample i.
+    fn place(&self, i: usize) -> (usize, usize) {
+        if i < self.parts[0].i1 {
+            (0, i)
+        } else {
+            (1, i - self.parts[1].i0)
+        }
+    }
+
+    fn src_of(&self, t: usize, i: usize) -> &[f64] {
+        let st = &self.plan.stages[t];
+        if t == 0 {
+            &self.x[i * st.inp..(i + 1) * st.inp]
+        } else {
+            let (p, c) = self.place(i);
+            &self.parts[p].h[t - 1][c * st.inp..(c + 1) * st.inp]
+        }
+    }
+
+    /// (stage, sample, unit) of entry e.
+    fn locate(&self, e: usize) -> (usize, usize, usize) {
+        let s = self.stage_of(e);
+        let out = self.plan.stages[s].out;
+        let local = e - self.offsets[s];
+        (s, local / out, local % out)
+    }
+}
