@@ -304,31 +304,35 @@ impl Compiled {
         out.extend(r.pos.iter().map(|&q| r.y[q]));
     }
 
-    /// (R v)_j for a parameter vector v, into `out` (`pinned` order).
+    /// (R v)_j for a parameter vector v, into `out` (`pinned` order). Per stage t, an entry at
+    /// stage t itself has Z_t = e_unit: its part is one row of GW_t against src_t(i); the
+    /// entries of deeper stages (the first k_{t+1}) go through the product GW_t · S_t.
     pub fn rows_dot(&mut self, v: &[f64], out: &mut Vec<f64>) {
         let k = self.rows_for.len();
         let r = &mut self.r;
         r.y.clear();
         r.y.resize(k, 0.0);
         for (t, st) in self.plan.stages.iter().enumerate() {
-            let kk = r.kt[t];
+            let (kk, deep) = (r.kt[t], r.kt.get(t + 1).copied().unwrap_or(0));
             if kk == 0 {
                 continue;
             }
             let (gw, gb, ga) = st.params(v);
-            r.pt.clear();
-            r.pt.resize(st.out * kk, 0.0);
-            // P = GW · S_t (out × K_t).
-            matmul(
-                view_mut(&mut r.pt, st.out, kk),
-                Accum::Replace,
-                MatRef::from_row_major_slice(gw, st.out, st.inp),
-                view(&r.st[t], st.inp, kk),
-                1.0,
-                Par::Seq,
-            );
             let ga = ga.unwrap_or(0.0);
-            for q in 0..kk {
+            if deep > 0 {
+                r.pt.clear();
+                r.pt.resize(st.out * deep, 0.0);
+                // P = GW · S_t (out × k_{t+1}).
+                matmul(
+                    view_mut(&mut r.pt, st.out, deep),
+                    Accum::Replace,
+                    MatRef::from_row_major_slice(gw, st.out, st.inp),
+                    view(&r.st[t][..st.inp * deep], st.inp, deep),
+                    1.0,
+                    Par::Seq,
+                );
+            }
+            for q in 0..deep {
                 let (zc, pc) = (
                     &r.zt[t][q * st.out..(q + 1) * st.out],
                     &r.pt[q * st.out..(q + 1) * st.out],
@@ -339,23 +343,30 @@ impl Compiled {
                 }
                 r.y[q] += acc;
             }
+            for q in deep..kk {
+                let unit = r.q_place[r.inv[q]].2;
+                let src = &r.st[t][q * st.inp..(q + 1) * st.inp];
+                let wrow = &gw[unit * st.inp..(unit + 1) * st.inp];
+                let dot: f64 = wrow.iter().zip(src).map(|(a, b)| a * b).sum();
+                r.y[q] += dot + gb[unit];
+            }
         }
         out.clear();
         out.extend((0..k).map(|j| r.y[r.pos[j]]));
     }
 
-    /// out += Σ_j w_j ∇z_j (w in `pinned` order).
+    /// out += Σ_j w_j ∇z_j (w in `pinned` order); per stage split as in [`Self::rows_dot`].
     pub fn add_rows_t(&mut self, w: &[f64], out: &mut [f64]) {
         let r = &mut self.r;
         for (t, st) in self.plan.stages.iter().enumerate() {
-            let kk = r.kt[t];
+            let (kk, deep) = (r.kt[t], r.kt.get(t + 1).copied().unwrap_or(0));
             if kk == 0 {
                 continue;
             }
             r.pt.clear();
-            r.pt.extend_from_slice(&r.zt[t]);
+            r.pt.extend_from_slice(&r.zt[t][..st.out * deep]);
             let mut slope = 0.0;
-            for q in 0..kk {
+            for q in 0..deep {
                 let wq = w[r.inv[q]];
                 r.pt[q * st.out..(q + 1) * st.out]
                     .iter_mut()
@@ -363,19 +374,29 @@ impl Compiled {
                 slope += wq * r.at[t][q];
             }
             let (gw, gb, ga) = st.params_mut(out);
-            // GW (row-major out × in = column-major in × out) += S_t · (Z_t diag(w))ᵀ.
-            matmul(
-                MatMut::from_column_major_slice_mut(gw, st.inp, st.out),
-                Accum::Add,
-                view(&r.st[t], st.inp, kk),
-                view(&r.pt, st.out, kk).transpose(),
-                1.0,
-                Par::Seq,
-            );
+            if deep > 0 {
+                // GW (row-major out × in = column-major in × out) += S_t · (Z_t diag(w))ᵀ.
+                matmul(
+                    MatMut::from_column_major_slice_mut(gw, st.inp, st.out),
+                    Accum::Add,
+                    view(&r.st[t][..st.inp * deep], st.inp, deep),
+                    view(&r.pt, st.out, deep).transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+            }
             for pc in r.pt.chunks_exact(st.out) {
                 for (g, v) in gb.iter_mut().zip(pc) {
                     *g += v;
                 }
+            }
+            for q in deep..kk {
+                let (unit, wq) = (r.q_place[r.inv[q]].2, w[r.inv[q]]);
+                let src = &r.st[t][q * st.inp..(q + 1) * st.inp];
+                for (g, x) in gw[unit * st.inp..(unit + 1) * st.inp].iter_mut().zip(src) {
+                    *g += wq * x;
+                }
+                gb[unit] += wq;
             }
             if let Some(g) = ga {
                 *g += slope;
