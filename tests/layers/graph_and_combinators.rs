@@ -15,7 +15,7 @@ use gradflow::graph::{scaled_laplacian, Graph, SparseMatrix};
 use gradflow::init::{init_params, InitScheme};
 use gradflow::layers::{
     ActivationLayer, ChebConv, Dense, FanOutConcat, GraphConv, Layer, PairCombine, Parallel,
-    Serial, SharedPair,
+    Serial, SharedPair, Structure,
 };
 use gradflow::model::Model;
 use gradflow::ntk;
@@ -470,7 +470,20 @@ fn combinators_forward_kink_diagnostics_and_non_finite_location() {
         seen.push((pa.z.as_slice().len(), pa.activation.kinks()))
     });
     assert_eq!(seen, [(4 * 2 * n, vec![0.0]), (2 * n, vec![0.0])]);
-    assert_eq!(s.children().len(), 1);
+    // Children: the tower, then the |·| as an element-wise activation layer (knot 0, slopes
+    // −1/+1) that the flow solver controls like any other; Concat has only the tower.
+    let kids = s.children();
+    assert_eq!(kids.len(), 2);
+    match kids[1].structure() {
+        Structure::Elementwise(a) => {
+            assert_eq!((a.dim, a.activation.kinks()), (2, vec![0.0]));
+            let slopes = [0, 1].map(|k| a.activation.piece_derivative(k, 0.0, 0.0));
+            assert_eq!(slopes, [-1.0, 1.0]);
+        }
+        other => panic!("the |·| child is {other:?}"),
+    }
+    let c = SharedPair::new(tower(d, 4, 2, leaky()), PairCombine::Concat);
+    assert_eq!(c.children().len(), 1);
     assert!(y.all_finite());
 
     // A NaN in the b half of one sample is found inside the shared tower, named like its tensors.
