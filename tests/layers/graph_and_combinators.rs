@@ -13,6 +13,7 @@ use faer::Mat;
 use gradflow::activation::Activation;
 use gradflow::graph::{scaled_laplacian, Graph, SparseMatrix};
 use gradflow::init::{init_params, InitScheme};
+use gradflow::layers::activation::ControlState;
 use gradflow::layers::{
     ActivationLayer, ChebConv, Dense, FanOutConcat, GraphConv, Layer, PairCombine, Parallel,
     Serial, SharedPair, Structure,
@@ -439,6 +440,48 @@ fn shared_pair_is_the_tower_applied_twice() {
             ]
         );
     }
+}
+
+/// At f(a) = f(b) (equal halves) the ordinary pair follows `torch.abs`: |·|' = sign(0) = 0, so
+/// no cotangent reaches the inputs. Under the flow solver's control the |·| layer's frozen piece
+/// decides instead: slope +1 on the right piece, −1 on the left, x̄_a = −x̄_b ≠ 0.
+#[test]
+fn shared_pair_abs_is_torch_abs_at_zero_unless_controlled() {
+    let (d, n) = (3, 2);
+    let s = SharedPair::new(tower(d, 4, 2, leaky()), PairCombine::AbsDiff);
+    let theta = uniform_vec(&mut rng(31), s.num_params(), -1.0, 1.0);
+    let mut x = random_batch(&mut rng(32), 2 * d, n);
+    let a0 = x.col(0)[..d].to_vec();
+    x.col_mut(0)[d..].copy_from_slice(&a0);
+    let (y, tape) = s.forward(&theta, &x);
+    assert_eq!(y.col(0), [0.0, 0.0]);
+    let y_bar = Batch::from_vec(2, n, vec![1.0; 2 * n]);
+    let mut tb = vec![0.0; s.num_params()];
+    let x_bar = s.vjp(&theta, &x, &tape, &y_bar, &mut tb);
+    assert!(x_bar.col(0).iter().all(|&v| v == 0.0), "{:?}", x_bar.col(0));
+    assert!(x_bar.col(1).iter().any(|&v| v != 0.0));
+
+    let Structure::Elementwise(abs) = s.children()[1].structure() else {
+        panic!("the |·| child is an activation layer");
+    };
+    let mut by_piece = Vec::new();
+    for piece in [0u16, 1] {
+        *abs.control.lock() = Some(ControlState {
+            pieces: vec![piece; 2 * n],
+            samples: n,
+            ..Default::default()
+        });
+        let (yc, tape) = s.forward(&theta, &x);
+        assert_eq!(yc.col(0), [0.0, 0.0]);
+        let mut tb = vec![0.0; s.num_params()];
+        let xc = s.vjp(&theta, &x, &tape, &y_bar, &mut tb);
+        *abs.control.lock() = None;
+        let (xa, xb) = (&xc.col(0)[..d], &xc.col(0)[d..]);
+        assert!(xa.iter().any(|&v| v != 0.0));
+        assert!(xa.iter().zip(xb).all(|(p, q)| *p == -*q));
+        by_piece.push(xa.to_vec());
+    }
+    assert!(by_piece[0].iter().zip(&by_piece[1]).all(|(p, q)| *p == -*q));
 }
 
 #[test]
