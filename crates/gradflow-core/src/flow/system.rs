@@ -2,9 +2,9 @@
 //! with Filippov sliding on kink surfaces.
 //!
 //! **Pattern.** Every pre-activation entry e = (application, sample, unit) of every activation
-//! layer has a frozen piece k_e of σ; the field f(θ) = −∇L(θ) is evaluated with σ continued polynomially on
-//! that piece (through the layers' [`PieceControl`]s), so it is smooth and a Runge–Kutta step
-//! keeps its order. Leaving the piece is an *event* (see `solve.rs`).
+//! layer has a frozen piece k_e of σ; the field f(θ) = −∇L(θ) is evaluated with σ continued
+//! polynomially on that piece (through the layers' [`PieceControl`]s), so it is smooth and a
+//! Runge–Kutta step keeps its order. Leaving the piece is an *event* (see `solve.rs`).
 //!
 //! **Entries of layers applied several times.** A layer applied k times per sample (the tower of
 //! a Siamese pair, run on both halves) has k·n·dim entries, application-major
@@ -41,9 +41,10 @@
 //! the two threads, and the rows ∇z_j by one multi-column reverse pass per sample, kept in
 //! factored form (per-stage cotangents and inputs), their Gram matrix by matrix products and a
 //! Cholesky factorisation, all in kept buffers. Every other network takes the general layer
-//! path: reverse passes seeded at the pinned pre-activations through the layers' controls, one
-//! one-sample pass per entry for networks that do not mix samples, a full-batch pass per entry
-//! for graph networks. Counts of each kind are kept.
+//! path: reverse passes seeded at the pinned pre-activations through the layers' controls, for
+//! networks that do not mix samples one one-sample forward pass per sample holding pinned
+//! entries (of any layer and application) and a one-sample reverse pass per entry, for graph
+//! networks a full-batch pass per entry. Counts of each kind are kept.
 
 use super::compiled::{Compiled, PinSlot};
 use super::dopri::Field;

@@ -15,7 +15,8 @@
 //! plus the unit: (r·n + i)·dim + u. On the whole training batch, column c is slot c. `columns`
 //! maps the columns of a sub-batch (one sample, for cheap per-sample passes) back to training
 //! samples: the layer sees k·n_sub columns for the n_sub listed samples, and column
-//! r·n_sub + c is slot r·n + columns[c]. So k is never declared: it is what the layer sees.
+//! r·n_sub + c is slot r·n + (sample c of `columns`). So k is never declared: it is what the
+//! layer sees.
 
 use super::{no_tape, Batch, Layer, ParamRole, ParamSpec, PreActivation, Structure, Tape};
 use crate::activation::Activation;
