@@ -8,4 +8,5 @@ mod compiled;
 mod control;
 mod kinks;
 mod reproduce;
+mod siamese;
 mod solver;

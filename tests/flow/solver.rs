@@ -521,9 +521,9 @@ fn bad_options_are_errors_naming_the_field() {
 /// while the solver's controls are installed on the activation layers. An observer that
 /// evaluates the model (metrics, NTK checkpoints — what GD's observers do) runs one more forward
 /// pass through every controlled layer, so `ControlState::calls` reaches 2 and the next
-/// `gather_z` aborts the solve with the shared-tower error: "`sigmoid (8)` ran 2 times in one
-/// forward pass (a shared tower such as the siamese preset); use solver = \"gd\"" — on a plain
-/// DNN. (On a kinked network the observer's evaluation would also go through the frozen
+/// `gather_z` aborts the solve with the error meant for towers run once per half: "`sigmoid (8)`
+/// ran 2 times in one forward pass (a shared tower that mixes samples …); use solver = \"gd\""
+/// — on a plain DNN. (On a kinked network the observer's evaluation would also go through the frozen
 /// pattern.) The plain solve (`kink_aware = false`) installs nothing and works.
 #[test]
 fn observer_may_evaluate_the_model() {

@@ -13,9 +13,10 @@ use faer::Mat;
 use gradflow::activation::Activation;
 use gradflow::graph::{scaled_laplacian, Graph, SparseMatrix};
 use gradflow::init::{init_params, InitScheme};
+use gradflow::layers::activation::ControlState;
 use gradflow::layers::{
     ActivationLayer, ChebConv, Dense, FanOutConcat, GraphConv, Layer, PairCombine, Parallel,
-    Serial, SharedPair,
+    Serial, SharedPair, Structure,
 };
 use gradflow::model::Model;
 use gradflow::ntk;
@@ -441,6 +442,48 @@ fn shared_pair_is_the_tower_applied_twice() {
     }
 }
 
+/// At f(a) = f(b) (equal halves) the ordinary pair follows `torch.abs`: |·|' = sign(0) = 0, so
+/// no cotangent reaches the inputs. Under the flow solver's control the |·| layer's frozen piece
+/// decides instead: slope +1 on the right piece, −1 on the left, x̄_a = −x̄_b ≠ 0.
+#[test]
+fn shared_pair_abs_is_torch_abs_at_zero_unless_controlled() {
+    let (d, n) = (3, 2);
+    let s = SharedPair::new(tower(d, 4, 2, leaky()), PairCombine::AbsDiff);
+    let theta = uniform_vec(&mut rng(31), s.num_params(), -1.0, 1.0);
+    let mut x = random_batch(&mut rng(32), 2 * d, n);
+    let a0 = x.col(0)[..d].to_vec();
+    x.col_mut(0)[d..].copy_from_slice(&a0);
+    let (y, tape) = s.forward(&theta, &x);
+    assert_eq!(y.col(0), [0.0, 0.0]);
+    let y_bar = Batch::from_vec(2, n, vec![1.0; 2 * n]);
+    let mut tb = vec![0.0; s.num_params()];
+    let x_bar = s.vjp(&theta, &x, &tape, &y_bar, &mut tb);
+    assert!(x_bar.col(0).iter().all(|&v| v == 0.0), "{:?}", x_bar.col(0));
+    assert!(x_bar.col(1).iter().any(|&v| v != 0.0));
+
+    let Structure::Elementwise(abs) = s.children()[1].structure() else {
+        panic!("the |·| child is an activation layer");
+    };
+    let mut by_piece = Vec::new();
+    for piece in [0u16, 1] {
+        *abs.control.lock() = Some(ControlState {
+            pieces: vec![piece; 2 * n],
+            samples: n,
+            ..Default::default()
+        });
+        let (yc, tape) = s.forward(&theta, &x);
+        assert_eq!(yc.col(0), [0.0, 0.0]);
+        let mut tb = vec![0.0; s.num_params()];
+        let xc = s.vjp(&theta, &x, &tape, &y_bar, &mut tb);
+        *abs.control.lock() = None;
+        let (xa, xb) = (&xc.col(0)[..d], &xc.col(0)[d..]);
+        assert!(xa.iter().any(|&v| v != 0.0));
+        assert!(xa.iter().zip(xb).all(|(p, q)| *p == -*q));
+        by_piece.push(xa.to_vec());
+    }
+    assert!(by_piece[0].iter().zip(&by_piece[1]).all(|(p, q)| *p == -*q));
+}
+
 #[test]
 fn combinators_forward_kink_diagnostics_and_non_finite_location() {
     let (d, n) = (3, 4);
@@ -470,7 +513,20 @@ fn combinators_forward_kink_diagnostics_and_non_finite_location() {
         seen.push((pa.z.as_slice().len(), pa.activation.kinks()))
     });
     assert_eq!(seen, [(4 * 2 * n, vec![0.0]), (2 * n, vec![0.0])]);
-    assert_eq!(s.children().len(), 1);
+    // Children: the tower, then the |·| as an element-wise activation layer (knot 0, slopes
+    // −1/+1) that the flow solver controls like any other; Concat has only the tower.
+    let kids = s.children();
+    assert_eq!(kids.len(), 2);
+    match kids[1].structure() {
+        Structure::Elementwise(a) => {
+            assert_eq!((a.dim, a.activation.kinks()), (2, vec![0.0]));
+            let slopes = [0, 1].map(|k| a.activation.piece_derivative(k, 0.0, 0.0));
+            assert_eq!(slopes, [-1.0, 1.0]);
+        }
+        other => panic!("the |·| child is {other:?}"),
+    }
+    let c = SharedPair::new(tower(d, 4, 2, leaky()), PairCombine::Concat);
+    assert_eq!(c.children().len(), 1);
     assert!(y.all_finite());
 
     // A NaN in the b half of one sample is found inside the shared tower, named like its tensors.

@@ -415,3 +415,75 @@ fn force_replaces_an_existing_run_directory() {
     assert_eq!(entries(&out), RUN_FILES);
     assert_eq!(entries(&tmp.join("runs")), ["run"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The flow on a Siamese network (a shared tower applied to both halves of each sample).
+// ---------------------------------------------------------------------------------------------
+
+/// `preset = "siamese"` with `solver = "flow"` trains (both combinations) and writes a complete
+/// run: the solve crosses kinks, and GD at a small η (compare_gd, the ordinary network) stays
+/// close to it — an independent route to the same trajectory.
+#[test]
+fn siamese_flow_run_trains_and_writes_its_run() {
+    let tmp = TempDir::new("cli-siamese-flow");
+    for combine in ["abs-diff", "concat"] {
+        let config = format!(
+            r#"
+seed = 1
+[data]
+kind = "pairs"
+n = 10
+d = 3
+m = 2
+[model]
+preset = "siamese"
+hidden = [8]
+combine = "{combine}"
+activation = "leaky-relu"
+[train]
+solver = "flow"
+t_end = 5.0
+outputs = 50
+compare_gd = true
+lr = 0.0005
+[ntk]
+every = 10
+"#
+        );
+        let (out, run) = train(&tmp, combine, &config, combine);
+        assert_eq!(entries(&out), RUN_FILES, "{}", run.describe());
+        let s = read_json(&out.join("summary.json"));
+        println!("{combine}: {}", s["flow"]);
+        assert_eq!(s["status"], "completed", "{combine}");
+        assert!(json_f64(&s, "final_loss") < json_f64(&s, "initial_loss"));
+        let f = &s["flow"];
+        // 2·n·8 tower entries (both applications), plus n·8 of |·| for abs-diff.
+        let tracked = if combine == "abs-diff" {
+            3 * 10 * 8
+        } else {
+            2 * 10 * 8
+        };
+        assert_eq!(
+            f["events"]["tracked"].as_u64(),
+            Some(tracked),
+            "{combine}: {f}"
+        );
+        assert!(
+            f["events"]["crossings"].as_u64().unwrap() > 0,
+            "{combine}: {f}"
+        );
+        assert!(
+            f["events"]["slides"].as_u64().unwrap() > 0,
+            "{combine}: {f}"
+        );
+        let (_, sliding) = read_csv(&out.join("sliding.csv"));
+        assert!(
+            !sliding.is_empty(),
+            "{combine}: sliding.csv has no interval"
+        );
+        let gap = f["gd_comparison"]["max_relative_loss_gap"]
+            .as_f64()
+            .unwrap();
+        assert!(gap < 1e-3, "{combine}: GD (η = 5e-4) vs flow {gap:e}");
+    }
+}

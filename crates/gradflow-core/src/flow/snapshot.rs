@@ -297,17 +297,16 @@ mod tests {
 
     /// A solve paused with entries pinned (mid-slide), its snapshot through JSON, and resumed,
     /// must end exactly where one uninterrupted solve ends: θ(T), every output record and θ at
-    /// it, the counts and the event totals, bit for bit. Both evaluation routes.
-    fn paused_solve_resumes_bit_identically(compiled: bool) {
+    /// it, the counts and the event totals, bit for bit. Both evaluation routes, and a Siamese
+    /// network (entries of both tower applications and of |·|) on the layer path.
+    fn paused_solve_resumes_bit_identically(model: &Model, data: &Dataset, compiled: bool) {
         let _lock = crate::parallelism_lock();
-        let model = presets::dnn(4, &[8, 8], 2, &Activation::leaky_relu());
-        let data = Dataset::ball(10, 4, 2, 0);
         let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
         let mut opts = FlowOptions::new(T_END, 1e-8, 1e-10, 40, LossKind::Mse);
         opts.compiled = compiled;
 
         let mut whole = theta0.clone();
-        let (rows, out) = solve(&model, &data, &mut whole, &opts, None, |_| false);
+        let (rows, out) = solve(model, data, &mut whole, &opts, None, |_| false);
         assert!(out.paused.is_none() && out.t_reached == T_END);
 
         // Pause at the second accepted step with at least two entries pinned.
@@ -317,14 +316,14 @@ mod tests {
             seen += (p.pinned >= 2) as usize;
             seen == 2
         };
-        let (mut resumed_rows, first) = solve(&model, &data, &mut theta, &opts, None, pinned_twice);
+        let (mut resumed_rows, first) = solve(model, data, &mut theta, &opts, None, pinned_twice);
         let snap = first.paused.expect("the solve paused");
         assert!(snap.pinned() >= 2, "pins active at the pause");
         assert!(snap.position.t > 0.0 && snap.position.t < T_END);
         assert_eq!(first.t_reached, snap.position.t);
         let json = serde_json::to_string(&*snap).unwrap();
         let snap: FlowSnapshot = serde_json::from_str(&json).unwrap();
-        let (rest, second) = solve(&model, &data, &mut theta, &opts, Some(&snap), |_| false);
+        let (rest, second) = solve(model, data, &mut theta, &opts, Some(&snap), |_| false);
         resumed_rows.extend(rest);
 
         assert_eq!(to_bits(&theta), to_bits(&whole), "θ(T)");
@@ -343,14 +342,28 @@ mod tests {
         assert!(out.events.slides > 0, "the solve slid");
     }
 
+    fn dnn() -> (Model, Dataset) {
+        let model = presets::dnn(4, &[8, 8], 2, &Activation::leaky_relu());
+        (model, Dataset::ball(10, 4, 2, 0))
+    }
+
     #[test]
     fn paused_solve_resumes_bit_identically_compiled() {
-        paused_solve_resumes_bit_identically(true);
+        let (model, data) = dnn();
+        paused_solve_resumes_bit_identically(&model, &data, true);
     }
 
     #[test]
     fn paused_solve_resumes_bit_identically_layer_path() {
-        paused_solve_resumes_bit_identically(false);
+        let (model, data) = dnn();
+        paused_solve_resumes_bit_identically(&model, &data, false);
+    }
+
+    #[test]
+    fn paused_solve_resumes_bit_identically_siamese() {
+        let combine = crate::layers::PairCombine::AbsDiff;
+        let model = presets::siamese(4, &[6, 3], combine, 2, &Activation::leaky_relu());
+        paused_solve_resumes_bit_identically(&model, &Dataset::pairs(8, 4, 2, 1), false);
     }
 
     /// A snapshot of another network is refused with an error, not a panic.

@@ -1,10 +1,24 @@
 //! The gradient-flow vector field of a piecewise-polynomial network, one smooth piece at a time,
 //! with Filippov sliding on kink surfaces.
 //!
-//! **Pattern.** Every pre-activation entry e = (sample, unit) of every activation layer has a
-//! frozen piece k_e of σ; the field f(θ) = −∇L(θ) is evaluated with σ continued polynomially on
-//! that piece (through the layers' [`PieceControl`]s), so it is smooth and a Runge–Kutta step
-//! keeps its order. Leaving the piece is an *event* (see `solve.rs`).
+//! **Pattern.** Every pre-activation entry e = (application, sample, unit) of every activation
+//! layer has a frozen piece k_e of σ; the field f(θ) = −∇L(θ) is evaluated with σ continued
+//! polynomially on that piece (through the layers' [`PieceControl`]s), so it is smooth and a
+//! Runge–Kutta step keeps its order. Leaving the piece is an *event* (see `solve.rs`).
+//!
+//! **Entries of layers applied several times.** A layer applied k times per sample (the tower of
+//! a Siamese pair, run on both halves) has k·n·dim entries, application-major
+//! ((r·n + i)·dim + u, see [`crate::layers::activation`]). k is not declared by the layer or
+//! its combinator: it is what the layer sees. At construction every layer is probed with an
+//! empty control (σ evaluated as is, pre-activations recorded) through one forward pass, and k
+//! is the number of columns it saw over n. Deriving rather than declaring means no combinator
+//! can state a k that disagrees with the columns it actually stacks, and no trait method is
+//! needed on every composite; the layer needs k per pass anyway (k = columns seen / sub-batch
+//! size) to map a one-sample pass's columns to entries. What the layout requires is that all
+//! applications go through the layer in *one* call, stacked as column blocks; a tower that
+//! mixes samples runs once per half (two calls, each a whole graph signal) and is refused with
+//! an error naming solver = "gd". The |f(a) − f(b)| of a pair is itself an activation layer
+//! (σ = |t|, knot 0), so its kink is tracked (crossings, sliding) by the same mechanism.
 //!
 //! **Pinned entries (sliding).** On a kink surface z_e = b (a breakpoint of σ) the field on the
 //! two sides differs only through σ'(z_e): for any slopes s of the pinned entries,
@@ -27,9 +41,10 @@
 //! the two threads, and the rows ∇z_j by one multi-column reverse pass per sample, kept in
 //! factored form (per-stage cotangents and inputs), their Gram matrix by matrix products and a
 //! Cholesky factorisation, all in kept buffers. Every other network takes the general layer
-//! path: reverse passes seeded at the pinned pre-activations through the layers' controls, one
-//! one-sample pass per entry for networks that do not mix samples, a full-batch pass per entry
-//! for graph networks. Counts of each kind are kept.
+//! path: reverse passes seeded at the pinned pre-activations through the layers' controls, for
+//! networks that do not mix samples one one-sample forward pass per sample holding pinned
+//! entries (of any layer and application) and a one-sample reverse pass per entry, for graph
+//! networks a full-batch pass per entry. Counts of each kind are kept.
 
 use super::compiled::{Compiled, PinSlot};
 use super::dopri::Field;
@@ -104,6 +119,8 @@ impl LastEval {
 struct Controlled<'a> {
     layer: &'a ActivationLayer,
     offset: usize,
+    /// Number of entries: applications per sample · n · dim.
+    len: usize,
     knots: Vec<f64>,
 }
 
@@ -159,16 +176,17 @@ impl<'a> KinkSystem<'a> {
     ) -> Result<Self> {
         let mut acts = Vec::new();
         collect(model.net.as_ref(), &mut acts);
-        let n = data.n();
+        let lens = probe_entries(model, data, theta, &acts)?;
         let mut layers = Vec::new();
         let mut offset = 0;
-        for layer in acts {
+        for (layer, len) in acts.into_iter().zip(lens) {
             layers.push(Controlled {
                 layer,
                 offset,
+                len,
                 knots: layer.activation.kinks(),
             });
-            offset += layer.dim * n;
+            offset += len;
         }
         let mut sys = Self {
             model,
@@ -190,6 +208,8 @@ impl<'a> KinkSystem<'a> {
             first_layer: Vec::new(),
             speeds: true,
         };
+        // The probe's forward pass.
+        sys.counts.forwards += 1;
         // Layer l's pre-activations depend only on the pieces of layers before it: settle the
         // pattern layer by layer (at most one pass per activation layer).
         for _ in 0..=sys.layers.len() {
@@ -197,8 +217,7 @@ impl<'a> KinkSystem<'a> {
             sys.forward_z(theta)?;
             let mut changed = false;
             for l in &sys.layers {
-                let len = l.layer.dim * n;
-                for (j, &z) in sys.last.z[l.offset..l.offset + len].iter().enumerate() {
+                for (j, &z) in sys.last.z[l.offset..l.offset + l.len].iter().enumerate() {
                     let k = l.knots.partition_point(|&b| b < z) as u16;
                     changed |= sys.pieces[l.offset + j] != k;
                     sys.pieces[l.offset + j] = k;
@@ -254,6 +273,12 @@ impl<'a> KinkSystem<'a> {
         self.pieces.len()
     }
 
+    /// The rows ∇_θ z_j of the pinned entries at the last evaluation, in `pinned` order (the
+    /// general layer path; empty on the compiled route, which keeps them factored).
+    pub fn last_rows(&self) -> &[Vec<f64>] {
+        &self.last.rows
+    }
+
     /// Writes the current pattern into every layer's control (columns: the whole batch), or
     /// into the compiled route's pin table.
     fn install(&mut self) {
@@ -285,7 +310,7 @@ impl<'a> KinkSystem<'a> {
             return;
         }
         for l in &self.layers {
-            let len = l.layer.dim * self.data.n();
+            let len = l.len;
             let record: Vec<usize> = self
                 .pinned
                 .iter()
@@ -321,6 +346,7 @@ impl<'a> KinkSystem<'a> {
                 record,
                 record_z: true,
                 slope: a,
+                samples: self.data.n(),
                 ..Default::default()
             });
         }
@@ -357,10 +383,9 @@ impl<'a> KinkSystem<'a> {
 
     /// (first entry, end, knots) of every activation layer, in entry order.
     pub fn layer_ranges(&self) -> impl Iterator<Item = (usize, usize, &[f64])> + '_ {
-        let n = self.data.n();
         self.layers
             .iter()
-            .map(move |l| (l.offset, l.offset + l.layer.dim * n, l.knots.as_slice()))
+            .map(|l| (l.offset, l.offset + l.len, l.knots.as_slice()))
     }
 
     /// Knot k of entry e's activation (the upper end of piece k).
@@ -368,11 +393,11 @@ impl<'a> KinkSystem<'a> {
         self.layers[self.layer_of(e)].knots[k]
     }
 
-    /// (activation layer, sample) of global entry e.
+    /// (activation layer, training sample) of global entry e (of any application).
     fn entry_place(&self, e: usize) -> (usize, usize) {
         let li = self.layer_of(e);
         let l = &self.layers[li];
-        (li, (e - l.offset) / l.layer.dim)
+        (li, ((e - l.offset) / l.layer.dim) % self.data.n())
     }
 
     /// Number of training samples.
@@ -386,23 +411,13 @@ impl<'a> KinkSystem<'a> {
     }
 
     fn gather_z(&mut self) -> Result<()> {
-        let n = self.data.n();
         self.last.z.resize(self.pieces.len(), 0.0);
         for l in &self.layers {
             let mut g = l.layer.control.lock();
             let st = g.as_mut().expect("control installed");
-            if st.calls != 1 {
-                return Err(Error::Invalid(format!(
-                    "solver = \"flow\" needs every activation layer applied once per sample; `{}` \
-                     ran {} times in one forward pass (a shared tower such as the siamese preset); \
-                     use solver = \"gd\" for this architecture",
-                    l.layer.describe(),
-                    st.calls
-                )));
-            }
+            check_one_call(l.layer, st, l.len)?;
             st.calls = 0;
-            let len = l.layer.dim * n;
-            self.last.z[l.offset..l.offset + len].copy_from_slice(&st.z[..len]);
+            self.last.z[l.offset..l.offset + l.len].copy_from_slice(&st.z[..l.len]);
         }
         Ok(())
     }
@@ -624,20 +639,19 @@ impl<'a> KinkSystem<'a> {
                     };
                 }
             };
-        let mut j = 0;
-        while j < self.pinned.len() {
-            let sample = |e: usize, s: &Self| {
-                let l = &s.layers[s.layer_of(e)];
-                (e - l.offset) / l.layer.dim
-            };
-            let i = sample(self.pinned[j], self);
-            let mut end = j + 1;
-            if per_sample {
-                while end < self.pinned.len() && sample(self.pinned[end], self) == i {
-                    end += 1;
-                }
+        // Per-sample networks: the pinned entries of one sample (every layer, every application)
+        // share one one-sample forward pass. Graph networks: one full-batch pass per entry.
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        if per_sample {
+            let mut by_sample = std::collections::BTreeMap::<usize, Vec<usize>>::new();
+            for (j, &e) in self.pinned.iter().enumerate() {
+                by_sample.entry(self.entry_place(e).1).or_default().push(j);
             }
-            // Pinned entries are sorted by layer then sample; group consecutive ones per sample.
+            groups.extend(by_sample);
+        } else {
+            groups.extend((0..self.pinned.len()).map(|j| (0, vec![j])));
+        }
+        for (i, group) in groups {
             let (xs, cols) = if per_sample {
                 (
                     Batch::from_vec(self.data.x.features(), 1, self.data.x.col(i).to_vec()),
@@ -649,21 +663,21 @@ impl<'a> KinkSystem<'a> {
             set(&self.layers, cols.clone(), None);
             let ev = self.model.evaluate(theta, &xs);
             let zero = Batch::zeros(m, xs.n());
-            for (r, &e) in rows[j..end].iter_mut().zip(&self.pinned[j..end]) {
+            for j in group {
+                let e = self.pinned[j];
                 let li = self.layer_of(e);
                 set(
                     &self.layers,
                     cols.clone(),
                     Some((li, e - self.layers[li].offset)),
                 );
-                self.model.vjp(theta, &xs, &ev, &zero, r);
+                self.model.vjp(theta, &xs, &ev, &zero, &mut rows[j]);
                 if per_sample {
                     self.counts.sample_passes += 1;
                 } else {
                     self.counts.seeded_full_passes += 1;
                 }
             }
-            j = end;
         }
         for l in &self.layers {
             let mut g = l.layer.control.lock();
@@ -734,6 +748,61 @@ impl Drop for KinkSystem<'_> {
     fn drop(&mut self) {
         self.uninstall();
     }
+}
+
+/// The number of entries of each activation layer: one forward pass at θ with empty controls
+/// (σ evaluated as is, pre-activations recorded); a layer that saw k·n columns has k·n·dim.
+fn probe_entries(
+    model: &Model,
+    data: &Dataset,
+    theta: &[f64],
+    acts: &[&ActivationLayer],
+) -> Result<Vec<usize>> {
+    let n = data.n();
+    for a in acts {
+        *a.control.lock() = Some(ControlState {
+            record_z: true,
+            samples: n,
+            ..Default::default()
+        });
+    }
+    model.outputs(theta, &data.x);
+    let mut lens = Vec::with_capacity(acts.len());
+    let mut failed = None;
+    for a in acts {
+        let mut g = a.control.lock();
+        let st = g.take().expect("probe installed");
+        let len = st.z.len();
+        let k = len / (a.dim * n).max(1);
+        match check_one_call(a, &st, k.max(1) * a.dim * n) {
+            Ok(()) => lens.push(len),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(lens),
+    }
+}
+
+/// The entry layout's requirement: the layer ran once in the last forward pass (all its
+/// applications stacked as columns) and recorded `len` pre-activations.
+fn check_one_call(layer: &ActivationLayer, st: &ControlState, len: usize) -> Result<()> {
+    if st.calls == 1 && st.z.len() == len && len > 0 {
+        return Ok(());
+    }
+    let what = if st.calls != 1 {
+        format!("ran {} times in one forward pass", st.calls)
+    } else {
+        format!("recorded {} pre-activations, {len} expected", st.z.len())
+    };
+    Err(Error::Invalid(format!(
+        "solver = \"flow\" needs every activation layer run once per forward pass, all its \
+         applications to the samples stacked as columns; `{}` {what} (a shared tower that mixes \
+         samples, such as a graph tower in a shared-pair, runs once per half); use \
+         solver = \"gd\" for this architecture",
+        layer.describe(),
+    )))
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

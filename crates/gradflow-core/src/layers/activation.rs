@@ -6,9 +6,17 @@
 //! every pre-activation uses, so that the vector field is one smooth polynomial field across a
 //! Runge–Kutta step; (2) record the pre-activations of a forward pass and the output cotangents
 //! of a reverse pass at chosen entries; (3) inject seed cotangents at chosen pre-activations, so
-//! that one reverse pass yields ∇_θ z_k for a pinned pre-activation z_k. Entries are indexed
-//! sample-major over the training batch (i·dim + u); `columns` maps the columns of a sub-batch
-//! (one sample, for cheap per-sample passes) back to training samples.
+//! that one reverse pass yields ∇_θ z_k for a pinned pre-activation z_k.
+//!
+//! **Entries.** A layer may be applied k times per sample (a shared tower applied to both
+//! halves of a pair, the applications stacked as column blocks: for an n-column batch the layer
+//! sees k·n columns, [application 0 of samples 0…n−1, application 1 of samples 0…n−1, …]).
+//! Its entries are then the slots s = r·n + i (application r, training sample i) times dim,
+//! plus the unit: (r·n + i)·dim + u. On the whole training batch, column c is slot c. `columns`
+//! maps the columns of a sub-batch (one sample, for cheap per-sample passes) back to training
+//! samples: the layer sees k·n_sub columns for the n_sub listed samples, and column
+//! r·n_sub + c is slot r·n + (sample c of `columns`). So k is never declared: it is what the
+//! layer sees.
 
 use super::{no_tape, Batch, Layer, ParamRole, ParamSpec, PreActivation, Structure, Tape};
 use crate::activation::Activation;
@@ -29,12 +37,17 @@ pub struct Pin {
 /// What the flow solver asks of one activation layer (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct ControlState {
-    /// Piece of σ per training entry i·dim + u ([`PINNED`]: see `pins`).
+    /// Piece of σ per training entry (r·n + i)·dim + u ([`PINNED`]: see `pins`). Empty: a
+    /// probe, every entry evaluated by σ itself (the flow solver learns the entry count so).
     pub pieces: Vec<u16>,
     /// Pinned entries, sorted by entry.
     pub pins: Vec<Pin>,
-    /// Training sample of each column of the batch being evaluated (None: column i = sample i).
+    /// Training sample of each column of the sub-batch being evaluated (None: the whole
+    /// training batch, column c = slot c); see the module docs.
     pub columns: Option<Vec<usize>>,
+    /// Training samples n (the slot of application r of sample i is r·n + i; 0 is read as
+    /// one application).
+    pub samples: usize,
     /// Cotangents added at these pre-activation entries in the next reverse passes.
     pub seeds: Vec<(usize, f64)>,
     /// Entries whose output cotangent ȳ the reverse pass records into `recorded`.
@@ -45,14 +58,36 @@ pub struct ControlState {
     pub z: Vec<f64>,
     /// PReLU's slope a in the last forward pass (σ's one-sided derivatives at a kink need it).
     pub slope: f64,
-    /// Forward passes through this layer since the counter was last reset (a layer applied
-    /// twice per sample, as in a Siamese tower, cannot be controlled per sample).
+    /// Forward passes through this layer since the counter was last reset (the entry layout
+    /// needs all applications of a forward pass in one call, stacked as columns).
     pub calls: usize,
 }
 
 impl ControlState {
-    fn sample(&self, col: usize) -> usize {
-        self.columns.as_ref().map_or(col, |c| c[col])
+    /// The slot r·n + i of column `col` of a batch of `cols` columns (see the module docs).
+    #[inline]
+    fn slot(&self, col: usize, cols: usize) -> usize {
+        match &self.columns {
+            None => col,
+            Some(c) => {
+                let n_sub = c.len().max(1);
+                debug_assert_eq!(cols % n_sub, 0, "k·n_sub columns expected");
+                (col / n_sub) * self.samples + c[col % n_sub]
+            }
+        }
+    }
+
+    /// The column holding `slot` in a batch of `cols` columns, if it is there.
+    fn column_of(&self, slot: usize, cols: usize) -> Option<usize> {
+        let col = match &self.columns {
+            None => slot,
+            Some(c) => {
+                let r = slot.checked_div(self.samples).unwrap_or(0);
+                let i = slot.checked_rem(self.samples).unwrap_or(slot);
+                r * c.len() + c.iter().position(|&s| s == i)?
+            }
+        };
+        (col < cols).then_some(col)
     }
 }
 
@@ -98,29 +133,24 @@ impl ActivationLayer {
     }
     /// How the control evaluates the batch entry (col, u); `Free` when uncontrolled.
     #[inline]
-    fn piece_of(&self, st: &Option<ControlState>, col: usize, u: usize) -> Mode {
+    fn piece_of(&self, st: &Option<ControlState>, col: usize, cols: usize, u: usize) -> Mode {
         let Some(st) = st.as_ref() else {
             return Mode::Free;
         };
-        let e = st.sample(col) * self.dim + u;
-        match st.pieces[e] {
-            PINNED => {
+        let e = st.slot(col, cols) * self.dim + u;
+        match st.pieces.get(e) {
+            None => Mode::Free,
+            Some(&PINNED) => {
                 let k = st.pins.partition_point(|p| p.entry < e);
                 Mode::Pinned(st.pins[k])
             }
-            k => Mode::Piece(k as usize),
+            Some(&k) => Mode::Piece(k as usize),
         }
     }
     /// The control's reverse-pass duties: record ȳ at the requested entries, add the seeds.
     fn inject(&self, st: &mut ControlState, y_bar: &Batch, x_bar: &mut Batch) {
         let (dim, n) = (self.dim, x_bar.n());
-        let col_of = |st: &ControlState, entry: usize| -> Option<usize> {
-            let i = entry / dim;
-            match &st.columns {
-                None => (i < n).then_some(i),
-                Some(c) => c.iter().position(|&s| s == i),
-            }
-        };
+        let col_of = |st: &ControlState, entry: usize| st.column_of(entry / dim, n);
         if !st.record.is_empty() {
             let rec: Vec<f64> = st
                 .record
@@ -189,9 +219,10 @@ impl Layer for ActivationLayer {
             }
             return (y, no_tape());
         }
-        for col in 0..x.n() {
+        let cols = x.n();
+        for col in 0..cols {
             for (u, v) in y.col_mut(col).iter_mut().enumerate() {
-                *v = self.eval(self.piece_of(&guard, col, u), *v, a).0;
+                *v = self.eval(self.piece_of(&guard, col, cols, u), *v, a).0;
             }
         }
         if let Some(st) = guard.as_mut() {
@@ -199,13 +230,13 @@ impl Layer for ActivationLayer {
             st.calls += 1;
         }
         if let Some(st) = guard.as_mut().filter(|st| st.record_z) {
-            for col in 0..x.n() {
-                let i = st.sample(col);
-                let need = (i + 1) * self.dim;
+            for col in 0..cols {
+                let s = st.slot(col, cols);
+                let need = (s + 1) * self.dim;
                 if st.z.len() < need {
                     st.z.resize(need, 0.0);
                 }
-                st.z[i * self.dim..need].copy_from_slice(x.col(col));
+                st.z[s * self.dim..need].copy_from_slice(x.col(col));
             }
         }
         (y, no_tape())
@@ -223,10 +254,11 @@ impl Layer for ActivationLayer {
         let mut x_bar = y_bar.clone();
         let mut guard = self.control.lock();
         let mut ga = 0.0;
-        for col in 0..x.n() {
+        let cols = x.n();
+        for col in 0..cols {
             let z = x.col(col);
             for (u, g) in x_bar.col_mut(col).iter_mut().enumerate() {
-                let (_, d, da) = self.eval(self.piece_of(&guard, col, u), z[u], a);
+                let (_, d, da) = self.eval(self.piece_of(&guard, col, cols, u), z[u], a);
                 ga += *g * da;
                 *g *= d;
             }
@@ -245,10 +277,11 @@ impl Layer for ActivationLayer {
         let a_dot = theta_dot.first().copied().unwrap_or(0.0);
         let mut y_dot = x_dot.clone();
         let guard = self.control.lock();
-        for col in 0..x.n() {
+        let cols = x.n();
+        for col in 0..cols {
             let z = x.col(col);
             for (u, t) in y_dot.col_mut(col).iter_mut().enumerate() {
-                let (_, d, da) = self.eval(self.piece_of(&guard, col, u), z[u], a);
+                let (_, d, da) = self.eval(self.piece_of(&guard, col, cols, u), z[u], a);
                 *t = *t * d + a_dot * da;
             }
         }
@@ -273,7 +306,7 @@ impl Layer for ActivationLayer {
         for (c, sc) in s.iter_mut().enumerate() {
             let z = x.col(c / reps);
             for (u, g) in x_bar.col_mut(c).iter_mut().enumerate() {
-                let (_, d, da) = self.eval(self.piece_of(&guard, c / reps, u), z[u], a);
+                let (_, d, da) = self.eval(self.piece_of(&guard, c / reps, x.n(), u), z[u], a);
                 *sc += *g * da;
                 *g *= d;
             }

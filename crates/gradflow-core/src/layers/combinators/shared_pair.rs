@@ -1,9 +1,18 @@
 //! [`SharedPair`]: a Siamese pair, one tower with shared weights applied to both halves of the
 //! input, combined by |f(a) − f(b)| or [f(a); f(b)]; the tower's θ̄ accumulates both halves.
+//!
+//! The |·| of AbsDiff is an [`ActivationLayer`] (σ = |t|, piecewise linear, knot 0, slopes
+//! −1/+1), listed among the pair's children, so the kink-aware flow solver controls it like any
+//! other activation: frozen pieces, pinned entries on the kink f(a)_j = f(b)_j, seeded rows. In
+//! ordinary use (no control installed) the pair computes |d| and sign(d) itself, with
+//! `torch.abs`'s sign(0) = 0, exactly as before the layer existed; under control the layer's
+//! pieces decide.
 
 use super::{cat_cols, cat_rows, join, prefixed, split_cols};
 use crate::activation::{Activation, PiecewisePolynomial};
-use crate::layers::{tape_ref, Batch, Layer, ParamSpec, PreActivation, Tape};
+use crate::layers::{
+    no_tape, tape_ref, ActivationLayer, Batch, Layer, ParamSpec, PreActivation, Tape,
+};
 
 /// How [`SharedPair`] combines the tower's outputs f(a), f(b).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,8 +29,9 @@ pub enum PairCombine {
 pub struct SharedPair {
     pub tower: Box<dyn Layer>,
     pub combine: PairCombine,
-    /// |t| as a piecewise polynomial, so the AbsDiff kink is visible to kink diagnostics.
-    abs: Activation,
+    /// |t| as a piecewise-polynomial activation layer on the tower's outputs, so the AbsDiff
+    /// kink is visible to kink diagnostics and controllable by the flow solver.
+    abs: ActivationLayer,
 }
 
 /// How the tower was run: on both halves at once (2n columns [a_0 … a_{n−1}, b_0 … b_{n−1}]) when
@@ -59,11 +69,17 @@ impl SharedPair {
     pub fn new(tower: Box<dyn Layer>, combine: PairCombine) -> Self {
         let abs = PiecewisePolynomial::new(vec![0.0], vec![vec![0.0, -1.0], vec![0.0, 1.0]])
             .expect("|t| is continuous");
+        let e = tower.out_dim();
         Self {
             tower,
             combine,
-            abs: Activation::Piecewise(abs),
+            abs: ActivationLayer::new(Activation::Piecewise(abs), e),
         }
+    }
+
+    /// True while the flow solver controls the |·| layer (its pieces decide, not sign(d)).
+    fn abs_controlled(&self) -> bool {
+        self.abs.control.lock().is_some()
     }
 
     fn d(&self) -> usize {
@@ -78,9 +94,17 @@ impl SharedPair {
         (x.rows(0, self.d()), x.rows(self.d(), self.d()))
     }
 
-    /// Combines per-half batches (outputs or tangents) ha, hb into y, given f(a) − f(b).
+    /// Combines per-half tangents ha, hb into ẏ, given f(a) − f(b).
     fn combine_halves(&self, ha: &Batch, hb: &Batch, diff: Option<&Batch>) -> Batch {
         match self.combine {
+            PairCombine::AbsDiff if self.abs_controlled() => {
+                let diff = diff.expect("AbsDiff keeps f(a) − f(b)");
+                let mut d_dot = ha.clone();
+                for (v, b) in d_dot.as_mut_slice().iter_mut().zip(hb.as_slice()) {
+                    *v -= b;
+                }
+                self.abs.jvp(&[], diff, &no_tape(), &d_dot, &[])
+            }
             PairCombine::AbsDiff => {
                 let diff = diff.expect("AbsDiff keeps f(a) − f(b)");
                 let mut y = ha.clone();
@@ -104,12 +128,22 @@ impl SharedPair {
         match self.combine {
             PairCombine::AbsDiff => {
                 let diff = t.diff.as_ref().expect("AbsDiff keeps f(a) − f(b)");
-                let mut a = y_bar.clone();
-                for c in 0..a.n() {
-                    for (g, d) in a.col_mut(c).iter_mut().zip(diff.col(c / reps)) {
-                        *g *= sign(*d);
+                let a = if !self.abs_controlled() {
+                    let mut a = y_bar.clone();
+                    for c in 0..a.n() {
+                        for (g, d) in a.col_mut(c).iter_mut().zip(diff.col(c / reps)) {
+                            *g *= sign(*d);
+                        }
                     }
-                }
+                    a
+                } else if reps == 1 {
+                    // The layer's own reverse pass also records and seeds for the flow solver.
+                    self.abs.vjp(&[], diff, &no_tape(), y_bar, &mut [])
+                } else {
+                    let mut unused = faer::Mat::<f64>::zeros(0, 0);
+                    self.abs
+                        .vjp_gram(&[], diff, &no_tape(), y_bar, reps, &mut unused)
+                };
                 let mut b = a.clone();
                 b.as_mut_slice().iter_mut().for_each(|v| *v = -*v);
                 (a, b)
@@ -165,8 +199,13 @@ impl Layer for SharedPair {
                 for (v, b) in diff.as_mut_slice().iter_mut().zip(fb.as_slice()) {
                     *v -= b;
                 }
-                let mut y = diff.clone();
-                y.as_mut_slice().iter_mut().for_each(|v| *v = v.abs());
+                let y = if self.abs_controlled() {
+                    self.abs.forward(&[], &diff).0
+                } else {
+                    let mut y = diff.clone();
+                    y.as_mut_slice().iter_mut().for_each(|v| *v = v.abs());
+                    y
+                };
                 (y, Some(diff))
             }
             PairCombine::Concat => (cat_rows(&[fa, fb]), None),
@@ -284,7 +323,7 @@ impl Layer for SharedPair {
         if let Some(diff) = &t.diff {
             visit(PreActivation {
                 z: diff,
-                activation: &self.abs,
+                activation: &self.abs.activation,
             });
         }
     }
@@ -301,8 +340,12 @@ impl Layer for SharedPair {
             })
     }
 
+    /// The tower, then (AbsDiff) the |·| layer.
     fn children(&self) -> Vec<&dyn Layer> {
-        vec![self.tower.as_ref()]
+        match self.combine {
+            PairCombine::AbsDiff => vec![self.tower.as_ref(), &self.abs],
+            PairCombine::Concat => vec![self.tower.as_ref()],
+        }
     }
 
     fn mixes_samples(&self) -> bool {
