@@ -197,28 +197,31 @@ impl Compiled {
         }
         let parts = r.fac.parts_mut(kc, &r.block_sizes);
         for (t, st) in self.plan.stages.iter().enumerate() {
+            // Dense entries of stage ≥ t: the first kk; of them, those deeper than t come first
+            // (Z_t dense), the rest sit at stage t itself (Z_t = e_unit, no slope part).
             let kk = r.kt[t].min(kc);
+            let deep = r.kt.get(t + 1).copied().unwrap_or(0).min(kk);
             if kk == 0 {
                 continue;
             }
             r.m1.clear();
-            r.m1.resize(kk * kk, 0.0);
+            r.m1.resize(deep * deep, 0.0);
             r.m2.clear();
-            r.m2.resize(kk * kk, 0.0);
+            r.m2.resize(deep * deep, 0.0);
             for (m, (src, rows)) in [
                 (&mut r.m1, (&r.zt[t], st.out)),
                 (&mut r.m2, (&r.st[t], st.inp)),
             ] {
-                let v = view(&src[..rows * kk], rows, kk);
+                let v = view(&src[..rows * deep], rows, deep);
                 // The lower triangle by column blocks of dense products (faer's triangular
                 // product is slower at these sizes); the diagonal blocks' upper parts are unread.
-                let mut dst = view_mut(m, kk, kk);
-                for c0 in (0..kk).step_by(GRAM_BLOCK) {
-                    let w = GRAM_BLOCK.min(kk - c0);
+                let mut dst = view_mut(m, deep, deep);
+                for c0 in (0..deep).step_by(GRAM_BLOCK) {
+                    let w = GRAM_BLOCK.min(deep - c0);
                     matmul(
-                        dst.as_mut().submatrix_mut(c0, c0, kk - c0, w),
+                        dst.as_mut().submatrix_mut(c0, c0, deep - c0, w),
                         Accum::Replace,
-                        v.transpose().subrows(c0, kk - c0),
+                        v.transpose().subrows(c0, deep - c0),
                         v.subcols(c0, w),
                         1.0,
                         Par::Seq,
@@ -226,16 +229,52 @@ impl Compiled {
                 }
             }
             let at = &r.at[t];
-            // The stage's dense entries are the first kk of the internal order.
-            for b in 0..kk {
+            for b in 0..deep {
                 let (col, m1, m2) = (
-                    &mut parts.corner[b * kc + b..b * kc + kk],
-                    &r.m1[b * kk + b..(b + 1) * kk],
-                    &r.m2[b * kk + b..(b + 1) * kk],
+                    &mut parts.corner[b * kc + b..b * kc + deep],
+                    &r.m1[b * deep + b..(b + 1) * deep],
+                    &r.m2[b * deep + b..(b + 1) * deep],
                 );
                 let ab = at[b];
                 for (((g, x1), x2), aa) in col.iter_mut().zip(m1).zip(m2).zip(&at[b..]) {
                     *g += x1 * (x2 + 1.0) + aa * ab;
+                }
+            }
+            let own = kk - deep;
+            if own == 0 {
+                continue;
+            }
+            let src = &r.st[t];
+            if deep > 0 {
+                // (own a, deep b): Z_t[unit_a, b] (s_a·s_b + 1), the products S_ownᵀ S_deep.
+                r.m2.clear();
+                r.m2.resize(own * deep, 0.0);
+                let v = view(&src[..st.inp * kk], st.inp, kk);
+                matmul(
+                    view_mut(&mut r.m2, own, deep),
+                    Accum::Replace,
+                    v.subcols(deep, own).transpose(),
+                    v.subcols(0, deep),
+                    1.0,
+                    Par::Seq,
+                );
+                for b in 0..deep {
+                    let zb = &r.zt[t][b * st.out..(b + 1) * st.out];
+                    for a in deep..kk {
+                        let unit = r.q_place[r.inv[a]].2;
+                        parts.corner[b * kc + a] += zb[unit] * (r.m2[b * own + a - deep] + 1.0);
+                    }
+                }
+            }
+            // (own a, own b): e_unitₐ·e_unit_b (s_a·s_b + 1), non-zero for the same unit only.
+            for b in deep..kk {
+                let (ub, sb) = (r.q_place[r.inv[b]].2, &src[b * st.inp..(b + 1) * st.inp]);
+                for a in b..kk {
+                    if r.q_place[r.inv[a]].2 == ub {
+                        let sa = &src[a * st.inp..(a + 1) * st.inp];
+                        let d: f64 = sa.iter().zip(sb).map(|(x, y)| x * y).sum();
+                        parts.corner[b * kc + a] += d + 1.0;
+                    }
                 }
             }
         }
