@@ -18,7 +18,12 @@
 //!     λ_max of ∇²L on the frozen pattern (power iteration on finite differences of the
 //!     field) at the window's start: DOPRI5's real stability interval is hλ ≤ 3.3, GD's ηλ ≤ 2.
 //!
-//! Usage: `cargo run --release --bin bench_flow -- [a|b|bl|br|plain|q|qs] [T] [rtol]` — `bl` runs (b)
+//! (k) the (q) network's field evaluation at a fixed pinned set (default 120 first-layer and 60
+//!     second-layer entries, about the late quick run's), as a ratio to the plain compiled
+//!     gradient timed in the same run: a DOPRI stage evaluation (no normal speeds) and a full one
+//!     (with diag(G⁻¹)). `k [first] [second] [reps]`.
+//!
+//! Usage: `cargo run --release --bin bench_flow -- [a|b|bl|br|plain|q|qs|k] [T] [rtol]` — `bl` runs (b)
 //! by the general layer path (the route before the compiled one), `br` adds the
 //! GD runs for the Richardson extrapolation (η = 2e-3 … 6.25e-5: a few minutes); `plain` runs the
 //! classic adaptive solve on the discontinuous field (no kink handling) for comparison.
@@ -279,7 +284,68 @@ fn gd_losses(
     out
 }
 
+/// (k): see the module docs.
+fn pinned_cost(first: usize, second: usize, reps: usize) {
+    use gradflow::flow::dopri::Field;
+    use gradflow::flow::system::KinkSystem;
+    let model = presets::dnn(20, &[48, 48], 5, &Activation::leaky_relu());
+    let data = Dataset::ball(100, 20, 5, 0);
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let mut sys = KinkSystem::new(&model, &data, LossKind::Mse, &theta0, true).unwrap();
+    let mut f = vec![0.0; theta0.len()];
+    let time = |sys: &mut KinkSystem, f: &mut [f64], stage: bool| {
+        let (a0, t0) = (allocs(), Instant::now());
+        for _ in 0..reps {
+            if stage {
+                sys.eval_stage(&theta0, f).unwrap();
+            } else {
+                sys.evaluate(&theta0, f).unwrap();
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64() / reps as f64;
+        (1e3 * secs, (allocs() - a0) as f64 / reps as f64)
+    };
+    let (plain, _) = time(&mut sys, &mut f, false);
+    // Entries spread over samples and units: layer 1 holds entries 0..4800, layer 2 the rest.
+    let per_layer = 100 * 48;
+    let mut pinned: Vec<usize> = (0..first)
+        .map(|i| (i * per_layer / first.max(1) + 7 * i) % per_layer)
+        .collect();
+    pinned.extend(
+        (0..second).map(|i| per_layer + (i * per_layer / second.max(1) + 11 * i) % per_layer),
+    );
+    pinned.sort_unstable();
+    pinned.dedup();
+    for &e in &pinned {
+        sys.pieces[e] = 0;
+    }
+    sys.pinned = pinned.clone();
+    sys.refresh();
+    for _ in 0..3 {
+        sys.evaluate(&theta0, &mut f).unwrap();
+    }
+    let (stage, stage_allocs) = time(&mut sys, &mut f, true);
+    let (full, full_allocs) = time(&mut sys, &mut f, false);
+    println!(
+        "(k) K = {} ({first} first-layer, {second} second-layer): plain gradient {plain:.3} ms; \
+         stage evaluation {stage:.3} ms = {:.2}× plain; with normal speeds {full:.3} ms = {:.2}× plain; \
+         allocations per evaluation {stage_allocs:.2} / {full_allocs:.2}",
+        pinned.len(),
+        stage / plain,
+        full / plain
+    );
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("k") {
+        let arg = |i: usize, d: usize| {
+            std::env::args()
+                .nth(i)
+                .map_or(d, |v| v.parse().expect("k [first] [second] [reps]: counts"))
+        };
+        pinned_cost(arg(2, 120), arg(3, 60), arg(4, 300));
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("ab");
     let t_end: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20.0);
