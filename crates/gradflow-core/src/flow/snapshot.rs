@@ -11,12 +11,14 @@
 //! - the pattern: every entry's frozen piece, the pinned set and each pin's chosen slope (which
 //!   the layers' controls or the compiled pin table are rebuilt from), the evaluation counts;
 //! - PReLU's slope a as the last forward pass saw it, per activation layer (per stage with σ on
-//!   the compiled route): the kink's one-sided slopes σ'(b±) depend on a, and the pins' slopes
-//!   are clamped to them and default to their mean, read from that pass until the next one.
-//!   A resumed solve rebuilds its system by a forward pass at the θ it paused at (after the
-//!   projection onto the knots, or an output's forward pass, moved a), so the restore sets a
-//!   back before the pins are installed. Snapshots written before this field existed load for
-//!   networks without PReLU (a is not read there) and are refused for PReLU networks;
+//!   the compiled route; the layer path's controls, re-installed after an output, remember 0):
+//!   the kink's one-sided slopes σ'(b±) depend on a, and installing the pins reads them (a pin
+//!   without a chosen slope is evaluated at their mean) before the next forward pass. A resumed
+//!   solve rebuilds its system by a forward pass at the θ it paused at, which is not where the
+//!   paused solve last evaluated (the projection onto the knots and output times come after),
+//!   so the restore sets a back before the pins are installed. Snapshots written before this
+//!   field existed load for networks without PReLU (a is not read there) and are refused for
+//!   PReLU networks;
 //! - the last evaluation (`LastEval`: z, the pinned entries' normal speeds, and on the layer
 //!   path the rows ∇z_j and G⁻¹): a step's event functions start from it, and a rejected step
 //!   restores it;

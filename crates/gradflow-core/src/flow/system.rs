@@ -355,7 +355,7 @@ impl<'a> KinkSystem<'a> {
 
     /// PReLU's slope a at the last forward pass, per controlled activation layer in entry order
     /// (0 for other activations; the compiled route: per stage with σ). The kink's one-sided
-    /// slopes ([`Self::one_sided_slopes`]) and the default slopes of new pins read it until the
+    /// slopes (`one_sided_slopes`) and the default slopes of new pins read it until the
     /// next forward pass, so a paused solve keeps it.
     pub fn remembered_slopes(&self) -> Vec<f64> {
         if let Some(c) = self.compiled.as_ref() {
