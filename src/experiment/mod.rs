@@ -296,7 +296,7 @@ pub fn reproduce_ablations(
             Some(s) if s.status != run::Status::Interrupted => Ok(s),
             _ => run::prepare(&spec.config).and_then(|prep| {
                 // An interrupted run that left a checkpoint continues; one that could not (a
-                // classic or PReLU flow solve) starts again.
+                // classic flow solve, kink_aware = false) starts again.
                 let resume = previous.is_some() && dir.join(run::CHECKPOINT_FILE).exists();
                 let ropts = RunOptions {
                     progress: false,

@@ -8,9 +8,10 @@
 //! Ctrl-C/SIGTERM (or `stop_after_step`) pauses the solve after its next accepted step: the run
 //! is written with status "interrupted" and a checkpoint holding θ, the run's state and the
 //! solver's [`crate::flow::FlowSnapshot`], and `--resume` continues it to a result bit-identical
-//! to an uninterrupted run. The classic solve (`kink_aware = false`) and PReLU networks cannot
-//! pause ([`crate::flow::resumable`]): Ctrl-C stops them at the next output time, keeping the
-//! rows written so far, and they start again.
+//! to an uninterrupted run (PReLU networks too: the snapshot keeps the trainable slope of the
+//! solve's last forward pass). The classic solve (`kink_aware = false`) cannot pause
+//! ([`crate::flow::resumable`]): Ctrl-C stops it at the next output time, keeping the rows
+//! written so far, and it starts again.
 
 use super::state::{timed_kernel_view, Checkpoint, FlowRunState};
 use super::summary::{
@@ -241,7 +242,7 @@ pub(super) fn write_flow_run(
             Status::Interrupted,
             Some(format!(
                 "interrupted at t = {:.4} of {}: this flow run cannot be resumed (the classic solve, \
-                 kink_aware = false, or a PReLU network); run it again",
+                 kink_aware = false); run it again",
                 o.t_reached, fc.t_end
             )),
             Some(o),

@@ -1,8 +1,9 @@
 //! Flow runs pause and resume: `gradflow train` of a `solver = "flow"` run stopped by a real
 //! SIGINT mid-solve (entries sliding on their kinks) writes a checkpoint, and `--resume` ends
 //! with metrics.csv, ntk.csv, sliding.csv, params_final.safetensors and summary.json (timings
-//! aside) byte-identical to an uninterrupted run — on the compiled route (a dnn preset) and the
-//! general layer path (a layer list). The library route pauses twice at chosen steps.
+//! aside) byte-identical to an uninterrupted run — on the compiled route (a dnn preset, with
+//! leaky ReLU and with PReLU) and the general layer path (a layer list). The library route
+//! pauses twice at chosen steps.
 
 use crate::common;
 use crate::resume::read;
@@ -184,6 +185,15 @@ fn sigint_pauses_a_compiled_flow_run_and_resume_is_bit_identical() {
 fn sigint_pauses_a_layer_path_flow_run_and_resume_is_bit_identical() {
     // ntk.every = 10 of 100 outputs: four rows mean t = 6 of 20 reached.
     sigint_and_resume("layers", LAYERS, 4);
+}
+
+/// PReLU (a trainable slope per layer, which the checkpoint keeps as the solve last evaluated
+/// with it) on the compiled route: the same run as `DNN` with `activation = "prelu"`.
+#[test]
+fn sigint_pauses_a_prelu_flow_run_and_resume_is_bit_identical() {
+    let prelu = DNN.replace(r#"activation = "leaky-relu""#, r#"activation = "prelu""#);
+    assert_ne!(prelu, DNN);
+    sigint_and_resume("prelu", &prelu, 4);
 }
 
 /// Two pauses at chosen accepted steps through the library, then the rest: the same files as

@@ -10,6 +10,15 @@
 //!   f(θ) and cannot be recomputed);
 //! - the pattern: every entry's frozen piece, the pinned set and each pin's chosen slope (which
 //!   the layers' controls or the compiled pin table are rebuilt from), the evaluation counts;
+//! - PReLU's slope a as the last forward pass saw it, per activation layer (per stage with σ on
+//!   the compiled route; the layer path's controls, re-installed after an output, remember 0):
+//!   the kink's one-sided slopes σ'(b±) depend on a, and installing the pins reads them (a pin
+//!   without a chosen slope is evaluated at their mean) before the next forward pass. A resumed
+//!   solve rebuilds its system by a forward pass at the θ it paused at, which is not where the
+//!   paused solve last evaluated (the projection onto the knots and output times come after),
+//!   so the restore sets a back before the pins are installed. Snapshots written before this
+//!   field existed load for networks without PReLU (a is not read there) and are refused for
+//!   PReLU networks;
 //! - the last evaluation (`LastEval`: z, the pinned entries' normal speeds, and on the layer
 //!   path the rows ∇z_j and G⁻¹): a step's event functions start from it, and a rejected step
 //!   restores it;
@@ -20,14 +29,10 @@
 //! with pinned entries forms the rows and factorises G afresh, and a step reads them only after
 //! such an evaluation. Floats are kept as their bit patterns (u64), so every value comes back
 //! exactly and NaN (an undefined effective slope) survives JSON.
-//!
-//! A PReLU network (a trainable slope) is not resumable: its controls also remember the slope of
-//! their last forward pass, which a resumed solve would not reproduce ([`resumable`]).
 
 use super::events::Solver;
 use super::solve::{EventSummary, FlowOptions};
-use super::system::{collect, Counts, LastEval};
-use crate::activation::Activation;
+use super::system::{Counts, LastEval};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use serde::{Deserialize, Serialize};
@@ -62,6 +67,11 @@ pub struct FlowSnapshot {
     /// Pinned entries (sorted) and the slopes chosen for them (bit patterns).
     pinned: Vec<usize>,
     pin_slopes: Vec<(usize, u64)>,
+    /// PReLU's slope at the last forward pass per activation layer (per stage with σ on the
+    /// compiled route), in entry order; 0 for other activations (bit patterns). Empty in
+    /// snapshots written before it was kept.
+    #[serde(default)]
+    activation_slopes: Vec<u64>,
     counts: Counts,
     last: EvalBits,
     /// Entries in grace, entries that ever slid, open sliding intervals (entry, start).
@@ -133,14 +143,10 @@ impl EvalBits {
 }
 
 /// True when a solve of `model` with `opts` can pause and resume: the kink-aware solve (the
-/// classic one has no pattern to keep) on a network without PReLU (see the module docs).
-pub fn resumable(model: &Model, opts: &FlowOptions) -> bool {
-    let mut acts = Vec::new();
-    collect(model.net.as_ref(), &mut acts);
+/// classic one, `kink_aware = false`, has no pattern to keep and is not resumable), on any
+/// network it accepts.
+pub fn resumable(_model: &Model, opts: &FlowOptions) -> bool {
     opts.kink_aware
-        && !acts
-            .iter()
-            .any(|a| matches!(a.activation, Activation::Prelu { .. }))
 }
 
 fn mismatch(what: &str) -> Error {
@@ -167,6 +173,7 @@ impl Solver<'_, '_> {
                 .iter()
                 .map(|(&e, s)| (e, s.to_bits()))
                 .collect(),
+            activation_slopes: to_bits(&sys.remembered_slopes()),
             counts: sys.counts,
             last: EvalBits::of(&sys.last),
             grace: indices(&self.grace),
@@ -210,6 +217,18 @@ impl Solver<'_, '_> {
         {
             return Err(mismatch("pattern"));
         }
+        let layers = self.sys.remembered_slopes().len();
+        if s.activation_slopes.is_empty() && self.sys.has_trainable_slope() {
+            return Err(Error::Invalid(
+                "cannot resume the flow solve of a PReLU network: the checkpoint does not keep \
+                 the PReLU slopes of its last forward pass (it was written by an older \
+                 gradflow); start the run again without --resume"
+                    .into(),
+            ));
+        }
+        if !s.activation_slopes.is_empty() && s.activation_slopes.len() != layers {
+            return Err(mismatch("number of activation layers"));
+        }
         let sys = &mut *self.sys;
         sys.pieces.clone_from(&s.pieces);
         sys.pinned.clone_from(&s.pinned);
@@ -220,6 +239,9 @@ impl Solver<'_, '_> {
             .collect();
         sys.counts = s.counts;
         sys.last = s.last.eval();
+        if !s.activation_slopes.is_empty() {
+            sys.set_remembered_slopes(&from_bits(&s.activation_slopes));
+        }
         sys.refresh();
         let flags = |list: &[usize]| {
             let mut v = vec![false; n];
@@ -359,6 +381,25 @@ mod tests {
         paused_solve_resumes_bit_identically(&model, &data, false);
     }
 
+    /// PReLU: a trainable slope, so the kink's one-sided slopes move with θ and the slope of
+    /// the last forward pass must come back with the snapshot.
+    fn dnn_prelu() -> (Model, Dataset) {
+        let model = presets::dnn(4, &[8, 8], 2, &Activation::Prelu { init: 0.25 });
+        (model, Dataset::ball(10, 4, 2, 0))
+    }
+
+    #[test]
+    fn paused_prelu_solve_resumes_bit_identically_compiled() {
+        let (model, data) = dnn_prelu();
+        paused_solve_resumes_bit_identically(&model, &data, true);
+    }
+
+    #[test]
+    fn paused_prelu_solve_resumes_bit_identically_layer_path() {
+        let (model, data) = dnn_prelu();
+        paused_solve_resumes_bit_identically(&model, &data, false);
+    }
+
     #[test]
     fn paused_solve_resumes_bit_identically_siamese() {
         let combine = crate::layers::PairCombine::AbsDiff;
@@ -392,5 +433,114 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("cannot resume"), "{err}");
+    }
+
+    /// What a resumed PReLU solve cannot rebuild by itself: the system it builds at θ remembers
+    /// θ's PReLU slopes, while the paused solve's last forward pass was before the projection
+    /// onto the knots or at an output time (the layer path's controls, re-installed after an
+    /// output, remember 0). The first pause (after ≥ 2 pinned steps) where a pinned entry's
+    /// layer remembers another slope than θ's is taken; one of those entries loses its chosen
+    /// slope in the snapshot (as when the effective slope was undefined), and the restored
+    /// system must install it with the mean of its kink's one-sided slopes at the *paused*
+    /// solve's slope: (a + 1) / 2 for PReLU at 0, bit for bit.
+    fn restored_pin_uses_remembered_prelu_slope(compiled: bool) {
+        use super::super::system::KinkSystem;
+        let _lock = crate::parallelism_lock();
+        let (model, data) = dnn_prelu();
+        let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        let mut opts = FlowOptions::new(T_END, 1e-8, 1e-10, 40, LossKind::Mse);
+        opts.compiled = compiled;
+        let layer_of = |sys: &KinkSystem, e: usize| {
+            sys.layer_ranges()
+                .position(|(a, b, _)| a <= e && e < b)
+                .unwrap()
+        };
+        for stop in 1..300u64 {
+            let mut theta = theta0.clone();
+            let (_, out) = solve(&model, &data, &mut theta, &opts, None, |p| {
+                p.steps_accepted == stop
+            });
+            let snap = out.paused.expect("paused before T");
+            let json = serde_json::to_string(&*snap).unwrap();
+            let mut snap: FlowSnapshot = serde_json::from_str(&json).unwrap();
+            let mut sys = KinkSystem::new(&model, &data, opts.loss, &theta, compiled).unwrap();
+            assert_eq!(sys.is_compiled(), compiled);
+            let rebuilt = to_bits(&sys.remembered_slopes());
+            let differs = |e: &usize| {
+                let l = layer_of(&sys, *e);
+                rebuilt[l] != snap.activation_slopes[l]
+            };
+            let Some(e) = snap.pinned.iter().copied().find(differs) else {
+                continue;
+            };
+            snap.pin_slopes.retain(|&(f, _)| f != e);
+            let a = f64::from_bits(snap.activation_slopes[layer_of(&sys, e)]);
+            Solver::new(&mut sys, &opts)
+                .restore(&snap, theta.len())
+                .unwrap();
+            let installed = sys.installed_slope(e).expect("e is pinned");
+            assert_eq!(
+                installed.to_bits(),
+                (0.5 * (a + 1.0)).to_bits(),
+                "entry {e}"
+            );
+            assert_eq!(to_bits(&sys.remembered_slopes()), snap.activation_slopes);
+            return;
+        }
+        panic!("no pause found where a pinned entry's layer remembers another slope than θ's");
+    }
+
+    #[test]
+    fn restored_pin_uses_remembered_prelu_slope_compiled() {
+        restored_pin_uses_remembered_prelu_slope(true);
+    }
+
+    #[test]
+    fn restored_pin_uses_remembered_prelu_slope_layer_path() {
+        restored_pin_uses_remembered_prelu_slope(false);
+    }
+
+    /// A paused solve's snapshot as JSON, with the activation slopes removed (as an older
+    /// gradflow wrote it), and a resume from it.
+    fn resume_without_activation_slopes(act: &Activation) -> Result<()> {
+        let _lock = crate::parallelism_lock();
+        let model = presets::dnn(4, &[8, 8], 2, act);
+        let data = Dataset::ball(10, 4, 2, 0);
+        let opts = FlowOptions::new(T_END, 1e-8, 1e-10, 40, LossKind::Mse);
+        let mut theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        let (_, first) = solve(&model, &data, &mut theta, &opts, None, |p| {
+            p.steps_accepted == 5
+        });
+        let snap = first.paused.expect("paused");
+        let mut json: serde_json::Value = serde_json::to_value(&*snap).unwrap();
+        let removed = json.as_object_mut().unwrap().remove("activation_slopes");
+        assert!(
+            removed.is_some(),
+            "the snapshot keeps the activation slopes"
+        );
+        let old: FlowSnapshot = serde_json::from_value(json).expect("loads without the field");
+        gradient_flow_from(
+            &model,
+            &data,
+            &mut theta,
+            &opts,
+            Some(&old),
+            |_, _| Control::Continue,
+            &mut |_| Control::Continue,
+        )
+        .map(|_| ())
+    }
+
+    /// Without the field, a leaky-ReLU snapshot still resumes (its slopes are never read); a
+    /// PReLU one is refused with an error that says why.
+    #[test]
+    fn snapshot_without_activation_slopes_loads_unless_prelu() {
+        resume_without_activation_slopes(&Activation::leaky_relu()).expect("leaky ReLU resumes");
+        let err = resume_without_activation_slopes(&Activation::Prelu { init: 0.25 }).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("PReLU") && msg.contains("without --resume"),
+            "{msg}"
+        );
     }
 }

@@ -202,7 +202,7 @@ pub fn gradient_flow_from(
     let can_pause = resumable(model, opts);
     if resume.is_some() && !can_pause {
         return Err(Error::Invalid(
-            "only the kink-aware flow solve of a network without PReLU can resume".into(),
+            "only the kink-aware flow solve can resume (kink_aware = false keeps no pattern to resume)".into(),
         ));
     }
     if !opts.kink_aware {

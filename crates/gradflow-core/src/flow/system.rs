@@ -48,6 +48,7 @@
 
 use super::compiled::{Compiled, PinSlot};
 use super::dopri::Field;
+use crate::activation::Activation;
 use crate::batch::Batch;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -350,6 +351,57 @@ impl<'a> KinkSystem<'a> {
                 ..Default::default()
             });
         }
+    }
+
+    /// PReLU's slope a at the last forward pass, per controlled activation layer in entry order
+    /// (0 for other activations; the compiled route: per stage with σ). The kink's one-sided
+    /// slopes (`one_sided_slopes`) and the default slopes of new pins read it until the
+    /// next forward pass, so a paused solve keeps it.
+    pub fn remembered_slopes(&self) -> Vec<f64> {
+        if let Some(c) = self.compiled.as_ref() {
+            return c.remembered_slopes().collect();
+        }
+        self.layers
+            .iter()
+            .map(|l| l.layer.control.lock().as_ref().map_or(0.0, |s| s.slope))
+            .collect()
+    }
+
+    /// Sets what [`Self::remembered_slopes`] returns (as many slopes as it returns), as if the
+    /// last forward pass had seen them; the next [`Self::refresh`] installs pins with them.
+    pub fn set_remembered_slopes(&mut self, slopes: &[f64]) {
+        if let Some(c) = self.compiled.as_mut() {
+            c.set_remembered_slopes(slopes);
+            return;
+        }
+        for (l, &a) in self.layers.iter().zip(slopes) {
+            if let Some(st) = l.layer.control.lock().as_mut() {
+                st.slope = a;
+            }
+        }
+    }
+
+    /// The slope pinned entry e is installed with (None when it is not pinned).
+    #[cfg(test)]
+    pub(super) fn installed_slope(&self, e: usize) -> Option<f64> {
+        if let Some(c) = self.compiled.as_ref() {
+            let j = self.pinned.binary_search(&e).ok()?;
+            return Some(c.pins[j].slope);
+        }
+        let l = &self.layers[self.layer_of(e)];
+        let g = l.layer.control.lock();
+        let pins = &g.as_ref()?.pins;
+        pins.iter()
+            .find(|p| p.entry == e - l.offset)
+            .map(|p| p.slope)
+    }
+
+    /// True when an activation layer has a trainable slope (PReLU), so that the kink's
+    /// one-sided slopes depend on θ.
+    pub fn has_trainable_slope(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| matches!(l.layer.activation, Activation::Prelu { .. }))
     }
 
     /// Releases the layers (ordinary evaluation again).

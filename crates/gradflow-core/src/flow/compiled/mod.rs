@@ -146,6 +146,22 @@ impl Compiled {
         self.slope[self.stage_of(e)]
     }
 
+    /// PReLU's slope at the last forward pass of every stage with σ, in entry order (0 for
+    /// other activations): what [`Self::slope_of_entry`] reads until the next forward pass.
+    pub fn remembered_slopes(&self) -> impl Iterator<Item = f64> + '_ {
+        let stages = self.plan.stages.iter().zip(&self.slope);
+        stages.filter(|(st, _)| st.act).map(|(_, &a)| a)
+    }
+
+    /// Sets the slopes [`Self::remembered_slopes`] returns (one per stage with σ, in entry
+    /// order), as if the last forward pass had seen them (a resumed solve).
+    pub fn set_remembered_slopes(&mut self, slopes: &[f64]) {
+        let stages = self.plan.stages.iter().zip(self.slope.iter_mut());
+        for ((_, a), &s) in stages.filter(|(st, _)| st.act).zip(slopes) {
+            *a = s;
+        }
+    }
+
     fn stage_of(&self, e: usize) -> usize {
         let mut s = 0;
         for (t, st) in self.plan.stages.iter().enumerate() {
