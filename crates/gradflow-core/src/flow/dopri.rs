@@ -4,7 +4,7 @@
 //! output at requested times and for locating kink events inside a step.
 //!
 //! The stepper only sees a vector field through [`Field`]; everything about kinks, pinned
-//! pre-activations and events lives in `system.rs` and `solve.rs`. FSAL: the last stage of an
+//! pre-activations and events lives in `system/` and `solve.rs`. FSAL: the last stage of an
 //! accepted step is the field at the new point, so a step costs six new evaluations.
 
 use crate::error::Result;

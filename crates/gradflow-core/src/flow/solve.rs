@@ -8,7 +8,7 @@
 //! bracketed on the continuous extension (secant estimates with a bisection safeguard; forward
 //! passes only unless a pinned entry is involved) to 1e-12 in the event function or 1e-13 in
 //! t, and the solve restarts there with the pattern switched:
-//! - an entry reaching its kink is pinned tentatively; the projected field (see `system.rs`)
+//! - an entry reaching its kink is pinned tentatively; the projected field (see `system/`)
 //!   says whether the two sides push it into the kink (it stays: sliding starts) or one side
 //!   pushes it through or back (it takes that piece: a crossing, or a touch);
 //! - a pinned entry that one side stops pushing is released onto that side.

@@ -46,6 +46,11 @@
 //! entries (of any layer and application) and a one-sample reverse pass per entry, for graph
 //! networks a full-batch pass per entry. Counts of each kind are kept.
 
+mod controls;
+mod layer_path;
+
+use layer_path::{gram_inverse, probe_entries};
+
 use super::compiled::{Compiled, PinSlot};
 use super::dopri::Field;
 use crate::activation::Activation;
@@ -280,142 +285,6 @@ impl<'a> KinkSystem<'a> {
         &self.last.rows
     }
 
-    /// Writes the current pattern into every layer's control (columns: the whole batch), or
-    /// into the compiled route's pin table.
-    fn install(&mut self) {
-        if let Some(c) = self.compiled.as_ref() {
-            let mut slots = std::mem::take(&mut self.slots);
-            slots.clear();
-            for &e in &self.pinned {
-                let l = &self.layers[self.layer_of(e)];
-                let k = self.pieces[e] as usize;
-                let knot = l.knots[k];
-                let slope = self.pin_slopes.get(&e).copied().unwrap_or_else(|| {
-                    let a = c.slope_of_entry(e);
-                    let (dl, dr) = (
-                        l.layer.activation.piece_derivative(k, knot, a),
-                        l.layer.activation.piece_derivative(k + 1, knot, a),
-                    );
-                    0.5 * (dl + dr)
-                });
-                slots.push(PinSlot {
-                    knot,
-                    left_piece: k as u16,
-                    slope,
-                });
-            }
-            if let Some(c) = self.compiled.as_mut() {
-                c.set_pins(&self.pinned, slots.iter().copied());
-            }
-            self.slots = slots;
-            return;
-        }
-        for l in &self.layers {
-            let len = l.len;
-            let record: Vec<usize> = self
-                .pinned
-                .iter()
-                .filter(|&&e| e >= l.offset && e < l.offset + len)
-                .map(|&e| e - l.offset)
-                .collect();
-            let mut g = l.layer.control.lock();
-            let a = g.as_ref().map_or(0.0, |s| s.slope);
-            let mut pieces = self.pieces[l.offset..l.offset + len].to_vec();
-            let mut pins = Vec::with_capacity(record.len());
-            for &local in &record {
-                let e = local + l.offset;
-                let k = self.pieces[e] as usize;
-                let knot = l.knots[k];
-                let slope = self.pin_slopes.get(&e).copied().unwrap_or_else(|| {
-                    let (dl, dr) = (
-                        l.layer.activation.piece_derivative(k, knot, a),
-                        l.layer.activation.piece_derivative(k + 1, knot, a),
-                    );
-                    0.5 * (dl + dr)
-                });
-                pieces[local] = PINNED;
-                pins.push(Pin {
-                    entry: local,
-                    knot,
-                    value_at_knot: l.layer.activation.piece_value(k, knot, a),
-                    slope,
-                });
-            }
-            *g = Some(ControlState {
-                pieces,
-                pins,
-                record,
-                record_z: true,
-                slope: a,
-                samples: self.data.n(),
-                ..Default::default()
-            });
-        }
-    }
-
-    /// PReLU's slope a at the last forward pass, per controlled activation layer in entry order
-    /// (0 for other activations; the compiled route: per stage with σ). The kink's one-sided
-    /// slopes (`one_sided_slopes`) and the default slopes of new pins read it until the
-    /// next forward pass, so a paused solve keeps it.
-    pub fn remembered_slopes(&self) -> Vec<f64> {
-        if let Some(c) = self.compiled.as_ref() {
-            return c.remembered_slopes().collect();
-        }
-        self.layers
-            .iter()
-            .map(|l| l.layer.control.lock().as_ref().map_or(0.0, |s| s.slope))
-            .collect()
-    }
-
-    /// Sets what [`Self::remembered_slopes`] returns (as many slopes as it returns), as if the
-    /// last forward pass had seen them; the next [`Self::refresh`] installs pins with them.
-    pub fn set_remembered_slopes(&mut self, slopes: &[f64]) {
-        if let Some(c) = self.compiled.as_mut() {
-            c.set_remembered_slopes(slopes);
-            return;
-        }
-        for (l, &a) in self.layers.iter().zip(slopes) {
-            if let Some(st) = l.layer.control.lock().as_mut() {
-                st.slope = a;
-            }
-        }
-    }
-
-    /// The slope pinned entry e is installed with (None when it is not pinned).
-    #[cfg(test)]
-    pub(super) fn installed_slope(&self, e: usize) -> Option<f64> {
-        if let Some(c) = self.compiled.as_ref() {
-            let j = self.pinned.binary_search(&e).ok()?;
-            return Some(c.pins[j].slope);
-        }
-        let l = &self.layers[self.layer_of(e)];
-        let g = l.layer.control.lock();
-        let pins = &g.as_ref()?.pins;
-        pins.iter()
-            .find(|p| p.entry == e - l.offset)
-            .map(|p| p.slope)
-    }
-
-    /// True when an activation layer has a trainable slope (PReLU), so that the kink's
-    /// one-sided slopes depend on θ.
-    pub fn has_trainable_slope(&self) -> bool {
-        self.layers
-            .iter()
-            .any(|l| matches!(l.layer.activation, Activation::Prelu { .. }))
-    }
-
-    /// Releases the layers (ordinary evaluation again).
-    pub fn uninstall(&mut self) {
-        for l in &self.layers {
-            *l.layer.control.lock() = None;
-        }
-    }
-
-    /// Re-installs after the pattern changed.
-    pub fn refresh(&mut self) {
-        self.install();
-    }
-
     fn layer_of(&self, e: usize) -> usize {
         self.layers
             .partition_point(|l| l.offset <= e)
@@ -460,18 +329,6 @@ impl<'a> KinkSystem<'a> {
     /// Number of pieces of the activation of entry e's layer.
     pub fn pieces_of(&self, e: usize) -> usize {
         self.layers[self.layer_of(e)].knots.len() + 1
-    }
-
-    fn gather_z(&mut self) -> Result<()> {
-        self.last.z.resize(self.pieces.len(), 0.0);
-        for l in &self.layers {
-            let mut g = l.layer.control.lock();
-            let st = g.as_mut().expect("control installed");
-            check_one_call(l.layer, st, l.len)?;
-            st.calls = 0;
-            self.last.z[l.offset..l.offset + l.len].copy_from_slice(&st.z[..l.len]);
-        }
-        Ok(())
     }
 
     /// A forward pass only: the loss and every pre-activation at θ (for event location).
@@ -660,88 +517,6 @@ impl<'a> KinkSystem<'a> {
         )
     }
 
-    /// The cotangents at σ(z_j) recorded by the last reverse pass, in `pinned` order.
-    fn recorded_cotangents(&self) -> Vec<f64> {
-        let mut c = Vec::with_capacity(self.pinned.len());
-        for l in &self.layers {
-            let g = l.layer.control.lock();
-            if let Some(st) = g.as_ref() {
-                c.extend_from_slice(&st.recorded[..st.record.len().min(st.recorded.len())]);
-            }
-        }
-        c
-    }
-
-    /// ∇_θ z_j for every pinned entry j (seeded reverse passes).
-    fn pinned_rows(&mut self, theta: &[f64]) -> Result<Vec<Vec<f64>>> {
-        let p = self.model.p();
-        let m = self.model.out_dim();
-        let mut rows = vec![vec![0.0; p]; self.pinned.len()];
-        let per_sample = !self.model.net.mixes_samples();
-        let set =
-            |layers: &[Controlled], columns: Option<Vec<usize>>, seed: Option<(usize, usize)>| {
-                for (li, l) in layers.iter().enumerate() {
-                    let mut g = l.layer.control.lock();
-                    let st = g.as_mut().expect("control installed");
-                    st.columns = columns.clone();
-                    st.record_z = false;
-                    st.seeds = match seed {
-                        Some((sl, local)) if sl == li => vec![(local, 1.0)],
-                        _ => Vec::new(),
-                    };
-                }
-            };
-        // Per-sample networks: the pinned entries of one sample (every layer, every application)
-        // share one one-sample forward pass. Graph networks: one full-batch pass per entry.
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        if per_sample {
-            let mut by_sample = std::collections::BTreeMap::<usize, Vec<usize>>::new();
-            for (j, &e) in self.pinned.iter().enumerate() {
-                by_sample.entry(self.entry_place(e).1).or_default().push(j);
-            }
-            groups.extend(by_sample);
-        } else {
-            groups.extend((0..self.pinned.len()).map(|j| (0, vec![j])));
-        }
-        for (i, group) in groups {
-            let (xs, cols) = if per_sample {
-                (
-                    Batch::from_vec(self.data.x.features(), 1, self.data.x.col(i).to_vec()),
-                    Some(vec![i]),
-                )
-            } else {
-                (self.data.x.clone(), None)
-            };
-            set(&self.layers, cols.clone(), None);
-            let ev = self.model.evaluate(theta, &xs);
-            let zero = Batch::zeros(m, xs.n());
-            for j in group {
-                let e = self.pinned[j];
-                let li = self.layer_of(e);
-                set(
-                    &self.layers,
-                    cols.clone(),
-                    Some((li, e - self.layers[li].offset)),
-                );
-                self.model.vjp(theta, &xs, &ev, &zero, &mut rows[j]);
-                if per_sample {
-                    self.counts.sample_passes += 1;
-                } else {
-                    self.counts.seeded_full_passes += 1;
-                }
-            }
-        }
-        for l in &self.layers {
-            let mut g = l.layer.control.lock();
-            let st = g.as_mut().expect("control installed");
-            st.columns = None;
-            st.seeds.clear();
-            st.record_z = true;
-            st.calls = 0;
-        }
-        Ok(rows)
-    }
-
     /// Pulls pinned entries back onto their knots after a step: θ ← θ − Rᵀ G⁻¹ (z_P − b_P),
     /// one Gauss–Newton step with the rows of the last evaluation (which was at θ).
     pub fn project_onto_knots(&mut self, theta: &mut [f64]) {
@@ -802,90 +577,10 @@ impl Drop for KinkSystem<'_> {
     }
 }
 
-/// The number of entries of each activation layer: one forward pass at θ with empty controls
-/// (σ evaluated as is, pre-activations recorded); a layer that saw k·n columns has k·n·dim.
-fn probe_entries(
-    model: &Model,
-    data: &Dataset,
-    theta: &[f64],
-    acts: &[&ActivationLayer],
-) -> Result<Vec<usize>> {
-    let n = data.n();
-    for a in acts {
-        *a.control.lock() = Some(ControlState {
-            record_z: true,
-            samples: n,
-            ..Default::default()
-        });
-    }
-    model.outputs(theta, &data.x);
-    let mut lens = Vec::with_capacity(acts.len());
-    let mut failed = None;
-    for a in acts {
-        let mut g = a.control.lock();
-        let st = g.take().expect("probe installed");
-        let len = st.z.len();
-        let k = len / (a.dim * n).max(1);
-        match check_one_call(a, &st, k.max(1) * a.dim * n) {
-            Ok(()) => lens.push(len),
-            Err(e) => failed = failed.or(Some(e)),
-        }
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(lens),
-    }
-}
-
-/// The entry layout's requirement: the layer ran once in the last forward pass (all its
-/// applications stacked as columns) and recorded `len` pre-activations.
-fn check_one_call(layer: &ActivationLayer, st: &ControlState, len: usize) -> Result<()> {
-    if st.calls == 1 && st.z.len() == len && len > 0 {
-        return Ok(());
-    }
-    let what = if st.calls != 1 {
-        format!("ran {} times in one forward pass", st.calls)
-    } else {
-        format!("recorded {} pre-activations, {len} expected", st.z.len())
-    };
-    Err(Error::Invalid(format!(
-        "solver = \"flow\" needs every activation layer run once per forward pass, all its \
-         applications to the samples stacked as columns; `{}` {what} (a shared tower that mixes \
-         samples, such as a graph tower in a shared-pair, runs once per half); use \
-         solver = \"gd\" for this architecture",
-        layer.describe(),
-    )))
-}
-
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn norm(a: &[f64]) -> f64 {
     dot(a, a).sqrt()
-}
-
-/// (R Rᵀ)⁻¹ (row-major K × K) by a symmetric eigen-decomposition; directions with eigenvalues
-/// below 1e-12 of the largest are dropped (pseudo-inverse), so dependent pins do not blow up.
-fn gram_inverse(rows: &[Vec<f64>]) -> Vec<f64> {
-    let k = rows.len();
-    let g = faer::Mat::<f64>::from_fn(k, k, |i, j| dot(&rows[i], &rows[j]));
-    let Ok(eig) = g.self_adjoint_eigen(faer::Side::Lower) else {
-        return vec![0.0; k * k];
-    };
-    let (u, s) = (eig.U(), eig.S());
-    let top = (0..k).map(|i| s[i]).fold(0.0f64, f64::max);
-    let mut inv = vec![0.0; k * k];
-    for l in 0..k {
-        let lam = s[l];
-        if lam <= 1e-12 * top {
-            continue;
-        }
-        for i in 0..k {
-            for j in 0..k {
-                inv[i * k + j] += u[(i, l)] * u[(j, l)] / lam;
-            }
-        }
-    }
-    inv
 }

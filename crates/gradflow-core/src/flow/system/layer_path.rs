@@ -1,0 +1,181 @@
+//! The general layer path's share of the field: pre-activations gathered from the controls, the
+//! recorded cotangents, the pinned rows ∇z_j by seeded reverse passes, the entry probe, and
+//! G⁻¹ by a scalar Cholesky factorisation (K is small on this path).
+
+use super::*;
+
+impl KinkSystem<'_> {
+    pub(super) fn gather_z(&mut self) -> Result<()> {
+        self.last.z.resize(self.pieces.len(), 0.0);
+        for l in &self.layers {
+            let mut g = l.layer.control.lock();
+            let st = g.as_mut().expect("control installed");
+            check_one_call(l.layer, st, l.len)?;
+            st.calls = 0;
+            self.last.z[l.offset..l.offset + l.len].copy_from_slice(&st.z[..l.len]);
+        }
+        Ok(())
+    }
+
+    /// The cotangents at σ(z_j) recorded by the last reverse pass, in `pinned` order.
+    pub(super) fn recorded_cotangents(&self) -> Vec<f64> {
+        let mut c = Vec::with_capacity(self.pinned.len());
+        for l in &self.layers {
+            let g = l.layer.control.lock();
+            if let Some(st) = g.as_ref() {
+                c.extend_from_slice(&st.recorded[..st.record.len().min(st.recorded.len())]);
+            }
+        }
+        c
+    }
+
+    /// ∇_θ z_j for every pinned entry j (seeded reverse passes).
+    pub(super) fn pinned_rows(&mut self, theta: &[f64]) -> Result<Vec<Vec<f64>>> {
+        let p = self.model.p();
+        let m = self.model.out_dim();
+        let mut rows = vec![vec![0.0; p]; self.pinned.len()];
+        let per_sample = !self.model.net.mixes_samples();
+        let set =
+            |layers: &[Controlled], columns: Option<Vec<usize>>, seed: Option<(usize, usize)>| {
+                for (li, l) in layers.iter().enumerate() {
+                    let mut g = l.layer.control.lock();
+                    let st = g.as_mut().expect("control installed");
+                    st.columns = columns.clone();
+                    st.record_z = false;
+                    st.seeds = match seed {
+                        Some((sl, local)) if sl == li => vec![(local, 1.0)],
+                        _ => Vec::new(),
+                    };
+                }
+            };
+        // Per-sample networks: the pinned entries of one sample (every layer, every application)
+        // share one one-sample forward pass. Graph networks: one full-batch pass per entry.
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        if per_sample {
+            let mut by_sample = std::collections::BTreeMap::<usize, Vec<usize>>::new();
+            for (j, &e) in self.pinned.iter().enumerate() {
+                by_sample.entry(self.entry_place(e).1).or_default().push(j);
+            }
+            groups.extend(by_sample);
+        } else {
+            groups.extend((0..self.pinned.len()).map(|j| (0, vec![j])));
+        }
+        for (i, group) in groups {
+            let (xs, cols) = if per_sample {
+                (
+                    Batch::from_vec(self.data.x.features(), 1, self.data.x.col(i).to_vec()),
+                    Some(vec![i]),
+                )
+            } else {
+                (self.data.x.clone(), None)
+            };
+            set(&self.layers, cols.clone(), None);
+            let ev = self.model.evaluate(theta, &xs);
+            let zero = Batch::zeros(m, xs.n());
+            for j in group {
+                let e = self.pinned[j];
+                let li = self.layer_of(e);
+                set(
+                    &self.layers,
+                    cols.clone(),
+                    Some((li, e - self.layers[li].offset)),
+                );
+                self.model.vjp(theta, &xs, &ev, &zero, &mut rows[j]);
+                if per_sample {
+                    self.counts.sample_passes += 1;
+                } else {
+                    self.counts.seeded_full_passes += 1;
+                }
+            }
+        }
+        for l in &self.layers {
+            let mut g = l.layer.control.lock();
+            let st = g.as_mut().expect("control installed");
+            st.columns = None;
+            st.seeds.clear();
+            st.record_z = true;
+            st.calls = 0;
+        }
+        Ok(rows)
+    }
+}
+
+/// The number of entries of each activation layer: one forward pass at θ with empty controls
+/// (σ evaluated as is, pre-activations recorded); a layer that saw k·n columns has k·n·dim.
+pub(super) fn probe_entries(
+    model: &Model,
+    data: &Dataset,
+    theta: &[f64],
+    acts: &[&ActivationLayer],
+) -> Result<Vec<usize>> {
+    let n = data.n();
+    for a in acts {
+        *a.control.lock() = Some(ControlState {
+            record_z: true,
+            samples: n,
+            ..Default::default()
+        });
+    }
+    model.outputs(theta, &data.x);
+    let mut lens = Vec::with_capacity(acts.len());
+    let mut failed = None;
+    for a in acts {
+        let mut g = a.control.lock();
+        let st = g.take().expect("probe installed");
+        let len = st.z.len();
+        let k = len / (a.dim * n).max(1);
+        match check_one_call(a, &st, k.max(1) * a.dim * n) {
+            Ok(()) => lens.push(len),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(lens),
+    }
+}
+
+/// The entry layout's requirement: the layer ran once in the last forward pass (all its
+/// applications stacked as columns) and recorded `len` pre-activations.
+fn check_one_call(layer: &ActivationLayer, st: &ControlState, len: usize) -> Result<()> {
+    if st.calls == 1 && st.z.len() == len && len > 0 {
+        return Ok(());
+    }
+    let what = if st.calls != 1 {
+        format!("ran {} times in one forward pass", st.calls)
+    } else {
+        format!("recorded {} pre-activations, {len} expected", st.z.len())
+    };
+    Err(Error::Invalid(format!(
+        "solver = \"flow\" needs every activation layer run once per forward pass, all its \
+         applications to the samples stacked as columns; `{}` {what} (a shared tower that mixes \
+         samples, such as a graph tower in a shared-pair, runs once per half); use \
+         solver = \"gd\" for this architecture",
+        layer.describe(),
+    )))
+}
+
+/// (R Rᵀ)⁻¹ (row-major K × K) by a symmetric eigen-decomposition; directions with eigenvalues
+/// below 1e-12 of the largest are dropped (pseudo-inverse), so dependent pins do not blow up.
+pub(super) fn gram_inverse(rows: &[Vec<f64>]) -> Vec<f64> {
+    let k = rows.len();
+    let g = faer::Mat::<f64>::from_fn(k, k, |i, j| dot(&rows[i], &rows[j]));
+    let Ok(eig) = g.self_adjoint_eigen(faer::Side::Lower) else {
+        return vec![0.0; k * k];
+    };
+    let (u, s) = (eig.U(), eig.S());
+    let top = (0..k).map(|i| s[i]).fold(0.0f64, f64::max);
+    let mut inv = vec![0.0; k * k];
+    for l in 0..k {
+        let lam = s[l];
+        if lam <= 1e-12 * top {
+            continue;
+        }
+        for i in 0..k {
+            for j in 0..k {
+                inv[i * k + j] += u[(i, l)] * u[(j, l)] / lam;
+            }
+        }
+    }
+    inv
+}
