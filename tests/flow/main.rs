@@ -8,5 +8,6 @@ mod compiled;
 mod control;
 mod kinks;
 mod reproduce;
+mod richardson;
 mod siamese;
 mod solver;

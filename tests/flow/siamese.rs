@@ -145,34 +145,7 @@ fn flow_matches_richardson_limit_of_gd(combine: PairCombine) {
         .iter()
         .map(|&eta| gd_final(&model, &data, &theta0, eta, t_end))
         .collect();
-    for (eta, l) in etas.iter().zip(&gd) {
-        println!("GD η = {eta:e}: L(T) = {l:.12e} (− flow: {:+.3e})", l - lf);
-    }
-    let rich: Vec<f64> = gd.windows(2).map(|w| 2.0 * w[1] - w[0]).collect();
-    let fine = &rich[rich.len() - 3..];
-    let (lo, hi) = fine
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &r| {
-            (a.min(r), b.max(r))
-        });
-    let spread = hi - lo;
-    let outside = (lo - lf).max(lf - hi).max(0.0);
-    println!(
-        "finest extrapolations in [{lo:.12e}, {hi:.12e}] (spread {:.2e} relative); flow outside \
-         by {outside:.3e}; |L(rtol 1e-8) − L(rtol 1e-10)| = {flow_gap:.3e}",
-        spread / lf
-    );
-    assert!(spread < 3e-5 * lf, "extrapolations scatter by {spread:.3e}");
-    assert!(
-        outside <= spread,
-        "flow L(T) {lf:.12e} is {outside:.3e} outside [{lo:.12e}, {hi:.12e}]"
-    );
-    let (e0, e1) = ((gd[0] - lf).abs(), (gd[gd.len() - 1] - lf).abs());
-    assert!(e1 < e0 / 4.0, "GD errors {e0:.3e} → {e1:.3e}");
-    assert!(
-        flow_gap < spread / 100.0,
-        "rtol 1e-8 vs 1e-10: {flow_gap:.3e} (spread {spread:.3e})"
-    );
+    crate::richardson::assert_flow_is_gd_limit(lf, flow_gap, &etas, &gd, 3e-5);
 }
 
 #[test]

@@ -90,37 +90,7 @@ impl GramFactor {
         let mut jb = 0;
         while jb < k {
             let je = (jb + PANEL).min(k);
-            for j in jb..je {
-                let d = a[j * k + j];
-                if d.is_nan() || d <= DROP * top {
-                    self.dropped[j] = true;
-                    a[j * k + j..(j + 1) * k].iter_mut().for_each(|v| *v = 0.0);
-                    // The unit row: row j left of the diagonal is no longer read.
-                    for c in 0..j {
-                        a[c * k + j] = 0.0;
-                    }
-                    a[j * k + j] = 1.0;
-                    continue;
-                }
-                let ljj = d.sqrt();
-                a[j * k + j] = ljj;
-                let inv = 1.0 / ljj;
-                a[j * k + j + 1..(j + 1) * k]
-                    .iter_mut()
-                    .for_each(|v| *v *= inv);
-                // The rest of the panel: column c −= L_cj · column j (rows c..K).
-                let (head, tail) = a.split_at_mut((j + 1) * k);
-                let colj = &head[j * k..];
-                for c in j + 1..je {
-                    let f = colj[c];
-                    if f != 0.0 {
-                        let dst = &mut tail[(c - j - 1) * k + c..(c - j) * k];
-                        for (dv, sv) in dst.iter_mut().zip(&colj[c..]) {
-                            *dv -= f * sv;
-                        }
-                    }
-                }
-            }
+            factor_columns(a, k, jb, je, DROP * top, &mut self.dropped);
             if je < k {
                 let m = k - je;
                 let (left, right) = a.split_at_mut(je * k);
@@ -196,6 +166,50 @@ impl GramFactor {
                     .sum()
             }
         }));
+    }
+}
+
+/// Columns jb..je of the right-looking Cholesky factorisation of the K × K column-major lower
+/// triangle `a` (stride K) in place, with the panel's own updates (rows below je get theirs
+/// from the caller). A pivot ≤ `floor` (or NaN) drops its direction: the column is zeroed,
+/// the row left of the diagonal too, and the diagonal set to 1 (see the module docs).
+pub(super) fn factor_columns(
+    a: &mut [f64],
+    k: usize,
+    jb: usize,
+    je: usize,
+    floor: f64,
+    dropped: &mut [bool],
+) {
+    for j in jb..je {
+        let d = a[j * k + j];
+        if d.is_nan() || d <= floor {
+            dropped[j] = true;
+            a[j * k + j..(j + 1) * k].iter_mut().for_each(|v| *v = 0.0);
+            for c in 0..j {
+                a[c * k + j] = 0.0;
+            }
+            a[j * k + j] = 1.0;
+            continue;
+        }
+        let ljj = d.sqrt();
+        a[j * k + j] = ljj;
+        let inv = 1.0 / ljj;
+        a[j * k + j + 1..(j + 1) * k]
+            .iter_mut()
+            .for_each(|v| *v *= inv);
+        // The rest of the panel: column c −= L_cj · column j (rows c..K).
+        let (head, tail) = a.split_at_mut((j + 1) * k);
+        let colj = &head[j * k..];
+        for c in j + 1..je {
+            let f = colj[c];
+            if f != 0.0 {
+                let dst = &mut tail[(c - j - 1) * k + c..(c - j) * k];
+                for (dv, sv) in dst.iter_mut().zip(&colj[c..]) {
+                    *dv -= f * sv;
+                }
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 //! `gram.rs`), only skipping the zero blocks, so solves and diag(G⁻¹) agree with it to rounding
 //! (tested below).
 
-use super::gram::{par_for, GramFactor, DROP};
+use super::gram::{factor_columns, par_for, GramFactor, DROP};
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -267,35 +267,7 @@ impl BorderedGram {
 /// Cholesky factorisation of one m × m block in place (lower, column-major) with the drop rule
 /// relative to `top`; a dropped direction becomes a unit row and column.
 fn factor_block(l: &mut [f64], m: usize, top: f64, dropped: &mut [bool]) {
-    for j in 0..m {
-        let d = l[j * m + j];
-        if d.is_nan() || d <= DROP * top {
-            dropped[j] = true;
-            l[j * m + j..(j + 1) * m].iter_mut().for_each(|v| *v = 0.0);
-            for c in 0..j {
-                l[c * m + j] = 0.0;
-            }
-            l[j * m + j] = 1.0;
-            continue;
-        }
-        let ljj = d.sqrt();
-        l[j * m + j] = ljj;
-        let inv = 1.0 / ljj;
-        l[j * m + j + 1..(j + 1) * m]
-            .iter_mut()
-            .for_each(|v| *v *= inv);
-        let (head, tail) = l.split_at_mut((j + 1) * m);
-        let colj = &head[j * m..];
-        for c in j + 1..m {
-            let f = colj[c];
-            if f != 0.0 {
-                let dst = &mut tail[(c - j - 1) * m + c..(c - j) * m];
-                for (dv, sv) in dst.iter_mut().zip(&colj[c..]) {
-                    *dv -= f * sv;
-                }
-            }
-        }
-    }
+    factor_columns(l, m, 0, m, DROP * top, dropped);
 }
 
 #[cfg(test)]
