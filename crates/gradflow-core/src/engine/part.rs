@@ -65,12 +65,7 @@ impl<T: Real> Part<T> {
                 .collect()
         };
         let last = plan.stages.len() - 1;
-        let wmax = plan
-            .stages
-            .iter()
-            .map(|s| s.inp.max(s.out))
-            .max()
-            .unwrap_or(0);
+        let wmax = plan.max_width();
         let buf = |w: usize| vec![T::default(); w * cols];
         Self {
             c0,

@@ -125,6 +125,14 @@ impl Plan {
     pub fn in_dim(&self) -> usize {
         self.stages[0].inp
     }
+    /// The widest stage input or output (the size of a per-column buffer for any stage).
+    pub fn max_width(&self) -> usize {
+        self.stages
+            .iter()
+            .map(|s| s.inp.max(s.out))
+            .max()
+            .unwrap_or(0)
+    }
     pub fn out_dim(&self) -> usize {
         self.stages.last().unwrap().out
     }

@@ -91,12 +91,7 @@ pub(super) fn view_mut(s: &mut [f64], rows: usize, cols: usize) -> MatMut<'_, f6
 impl Part {
     pub(super) fn new(plan: &Plan, i0: usize, i1: usize, p: usize) -> Self {
         let cols = i1 - i0;
-        let wmax = plan
-            .stages
-            .iter()
-            .map(|s| s.inp.max(s.out))
-            .max()
-            .unwrap_or(0);
+        let wmax = plan.max_width();
         Self {
             i0,
             i1,

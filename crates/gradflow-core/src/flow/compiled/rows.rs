@@ -68,13 +68,7 @@ impl Compiled {
                 (pl.1, std::cmp::Reverse(pl.0))
             });
         }
-        let wmax = self
-            .plan
-            .stages
-            .iter()
-            .map(|s| s.inp.max(s.out))
-            .max()
-            .unwrap_or(0);
+        let wmax = self.plan.max_width();
         let mut samples = 0;
         let mut g0 = 0;
         while g0 < k {
