@@ -11,7 +11,7 @@
 //! - the pattern: every entry's frozen piece, the pinned set and each pin's chosen slope (which
 //!   the layers' controls or the compiled pin table are rebuilt from), the evaluation counts;
 //! - PReLU's slope a as the last forward pass saw it, per activation layer (per stage with σ on
-//!   the compiled route; the layer path's controls, re-installed after an output, remember 0):
+//!   the compiled route; the layer path keeps it while an observer has the controls removed):
 //!   the kink's one-sided slopes σ'(b±) depend on a, and installing the pins reads them (a pin
 //!   without a chosen slope is evaluated at their mean) before the next forward pass. A resumed
 //!   solve rebuilds its system by a forward pass at the θ it paused at, which is not where the
@@ -437,8 +437,7 @@ mod tests {
 
     /// What a resumed PReLU solve cannot rebuild by itself: the system it builds at θ remembers
     /// θ's PReLU slopes, while the paused solve's last forward pass was before the projection
-    /// onto the knots or at an output time (the layer path's controls, re-installed after an
-    /// output, remember 0). The first pause (after ≥ 2 pinned steps) where a pinned entry's
+    /// onto the knots or at an output time. The first pause (after ≥ 2 pinned steps) where a pinned entry's
     /// layer remembers another slope than θ's is taken; one of those entries loses its chosen
     /// slope in the snapshot (as when the effective slope was undefined), and the restored
     /// system must install it with the mean of its kink's one-sided slopes at the *paused*

@@ -34,7 +34,7 @@ impl KinkSystem<'_> {
             self.slots = slots;
             return;
         }
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
             let len = l.len;
             let record: Vec<usize> = self
                 .pinned
@@ -43,7 +43,8 @@ impl KinkSystem<'_> {
                 .map(|&e| e - l.offset)
                 .collect();
             let mut g = l.layer.control.lock();
-            let a = g.as_ref().map_or(0.0, |s| s.slope);
+            let released = self.slopes_while_released.get(i).copied().unwrap_or(0.0);
+            let a = g.as_ref().map_or(released, |s| s.slope);
             let mut pieces = self.pieces[l.offset..l.offset + len].to_vec();
             let mut pins = Vec::with_capacity(record.len());
             for &local in &record {
@@ -130,13 +131,47 @@ impl KinkSystem<'_> {
 
     /// Releases the layers (ordinary evaluation again).
     pub fn uninstall(&mut self) {
-        for l in &self.layers {
-            *l.layer.control.lock() = None;
+        self.slopes_while_released.resize(self.layers.len(), 0.0);
+        for (l, kept) in self.layers.iter().zip(&mut self.slopes_while_released) {
+            if let Some(st) = l.layer.control.lock().take() {
+                *kept = st.slope;
+            }
         }
     }
 
     /// Re-installs after the pattern changed.
     pub fn refresh(&mut self) {
         self.install();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::{init_params, InitScheme};
+    use crate::presets;
+
+    /// An observer removes the controls between steps (to see the ordinary network); a pin
+    /// installed afterwards without a chosen slope must still use the PReLU slope the last
+    /// forward pass saw — the mean of σ'(0±) = (a + 1)/2 at a = 0.25, not at a = 0 — on the
+    /// layer path as on the compiled route, whose slope table is never removed.
+    #[test]
+    fn prelu_slope_survives_removed_controls() {
+        let model = presets::dnn(4, &[8, 8], 2, &Activation::Prelu { init: 0.25 });
+        let data = Dataset::ball(10, 4, 2, 0);
+        let theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        for compiled in [false, true] {
+            let mut sys = KinkSystem::new(&model, &data, LossKind::Mse, &theta, compiled).unwrap();
+            assert_eq!(sys.is_compiled(), compiled);
+            let mut f = vec![0.0; theta.len()];
+            sys.evaluate(&theta, &mut f).unwrap();
+            sys.uninstall();
+            let e = 3;
+            sys.pieces[e] = 0;
+            sys.pinned = vec![e];
+            sys.refresh();
+            let installed = sys.installed_slope(e).expect("pinned");
+            assert_eq!(installed, (0.25 + 1.0) / 2.0, "compiled = {compiled}");
+        }
     }
 }

@@ -158,6 +158,9 @@ pub struct KinkSystem<'a> {
     first_layer: Vec<usize>,
     /// Compute the normal speeds (diag(G⁻¹)) at the next evaluation (see [`Field::eval_stage`]).
     speeds: bool,
+    /// Layer path: each layer's remembered PReLU slope while its control is removed (an
+    /// observer evaluates the ordinary network), so that re-installing keeps it.
+    slopes_while_released: Vec<f64>,
 }
 
 pub(super) fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
@@ -213,6 +216,7 @@ impl<'a> KinkSystem<'a> {
             slots: Vec::new(),
             first_layer: Vec::new(),
             speeds: true,
+            slopes_while_released: Vec::new(),
         };
         // The probe's forward pass.
         sys.counts.forwards += 1;
