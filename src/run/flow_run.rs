@@ -208,7 +208,9 @@ pub(super) fn write_flow_run(
             if writer.has_ntk() && due {
                 bar.set_message(format!("t {} · loss {:.3e} · NTK λ_min …", rec.t, rec.loss));
                 let at = (rec.index, rec.t, rec.loss);
-                if let Err(e) = writer.ntk_checkpoint(&mut ck, theta, drift.as_ref(), at, None) {
+                if let Err(e) =
+                    writer.ntk_checkpoint(&mut ck, theta, drift.as_ref(), at, None, &rec.sliding)
+                {
                     io_error = Some(e);
                     return Control::Stop;
                 }

@@ -72,7 +72,7 @@ pub(super) fn write_gd_run(
                 bar.set_message(format!("loss {:.3e} · NTK λ_min …", rec.loss));
                 let at = (rec.epoch, rec.t, rec.loss);
                 let written =
-                    writer.ntk_checkpoint(&mut ck, theta, drift.as_ref(), at, Some(gd.lr));
+                    writer.ntk_checkpoint(&mut ck, theta, drift.as_ref(), at, Some(gd.lr), &[]);
                 if let Err(e) = written {
                     io_error = Some(e);
                     return Control::Stop;

@@ -95,15 +95,16 @@ impl Checkpoint {
 
 impl Checkpoint {
     /// One NTK checkpoint of a run (GD epoch or flow output `index` at time t with loss L):
-    /// the spectrum of H(θ), the bound L(0)·exp(−4c∫λ_min) checked, the NTK drift when `drift`
+    /// the spectrum of H(θ) (the Filippov kernel where the flow holds `sliding` entries on
+    /// their kinks), the bound L(0)·exp(−4c∫λ_min) checked, the NTK drift when `drift`
     /// is given, all recorded here; returns the ntk.csv row. `gd_step` = Some(η) for GD runs
     /// (the stability column η·c·λ_max), None for the flow.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn ntk_checkpoint(
         &mut self,
-        model: &crate::model::Model,
+        prep: &Prepared,
         theta: &[f64],
-        x: &crate::batch::Batch,
+        sliding: &[(usize, u16)],
         opts: &NtkOptions,
         drift: Option<&Drift>,
         c: f64,
@@ -116,7 +117,10 @@ impl Checkpoint {
             block_ranks: self.ntk_first.is_none(),
             ..opts.clone()
         };
-        let mut s = ntk::ntk_spectrum(model, theta, x, &opts)?;
+        let (model, x) = (&prep.model, &prep.data.x);
+        // Where entries slide, the kernel of the sliding (Filippov) field.
+        let kind = prep.config.train.loss;
+        let mut s = crate::flow::filippov_ntk(model, &prep.data, kind, theta, sliding, &opts)?;
         if self.ntk_first.is_none() && s.jacobian.is_exact_deficient() && s.p >= s.dim {
             // Is the deficiency of J(θ(0)) a property of an open set of θ, or a coincidence?
             s.jacobian.persistence = Some(ntk::rank::perturbation_persistence(

@@ -88,15 +88,15 @@ impl<'a> RunWriter<'a> {
         drift: Option<&Drift>,
         at: (usize, f64, f64),
         gd_step: Option<f64>,
+        sliding: &[(usize, u16)],
     ) -> Result<()> {
         let Some(csv) = self.ntk.as_mut() else {
             return Ok(());
         };
-        let (model, x) = (&self.prep.model, &self.prep.data.x);
         let row = ck.ntk_checkpoint(
-            model,
+            self.prep,
             theta,
-            x,
+            sliding,
             &self.ntk_opts,
             drift,
             self.loss_constant,

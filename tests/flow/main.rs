@@ -6,6 +6,7 @@ mod common;
 
 mod compiled;
 mod control;
+mod filippov;
 mod kinks;
 mod reproduce;
 mod richardson;

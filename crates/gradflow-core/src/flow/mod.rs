@@ -26,6 +26,7 @@
 mod compiled;
 pub mod dopri;
 mod events;
+mod filippov;
 mod gram;
 mod gram_bordered;
 pub mod kernel;
@@ -34,6 +35,7 @@ mod snapshot;
 pub mod solve;
 pub mod system;
 
+pub use filippov::filippov_ntk;
 pub use snapshot::{resumable, FlowSnapshot, Position};
 pub use solve::{
     gradient_flow, gradient_flow_from, gradient_flow_with_progress, EventSummary, FlowOptions,

@@ -67,6 +67,7 @@ pub(super) fn plain_flow(
             loss,
             speed,
             pinned: 0,
+            sliding: Vec::new(),
             crossings: 0,
             slides: 0,
             releases: 0,

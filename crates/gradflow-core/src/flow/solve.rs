@@ -70,7 +70,7 @@ impl FlowOptions {
 }
 
 /// What is known at an output time.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct FlowRecord {
     /// Index of the output time.
     pub index: usize,
@@ -80,6 +80,9 @@ pub struct FlowRecord {
     pub speed: f64,
     /// Pre-activations pinned to a kink at t.
     pub pinned: usize,
+    /// Those entries (global entry, piece left of its knot): what [`super::filippov_ntk`]
+    /// needs to form the kernel of the sliding field at this point.
+    pub sliding: Vec<(usize, u16)>,
     /// Since the previous record: kink crossings, sliding starts, releases from sliding.
     pub crossings: u64,
     pub slides: u64,
@@ -493,6 +496,12 @@ impl Solver<'_, '_> {
             loss,
             speed,
             pinned: self.sys.pinned.len(),
+            sliding: self
+                .sys
+                .pinned
+                .iter()
+                .map(|&e| (e, self.sys.pieces[e]))
+                .collect(),
             crossings: c,
             slides: s,
             releases: r,

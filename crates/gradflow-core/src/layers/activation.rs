@@ -91,9 +91,10 @@ impl ControlState {
     }
 }
 
-/// How one entry is evaluated.
-#[derive(Clone, Copy)]
-enum Mode {
+/// How one entry is evaluated: by σ itself, on a frozen polynomial piece of σ, or held on a
+/// kink (linear through it with the solver's slope).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
     Free,
     Piece(usize),
     Pinned(Pin),
@@ -133,7 +134,7 @@ impl ActivationLayer {
     }
     /// How the control evaluates the batch entry (col, u); `Free` when uncontrolled.
     #[inline]
-    fn piece_of(&self, st: &Option<ControlState>, col: usize, cols: usize, u: usize) -> Mode {
+    pub fn piece_of(&self, st: &Option<ControlState>, col: usize, cols: usize, u: usize) -> Mode {
         let Some(st) = st.as_ref() else {
             return Mode::Free;
         };

@@ -13,7 +13,9 @@ use super::certify::{certify_lambda_min, CertificateArithmetic};
 use super::jacobian_error::jacobian_error_bound;
 use super::rank::{analyse_jacobian, Persistence};
 use crate::batch::Batch;
+use crate::layers::ParamSpec;
 use crate::model::Model;
+use faer::MatRef;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -95,7 +97,19 @@ pub fn jacobian_evidence(
     } else {
         Vec::new()
     };
-    let rank = analyse_jacobian(j.as_ref(), &specs);
+    evidence_of_jacobian(j.as_ref(), &specs, || jacobian_error_bound(model, theta, x))
+}
+
+/// J's rank evidence and the certified λ_min from a formed J (block ranks for `specs`, none
+/// when empty), with `error_bound` giving e ≥ ‖J − J̃‖_F (or why none exists), asked only when
+/// the certificate is attempted.
+pub fn evidence_of_jacobian(
+    j: MatRef<'_, f64>,
+    specs: &[ParamSpec],
+    error_bound: impl FnOnce() -> Result<f64, String>,
+) -> JacobianEvidence {
+    let block_ranks = !specs.is_empty();
+    let rank = analyse_jacobian(j, specs);
     let mut ev = JacobianEvidence {
         jacobian_rank: Some(rank.rank),
         rank_full: Some(rank.full),
@@ -124,10 +138,10 @@ pub fn jacobian_evidence(
             ),
         )
     } else {
-        match jacobian_error_bound(model, theta, x) {
+        match error_bound() {
             Err(why) => (None, format!("none: {why}")),
             Ok(err) => {
-                let c = certify_lambda_min(j.as_ref(), err, rank.lambda_min);
+                let c = certify_lambda_min(j, err, rank.lambda_min);
                 match (c.lower, c.arithmetic) {
                     (Some(l), Some(a)) => (
                         Some(l),

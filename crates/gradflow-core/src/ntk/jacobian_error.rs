@@ -10,6 +10,7 @@
 use crate::activation::Activation;
 use crate::batch::Batch;
 use crate::graph::{propagate_columns, SparseMatrix};
+use crate::layers::activation::Mode;
 use crate::layers::{ActivationLayer, GraphStructure, Layer, Structure, Tape};
 use crate::model::Model;
 
@@ -35,7 +36,14 @@ fn gamma(k: f64) -> f64 {
 /// roundings: dense 3·fan-in + fan-out + 3 + t, activation 3 (PReLU + units·t + 2), propagation
 /// 3·(most non-zeros in a row or column of Â), residual 3; t = n when samples mix, else 1 (other
 /// samples' terms are exact zeros). ‖Ĵ_abs‖_F is raised by its own rounding factor. Err also for
-/// σ outside the class, layers the bound cannot read, or pieces set by a running flow solve.
+/// σ outside the class or layers the bound cannot read.
+///
+/// Controlled layers (whole-batch controls, see [`crate::layers::activation`]) are read as they
+/// evaluate: an entry on a frozen piece must lie on that piece (beyond its rounding bound); an
+/// entry held on a kink (σ(z) = s·z through 0, |s| ≤ 1, the flow's sliding entries with their
+/// effective slopes) is a fixed linear piece, so no kink check applies to it: J is then the
+/// Jacobian of that piecewise choice (the Filippov field's), and its entries are the same
+/// rounding chains.
 pub fn jacobian_error_bound(model: &Model, theta: &[f64], x: &Batch) -> Result<f64, String> {
     let node = build(model.net.as_ref(), 0, "", theta)?;
     let (n, m, p) = (x.n(), model.out_dim(), model.p());
@@ -155,9 +163,14 @@ fn build<'a>(
                 0.0
             };
             check_activation(&a.activation, slope, path)?;
-            if a.control.lock().is_some() {
+            if a.control
+                .lock()
+                .as_ref()
+                .is_some_and(|st| st.columns.is_some())
+            {
                 return Err(format!(
-                    "activation layer `{path}` has its pieces set by a flow solve"
+                    "activation layer `{path}` has its pieces set by a flow solve for a \
+                     sub-batch"
                 ));
             }
             Ok(Node::Activation {
@@ -277,19 +290,54 @@ impl Node<'_> {
             Node::Activation { layer, path, .. } => {
                 let g = gamma(*count as f64);
                 let kinks = layer.activation.kinks();
+                let control = layer.control.lock();
                 for i in 0..x.n() {
                     for (u, (&z, &za)) in x.col(i).iter().zip(x_abs.col(i)).enumerate() {
+                        let at = || format!("activation layer `{path}`, sample {i}, unit {u}");
+                        let frozen = match layer.piece_of(&control, i, x.n(), u) {
+                            Mode::Pinned(pin) => {
+                                // Held on its kink: σ(z) = s·z with the solver's slope, exact.
+                                if pin.knot != 0.0 || pin.value_at_knot != 0.0 {
+                                    return Err(format!(
+                                        "{}: held on the kink {} (value {}), not through 0",
+                                        at(),
+                                        pin.knot,
+                                        pin.value_at_knot
+                                    ));
+                                }
+                                if pin.slope.abs() > 1.0 || pin.slope.is_nan() {
+                                    return Err(format!(
+                                        "{}: held on its kink with slope {}, outside [-1, 1]",
+                                        at(),
+                                        pin.slope
+                                    ));
+                                }
+                                continue;
+                            }
+                            Mode::Piece(k) => Some(k),
+                            Mode::Free => None,
+                        };
                         // g·za = 0: ẑ is exact, and so is its piece.
                         let r = g * za;
                         if let Some(b) = kinks.iter().find(|&&b| r > 0.0 && (z - b).abs() <= r) {
                             return Err(format!(
-                                "activation layer `{path}`, sample {i}, unit {u}: the \
-                                 pre-activation {z:e} is within its rounding bound {r:e} of the \
-                                 kink {b}, so its piece is uncertain"
+                                "{}: the pre-activation {z:e} is within its rounding bound {r:e} \
+                                 of the kink {b}, so its piece is uncertain",
+                                at()
+                            ));
+                        }
+                        let own = kinks.partition_point(|&b| b < z);
+                        if frozen.is_some_and(|k| k != own) {
+                            return Err(format!(
+                                "{}: evaluated on piece {} while the pre-activation {z:e} lies \
+                                 on piece {own}",
+                                at(),
+                                frozen.unwrap_or(own)
                             ));
                         }
                     }
                 }
+                drop(control);
                 *count += 1;
                 let y = layer.forward(&slice(theta), x).0;
                 Ok((

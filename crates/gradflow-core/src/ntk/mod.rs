@@ -41,7 +41,7 @@ pub mod structured;
 pub mod symmetry;
 pub mod walk;
 
-pub use evidence::{jacobian_evidence, JacobianEvidence};
+pub use evidence::{evidence_of_jacobian, jacobian_bytes, jacobian_evidence, JacobianEvidence};
 pub use gram::{gram, gram_bytes, gram_route, jacobian, GramRoute, NtkOperator};
 pub use jacobian_error::jacobian_error_bound;
 pub use matrix_free::{MatrixFreePlan, MatrixFreeResult};
@@ -129,6 +129,11 @@ pub struct NtkSummary {
     /// J's rank, block ranks and the certified λ_min (where J fits the budget).
     #[serde(flatten)]
     pub jacobian: JacobianEvidence,
+    /// At a point where the gradient flow slides (pre-activations held on kinks): how many
+    /// entries were held. H is then the Filippov kernel J_eff J_effᵀ, J_eff taking each held
+    /// entry's effective slope (see [`spectrum_of_jacobian`]). None off every kink surface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_entries: Option<usize>,
 }
 
 /// λ_min, λ_max (and the spectrum if asked) of H(θ) on inputs x, by the dense route when the
@@ -166,6 +171,7 @@ pub fn ntk_spectrum(
         lambda_min_error_estimate: estimate,
         products,
         jacobian: jacobian.clone(),
+        sliding_entries: None,
     };
     if gram_bytes(model, x.n()) <= budget {
         let (h, route) = gram(model, theta, x);
@@ -229,6 +235,45 @@ pub fn ntk_spectrum(
         None,
         Some(products),
     ))
+}
+
+/// The spectrum summary of H = J Jᵀ from a J formed elsewhere: the Filippov Jacobian J_eff of a
+/// sliding point of the flow (`crate::flow::filippov_ntk`), where `sliding` entries are held on
+/// their kinks with their effective slopes, so that dL/dt = −‖J_effᵀ ∇_u L‖² there. λ_min and
+/// λ_max of the dense H (route "jacobian"), J's rank evidence, and the certificate with
+/// `error_bound` (e ≥ ‖J − J̃‖_F, or why none exists); block ranks for `specs` (none if empty).
+pub fn spectrum_of_jacobian(
+    j: faer::Mat<f64>,
+    specs: &[crate::layers::ParamSpec],
+    error_bound: impl FnOnce() -> std::result::Result<f64, String>,
+    opts: &NtkOptions,
+    sliding: usize,
+) -> NtkSummary {
+    let start = std::time::Instant::now();
+    let (dim, p) = (j.nrows(), j.ncols());
+    let jacobian = evidence::evidence_of_jacobian(j.as_ref(), specs, error_bound);
+    let h = &j * j.transpose();
+    drop(j);
+    let eigenvalues = opts.full_spectrum.then(|| full_spectrum(&h));
+    let ext = dense_extremes_owned(h, opts.tol);
+    NtkSummary {
+        route: GramRoute::Jacobian,
+        dim,
+        p,
+        lambda_min: ext.lambda_min,
+        lambda_max: ext.lambda_max,
+        condition: Some(ext.condition())
+            .filter(|c| c.is_finite())
+            .filter(|_| ext.lambda_min > matrix_free::working_precision_floor(dim, ext.lambda_max)),
+        lambda_min_accuracy: ext.lambda_min_accuracy,
+        method: ext.method.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+        eigenvalues,
+        lambda_min_error_estimate: None,
+        products: None,
+        jacobian,
+        sliding_entries: Some(sliding),
+    }
 }
 
 /// The smallest working set of the structured matrix-free route (for error messages): the plan

@@ -47,6 +47,7 @@
 //! networks a full-batch pass per entry. Counts of each kind are kept.
 
 mod controls;
+mod held;
 mod layer_path;
 
 use layer_path::{gram_inverse, probe_entries};
