@@ -178,9 +178,13 @@ pub fn verdict(s: &RunSummary) -> Verdict {
             VerdictKind::Confirmed,
             None,
             format!(
-                "λ_min(H) ≥ {:.2e} proven at all {} checkpoints; bound holds; {}",
+                "λ_min(H) ≥ {:.2e} proven at all {} checkpoints{}; bound holds; {}",
                 tally.min_lambda_min_lower.unwrap_or(0.0),
                 tally.checkpoints,
+                match tally.filippov {
+                    0 => String::new(),
+                    k => format!(" ({k} of them sliding: H of the Filippov field)"),
+                },
                 if converging {
                     format!("loss ×{drop:.1e}")
                 } else {

@@ -266,11 +266,16 @@ pub struct CertificationTally {
     pub min_lambda_min_lower: Option<f64>,
     /// (t, why) of the first checkpoint without a certificate.
     pub first_uncertified: Option<(f64, String)>,
+    /// Checkpoints at a sliding point of the flow, where H is the Filippov kernel J_eff J_effᵀ
+    /// (held entries at their effective slopes).
+    #[serde(default)]
+    pub filippov: usize,
 }
 
 impl CertificationTally {
     pub(super) fn observe(&mut self, t: f64, s: &NtkSummary) {
         self.checkpoints += 1;
+        self.filippov += s.sliding_entries.is_some() as usize;
         let j = &s.jacobian;
         self.rank_deficient += j.is_exact_deficient() as usize;
         match j.lambda_min_lower {

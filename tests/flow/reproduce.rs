@@ -159,3 +159,40 @@ fn a_small_dnn_sweep_by_the_flow_solver_has_flow_summaries_and_a_time_based_loss
         "the run table's GD column"
     );
 }
+
+/// Where the flow holds entries on kinks at an NTK checkpoint, the checkpoint is the Filippov
+/// kernel's (`sliding_entries` = the pinned count the metrics report at that output), it is
+/// certified where f64's pieces would leave the held entries' pieces undecided, and the verdict
+/// says how many checkpoints were sliding.
+#[test]
+fn sliding_checkpoints_of_a_flow_sweep_use_the_filippov_kernel() {
+    // One over-parametrised width, t = 8 (1600 epochs at η = 0.005), NTK every 400 epochs.
+    let mut ab = common::tiny_dnn_sweep(&[8], 10, 1600, 0.005);
+    ab.runs[0].config.ntk.every = 400;
+    let ab = as_flow(ab);
+    let out = tmp("filippov");
+    let opts = common::dnn_sweep_options(out.clone(), Solver::Flow, false);
+    let index = reproduce_ablations(&opts, vec![ab]).unwrap();
+    let r = &index.ablations[0].runs[0];
+    let s = &r.summary;
+    let metrics = Table::read(&out.join(&r.dir).join("metrics.csv")).unwrap();
+    let pinned_last = *metrics.column("pinned").unwrap().last().unwrap();
+    let tally = &s.certification;
+    println!(
+        "{}: {} of {} checkpoints sliding, {} certified; last pinned {pinned_last}; {}",
+        r.label, tally.filippov, tally.checkpoints, tally.certified, r.verdict.line
+    );
+    assert!(tally.filippov > 0, "no checkpoint was at a sliding point");
+    let last = s.ntk_final.as_ref().unwrap();
+    assert_eq!(
+        last.sliding_entries.unwrap_or(0) as f64,
+        pinned_last,
+        "the last checkpoint's held entries are the pinned ones"
+    );
+    assert!(
+        tally.certified == tally.checkpoints,
+        "{:?}",
+        tally.first_uncertified
+    );
+    assert!(r.verdict.line.contains("sliding: H of the Filippov field"));
+}

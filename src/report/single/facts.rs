@@ -120,6 +120,18 @@ pub fn facts(s: &RunSummary) -> Vec<FactGroup> {
         ),
         row("certified rate 4c·min λ_min", opt(s.certified_rate)),
     ];
+    if let Some(k) = s.ntk_final.as_ref().and_then(|n| n.sliding_entries) {
+        ntk.insert(
+            2,
+            row(
+                "kernel at the last checkpoint",
+                format!(
+                    "Filippov: {k} pre-activations slide along their kinks, each at its \
+                     effective slope"
+                ),
+            ),
+        );
+    }
     ntk.push(row(
         "bound violations",
         if s.bound_checks == 0 {
