@@ -49,7 +49,8 @@ impl KinkSystem<'_> {
                 }
             };
         // Per-sample networks: the pinned entries of one sample (every layer, every application)
-        // share one one-sample forward pass. Graph networks: one full-batch pass per entry.
+        // share one one-sample forward pass. Graph networks: all entries share one full-batch
+        // forward pass, then one full-batch reverse pass per entry.
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
         if per_sample {
             let mut by_sample = std::collections::BTreeMap::<usize, Vec<usize>>::new();
@@ -58,7 +59,7 @@ impl KinkSystem<'_> {
             }
             groups.extend(by_sample);
         } else {
-            groups.extend((0..self.pinned.len()).map(|j| (0, vec![j])));
+            groups.push((0, (0..self.pinned.len()).collect()));
         }
         for (i, group) in groups {
             let (xs, cols) = if per_sample {
