@@ -22,6 +22,10 @@ pub(super) struct Solver<'s, 'a> {
     pub(super) tol: Tolerances,
     /// Entries just switched whose z may sit a rounding error on the wrong side.
     pub(super) grace: Vec<bool>,
+    /// The entries with `grace` set (and possibly some cleared since: read `grace`).
+    pub(super) graced: Vec<usize>,
+    /// Per activation layer, the (lower, upper) knot of each piece (±∞ at the ends).
+    piece_bounds: Vec<Vec<(f64, f64)>>,
     pub(super) slide_start: BTreeMap<usize, f64>,
     pub(super) events: EventSummary,
     pub(super) since: (u64, u64, u64),
@@ -46,6 +50,21 @@ pub(super) const GRACE: f64 = 1e-9;
 impl<'s, 'a> Solver<'s, 'a> {
     pub(super) fn new(sys: &'s mut KinkSystem<'a>, opts: &'s FlowOptions) -> Self {
         let n = sys.entries();
+        let piece_bounds = sys
+            .layer_ranges()
+            .map(|(_, _, knots)| {
+                (0..=knots.len())
+                    .map(|k| {
+                        let lo = if k == 0 {
+                            f64::NEG_INFINITY
+                        } else {
+                            knots[k - 1]
+                        };
+                        (lo, knots.get(k).copied().unwrap_or(f64::INFINITY))
+                    })
+                    .collect()
+            })
+            .collect();
         Self {
             sys,
             opts,
@@ -54,6 +73,8 @@ impl<'s, 'a> Solver<'s, 'a> {
                 atol: opts.atol,
             },
             grace: vec![false; n],
+            graced: Vec::new(),
+            piece_bounds,
             slide_start: BTreeMap::new(),
             events: EventSummary {
                 tracked: n,
@@ -68,22 +89,32 @@ impl<'s, 'a> Solver<'s, 'a> {
     /// distance inside its piece; pinned: min(ż⁻, −ż⁺)). Clears grace where φ > 0.
     pub(super) fn violations(&mut self, include_pinned: bool) -> Vec<(usize, f64)> {
         let mut out = Vec::new();
-        let mut pinned_iter = self.sys.pinned.iter().peekable();
         let sys = &*self.sys;
-        for (start, end, knots) in sys.layer_ranges() {
-            for e in start..end {
-                if pinned_iter.peek() == Some(&&e) {
-                    pinned_iter.next();
-                    continue;
-                }
-                let phi = inside(knots, sys.pieces[e] as usize, sys.last.z[e]);
-                if phi > 0.0 {
-                    self.grace[e] = false;
-                } else if phi < 0.0 && !(self.grace[e] && phi > -GRACE) {
-                    out.push((e, phi));
+        let is_pinned = |e: usize| sys.pinned.binary_search(&e).is_ok();
+        // One branch-free pass over every entry; the few with φ ≤ 0 are sorted out after.
+        for ((start, end, _), bounds) in sys.layer_ranges().zip(&self.piece_bounds) {
+            let z = &sys.last.z[start..end];
+            let pieces = &sys.pieces[start..end];
+            for (i, (&zi, &k)) in z.iter().zip(pieces).enumerate() {
+                let (lo, hi) = bounds[k as usize];
+                let phi = (zi - lo).min(hi - zi);
+                if phi <= 0.0 {
+                    let e = start + i;
+                    if phi < 0.0 && !(self.grace[e] && phi > -GRACE) && !is_pinned(e) {
+                        out.push((e, phi));
+                    }
                 }
             }
         }
+        // Grace ends where an (unpinned) entry is strictly inside its piece again.
+        let grace = &mut self.grace;
+        self.graced.retain(|&e| {
+            let inside_again = grace[e] && !is_pinned(e) && sys.inside(e, sys.last.z[e]) > 0.0;
+            if inside_again {
+                grace[e] = false;
+            }
+            grace[e]
+        });
         if include_pinned {
             for (j, &e) in self.sys.pinned.iter().enumerate() {
                 let phi = self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j]);
@@ -226,7 +257,10 @@ impl<'s, 'a> Solver<'s, 'a> {
             departed = self.settle(theta, &mut again, &mut f)?;
         }
         for (e, up) in departed {
-            self.grace[e] = true;
+            if !self.grace[e] {
+                self.grace[e] = true;
+                self.graced.push(e);
+            }
             match arrivals.get(&e) {
                 Some(d) if (*d == Dir::Up) == up => {
                     self.events.crossings += 1;

@@ -251,6 +251,7 @@ impl Solver<'_, '_> {
             v
         };
         self.grace = flags(&s.grace);
+        self.graced = s.grace.clone();
         self.entries_slid = flags(&s.entries_slid);
         self.slide_start = s.slide_start.iter().copied().collect();
         self.events = s.events.clone();
