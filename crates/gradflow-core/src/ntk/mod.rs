@@ -156,22 +156,10 @@ pub fn ntk_spectrum(
         JacobianEvidence::default()
     };
     let summary = |route: GramRoute, ext: &Extremes, eigenvalues, estimate, products| NtkSummary {
-        route,
-        dim,
-        p: model.p(),
-        lambda_min: ext.lambda_min,
-        lambda_max: ext.lambda_max,
-        condition: Some(ext.condition())
-            .filter(|c| c.is_finite())
-            .filter(|_| ext.lambda_min > matrix_free::working_precision_floor(dim, ext.lambda_max)),
-        lambda_min_accuracy: ext.lambda_min_accuracy,
-        method: ext.method.clone(),
-        seconds: start.elapsed().as_secs_f64(),
         eigenvalues,
         lambda_min_error_estimate: estimate,
         products,
-        jacobian: jacobian.clone(),
-        sliding_entries: None,
+        ..NtkSummary::of_extremes(route, dim, model.p(), ext, start, jacobian.clone())
     };
     if gram_bytes(model, x.n()) <= budget {
         let (h, route) = gram(model, theta, x);
@@ -257,22 +245,41 @@ pub fn spectrum_of_jacobian(
     let eigenvalues = opts.full_spectrum.then(|| full_spectrum(&h));
     let ext = dense_extremes_owned(h, opts.tol);
     NtkSummary {
-        route: GramRoute::Jacobian,
-        dim,
-        p,
-        lambda_min: ext.lambda_min,
-        lambda_max: ext.lambda_max,
-        condition: Some(ext.condition())
-            .filter(|c| c.is_finite())
-            .filter(|_| ext.lambda_min > matrix_free::working_precision_floor(dim, ext.lambda_max)),
-        lambda_min_accuracy: ext.lambda_min_accuracy,
-        method: ext.method.clone(),
-        seconds: start.elapsed().as_secs_f64(),
         eigenvalues,
-        lambda_min_error_estimate: None,
-        products: None,
-        jacobian,
         sliding_entries: Some(sliding),
+        ..NtkSummary::of_extremes(GramRoute::Jacobian, dim, p, &ext, start, jacobian)
+    }
+}
+
+impl NtkSummary {
+    /// The summary of H's extremes by `route` (nm = `dim`, p parameters), timed from `start`;
+    /// the optional fields empty.
+    fn of_extremes(
+        route: GramRoute,
+        dim: usize,
+        p: usize,
+        ext: &Extremes,
+        start: std::time::Instant,
+        jacobian: JacobianEvidence,
+    ) -> Self {
+        Self {
+            route,
+            dim,
+            p,
+            lambda_min: ext.lambda_min,
+            lambda_max: ext.lambda_max,
+            condition: Some(ext.condition()).filter(|c| c.is_finite()).filter(|_| {
+                ext.lambda_min > matrix_free::working_precision_floor(dim, ext.lambda_max)
+            }),
+            lambda_min_accuracy: ext.lambda_min_accuracy,
+            method: ext.method.clone(),
+            seconds: start.elapsed().as_secs_f64(),
+            eigenvalues: None,
+            lambda_min_error_estimate: None,
+            products: None,
+            jacobian,
+            sliding_entries: None,
+        }
     }
 }
 
