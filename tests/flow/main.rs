@@ -7,6 +7,7 @@ mod common;
 mod compiled;
 mod control;
 mod filippov;
+mod graph_rows;
 mod kinks;
 mod reproduce;
 mod richardson;

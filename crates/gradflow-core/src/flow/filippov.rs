@@ -45,7 +45,7 @@ pub fn filippov_ntk(
         });
         return Ok(s);
     }
-    let mut sys = KinkSystem::new(model, data, loss, theta, false)?;
+    let mut sys = KinkSystem::new(model, data, loss, theta, true)?;
     sys.hold(theta, sliding)?;
     let j = sys.pattern_jacobian(theta);
     let bound = ntk::jacobian_error_bound(model, theta, x);

@@ -169,7 +169,7 @@ impl ActivationLayer {
     }
     /// (σ, σ', ∂σ/∂a) at z on the piece chosen by the control (or by z itself).
     #[inline]
-    fn eval(&self, piece: Mode, z: f64, a: f64) -> (f64, f64, f64) {
+    pub fn eval(&self, piece: Mode, z: f64, a: f64) -> (f64, f64, f64) {
         match piece {
             Mode::Pinned(p) => (p.value_at_knot + p.slope * (z - p.knot), p.slope, 0.0),
             Mode::Piece(k) => (

@@ -71,9 +71,14 @@ impl KinkSystem<'_> {
     }
 
     /// J = ∂u/∂θ (nm × p, row i·m + a) under the installed pattern: per sample one one-sample
-    /// forward pass and m reverse passes (networks that mix samples: whole-batch passes). The
-    /// controls are left as [`install`](Self::install) put them (whole batch).
+    /// forward pass and m reverse passes (networks that mix samples: whole-batch passes), through
+    /// the layers' controls (installed here also when the compiled route evaluates the field).
+    /// The layers' controls are left installed for the whole batch, so that ordinary passes (the
+    /// Jacobian's rounding bound) see the same pattern until the system is dropped.
     pub fn pattern_jacobian(&mut self, theta: &[f64]) -> Mat<f64> {
+        let compiled = self.compiled.take();
+        self.install();
+        self.compiled = compiled;
         let (n, m, p) = (self.data.n(), self.model.out_dim(), self.model.p());
         let mut j = Mat::<f64>::zeros(n * m, p);
         let per_sample = !self.model.net.mixes_samples();

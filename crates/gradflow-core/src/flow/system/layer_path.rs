@@ -2,6 +2,7 @@
 //! recorded cotangents, the pinned rows ∇z_j by seeded reverse passes, the entry probe, and
 //! G⁻¹ by a scalar Cholesky factorisation (K is small on this path).
 
+use super::graph_rows;
 use super::*;
 
 impl KinkSystem<'_> {
@@ -35,6 +36,33 @@ impl KinkSystem<'_> {
         let m = self.model.out_dim();
         let mut rows = vec![vec![0.0; p]; self.pinned.len()];
         let per_sample = !self.model.net.mixes_samples();
+        if let Some(net) = self.graph_rows.as_ref().filter(|_| self.sparse_graph_rows) {
+            let seeds: Vec<(usize, usize, usize)> = self
+                .pinned
+                .iter()
+                .map(|&e| {
+                    let li = self.layer_of(e);
+                    let local = e - self.layers[li].offset;
+                    let dim = self.layers[li].layer.dim;
+                    (li, local / dim, local % dim)
+                })
+                .collect();
+            for l in &self.layers {
+                let mut g = l.layer.control.lock();
+                let st = g.as_mut().expect("control installed");
+                st.columns = None;
+                st.seeds.clear();
+            }
+            graph_rows::sparse_rows(net, theta, &self.data.x, m, &seeds, &mut rows);
+            self.counts.sparse_row_passes += seeds.len() as u64;
+            self.counts.forwards += 1;
+            for l in &self.layers {
+                let mut g = l.layer.control.lock();
+                let st = g.as_mut().expect("control installed");
+                st.calls = 0;
+            }
+            return Ok(rows);
+        }
         let set =
             |layers: &[Controlled], columns: Option<Vec<usize>>, seed: Option<(usize, usize)>| {
                 for (li, l) in layers.iter().enumerate() {

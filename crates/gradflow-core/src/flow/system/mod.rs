@@ -47,6 +47,7 @@
 //! networks a full-batch pass per entry. Counts of each kind are kept.
 
 mod controls;
+mod graph_rows;
 mod held;
 mod layer_path;
 
@@ -74,6 +75,11 @@ pub struct Counts {
     pub sample_passes: u64,
     /// Full-batch seeded reverse passes (networks that mix samples).
     pub seeded_full_passes: u64,
+    /// Seeded reverse passes restricted to the nodes they reach (graph networks whose layers the
+    /// sparse pass reads; `graph_rows.rs`), counted like one-sample passes in
+    /// [`Counts::gradient_equivalents`] (an underestimate by the graph's mean reach).
+    #[serde(default)]
+    pub sparse_row_passes: u64,
 }
 
 impl Counts {
@@ -82,7 +88,7 @@ impl Counts {
     pub fn gradient_equivalents(&self, n: usize) -> f64 {
         self.gradients as f64
             + self.forwards as f64 / 3.0
-            + self.sample_passes as f64 / n.max(1) as f64
+            + (self.sample_passes + self.sparse_row_passes) as f64 / n.max(1) as f64
             + self.seeded_full_passes as f64
     }
 }
@@ -159,6 +165,10 @@ pub struct KinkSystem<'a> {
     first_layer: Vec<usize>,
     /// Compute the normal speeds (diag(G⁻¹)) at the next evaluation (see [`Field::eval_stage`]).
     speeds: bool,
+    /// Graph networks: the network as the support-restricted row pass reads it, and whether to
+    /// use it (else whole-batch seeded passes).
+    graph_rows: Option<graph_rows::RowNode<'a>>,
+    sparse_graph_rows: bool,
     /// Layer path: each layer's remembered PReLU slope while its control is removed (an
     /// observer evaluates the ordinary network), so that re-installing keeps it.
     slopes_while_released: Vec<f64>,
@@ -217,8 +227,13 @@ impl<'a> KinkSystem<'a> {
             slots: Vec::new(),
             first_layer: Vec::new(),
             speeds: true,
+            graph_rows: None,
+            sparse_graph_rows: true,
             slopes_while_released: Vec::new(),
         };
+        if model.net.mixes_samples() {
+            sys.graph_rows = graph_rows::build(model.net.as_ref(), &sys.layers);
+        }
         // The probe's forward pass.
         sys.counts.forwards += 1;
         // Layer l's pre-activations depend only on the pieces of layers before it: settle the
@@ -272,6 +287,17 @@ impl<'a> KinkSystem<'a> {
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * (1.0 + b.abs());
         let same = close(l, reference) && z.iter().zip(&self.last.z).all(|(&a, &b)| close(a, b));
         same.then_some(c)
+    }
+
+    /// Graph networks: whether pinned rows come from support-restricted reverse passes (the
+    /// default where the network's layers allow) or whole-batch ones (for comparisons).
+    pub fn set_sparse_graph_rows(&mut self, on: bool) {
+        self.sparse_graph_rows = on;
+    }
+
+    /// True when the pinned rows of this graph network can come from support-restricted passes.
+    pub fn has_sparse_graph_rows(&self) -> bool {
+        self.graph_rows.is_some()
     }
 
     /// True when the compiled route evaluates the field.
