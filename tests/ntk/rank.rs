@@ -501,6 +501,76 @@ fn error_bound_refuses_sigmoid_and_uncertain_pieces() {
     assert!(e.contains("`1`, sample 1, unit 2"), "{e}");
 }
 
+/// The bound reads the pattern a flow installs: an entry held on its kink (σ(z) = s·z through 0
+/// with |s| ≤ 1, a sliding entry at its effective slope) needs no piece decision, so the entry
+/// refused above is accepted when held; a held slope outside [-1, 1] and a frozen piece other
+/// than the pre-activation's own are refused, naming the entry.
+#[test]
+fn error_bound_reads_held_entries_and_frozen_pieces() {
+    use gradflow::layers::activation::{ControlState, Pin, PINNED};
+    use gradflow::layers::Structure;
+    let data = Dataset::ball(5, 3, 2, 51);
+    let model = presets::dnn(3, &[6], 2, &Activation::leaky_relu());
+    let mut theta = init(&model, 52);
+    let x1 = data.x.col(1);
+    let (w, b) = (2 * 3, 6 * 3 + 2);
+    theta[b] = -(0..3).map(|k| theta[w + k] * x1[k]).sum::<f64>();
+    // Pre-activations of the hidden layer by hand, entry i·6 + u.
+    let z: Vec<f64> = (0..5)
+        .flat_map(|i| {
+            let (xi, th) = (data.x.col(i), &theta);
+            (0..6).map(move |u| th[18 + u] + (0..3).map(|k| th[u * 3 + k] * xi[k]).sum::<f64>())
+        })
+        .collect();
+    assert_eq!(z[8], 0.0, "sample 1, unit 2 sits exactly on the kink");
+    let Structure::Serial(layers) = model.net.structure() else {
+        panic!("a dnn is serial")
+    };
+    let Structure::Elementwise(act) = layers[1].structure() else {
+        panic!("layer 1 is the activation")
+    };
+    let own = |v: f64| u16::from(v > 0.0);
+    let install = |slope: f64, wrong_piece: Option<usize>| {
+        let mut pieces: Vec<u16> = z.iter().map(|&v| own(v)).collect();
+        pieces[8] = PINNED;
+        if let Some(e) = wrong_piece {
+            pieces[e] = 1 - pieces[e];
+        }
+        *act.control.lock() = Some(ControlState {
+            pieces,
+            pins: vec![Pin {
+                entry: 8,
+                knot: 0.0,
+                value_at_knot: 0.0,
+                slope,
+            }],
+            samples: 5,
+            ..Default::default()
+        });
+    };
+    install(0.4, None);
+    let held = ntk::jacobian_error_bound(&model, &theta, &data.x);
+    install(1.5, None);
+    let steep = ntk::jacobian_error_bound(&model, &theta, &data.x);
+    install(0.4, Some(3));
+    let wrong = ntk::jacobian_error_bound(&model, &theta, &data.x);
+    *act.control.lock() = None;
+    let plain = ntk::jacobian_error_bound(&model, &theta, &data.x);
+    let held = held.expect("a held entry needs no piece decision");
+    assert!(held > 0.0 && held < 1e-12, "{held:e}");
+    assert!(plain.unwrap_err().contains("sample 1, unit 2"));
+    let e = steep.unwrap_err();
+    assert!(
+        e.contains("sample 1, unit 2") && e.contains("outside [-1, 1]"),
+        "{e}"
+    );
+    let e = wrong.unwrap_err();
+    assert!(
+        e.contains("sample 0, unit 3") && e.contains("evaluated on piece"),
+        "{e}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timing
 
