@@ -195,3 +195,34 @@ fn filippov_kernel_sets_the_loss_decay_at_a_sliding_point() {
     }
     assert!(checked > 0, "no candidate sliding point had a quiet window");
 }
+
+/// The cost of a Filippov checkpoint against an ordinary one, on the quick sweep's dnn w = 96
+/// (20 → [96, 96] → 5, n = 100) after t = 30 of flow. Timing only: run with
+/// `--ignored --nocapture`.
+#[test]
+#[ignore = "timing; run with --ignored --nocapture"]
+fn timing_filippov_checkpoint_quick_dnn_w96() {
+    let model = presets::dnn(20, &[96, 96], 5, &Activation::leaky_relu());
+    let data = Dataset::ball(100, 20, 5, 0);
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let clock = std::time::Instant::now();
+    let outs = solve_at(&model, &data, &theta0, vec![0.0, 30.0]);
+    let at = outs.last().unwrap();
+    println!(
+        "flow to t = 30: {:.1} s, {} held",
+        clock.elapsed().as_secs_f64(),
+        at.sliding.len()
+    );
+    let opts = NtkOptions::default();
+    let clock = std::time::Instant::now();
+    let plain = ntk::ntk_spectrum(&model, &at.theta, &data.x, &opts).unwrap();
+    let t_plain = clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
+    let held = filippov_ntk(&model, &data, LossKind::Mse, &at.theta, &at.sliding, &opts).unwrap();
+    let t_held = clock.elapsed().as_secs_f64();
+    println!(
+        "ordinary checkpoint {t_plain:.2} s (λ_min {:.4e}, {:?}); Filippov {t_held:.2} s \
+         (λ_min {:.4e}, {:?})",
+        plain.lambda_min, plain.jacobian.certificate, held.lambda_min, held.jacobian.certificate
+    );
+}
