@@ -31,6 +31,7 @@
 //! exactly and NaN (an undefined effective slope) survives JSON.
 
 use super::events::Solver;
+use super::pairs::PairState;
 use super::solve::{EventSummary, FlowOptions};
 use super::system::{Counts, LastEval};
 use crate::error::{Error, Result};
@@ -52,6 +53,10 @@ pub struct Position {
     pub stalled: usize,
     /// L(θ(0)).
     pub initial_loss: f64,
+    /// The choice between the embedded pairs (`pairs.rs`); absent in older snapshots, which
+    /// never took the cheap pair.
+    #[serde(default)]
+    pub pairs: PairState,
 }
 
 /// The state of a kink-aware flow solve after an accepted step (see the module docs).
