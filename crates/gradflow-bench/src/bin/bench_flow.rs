@@ -45,6 +45,20 @@ fn allocs() -> u64 {
     gradflow_bench::allocations()
 }
 
+/// Flow options with the step pairs chosen by `BENCH_FLOW_PAIRS` (`dopri`: Dormand–Prince
+/// throughout; `cheap`: Bogacki–Shampine steps where events set the step length; unset: the
+/// library's default).
+fn flow_options(t_end: f64, rtol: f64, outputs: usize) -> FlowOptions {
+    let mut opts = FlowOptions::new(t_end, rtol, rtol * 1e-2, outputs, LossKind::Mse);
+    match std::env::var("BENCH_FLOW_PAIRS").as_deref() {
+        Ok("dopri") => opts.cheap_steps = false,
+        Ok("cheap") => opts.cheap_steps = true,
+        Ok(other) => panic!("BENCH_FLOW_PAIRS: `dopri` or `cheap`, not `{other}`"),
+        Err(_) => {}
+    }
+    opts
+}
+
 /// (q): see the module docs.
 fn quick_dnn(t_end: f64, rtol: f64) {
     use gradflow::flow::system::KinkSystem;
@@ -86,25 +100,29 @@ fn quick_dnn(t_end: f64, rtol: f64) {
         &[true]
     };
     for &compiled in routes {
-        let mut opts = FlowOptions::new(t_end, rtol, rtol * 1e-2, 20, LossKind::Mse);
+        let mut opts = flow_options(t_end, rtol, 20);
         opts.compiled = compiled;
         let mut th = theta0.clone();
         let (a0, t0) = (allocs(), Instant::now());
         let out = gradient_flow(&model, &data, &mut th, &opts, |_, _| Control::Continue).unwrap();
         let (secs, a1) = (t0.elapsed().as_secs_f64(), allocs());
         println!(
-            "(q) flow ({}): {secs:.3} s = {:.1}× GD; {} gradients ({:.0} equivalents, {:.2} per unit t; GD {:.0}), {} steps ({} rejected), max pinned {}, {} crossings, {} slides; {:.2} allocations per gradient; L(T) = {:.10e}",
+            "(q) flow ({}{}): {secs:.3} s = {:.1}× GD; {} gradients ({:.0} equivalents, {:.2} per unit t; GD {:.0}; {} in steps), {} steps ({} rejected; {} by BS3), max pinned {}, {} crossings, {} slides, {} releases; {:.2} allocations per gradient; L(T) = {:.10e}",
             if compiled { "compiled" } else { "layers" },
+            if opts.cheap_steps { ", cheap steps" } else { "" },
             secs / gd_s,
             out.counts.gradients,
             out.gradient_equivalents,
             out.gradient_equivalents / t_end,
             10.0,
+            out.step_evaluations,
             out.steps_accepted,
             out.steps_rejected,
+            out.steps_low_order,
             out.events.max_pinned,
             out.events.crossings,
             out.events.slides,
+            out.events.releases,
             (a1 - a0) as f64 / out.counts.gradients as f64,
             out.final_loss
         );
@@ -190,7 +208,7 @@ fn stiffness_trace(t_end: f64, rtol: f64) {
     let data = Dataset::ball(100, 20, 5, 0);
     let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
     let windows = 20;
-    let opts = FlowOptions::new(t_end, rtol, rtol * 1e-2, windows, LossKind::Mse);
+    let opts = flow_options(t_end, rtol, windows);
     let mut th = theta0.clone();
     let mut thetas: Vec<Vec<f64>> = Vec::new();
     let mut steps: Vec<gradflow::flow::FlowProgress> = Vec::new();
@@ -208,14 +226,15 @@ fn stiffness_trace(t_end: f64, rtol: f64) {
     )
     .unwrap();
     let secs = t0.elapsed().as_secs_f64();
-    let in_steps = 6 * (out.steps_accepted + out.steps_rejected);
+    let in_steps = out.step_evaluations;
     println!(
-        "(qs) T = {t_end}: {secs:.2} s; {} gradients ({} in DOPRI stages, {} in event location and switching), {} forwards; {} steps accepted, {} ended at an event, {} rejected; L(T) = {:.10e}",
+        "(qs) T = {t_end}: {secs:.2} s; {} gradients ({} in RK stages, {} in event location and switching), {} forwards; {} steps accepted ({} by BS3), {} ended at an event, {} rejected; L(T) = {:.10e}",
         out.counts.gradients,
         in_steps,
         out.counts.gradients - in_steps,
         out.counts.forwards,
         out.steps_accepted,
+        out.steps_low_order,
         steps.iter().filter(|s| s.event).count(),
         out.steps_rejected,
         out.final_loss
@@ -371,7 +390,7 @@ fn main() {
         let t0 = Instant::now();
         let gd = gd_losses(&model, &data, &theta0, 1e-3, 10_000);
         let gd_s = t0.elapsed().as_secs_f64();
-        let mut opts = FlowOptions::new(10.0, rtol, rtol * 1e-2, 10_000, LossKind::Mse);
+        let mut opts = flow_options(10.0, rtol, 10_000);
         opts.max_gradient_evaluations = 2_000_000;
         let mut th = theta0.clone();
         let mut gf = Vec::new();
@@ -387,12 +406,12 @@ fn main() {
             .zip(&gf)
             .map(|(a, b)| (a - b).abs() / b.abs())
             .fold(0.0, f64::max);
-        println!("(a) sigmoid: GD 10,000 epochs {gd_s:.2} s; GF {} gradient evals ({} steps, {} rejected) {gf_s:.2} s; max relative loss gap {gap:.2e}; L(10) GD {:.6e} GF {:.6e}", out.counts.gradients, out.steps_accepted, out.steps_rejected, gd[10_000], gf[10_000]);
+        println!("(a) sigmoid: GD 10,000 epochs {gd_s:.2} s; GF {} gradient evals ({} steps, {} rejected, {} by BS3) {gf_s:.2} s; max relative loss gap {gap:.2e}; L(10) GD {:.6e} GF {:.6e}", out.counts.gradients, out.steps_accepted, out.steps_rejected, out.steps_low_order, gd[10_000], gf[10_000]);
     }
     if which.contains('b') || which.contains("plain") {
         let model = presets::dnn(8, &[32, 32], 3, &Activation::leaky_relu());
         let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
-        let mut opts = FlowOptions::new(t_end, rtol, rtol * 1e-2, 20, LossKind::Mse);
+        let mut opts = flow_options(t_end, rtol, 20);
         opts.kink_aware = !which.contains("plain");
         // `l`: the general layer path instead of the compiled route (the route before issue 20).
         opts.compiled = !which.contains('l');
@@ -405,8 +424,8 @@ fn main() {
         });
         let secs = t0.elapsed().as_secs_f64();
         match out {
-            Ok(out) => println!("(b) leaky: {secs:.2} s; counts {:?}; equivalents {:.0}; steps {} rej {}; events: crossings {} slides {} releases {} touches {} max pinned {} sliding time {:.3} longest {:.3}; L(T) {:.12e}",
-                out.counts, out.gradient_equivalents, out.steps_accepted, out.steps_rejected, out.events.crossings, out.events.slides, out.events.releases, out.events.touches, out.events.max_pinned, out.events.sliding_time, out.events.longest_slide, out.final_loss),
+            Ok(out) => println!("(b) leaky: {secs:.2} s; counts {:?}; equivalents {:.0}; steps {} rej {} (BS3 {}); events: crossings {} slides {} releases {} touches {} max pinned {} sliding time {:.3} longest {:.3}; L(T) {:.12e}",
+                out.counts, out.gradient_equivalents, out.steps_accepted, out.steps_rejected, out.steps_low_order, out.events.crossings, out.events.slides, out.events.releases, out.events.touches, out.events.max_pinned, out.events.sliding_time, out.events.longest_slide, out.final_loss),
             Err(e) => println!("(b) failed after {secs:.2} s: {e}"),
         }
         if which.contains('r') {

@@ -6,6 +6,10 @@
 //! The stepper only sees a vector field through [`Field`]; everything about kinks, pinned
 //! pre-activations and events lives in `system/` and `solve.rs`. FSAL: the last stage of an
 //! accepted step is the field at the new point, so a step costs six new evaluations.
+//!
+//! [`Step`] (the step's end, its error estimate and continuous extension) is shared with the
+//! cheaper Bogacki–Shampine 3(2) pair (`bs3.rs`): the first four coefficients of the extension
+//! are the cubic Hermite interpolant of both ends, which that pair uses as it is.
 
 use crate::error::Result;
 
@@ -149,31 +153,36 @@ pub fn step_into(
     }
     st.error = (sum / p.max(1) as f64).sqrt();
     st.h = h;
-    for (i, d) in st.dense.iter_mut().enumerate() {
-        d.resize(p, 0.0);
-        for j in 0..p {
-            let ydiff = y_new[j] - y[j];
-            let bspl = h * k1[j] - ydiff;
-            d[j] = match i {
-                0 => y[j],
-                1 => ydiff,
-                2 => bspl,
-                3 => ydiff - h * k7[j] - bspl,
-                _ => {
-                    h * (D1 * k1[j]
-                        + D3 * k3[j]
-                        + D4 * k4[j]
-                        + D5 * k5[j]
-                        + D6 * k6[j]
-                        + D7 * k7[j])
-                }
-            };
-        }
+    st.set_hermite(y, k1);
+    let (r5, k7) = (&mut st.dense[4], &st.f_new);
+    for j in 0..p {
+        r5[j] = h * (D1 * k1[j] + D3 * k3[j] + D4 * k4[j] + D5 * k5[j] + D6 * k6[j] + D7 * k7[j]);
     }
     Ok(())
 }
 
 impl Step {
+    /// Sets the continuous extension to the cubic Hermite interpolant of (y, f0) at the start
+    /// and (`y_new`, `f_new`) at the end over `h` (the first four coefficients), with the
+    /// quartic correction zero. Dormand–Prince adds that correction; a third-order pair uses
+    /// the cubic as it is.
+    pub(super) fn set_hermite(&mut self, y: &[f64], f0: &[f64]) {
+        let (p, h) = (y.len(), self.h);
+        for d in self.dense.iter_mut() {
+            d.resize(p, 0.0);
+        }
+        let [r1, r2, r3, r4, r5] = &mut self.dense;
+        for j in 0..p {
+            let ydiff = self.y_new[j] - y[j];
+            let bspl = h * f0[j] - ydiff;
+            r1[j] = y[j];
+            r2[j] = ydiff;
+            r3[j] = bspl;
+            r4[j] = ydiff - h * self.f_new[j] - bspl;
+            r5[j] = 0.0;
+        }
+    }
+
     /// A step to be filled by [`step_into`].
     pub fn empty() -> Self {
         Self {
@@ -208,12 +217,19 @@ impl Step {
     }
 }
 
-/// The next step size from an error estimate (safety 0.9, growth between 0.2× and 5×).
+/// The next step size from an error estimate of this pair (safety 0.9, growth between 0.2×
+/// and 5×).
 pub fn next_step_size(h: f64, error: f64) -> f64 {
+    next_step_size_of_order(h, error, 5)
+}
+
+/// The next step size from an error estimate that scales as h^`estimate_order` (5 for a 5(4)
+/// pair, 3 for a 3(2) pair): h · 0.9 · error^(−1/estimate_order), within 0.2× and 5×.
+pub fn next_step_size_of_order(h: f64, error: f64, estimate_order: u32) -> f64 {
     let factor = if error == 0.0 {
         5.0
     } else {
-        (0.9 * error.powf(-0.2)).clamp(0.2, 5.0)
+        (0.9 * error.powf(-1.0 / estimate_order as f64)).clamp(0.2, 5.0)
     };
     h * factor
 }

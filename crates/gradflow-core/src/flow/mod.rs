@@ -1,7 +1,8 @@
 //! True gradient flow dθ/dt = −∇L(θ): the solvers, and what a flow run reports.
 //!
 //! - `gd` (in [`crate::train`]) is explicit Euler, the paper's simulation.
-//! - [`gradient_flow`] is an adaptive, error-controlled Dormand–Prince 5(4) solve ([`dopri`])
+//! - [`gradient_flow`] is an adaptive, error-controlled Runge–Kutta solve (Dormand–Prince 5(4),
+//!   [`dopri`], or the cheaper Bogacki–Shampine 3(2), [`bs3`], chosen per step by [`pairs`])
 //!   that knows the activation's kinks ([`system`], [`solve`]): every pre-activation keeps a
 //!   frozen polynomial piece during a step, so the field is smooth and the step keeps its
 //!   order; leaving a piece is an event located on the continuous extension; and where the
@@ -23,6 +24,7 @@
 //! controller are ~150 lines ([`dopri`], tested for their orders); the event logic is ours
 //! either way.
 
+pub mod bs3;
 mod compiled;
 pub mod dopri;
 mod events;
@@ -30,6 +32,7 @@ mod filippov;
 mod gram;
 mod gram_bordered;
 pub mod kernel;
+pub mod pairs;
 mod plain;
 mod snapshot;
 pub mod solve;

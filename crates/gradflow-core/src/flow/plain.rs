@@ -127,6 +127,8 @@ pub(super) fn plain_flow(
         stopped_early: stopped,
         steps_accepted: acc,
         steps_rejected: rej,
+        steps_low_order: 0,
+        step_evaluations: 6 * (acc + rej),
         counts,
         gradient_equivalents: field.evaluations as f64,
         initial_loss,

@@ -4,7 +4,8 @@
 //!
 //! What a step reads from the previous one, and so what is kept:
 //! - the time, the step size to try, the next output index, the step counters and the stall
-//!   guard, L(θ(0)) for the outcome;
+//!   guard, L(θ(0)) for the outcome, and the choice between the embedded pairs (the cheap pair's
+//!   step size, both pairs' running mean sizes, the event rate's running mean, the probe count);
 //! - the field at θ that the next step's first stage reuses (FSAL: for a step without an event
 //!   it was evaluated before the pinned entries were pulled back onto their knots, so it is not
 //!   f(θ) and cannot be recomputed);
@@ -31,6 +32,7 @@
 //! exactly and NaN (an undefined effective slope) survives JSON.
 
 use super::events::Solver;
+use super::pairs::PairState;
 use super::solve::{EventSummary, FlowOptions};
 use super::system::{Counts, LastEval};
 use crate::error::{Error, Result};
@@ -52,6 +54,10 @@ pub struct Position {
     pub stalled: usize,
     /// L(θ(0)).
     pub initial_loss: f64,
+    /// The choice between the embedded pairs (`pairs.rs`); absent in older snapshots, which
+    /// never took the cheap pair.
+    #[serde(default)]
+    pub pairs: PairState,
 }
 
 /// The state of a kink-aware flow solve after an accepted step (see the module docs).
@@ -359,6 +365,14 @@ mod tests {
         assert_eq!(
             (second.steps_accepted, second.steps_rejected),
             (out.steps_accepted, out.steps_rejected)
+        );
+        // The choice between the pairs was under way at the pause (the cheap pair tried, events
+        // counted) and carried over: the same steps by each pair, the same evaluations in them.
+        let pairs = snap.position.pairs;
+        assert!(pairs.h_low > 0.0 && pairs.mean_gap > 0.0, "{pairs:?}");
+        assert_eq!(
+            (second.steps_low_order, second.step_evaluations),
+            (out.steps_low_order, out.step_evaluations)
         );
         assert_eq!(second.initial_loss.to_bits(), out.initial_loss.to_bits());
         assert_eq!(second.final_loss.to_bits(), out.final_loss.to_bits());

@@ -1,4 +1,5 @@
-//! The kink-aware gradient-flow solve: Dormand–Prince steps on one smooth piece at a time,
+//! The kink-aware gradient-flow solve: Runge–Kutta steps on one smooth piece at a time (by
+//! Dormand–Prince 5(4) or, where events set the step length, Bogacki–Shampine 3(2): `pairs.rs`),
 //! kink crossings located as events, Filippov sliding for pre-activations that the flow pins
 //! to a kink, and output at requested times by the continuous extension.
 //!
@@ -21,6 +22,7 @@
 
 use super::dopri;
 use super::events::Solver;
+use super::pairs::{self, Outcome, PairState};
 use super::snapshot::{resumable, FlowSnapshot, Position};
 use super::system::{Counts, KinkSystem};
 use crate::data::Dataset;
@@ -48,6 +50,10 @@ pub struct FlowOptions {
     pub max_gradient_evaluations: u64,
     /// Evaluate dnn/resnet presets by the compiled route (false: the general layer path).
     pub compiled: bool,
+    /// Let the kink-aware solve take Bogacki–Shampine 3(2) steps (three evaluations instead of
+    /// six) where kink events, not accuracy, set the step length, chosen per step by expected
+    /// evaluations per unit time (see `pairs.rs`). False: Dormand–Prince 5(4) throughout.
+    pub cheap_steps: bool,
 }
 
 impl FlowOptions {
@@ -65,6 +71,7 @@ impl FlowOptions {
             kink_aware: true,
             max_gradient_evaluations: 5_000_000,
             compiled: true,
+            cheap_steps: true,
         }
     }
 }
@@ -128,6 +135,11 @@ pub struct FlowOutcome {
     pub stopped_early: bool,
     pub steps_accepted: u64,
     pub steps_rejected: u64,
+    /// Accepted steps taken by the Bogacki–Shampine 3(2) pair (the rest: Dormand–Prince).
+    pub steps_low_order: u64,
+    /// Field evaluations inside steps, accepted or rejected (the rest went to events, outputs
+    /// and the start).
+    pub step_evaluations: u64,
     pub counts: Counts,
     /// Full-gradient equivalents of all the work (see [`Counts::gradient_equivalents`]).
     pub gradient_equivalents: f64,
@@ -321,6 +333,7 @@ impl Solver<'_, '_> {
                     steps_rejected: 0,
                     stalled: 0,
                     initial_loss,
+                    pairs: PairState::default(),
                 };
                 (f, start)
             }
@@ -329,12 +342,13 @@ impl Solver<'_, '_> {
         let (mut t, mut h, mut next) = (start.t, start.h, start.next_output);
         let (mut acc, mut rej) = (start.steps_accepted, start.steps_rejected);
         let mut stalled = start.stalled;
+        let mut pair_state = start.pairs;
         let mut stopped = false;
         let mut paused = None;
         let mut buf = vec![0.0; p];
         let mut dbuf = vec![0.0; p];
         // Kept across steps: the step, its stages, the evaluation at its start.
-        let (mut st, mut work) = (dopri::Step::empty(), dopri::Workspace::default());
+        let (mut st, mut work) = (dopri::Step::empty(), pairs::Workspaces::default());
         let mut saved = super::system::LastEval::default();
         let mut start_pinned: Vec<f64> = Vec::new();
         while next < self.opts.outputs.len() && self.opts.outputs[next] <= 0.0 {
@@ -346,22 +360,26 @@ impl Solver<'_, '_> {
             if self.sys.counts.gradients > self.opts.max_gradient_evaluations {
                 return Err(too_many(self.opts));
             }
-            h = h.min(self.opts.t_end - t);
+            let pair = pair_state.choose(self.opts.cheap_steps, t, h);
+            let h_pair = pair_state.step_size(pair, h).min(self.opts.t_end - t);
             saved.copy_from(&self.sys.last);
             start_pinned.clear();
             start_pinned.extend(
                 (0..self.sys.pinned.len())
                     .map(|j| self.sys.last.zdot_left[j].min(-self.sys.last.zdot_right[j])),
             );
-            dopri::step_into(self.sys, theta, &f, h, self.tol, &mut work, &mut st)?;
+            pairs::step_into(
+                pair, self.sys, theta, &f, h_pair, self.tol, &mut work, &mut st,
+            )?;
             if st.error.is_nan() || st.error > 1.0 {
                 rej += 1;
-                h = if st.error.is_finite() {
-                    dopri::next_step_size(h, st.error)
+                let h_next = if st.error.is_finite() {
+                    pair.next_step_size(h_pair, st.error)
                 } else {
-                    h * 0.2
+                    h_pair * 0.2
                 };
-                check_step(h, t)?;
+                pair_state.stepped(pair, Outcome::Rejected, h_next, &mut h);
+                check_step(h_next, t)?;
                 // Restore the evaluation at θ (the next step reads `last` at its start).
                 std::mem::swap(&mut self.sys.last, &mut saved);
                 continue;
@@ -382,10 +400,10 @@ impl Solver<'_, '_> {
                 let (s, th) = self.locate(&st, viol, &start_phi)?;
                 (s, Some(th))
             };
-            let t_new = t + s_end * h;
-            let (cut, step_len) = (event.is_some(), s_end * h);
+            let t_new = t + s_end * h_pair;
+            let (cut, step_len) = (event.is_some(), s_end * h_pair);
             while next < self.opts.outputs.len() && self.opts.outputs[next] <= t_new && !stopped {
-                let s = ((self.opts.outputs[next] - t) / h).clamp(0.0, 1.0);
+                let s = ((self.opts.outputs[next] - t) / h_pair).clamp(0.0, 1.0);
                 st.interpolate(s, &mut buf);
                 st.interpolate_derivative(s, &mut dbuf);
                 let loss = self.sys.loss_at(&buf)?;
@@ -407,7 +425,8 @@ impl Solver<'_, '_> {
                     f.copy_from_slice(&st.f_new);
                     self.sys.project_onto_knots(theta);
                     t = t_new;
-                    h = dopri::next_step_size(h, st.error);
+                    let h_next = pair.next_step_size(h_pair, st.error);
+                    pair_state.stepped(pair, Outcome::Uncut, h_next, &mut h);
                 }
                 Some(th) => {
                     theta.copy_from_slice(&th);
@@ -425,6 +444,9 @@ impl Solver<'_, '_> {
                     }
                     t = t_new;
                     f = self.switch(theta, t)?;
+                    // A step cut by an event keeps its size (clipped at T like any step).
+                    pair_state.event(t);
+                    pair_state.stepped(pair, Outcome::Cut, h_pair, &mut h);
                 }
             }
             let control = progress(&FlowProgress {
@@ -447,6 +469,7 @@ impl Solver<'_, '_> {
                     steps_rejected: rej,
                     stalled,
                     initial_loss,
+                    pairs: pair_state,
                 };
                 paused = Some(Box::new(self.snapshot(position, &f)));
                 break;
@@ -461,6 +484,8 @@ impl Solver<'_, '_> {
             stopped_early: stopped,
             steps_accepted: acc,
             steps_rejected: rej,
+            steps_low_order: pair_state.low_order_steps,
+            step_evaluations: pair_state.step_evaluations,
             counts: self.sys.counts,
             gradient_equivalents: self.sys.counts.gradient_equivalents(self.sys_n()),
             initial_loss,
