@@ -81,25 +81,8 @@ pub fn step_into(
 
 #[cfg(test)]
 mod tests {
+    use super::super::dopri::tests::{exact, Spiral, LOOSE};
     use super::*;
-
-    /// y' = A y with a rotation-plus-decay A: the exact solution is known in closed form.
-    struct Spiral;
-    impl Field for Spiral {
-        fn eval(&mut self, y: &[f64], out: &mut [f64]) -> Result<()> {
-            out[0] = -0.5 * y[0] - 2.0 * y[1];
-            out[1] = 2.0 * y[0] - 0.5 * y[1];
-            Ok(())
-        }
-    }
-    fn exact(t: f64) -> [f64; 2] {
-        let (c, s, e) = ((2.0 * t).cos(), (2.0 * t).sin(), (-0.5 * t).exp());
-        [e * c, e * s]
-    }
-    const LOOSE: Tolerances = Tolerances {
-        rtol: 1.0,
-        atol: 1.0,
-    };
 
     fn step(h: f64) -> Step {
         let y0 = [1.0, 0.0];

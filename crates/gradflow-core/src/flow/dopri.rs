@@ -261,11 +261,12 @@ pub fn initial_step(field: &mut dyn Field, y: &[f64], f0: &[f64], tol: Tolerance
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// y' = A y with a rotation-plus-decay A: the exact solution is known in closed form.
-    struct Spiral;
+    /// y' = A y with a rotation-plus-decay A: the exact solution is known in closed form (also
+    /// the test problem of the other pairs).
+    pub(in crate::flow) struct Spiral;
     impl Field for Spiral {
         fn eval(&mut self, y: &[f64], out: &mut [f64]) -> Result<()> {
             out[0] = -0.5 * y[0] - 2.0 * y[1];
@@ -273,11 +274,11 @@ mod tests {
             Ok(())
         }
     }
-    fn exact(t: f64) -> [f64; 2] {
+    pub(in crate::flow) fn exact(t: f64) -> [f64; 2] {
         let (c, s, e) = ((2.0 * t).cos(), (2.0 * t).sin(), (-0.5 * t).exp());
         [e * c, e * s]
     }
-    const LOOSE: Tolerances = Tolerances {
+    pub(in crate::flow) const LOOSE: Tolerances = Tolerances {
         rtol: 1.0,
         atol: 1.0,
     };
