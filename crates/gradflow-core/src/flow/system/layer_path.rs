@@ -188,7 +188,11 @@ fn check_one_call(layer: &ActivationLayer, st: &ControlState, len: usize) -> Res
 /// below 1e-12 of the largest are dropped (pseudo-inverse), so dependent pins do not blow up.
 pub(super) fn gram_inverse(rows: &[Vec<f64>]) -> Vec<f64> {
     let k = rows.len();
-    let g = faer::Mat::<f64>::from_fn(k, k, |i, j| dot(&rows[i], &rows[j]));
+    // G = R Rᵀ by one matrix product (the K² scalar dot products of length p were most of a
+    // graph network's evaluation at a few dozen pins).
+    let p = rows.first().map_or(0, Vec::len);
+    let r = faer::Mat::<f64>::from_fn(k, p, |i, j| rows[i][j]);
+    let g = &r * r.transpose();
     let Ok(eig) = g.self_adjoint_eigen(faer::Side::Lower) else {
         return vec![0.0; k * k];
     };
