@@ -45,20 +45,21 @@ pub fn filippov_ntk(
         });
         return Ok(s);
     }
-    let mut sys = KinkSystem::new(model, data, loss, theta, true)?;
-    sys.hold(theta, sliding)?;
-    let j = sys.pattern_jacobian(theta);
-    let bound = ntk::jacobian_error_bound(model, theta, x);
-    drop(sys);
     let specs = if opts.block_ranks {
         model.param_specs()
     } else {
         Vec::new()
     };
+    let mut sys = KinkSystem::new(model, data, loss, theta, true)?;
+    sys.hold(theta, sliding)?;
+    let j = sys.pattern_jacobian(theta);
+    // The rounding bound reads the held pattern, so it runs (when asked) before `sys` is
+    // dropped and the layers are released.
+    let bound = || ntk::jacobian_error_bound(model, theta, x);
     Ok(ntk::spectrum_of_jacobian(
         j,
         &specs,
-        || bound,
+        bound,
         opts,
         sliding.len(),
     ))

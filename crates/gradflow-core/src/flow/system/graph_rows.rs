@@ -250,9 +250,14 @@ impl RowNode<'_> {
                 {
                     let guard = layer.control.lock();
                     let n = z.n();
-                    for (t, &j) in cot.nodes.clone().iter().enumerate() {
+                    let SparseCot {
+                        nodes,
+                        values,
+                        width,
+                    } = &mut cot;
+                    for (t, &j) in nodes.iter().enumerate() {
                         let zj = z.col(j);
-                        let col = &mut cot.values[t * cot.width..(t + 1) * cot.width];
+                        let col = &mut values[t * *width..(t + 1) * *width];
                         for (u, g) in col.iter_mut().enumerate() {
                             let mode = layer.piece_of(&guard, j, n, u);
                             let (_, d, da) = layer.eval(mode, zj[u], a);
