@@ -9,6 +9,7 @@ mod control;
 mod filippov;
 mod graph_rows;
 mod kinks;
+mod release;
 mod reproduce;
 mod richardson;
 mod siamese;

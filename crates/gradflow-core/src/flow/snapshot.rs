@@ -142,6 +142,8 @@ impl EvalBits {
             zdot_right: from_bits(&self.zdot_right),
             slopes: from_bits(&self.slopes),
             slopes_updated: self.slopes_updated,
+            // Read only right after a settle evaluation, which refills it.
+            evaluated_slopes: Vec::new(),
             rows: self.rows.iter().map(|r| from_bits(r)).collect(),
             g_inv: from_bits(&self.g_inv),
         }

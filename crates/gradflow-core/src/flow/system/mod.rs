@@ -50,6 +50,7 @@ mod controls;
 mod graph_rows;
 mod held;
 mod layer_path;
+mod release;
 
 use layer_path::{gram_inverse, probe_entries};
 
@@ -108,6 +109,9 @@ pub struct LastEval {
     pub slopes: Vec<f64>,
     /// True when this evaluation changed the slopes pinned entries are evaluated with.
     pub slopes_updated: bool,
+    /// Per pinned entry: the slope it was evaluated with (the cotangents and multipliers of
+    /// this evaluation hold for these slopes).
+    pub evaluated_slopes: Vec<f64>,
     /// Rows ∇z_j and G⁻¹ at the last evaluation (for the drift projection).
     pub(super) rows: Vec<Vec<f64>>,
     pub(super) g_inv: Vec<f64>,
@@ -123,6 +127,7 @@ impl LastEval {
         self.zdot_right.clone_from(&o.zdot_right);
         self.slopes.clone_from(&o.slopes);
         self.slopes_updated = o.slopes_updated;
+        self.evaluated_slopes.clone_from(&o.evaluated_slopes);
         self.rows.clone_from(&o.rows);
         self.g_inv.clone_from(&o.g_inv);
     }
@@ -163,6 +168,8 @@ pub struct KinkSystem<'a> {
     gdiag: Vec<f64>,
     slots: Vec<PinSlot>,
     first_layer: Vec<usize>,
+    /// Buffers of [`Self::project_onto_knots`] on the compiled route: z_P − b_P and G⁻¹ of it.
+    projection: (Vec<f64>, Vec<f64>),
     /// Compute the normal speeds (diag(G⁻¹)) at the next evaluation (see [`Field::eval_stage`]).
     speeds: bool,
     /// Graph networks: the network as the support-restricted row pass reads it, and whether to
@@ -226,6 +233,7 @@ impl<'a> KinkSystem<'a> {
             gdiag: Vec::new(),
             slots: Vec::new(),
             first_layer: Vec::new(),
+            projection: Default::default(),
             speeds: true,
             graph_rows: None,
             sparse_graph_rows: true,
@@ -346,7 +354,7 @@ impl<'a> KinkSystem<'a> {
     }
 
     /// (activation layer, training sample) of global entry e (of any application).
-    fn entry_place(&self, e: usize) -> (usize, usize) {
+    pub(super) fn entry_place(&self, e: usize) -> (usize, usize) {
         let li = self.layer_of(e);
         let l = &self.layers[li];
         (li, ((e - l.offset) / l.layer.dim) % self.data.n())
@@ -484,6 +492,7 @@ impl<'a> KinkSystem<'a> {
         self.last.zdot_left.clear();
         self.last.zdot_right.clear();
         self.last.slopes.clear();
+        self.last.evaluated_slopes.clear();
         let mut changed = false;
         let mut upstream_affected = false;
         // The first (most upstream) activation layer holding a pinned entry, per sample.
@@ -497,6 +506,7 @@ impl<'a> KinkSystem<'a> {
         for (j, &e) in self.pinned.iter().enumerate() {
             let (dl, dr) = self.one_sided_slopes(e);
             let s0 = self.pin_slopes.get(&e).copied().unwrap_or(0.5 * (dl + dr));
+            self.last.evaluated_slopes.push(s0);
             // NaN (not computed at a step's inner stage) stays NaN.
             let gjj = if gdiag[j].is_nan() {
                 f64::NAN
@@ -553,21 +563,22 @@ impl<'a> KinkSystem<'a> {
     pub fn project_onto_knots(&mut self, theta: &mut [f64]) {
         let k = self.pinned.len();
         if let Some(mut c) = self.compiled.take() {
-            let mut r = std::mem::take(&mut self.rg);
-            r.clear();
-            r.extend(
+            // Own buffers: μ and R g of the last evaluation stay valid (see `release.rs`).
+            let (mut gap, mut w) = std::mem::take(&mut self.projection);
+            gap.clear();
+            gap.extend(
                 self.pinned
                     .iter()
                     .map(|&e| self.last.z[e] - self.knot_of(e)),
             );
-            self.rg = r;
             if k > 0 && c.rows_match(&self.pinned) {
-                c.solve(&self.rg, &mut self.mu, crate::batch::par());
-                for m in self.mu.iter_mut() {
+                c.solve(&gap, &mut w, crate::batch::par());
+                for m in w.iter_mut() {
                     *m = -*m;
                 }
-                c.add_rows_t(&self.mu, theta);
+                c.add_rows_t(&w, theta);
             }
+            self.projection = (gap, w);
             self.compiled = Some(c);
             return;
         }

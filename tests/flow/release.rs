@@ -1,0 +1,141 @@
+//! Releasing a pinned entry without a new evaluation (`KinkSystem::release_exactly`) against
+//! the independent route: a fresh system with the entry unpinned on its new piece, evaluated.
+//! Field, normal speeds and effective slopes of the remaining pinned entries must agree, on the
+//! compiled route and on the layer path, for releases up and down.
+
+use gradflow::activation::Activation;
+use gradflow::data::Dataset;
+use gradflow::flow::system::KinkSystem;
+use gradflow::flow::{gradient_flow, FlowOptions};
+use gradflow::init::{init_params, InitScheme};
+use gradflow::loss::LossKind;
+use gradflow::model::Model;
+use gradflow::presets;
+use gradflow::train::Control;
+
+/// θ at the first output time of a flow solve with at least `min_pinned` entries sliding, and
+/// those entries (the pre-activations nearest their kink at 0).
+fn sliding_state(model: &Model, data: &Dataset, min_pinned: usize) -> (Vec<f64>, Vec<usize>) {
+    let mut theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let opts = FlowOptions::new(20.0, 1e-10, 1e-12, 400, LossKind::Mse);
+    let mut k = 0;
+    gradient_flow(model, data, &mut theta, &opts, |r, _| {
+        k = r.pinned;
+        if r.pinned >= min_pinned {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    })
+    .expect("flow solve");
+    assert!(
+        k >= min_pinned,
+        "no output time with {min_pinned} entries sliding"
+    );
+    let sys = KinkSystem::new(model, data, LossKind::Mse, &theta, false).expect("system");
+    let z = &sys.last.z;
+    let mut order: Vec<usize> = (0..z.len()).collect();
+    order.sort_by(|&a, &b| z[a].abs().total_cmp(&z[b].abs()));
+    let mut pinned = order[..k].to_vec();
+    pinned.sort();
+    assert!(z[pinned[k - 1]].abs() < 1e-7 && z[order[k]].abs() > 1e-5);
+    (theta, pinned)
+}
+
+/// A system at θ with `pinned` held on their knots (θ projected onto them) and evaluated.
+fn held<'a>(
+    model: &'a Model,
+    data: &'a Dataset,
+    theta: &mut [f64],
+    pinned: &[usize],
+    compiled: bool,
+    field: &mut [f64],
+) -> KinkSystem<'a> {
+    let mut sys = KinkSystem::new(model, data, LossKind::Mse, theta, compiled).expect("system");
+    assert_eq!(sys.is_compiled(), compiled);
+    for &e in pinned {
+        sys.pieces[e] = 0;
+    }
+    sys.pinned = pinned.to_vec();
+    sys.refresh();
+    sys.evaluate(theta, field).expect("evaluate");
+    sys.project_onto_knots(theta);
+    sys.evaluate(theta, field).expect("evaluate");
+    sys
+}
+
+fn max_abs(v: impl Iterator<Item = f64>) -> f64 {
+    v.fold(0.0, |m, x| m.max(x.abs()))
+}
+
+#[test]
+fn release_without_evaluation_equals_a_fresh_evaluation() {
+    let model = presets::dnn(4, &[8, 8], 2, &Activation::leaky_relu());
+    let data = Dataset::ball(10, 4, 2, 0);
+    let (theta0, pinned) = sliding_state(&model, &data, 3);
+    let p = theta0.len();
+    for compiled in [true, false] {
+        let (mut released, mut refused) = (0, 0);
+        for &e in &pinned {
+            for up in [false, true] {
+                let mut theta = theta0.clone();
+                let mut f = vec![0.0; p];
+                let mut sys = held(&model, &data, &mut theta, &pinned, compiled, &mut f);
+                let evaluations = sys.counts.gradients;
+                // As the solver does before a release (and must not disturb what it reads).
+                sys.project_onto_knots(&mut theta);
+                if !sys.release_exactly(e, up, &mut f) {
+                    refused += 1;
+                    continue;
+                }
+                released += 1;
+                assert_eq!(sys.counts.gradients, evaluations, "no evaluation");
+                let rest: Vec<usize> = pinned.iter().copied().filter(|&q| q != e).collect();
+                assert_eq!(sys.pinned, rest);
+                assert_eq!(sys.pieces[e], up as u16);
+
+                let mut fresh =
+                    KinkSystem::new(&model, &data, LossKind::Mse, &theta, compiled).unwrap();
+                for &q in &rest {
+                    fresh.pieces[q] = 0;
+                }
+                fresh.pieces[e] = up as u16;
+                fresh.pinned = rest.clone();
+                fresh.refresh();
+                let mut f2 = vec![0.0; p];
+                fresh.evaluate(&theta, &mut f2).unwrap();
+
+                let scale = max_abs(f2.iter().copied());
+                let gap = max_abs(f.iter().zip(&f2).map(|(a, b)| a - b));
+                assert!(gap <= 1e-10 * scale, "field: {gap:e} of {scale:e}");
+                let (a, b) = (&sys.last, &fresh.last);
+                let speeds = max_abs(b.zdot_left.iter().chain(&b.zdot_right).copied());
+                let speed_gap = max_abs(
+                    a.zdot_left
+                        .iter()
+                        .zip(&b.zdot_left)
+                        .chain(a.zdot_right.iter().zip(&b.zdot_right))
+                        .map(|(x, y)| x - y),
+                );
+                assert!(
+                    speed_gap <= 1e-9 * speeds,
+                    "normal speeds (compiled {compiled}, entry {e}, up {up}): {speed_gap:e} of \
+                     {speeds:e}: {:?} / {:?} vs {:?} / {:?}",
+                    a.zdot_left,
+                    a.zdot_right,
+                    b.zdot_left,
+                    b.zdot_right
+                );
+                let slope_gap = max_abs(a.slopes.iter().zip(&b.slopes).map(|(x, y)| x - y));
+                assert!(slope_gap <= 1e-8, "effective slopes: {slope_gap:e}");
+                assert!((a.field_norm - b.field_norm).abs() <= 1e-10 * b.field_norm);
+            }
+        }
+        println!(
+            "compiled {compiled}: {} pinned, {released} releases checked, {refused} refused \
+             (slope reaches another pinned entry of the sample)",
+            pinned.len()
+        );
+        assert!(released >= 2, "too few releases exercised");
+    }
+}
