@@ -15,13 +15,22 @@
 //! largest diagonal entry marks a dependent direction: multiplier 0, (G⁻¹)_jj = ∞; see
 //! `gram.rs`), only skipping the zero blocks, so solves and diag(G⁻¹) agree with it to rounding
 //! (tested below).
+//!
+//! The compiled route forms L_A, L_CA and S itself (`compiled/first_layer.rs`: the first
+//! layer's rows do not depend on θ) and hands them over through
+//! [`BorderedGram::factored_parts_mut`]; [`BorderedGram::factor`], which forms them by
+//! products from G's blocks, is the tests' reference.
 
 use super::gram::{factor_columns, par_for, GramFactor, DROP};
+#[cfg(test)]
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
-use faer::{Accum, MatMut, MatRef, Par};
+#[cfg(test)]
+use faer::{Accum, MatRef};
+use faer::{MatMut, Par};
 
 /// Columns per block of the Schur-complement product (lower triangle by column blocks).
+#[cfg(test)]
 const COLUMN_BLOCK: usize = 32;
 
 /// One diagonal block: its first A index, its size m and the offset of its m × m storage.
@@ -53,6 +62,7 @@ pub(super) struct BorderedGram {
 }
 
 /// The zeroed buffers of one Gram matrix to fill before [`BorderedGram::factor`].
+#[cfg(test)]
 pub(super) struct GramParts<'a> {
     /// G_CC's lower triangle, k_C × k_C column-major (entry (a, b), a ≥ b, at b·k_C + a).
     pub corner: &'a mut [f64],
@@ -62,10 +72,35 @@ pub(super) struct GramParts<'a> {
     pub border: &'a mut [f64],
 }
 
+/// The zeroed buffers of [`BorderedGram::factored_parts_mut`].
+pub(super) struct FactoredParts<'a> {
+    /// S's lower triangle, k_C × k_C column-major.
+    pub schur: &'a mut [f64],
+    /// L_A's blocks (lower triangles, column-major, one after another); a dropped direction
+    /// has a unit row and column.
+    pub diagonal: &'a mut [f64],
+    /// L_CA, k_C × k_A column-major (zero columns for dropped directions).
+    pub border: &'a mut [f64],
+    /// Per A index: its direction was dropped.
+    pub dropped: &'a mut [bool],
+}
+
 impl BorderedGram {
     /// Sets the shape — k_C dense indices, then blocks of the given sizes — and returns the
-    /// zeroed buffers to fill.
+    /// zeroed buffers to fill (the general route: the tests' reference).
+    #[cfg(test)]
     pub fn parts_mut(&mut self, kc: usize, sizes: &[usize]) -> GramParts<'_> {
+        self.set_shape(kc, sizes);
+        GramParts {
+            corner: self.corner.matrix(),
+            diagonal: &mut self.diagonal,
+            border: &mut self.border,
+        }
+    }
+
+    /// Sets the shape and zeroes the buffers.
+    fn set_shape(&mut self, kc: usize, sizes: &[usize]) {
+        self.corner.matrix_mut(kc);
         self.kc = kc;
         self.blocks.clear();
         let (mut start, mut store) = (0, 0);
@@ -79,14 +114,12 @@ impl BorderedGram {
         self.diagonal.resize(store, 0.0);
         self.border.clear();
         self.border.resize(kc * start, 0.0);
-        GramParts {
-            corner: self.corner.matrix_mut(kc),
-            diagonal: &mut self.diagonal,
-            border: &mut self.border,
-        }
+        self.dropped.clear();
+        self.dropped.resize(start, false);
     }
 
     /// Factorises the matrix filled through [`Self::parts_mut`].
+    #[cfg(test)]
     pub fn factor(&mut self, par: Par) {
         let (kc, ka) = (self.kc, self.ka);
         let corner = self.corner.matrix();
@@ -142,8 +175,28 @@ impl BorderedGram {
                 );
             }
         }
+        self.factor_schur(top, par);
+    }
+
+    /// Sets the shape as [`Self::parts_mut`] does, for a caller that forms the factored blocks
+    /// itself: returns the zeroed buffers to fill with L_A (and its dropped directions), L_CA
+    /// and S = G_CC − L_CA L_CAᵀ; then [`Self::factor_schur`].
+    pub fn factored_parts_mut(&mut self, kc: usize, sizes: &[usize]) -> FactoredParts<'_> {
+        self.set_shape(kc, sizes);
+        FactoredParts {
+            schur: self.corner.matrix(),
+            diagonal: &mut self.diagonal,
+            border: &mut self.border,
+            dropped: &mut self.dropped,
+        }
+    }
+
+    /// Factorises S (in the corner, L_A and L_CA in place), pivots dropped relative to `top`
+    /// (G's largest diagonal entry); a dropped dense direction's row of L_CA goes too (the dense
+    /// factor's unit row).
+    pub fn factor_schur(&mut self, top: f64, par: Par) {
+        let (kc, ka) = (self.kc, self.ka);
         self.corner.factor_relative_to(top, par);
-        // A dropped dense direction's row of L_CA goes too (the dense factor's unit row).
         for (c, &d) in self.corner.dropped().iter().enumerate() {
             if d {
                 for a in 0..ka {
@@ -266,8 +319,20 @@ impl BorderedGram {
 
 /// Cholesky factorisation of one m × m block in place (lower, column-major) with the drop rule
 /// relative to `top`; a dropped direction becomes a unit row and column.
+#[cfg(test)]
 fn factor_block(l: &mut [f64], m: usize, top: f64, dropped: &mut [bool]) {
     factor_columns(l, m, 0, m, DROP * top, dropped);
+}
+
+/// [`factor_block`] for a caller keeping the factor: returns the smallest kept and the largest
+/// dropped pivot (∞ and −∞ if none).
+pub(super) fn factor_block_pivots(
+    l: &mut [f64],
+    m: usize,
+    top: f64,
+    dropped: &mut [bool],
+) -> (f64, f64) {
+    factor_columns(l, m, 0, m, DROP * top, dropped)
 }
 
 #[cfg(test)]

@@ -22,12 +22,20 @@
 //! the directions of pinned rows depending on the others (their constraint is implied by the
 //! others, their multiplier is 0). First-layer pins have rows orthogonal across units, so G is
 //! block-diagonal there and bordered by the deeper pins' rows: `gram_bordered.rs` eliminates
-//! the blocks first and factorises only the dense Schur complement (`gram.rs`).
+//! the blocks first and factorises only the dense Schur complement (`gram.rs`). Those rows do
+//! not depend on θ: their blocks' factor, and the θ-independent factors of L_CA and of the
+//! Schur complement's first-stage part, are kept per pinned set (`first_layer.rs`), so an
+//! evaluation forms S by one sum over units per pair of deeper pins instead of a product over
+//! all first-layer pins.
 //!
-//! Files: `part.rs` (a part's passes), `rows.rs` (rows, G, solves).
+//! Files: `part.rs` (a part's passes), `rows.rs` (rows, G, solves), `first_layer.rs` (the
+//! first layer's kept parts), `tests.rs` (against the general factorisation).
 
+mod first_layer;
 mod part;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 use crate::activation::Activation;
 use crate::engine::{Plan, Prop};
