@@ -22,15 +22,11 @@
 //! products from G's blocks, is the tests' reference.
 
 use super::gram::{factor_columns, par_for, GramFactor, DROP};
-#[cfg(test)]
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
-#[cfg(test)]
-use faer::{Accum, MatRef};
-use faer::{MatMut, Par};
+use faer::{Accum, MatMut, MatRef, Par};
 
 /// Columns per block of the Schur-complement product (lower triangle by column blocks).
-#[cfg(test)]
 const COLUMN_BLOCK: usize = 32;
 
 /// One diagonal block: its first A index, its size m and the offset of its m × m storage.
@@ -74,7 +70,7 @@ pub(super) struct GramParts<'a> {
 
 /// The zeroed buffers of [`BorderedGram::factored_parts_mut`].
 pub(super) struct FactoredParts<'a> {
-    /// S's lower triangle, k_C × k_C column-major.
+    /// S's (or G_CC's) lower triangle, k_C × k_C column-major.
     pub schur: &'a mut [f64],
     /// L_A's blocks (lower triangles, column-major, one after another); a dropped direction
     /// has a unit row and column.
@@ -159,8 +155,15 @@ impl BorderedGram {
                 col.iter_mut().for_each(|v| *v *= inv);
             }
         }
+        self.subtract_border_products();
+        self.factor_schur(top, par);
+    }
+
+    /// S = G_CC − L_CA L_CAᵀ in the corner (L_CA in place), lower triangle by column blocks
+    /// of dense products.
+    pub fn subtract_border_products(&mut self) {
+        let (kc, ka) = (self.kc, self.ka);
         if kc > 0 && ka > 0 {
-            // S = G_CC − L_CA L_CAᵀ, lower triangle by column blocks of dense products.
             let lca = MatRef::from_column_major_slice(&self.border, kc, ka);
             let mut s = MatMut::from_column_major_slice_mut(self.corner.matrix(), kc, kc);
             for c0 in (0..kc).step_by(COLUMN_BLOCK) {
@@ -175,12 +178,12 @@ impl BorderedGram {
                 );
             }
         }
-        self.factor_schur(top, par);
     }
 
     /// Sets the shape as [`Self::parts_mut`] does, for a caller that forms the factored blocks
     /// itself: returns the zeroed buffers to fill with L_A (and its dropped directions), L_CA
-    /// and S = G_CC − L_CA L_CAᵀ; then [`Self::factor_schur`].
+    /// and S = G_CC − L_CA L_CAᵀ (or G_CC, then [`Self::subtract_border_products`]); then
+    /// [`Self::factor_schur`].
     pub fn factored_parts_mut(&mut self, kc: usize, sizes: &[usize]) -> FactoredParts<'_> {
         self.set_shape(kc, sizes);
         FactoredParts {

@@ -8,13 +8,11 @@
 //! entries' samples and V_u = L_u⁻¹ X̃_{A_u}ᵀ X̃_C (m_u × n_C, zero rows for dropped directions),
 //! both fixed as well,
 //!
-//!   L_CA[c, a] = z_c[u_a] · V_u[a, i_c],
-//!   L_CA L_CAᵀ = Σ_u (z_u z_uᵀ) ⊙ Π_u[i_C, i_C],  Π_u = V_uᵀ V_u,  z_u = Z_0[u, :],
+//!   L_CA[c, a] = z_c[u_a] · V_u[a, i_c],   G_CC's first-stage part = (Z_0ᵀ Z_0) ⊙ K̃[i_C, i_C],
 //!
-//! so the Schur complement's first-stage part, (Z_0ᵀ Z_0) ⊙ K̃ − L_CA L_CAᵀ, costs one sum over
-//! the units with first-layer pins per pair of dense entries instead of one over the first-layer
-//! entries (a product of k_C × k_C × k_A), and L_CA a gather instead of a product and block
-//! solves. Π_u is stored interleaved (the units of one sample pair together) for that sum.
+//! so an evaluation gathers L_CA (instead of the product G_CA = (X̃_Cᵀ X̃_A) scaled, and the
+//! blocks' triangular solves) and forms the first-stage part with one product Z_0ᵀ Z_0 (the
+//! one with X̃_Cᵀ X̃_C is kept).
 //!
 //! The blocks' drop rule is relative to G's largest diagonal entry, which moves with θ: the
 //! kept factor is used while no block pivot lies between the old and the new threshold (then
@@ -57,13 +55,9 @@ pub(super) struct FirstLayer {
     /// X̃_Aᵀ X̃_C, then V: row a (n_C numbers) contiguous.
     kac: Vec<f64>,
     pub(super) v: Vec<f64>,
-    /// Π_u[s, s'] at (s·n_C + s')·blocks + (block of u).
-    pub(super) pi: Vec<f64>,
-    /// Scratch: gathered inputs, one Π_u, z_u of the units with blocks per dense entry, Z_0ᵀZ_0.
+    /// Scratch: gathered inputs, Z_0ᵀZ_0.
     gather: Vec<f64>,
     gather_a: Vec<f64>,
-    one_pi: Vec<f64>,
-    zu: Vec<f64>,
     m1: Vec<f64>,
 }
 
@@ -162,8 +156,14 @@ impl FirstLayer {
         }
     }
 
-    /// G's largest diagonal entry given the dense part's `top_dense`; makes the blocks' factor,
-    /// V and Π those of the drop threshold it sets.
+    /// Drops the kept parts (the next [`Self::shape`] rebuilds them).
+    #[cfg(test)]
+    pub fn forget(&mut self) {
+        self.built = false;
+    }
+
+    /// G's largest diagonal entry given the dense part's `top_dense`; makes the blocks' factor
+    /// and V those of the drop threshold it sets.
     pub fn prepare(&mut self, top_dense: f64) -> f64 {
         let top = top_dense.max(self.top_blocks);
         let floor = DROP * top;
@@ -209,35 +209,13 @@ impl FirstLayer {
             }
             store += m * m;
         }
-        // Π_u = V_uᵀ V_u, interleaved by block.
-        let nb = self.blocks.len();
-        self.pi.clear();
-        self.pi.resize(nc * nc * nb, 0.0);
-        self.one_pi.clear();
-        self.one_pi.resize(nc * nc, 0.0);
-        for (b, &(start, m)) in self.blocks.iter().enumerate() {
-            if nc == 0 {
-                break;
-            }
-            let vb = view(&self.v[start * nc..(start + m) * nc], nc, m);
-            matmul(
-                view_mut(&mut self.one_pi, nc, nc),
-                Accum::Replace,
-                vb,
-                vb.transpose(),
-                1.0,
-                Par::Seq,
-            );
-            for (pair, &p) in self.one_pi.iter().enumerate() {
-                self.pi[pair * nb + b] = p;
-            }
-        }
         top
     }
 
     /// The diagonal of the dense entries' first-stage Gram part, (z_c·z_c) K̃[i_c, i_c] +
-    /// a_c², into `diag` (added), from Z_0 (out × k_C and more, column-major) and the first
-    /// stage's slope parts a_0; computes Z_0ᵀ Z_0 for [`Self::add_first_stage`].
+    /// a_c², from Z_0 (out × k_C and more, column-major) and the first
+    /// stage's slope parts a_0; computes Z_0ᵀ Z_0 for [`Self::add_first_stage`]. Returns the
+    /// largest of them.
     pub fn first_stage_diagonal(&mut self, kc: usize, out: usize, z0: &[f64], a0: &[f64]) -> f64 {
         self.m1.clear();
         self.m1.resize(kc * kc, 0.0);
@@ -265,48 +243,18 @@ impl FirstLayer {
             .fold(0.0f64, f64::max)
     }
 
-    /// S += (Z_0ᵀ Z_0) ⊙ K̃ + a_0 a_0ᵀ − Σ_u (z_u z_uᵀ) ⊙ Π_u on the lower triangle of the
-    /// k_C × k_C column-major `schur` (after [`Self::first_stage_diagonal`] and
-    /// [`Self::prepare`]).
-    pub fn add_first_stage(
-        &mut self,
-        schur: &mut [f64],
-        kc: usize,
-        out: usize,
-        z0: &[f64],
-        a0: &[f64],
-    ) {
-        let (nc, nb) = (self.nc, self.blocks.len());
-        // z_c restricted to the units with blocks, per dense entry.
-        self.zu.clear();
-        for c in 0..kc {
-            let zc = &z0[c * out..(c + 1) * out];
-            self.zu
-                .extend(self.blocks.iter().map(|&(start, _)| zc[self.a_unit[start]]));
-        }
-        let cx = FirstStage {
-            kc,
-            nc,
-            nb,
-            sigma: &self.sigma,
-            zu: &self.zu,
-            pi: &self.pi,
-            ktil: &self.ktil,
-            m1: &self.m1,
-            a0,
-        };
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2")]
-            unsafe fn wide(cx: &FirstStage, schur: &mut [f64]) {
-                cx.add_to(schur)
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked just above).
-                return unsafe { wide(&cx, schur) };
+    /// G_CC += (Z_0ᵀ Z_0) ⊙ K̃ + a_0 a_0ᵀ on the lower triangle of the k_C × k_C column-major
+    /// `corner` (after [`Self::first_stage_diagonal`]).
+    pub fn add_first_stage(&self, corner: &mut [f64], kc: usize, a0: &[f64]) {
+        let nc = self.nc;
+        for b in 0..kc {
+            let (sb, ab) = (self.sigma[b], a0[b]);
+            let col = &mut corner[b * kc..(b + 1) * kc];
+            for (a, g) in col.iter_mut().enumerate().skip(b) {
+                let k = self.ktil[sb * nc + self.sigma[a]];
+                *g += self.m1[b * kc + a] * k + a0[a] * ab;
             }
         }
-        cx.add_to(schur)
     }
 
     /// L_A (with its dropped directions) and L_CA[c, a] = z_c[u_a] V[a, i_c] into the buffers
@@ -334,56 +282,4 @@ impl FirstLayer {
             }
         }
     }
-}
-
-/// The operands of [`FirstLayer::add_first_stage`]'s sum.
-struct FirstStage<'a> {
-    kc: usize,
-    nc: usize,
-    nb: usize,
-    sigma: &'a [usize],
-    zu: &'a [f64],
-    pi: &'a [f64],
-    ktil: &'a [f64],
-    m1: &'a [f64],
-    a0: &'a [f64],
-}
-
-impl FirstStage<'_> {
-    /// The sum itself, column by column: a column's pairs (s_a, s_b) share s_b, so their Π rows
-    /// lie in one n_C·blocks slab. Compiled for AVX2 when the CPU has it (the crate is built
-    /// for baseline x86-64, 2 doubles wide); the same operations either way, no FMA.
-    #[inline(always)]
-    fn add_to(&self, schur: &mut [f64]) {
-        let (kc, nc, nb) = (self.kc, self.nc, self.nb);
-        for b in 0..kc {
-            let (sb, ab) = (self.sigma[b], self.a0[b]);
-            let zb = &self.zu[b * nb..(b + 1) * nb];
-            let col = &mut schur[b * kc..(b + 1) * kc];
-            for (a, g) in col.iter_mut().enumerate().skip(b) {
-                let pair = sb * nc + self.sigma[a];
-                let pi = &self.pi[pair * nb..(pair + 1) * nb];
-                let za = &self.zu[a * nb..(a + 1) * nb];
-                *g += self.m1[b * kc + a] * self.ktil[pair] + self.a0[a] * ab - dot3(za, zb, pi);
-            }
-        }
-    }
-}
-
-/// Σ_i a_i b_i c_i, in eight lanes.
-#[inline(always)]
-fn dot3(a: &[f64], b: &[f64], c: &[f64]) -> f64 {
-    let mut lanes = [0.0; 8];
-    let (ac, bc, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
-    let (ar, br, cr) = (ac.remainder(), bc.remainder(), cc.remainder());
-    for ((x, y), z) in ac.zip(bc).zip(cc) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l] * z[l];
-        }
-    }
-    let mut s: f64 = lanes.iter().sum();
-    for ((x, y), z) in ar.iter().zip(br).zip(cr) {
-        s += x * y * z;
-    }
-    s
 }

@@ -177,8 +177,8 @@ impl Compiled {
     /// the bordered shape of [`BorderedGram`]. The dense part C is the entries of stages ≥ 1
     /// (the first k_C internal positions): two lower-triangle products per stage t ≥ 1 form
     /// their part of G_CC. The first stage's entries A have Z_0 = e_unit and no other stage:
-    /// their blocks, L_A and the first stage's part of the Schur complement S = G_CC − L_CA
-    /// L_CAᵀ come from [`FirstLayer`], kept per pinned set.
+    /// their blocks' factor L_A, L_CA and G_CC's first-stage part come from [`FirstLayer`]
+    /// (kept per pinned set); then S = G_CC − L_CA L_CAᵀ and its factor.
     pub fn factor(&mut self, par: Par) {
         let k = self.rows_for.len();
         let r = &mut self.r;
@@ -291,14 +291,15 @@ impl Compiled {
                 }
             }
         }
-        // The first stage: G's largest diagonal entry, then S's first-stage part and L_A, L_CA.
+        // The first stage: G's largest diagonal entry, then G_CC's first-stage part, L_A, L_CA.
         let (z0, a0) = (&r.zt[0], &r.at[0]);
         let first_top = r.first.first_stage_diagonal(kc, out, z0, a0);
         let top_dense = (0..kc).map(|c| schur[c * kc + c]).fold(first_top, f64::max);
         let top = r.first.prepare(top_dense);
-        r.first.add_first_stage(schur, kc, out, z0, a0);
+        r.first.add_first_stage(schur, kc, a0);
         r.first
             .fill(parts.diagonal, parts.dropped, parts.border, kc, out, z0);
+        r.fac.subtract_border_products();
         r.fac.factor_schur(top, par);
     }
 
