@@ -172,7 +172,9 @@ impl GramFactor {
 /// Columns jb..je of the right-looking Cholesky factorisation of the K × K column-major lower
 /// triangle `a` (stride K) in place, with the panel's own updates (rows below je get theirs
 /// from the caller). A pivot ≤ `floor` (or NaN) drops its direction: the column is zeroed,
-/// the row left of the diagonal too, and the diagonal set to 1 (see the module docs).
+/// the row left of the diagonal too, and the diagonal set to 1 (see the module docs). Returns
+/// the smallest kept and the largest dropped pivot (∞ and −∞ if none): another floor between
+/// them gives the same factor.
 pub(super) fn factor_columns(
     a: &mut [f64],
     k: usize,
@@ -180,10 +182,12 @@ pub(super) fn factor_columns(
     je: usize,
     floor: f64,
     dropped: &mut [bool],
-) {
+) -> (f64, f64) {
+    let (mut smallest_kept, mut largest_dropped) = (f64::INFINITY, f64::NEG_INFINITY);
     for j in jb..je {
         let d = a[j * k + j];
         if d.is_nan() || d <= floor {
+            largest_dropped = largest_dropped.max(d);
             dropped[j] = true;
             a[j * k + j..(j + 1) * k].iter_mut().for_each(|v| *v = 0.0);
             for c in 0..j {
@@ -192,6 +196,7 @@ pub(super) fn factor_columns(
             a[j * k + j] = 1.0;
             continue;
         }
+        smallest_kept = smallest_kept.min(d);
         let ljj = d.sqrt();
         a[j * k + j] = ljj;
         let inv = 1.0 / ljj;
@@ -211,6 +216,7 @@ pub(super) fn factor_columns(
             }
         }
     }
+    (smallest_kept, largest_dropped)
 }
 
 /// X = L⁻¹ for a lower-triangular, invertible L (column-major, lower triangle read), blocked

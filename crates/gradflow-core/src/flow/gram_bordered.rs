@@ -15,6 +15,11 @@
 //! largest diagonal entry marks a dependent direction: multiplier 0, (G⁻¹)_jj = ∞; see
 //! `gram.rs`), only skipping the zero blocks, so solves and diag(G⁻¹) agree with it to rounding
 //! (tested below).
+//!
+//! The compiled route forms L_A, L_CA and S itself (`compiled/first_layer.rs`: the first
+//! layer's rows do not depend on θ) and hands them over through
+//! [`BorderedGram::factored_parts_mut`]; [`BorderedGram::factor`], which forms them by
+//! products from G's blocks, is the tests' reference.
 
 use super::gram::{factor_columns, par_for, GramFactor, DROP};
 use faer::linalg::matmul::matmul;
@@ -53,6 +58,7 @@ pub(super) struct BorderedGram {
 }
 
 /// The zeroed buffers of one Gram matrix to fill before [`BorderedGram::factor`].
+#[cfg(test)]
 pub(super) struct GramParts<'a> {
     /// G_CC's lower triangle, k_C × k_C column-major (entry (a, b), a ≥ b, at b·k_C + a).
     pub corner: &'a mut [f64],
@@ -62,10 +68,35 @@ pub(super) struct GramParts<'a> {
     pub border: &'a mut [f64],
 }
 
+/// The zeroed buffers of [`BorderedGram::factored_parts_mut`].
+pub(super) struct FactoredParts<'a> {
+    /// S's (or G_CC's) lower triangle, k_C × k_C column-major.
+    pub schur: &'a mut [f64],
+    /// L_A's blocks (lower triangles, column-major, one after another); a dropped direction
+    /// has a unit row and column.
+    pub diagonal: &'a mut [f64],
+    /// L_CA, k_C × k_A column-major (zero columns for dropped directions).
+    pub border: &'a mut [f64],
+    /// Per A index: its direction was dropped.
+    pub dropped: &'a mut [bool],
+}
+
 impl BorderedGram {
     /// Sets the shape — k_C dense indices, then blocks of the given sizes — and returns the
-    /// zeroed buffers to fill.
+    /// zeroed buffers to fill (the general route: the tests' reference).
+    #[cfg(test)]
     pub fn parts_mut(&mut self, kc: usize, sizes: &[usize]) -> GramParts<'_> {
+        self.set_shape(kc, sizes);
+        GramParts {
+            corner: self.corner.matrix(),
+            diagonal: &mut self.diagonal,
+            border: &mut self.border,
+        }
+    }
+
+    /// Sets the shape and zeroes the buffers.
+    fn set_shape(&mut self, kc: usize, sizes: &[usize]) {
+        self.corner.matrix_mut(kc);
         self.kc = kc;
         self.blocks.clear();
         let (mut start, mut store) = (0, 0);
@@ -79,14 +110,12 @@ impl BorderedGram {
         self.diagonal.resize(store, 0.0);
         self.border.clear();
         self.border.resize(kc * start, 0.0);
-        GramParts {
-            corner: self.corner.matrix_mut(kc),
-            diagonal: &mut self.diagonal,
-            border: &mut self.border,
-        }
+        self.dropped.clear();
+        self.dropped.resize(start, false);
     }
 
     /// Factorises the matrix filled through [`Self::parts_mut`].
+    #[cfg(test)]
     pub fn factor(&mut self, par: Par) {
         let (kc, ka) = (self.kc, self.ka);
         let corner = self.corner.matrix();
@@ -126,8 +155,15 @@ impl BorderedGram {
                 col.iter_mut().for_each(|v| *v *= inv);
             }
         }
+        self.subtract_border_products();
+        self.factor_schur(top, par);
+    }
+
+    /// S = G_CC − L_CA L_CAᵀ in the corner (L_CA in place), lower triangle by column blocks
+    /// of dense products.
+    pub fn subtract_border_products(&mut self) {
+        let (kc, ka) = (self.kc, self.ka);
         if kc > 0 && ka > 0 {
-            // S = G_CC − L_CA L_CAᵀ, lower triangle by column blocks of dense products.
             let lca = MatRef::from_column_major_slice(&self.border, kc, ka);
             let mut s = MatMut::from_column_major_slice_mut(self.corner.matrix(), kc, kc);
             for c0 in (0..kc).step_by(COLUMN_BLOCK) {
@@ -142,8 +178,28 @@ impl BorderedGram {
                 );
             }
         }
+    }
+
+    /// Sets the shape as [`Self::parts_mut`] does, for a caller that forms the factored blocks
+    /// itself: returns the zeroed buffers to fill with L_A (and its dropped directions), L_CA
+    /// and S = G_CC − L_CA L_CAᵀ (or G_CC, then [`Self::subtract_border_products`]); then
+    /// [`Self::factor_schur`].
+    pub fn factored_parts_mut(&mut self, kc: usize, sizes: &[usize]) -> FactoredParts<'_> {
+        self.set_shape(kc, sizes);
+        FactoredParts {
+            schur: self.corner.matrix(),
+            diagonal: &mut self.diagonal,
+            border: &mut self.border,
+            dropped: &mut self.dropped,
+        }
+    }
+
+    /// Factorises S (in the corner, L_A and L_CA in place), pivots dropped relative to `top`
+    /// (G's largest diagonal entry); a dropped dense direction's row of L_CA goes too (the dense
+    /// factor's unit row).
+    pub fn factor_schur(&mut self, top: f64, par: Par) {
+        let (kc, ka) = (self.kc, self.ka);
         self.corner.factor_relative_to(top, par);
-        // A dropped dense direction's row of L_CA goes too (the dense factor's unit row).
         for (c, &d) in self.corner.dropped().iter().enumerate() {
             if d {
                 for a in 0..ka {
@@ -266,8 +322,20 @@ impl BorderedGram {
 
 /// Cholesky factorisation of one m × m block in place (lower, column-major) with the drop rule
 /// relative to `top`; a dropped direction becomes a unit row and column.
+#[cfg(test)]
 fn factor_block(l: &mut [f64], m: usize, top: f64, dropped: &mut [bool]) {
     factor_columns(l, m, 0, m, DROP * top, dropped);
+}
+
+/// [`factor_block`] for a caller keeping the factor: returns the smallest kept and the largest
+/// dropped pivot (∞ and −∞ if none).
+pub(super) fn factor_block_pivots(
+    l: &mut [f64],
+    m: usize,
+    top: f64,
+    dropped: &mut [bool],
+) -> (f64, f64) {
+    factor_columns(l, m, 0, m, DROP * top, dropped)
 }
 
 #[cfg(test)]

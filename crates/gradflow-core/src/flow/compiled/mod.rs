@@ -22,12 +22,19 @@
 //! the directions of pinned rows depending on the others (their constraint is implied by the
 //! others, their multiplier is 0). First-layer pins have rows orthogonal across units, so G is
 //! block-diagonal there and bordered by the deeper pins' rows: `gram_bordered.rs` eliminates
-//! the blocks first and factorises only the dense Schur complement (`gram.rs`).
+//! the blocks first and factorises only the dense Schur complement (`gram.rs`). Those rows do
+//! not depend on θ: their blocks' factor and the θ-independent factor of L_CA are kept per
+//! pinned set (`first_layer.rs`), so an evaluation gathers L_CA instead of forming G_CA and
+//! solving with the blocks.
 //!
-//! Files: `part.rs` (a part's passes), `rows.rs` (rows, G, solves).
+//! Files: `part.rs` (a part's passes), `rows.rs` (rows, G, solves), `first_layer.rs` (the
+//! first layer's kept parts), `tests.rs` (against the general factorisation).
 
+mod first_layer;
 mod part;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 use crate::activation::Activation;
 use crate::engine::{Plan, Prop};

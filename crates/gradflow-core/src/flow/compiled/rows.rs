@@ -2,6 +2,7 @@
 //! matrix in the bordered shape of [`BorderedGram`] and its factorisation, R v and Rᵀ w (see
 //! the parent module's docs, **Pinned rows, structured**).
 
+use super::first_layer::{FirstLayer, Shape};
 use super::part::{view, view_mut};
 use super::{Compiled, FREE};
 use crate::flow::gram_bordered::BorderedGram;
@@ -172,11 +173,12 @@ impl Compiled {
         self.rows_for == pinned
     }
 
-    /// G = R Rᵀ = Σ_t (Z_tᵀ Z_t) ⊙ (S_tᵀ S_t + 1) + a_t a_tᵀ of the stored rows, formed in the
-    /// bordered shape of [`BorderedGram`] and factorised. The dense part C is the entries of
-    /// stages ≥ 1 (the first k_C internal positions): two lower-triangle products per stage. The
-    /// first stage's entries A have Z_0 = e_unit and no other stage, so their blocks are
-    /// [x_i·x_j + 1] within a unit, and G_CA = Z_0[unit_a, c] (x_c·x_a + 1).
+    /// G = R Rᵀ = Σ_t (Z_tᵀ Z_t) ⊙ (S_tᵀ S_t + 1) + a_t a_tᵀ of the stored rows, factorised in
+    /// the bordered shape of [`BorderedGram`]. The dense part C is the entries of stages ≥ 1
+    /// (the first k_C internal positions): two lower-triangle products per stage t ≥ 1 form
+    /// their part of G_CC. The first stage's entries A have Z_0 = e_unit and no other stage:
+    /// their blocks' factor L_A, L_CA and G_CC's first-stage part come from [`FirstLayer`]
+    /// (kept per pinned set); then S = G_CC − L_CA L_CAᵀ and its factor.
     pub fn factor(&mut self, par: Par) {
         let k = self.rows_for.len();
         let r = &mut self.r;
@@ -189,8 +191,25 @@ impl Compiled {
                 _ => r.block_sizes.push(1),
             }
         }
-        let parts = r.fac.parts_mut(kc, &r.block_sizes);
-        for (t, st) in self.plan.stages.iter().enumerate() {
+        let (inp, out) = (self.plan.stages[0].inp, self.plan.stages[0].out);
+        let (q_place, inv) = (&r.q_place, &r.inv);
+        r.first.shape(
+            &self.rows_for,
+            &Shape {
+                kc,
+                k,
+                inp,
+                x: &self.x,
+                block_sizes: &r.block_sizes,
+            },
+            |q| {
+                let (_, sample, unit) = q_place[inv[q]];
+                (sample, unit)
+            },
+        );
+        let parts = r.fac.factored_parts_mut(kc, &r.block_sizes);
+        let schur = parts.schur;
+        for (t, st) in self.plan.stages.iter().enumerate().skip(1) {
             // Dense entries of stage ≥ t: the first kk; of them, those deeper than t come first
             // (Z_t dense), the rest sit at stage t itself (Z_t = e_unit, no slope part).
             let kk = r.kt[t].min(kc);
@@ -225,7 +244,7 @@ impl Compiled {
             let at = &r.at[t];
             for b in 0..deep {
                 let (col, m1, m2) = (
-                    &mut parts.corner[b * kc + b..b * kc + deep],
+                    &mut schur[b * kc + b..b * kc + deep],
                     &r.m1[b * deep + b..(b + 1) * deep],
                     &r.m2[b * deep + b..(b + 1) * deep],
                 );
@@ -256,7 +275,7 @@ impl Compiled {
                     let zb = &r.zt[t][b * st.out..(b + 1) * st.out];
                     for a in deep..kk {
                         let unit = r.q_place[r.inv[a]].2;
-                        parts.corner[b * kc + a] += zb[unit] * (r.m2[b * own + a - deep] + 1.0);
+                        schur[b * kc + a] += zb[unit] * (r.m2[b * own + a - deep] + 1.0);
                     }
                 }
             }
@@ -267,51 +286,21 @@ impl Compiled {
                     if r.q_place[r.inv[a]].2 == ub {
                         let sa = &src[a * st.inp..(a + 1) * st.inp];
                         let d: f64 = sa.iter().zip(sb).map(|(x, y)| x * y).sum();
-                        parts.corner[b * kc + a] += d + 1.0;
+                        schur[b * kc + a] += d + 1.0;
                     }
                 }
             }
         }
-        let ka = k - kc;
-        if ka > 0 {
-            let (inp, out) = (self.plan.stages[0].inp, self.plan.stages[0].out);
-            let s0 = &r.st[0];
-            let mut store = 0;
-            let mut a0 = kc;
-            for &m in &r.block_sizes {
-                for c in 0..m {
-                    let sc = &s0[(a0 + c) * inp..(a0 + c + 1) * inp];
-                    for a in c..m {
-                        let sa = &s0[(a0 + a) * inp..(a0 + a + 1) * inp];
-                        let d: f64 = sa.iter().zip(sc).map(|(x, y)| x * y).sum();
-                        parts.diagonal[store + c * m + a] = d + 1.0;
-                    }
-                }
-                store += m * m;
-                a0 += m;
-            }
-            if kc > 0 {
-                // x_c · x_a for every (c, a): S_0[:, C]ᵀ S_0[:, A].
-                let v = view(&s0[..inp * k], inp, k);
-                let mut dst = MatMut::from_column_major_slice_mut(parts.border, kc, ka);
-                matmul(
-                    dst.as_mut(),
-                    Accum::Replace,
-                    v.subcols(0, kc).transpose(),
-                    v.subcols(kc, ka),
-                    1.0,
-                    Par::Seq,
-                );
-                let z0 = &r.zt[0];
-                for a in 0..ka {
-                    let unit = r.q_place[r.inv[kc + a]].2;
-                    for (c, g) in parts.border[a * kc..(a + 1) * kc].iter_mut().enumerate() {
-                        *g = z0[c * out + unit] * (*g + 1.0);
-                    }
-                }
-            }
-        }
-        r.fac.factor(par);
+        // The first stage: G's largest diagonal entry, then G_CC's first-stage part, L_A, L_CA.
+        let (z0, a0) = (&r.zt[0], &r.at[0]);
+        let first_top = r.first.first_stage_diagonal(kc, out, z0, a0);
+        let top_dense = (0..kc).map(|c| schur[c * kc + c]).fold(first_top, f64::max);
+        let top = r.first.prepare(top_dense);
+        r.first.add_first_stage(schur, kc, a0);
+        r.first
+            .fill(parts.diagonal, parts.dropped, parts.border, kc, out, z0);
+        r.fac.subtract_border_products();
+        r.fac.factor_schur(top, par);
     }
 
     /// w = G⁻¹ b (dropped directions get 0), b and w in `pinned` order.
@@ -462,5 +451,7 @@ pub(super) struct Rows {
     /// Sizes of the first stage's unit blocks (internal order), and the factorisation.
     pub(super) block_sizes: Vec<usize>,
     pub(super) fac: BorderedGram,
+    /// The first layer's parts of the factorisation, kept per pinned set.
+    pub(super) first: FirstLayer,
     pub(super) y: Vec<f64>,
 }
