@@ -8,13 +8,16 @@
 //! one stopped being pushed into its kink from both sides, the step holds an event: its time is
 //! bracketed on the continuous extension (secant estimates with a bisection safeguard; forward
 //! passes only unless a pinned entry is involved) to 1e-12 in the event function or 1e-13 in
-//! t, and the solve restarts there with the pattern switched:
+//! t (a release alone to 1e-6 of the step: the field is continuous there), and the solve
+//! restarts there with the pattern switched:
 //! - an entry reaching its kink is pinned tentatively; the projected field (see `system/`)
 //!   says whether the two sides push it into the kink (it stays: sliding starts) or one side
 //!   pushes it through or back (it takes that piece: a crossing, or a touch);
 //! - a pinned entry that one side stops pushing is released onto that side.
 //!
-//! Decisions are repeated until consistent (several entries can interact). Pinned entries are
+//! Decisions are repeated until consistent (several entries can interact). Where the leaving
+//! entry's slope reaches no other pinned entry, the field after it leaves comes from the
+//! evaluation that decided it (`system/release.rs`). Pinned entries are
 //! pulled back onto their kinks after every step by one Gauss–Newton projection.
 //!
 //! A solve can pause after any accepted step and resume from its state ([`gradient_flow_from`],
