@@ -51,6 +51,12 @@ pub(super) const GRACE: f64 = 1e-9;
 /// [`Solver::locate`]).
 const RELEASE_BRACKET: f64 = 1e-6;
 
+/// Offset, relative to (1 + max|θ|), of the central difference that checks departures.
+const DEPARTURE_OFFSET: f64 = 1e-6;
+
+/// Least speed away from its kink, as a share of the largest, for a departure to count as clear.
+const DEPARTURE_MARGIN: f64 = 1e-3;
+
 /// Least ratio of a leaving tentative pin's smaller to larger normal speed for deciding it
 /// without re-evaluating the effective slopes.
 const OWN_SPEEDS_MARGIN: f64 = 0.05;
@@ -261,9 +267,11 @@ impl<'s, 'a> Solver<'s, 'a> {
         let mut f = vec![0.0; p];
         let mut departed = self.settle(theta, &mut fresh, &mut f)?;
         // Several entries left at once: their decisions were taken in some order, each with the
-        // others' constraints in place. Re-pin them all and decide again with the rest settled;
-        // this removes release-and-re-pin pairs a hair apart (an active-set consistency check).
-        if departed.len() >= 2 {
+        // others' constraints in place. Unless every one of them moves away from its kink under
+        // the final field (then the pattern is consistent as it stands), re-pin them all and
+        // decide again with the rest settled; this removes release-and-re-pin pairs a hair
+        // apart (an active-set consistency check).
+        if departed.len() >= 2 && !self.departures_consistent(theta, &departed, &f)? {
             let mut again: BTreeMap<usize, Dir> = BTreeMap::new();
             for &(e, up) in &departed {
                 if up {
@@ -310,6 +318,43 @@ impl<'s, 'a> Solver<'s, 'a> {
         self.events.max_pinned = self.events.max_pinned.max(self.sys.pinned.len());
         self.sys.project_onto_knots(theta);
         Ok(f)
+    }
+
+    /// True when every departed entry (entry, went up) moves off its kink into the piece it took,
+    /// under the field `f` at θ, by a clear margin. Its speed ż = ∇z·f comes from a central
+    /// difference of two forward passes on the frozen pattern (polynomial in the offset, so the
+    /// difference is exact to O(ε²)); `last` is left as it was.
+    fn departures_consistent(
+        &mut self,
+        theta: &[f64],
+        departed: &[(usize, bool)],
+        f: &[f64],
+    ) -> Result<bool> {
+        let f_max = f.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let theta_max = theta.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        if !(f_max > 0.0) {
+            return Ok(false);
+        }
+        let eps = DEPARTURE_OFFSET * (1.0 + theta_max) / f_max;
+        let (z, loss) = (self.sys.last.z.clone(), self.sys.last.loss);
+        let mut at = theta.to_vec();
+        let mut speeds = vec![0.0; departed.len()];
+        for sign in [1.0, -1.0] {
+            for ((a, t), v) in at.iter_mut().zip(theta).zip(f) {
+                *a = t + sign * eps * v;
+            }
+            self.sys.forward_z(&at)?;
+            for (s, &(e, _)) in speeds.iter_mut().zip(departed) {
+                *s += sign * self.sys.last.z[e] / (2.0 * eps);
+            }
+        }
+        self.sys.last.z = z;
+        self.sys.last.loss = loss;
+        let scale = speeds.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        Ok(speeds
+            .iter()
+            .zip(departed)
+            .all(|(&s, &(_, up))| (if up { s } else { -s }) > DEPARTURE_MARGIN * scale))
     }
 
     /// Releases pinned entries that are not pushed into their kink from both sides, one at a
