@@ -332,7 +332,7 @@ impl<'s, 'a> Solver<'s, 'a> {
     ) -> Result<bool> {
         let f_max = f.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let theta_max = theta.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        if !(f_max > 0.0) {
+        if f_max.is_nan() || f_max <= 0.0 {
             return Ok(false);
         }
         let eps = DEPARTURE_OFFSET * (1.0 + theta_max) / f_max;
