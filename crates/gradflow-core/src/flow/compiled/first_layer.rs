@@ -219,21 +219,10 @@ impl FirstLayer {
     pub fn first_stage_diagonal(&mut self, kc: usize, out: usize, z0: &[f64], a0: &[f64]) -> f64 {
         self.m1.clear();
         self.m1.resize(kc * kc, 0.0);
-        let v = view(&z0[..out * kc], out, kc);
-        let mut dst = view_mut(&mut self.m1, kc, kc);
-        // The lower triangle by column blocks of dense products; upper parts are unread.
-        const BLOCK: usize = 32;
-        for c0 in (0..kc).step_by(BLOCK) {
-            let w = BLOCK.min(kc - c0);
-            matmul(
-                dst.as_mut().submatrix_mut(c0, c0, kc - c0, w),
-                Accum::Replace,
-                v.transpose().subrows(c0, kc - c0),
-                v.subcols(c0, w),
-                1.0,
-                Par::Seq,
-            );
-        }
+        super::rows::lower_gram(
+            view(&z0[..out * kc], out, kc),
+            view_mut(&mut self.m1, kc, kc),
+        );
         let nc = self.nc;
         (0..kc)
             .map(|c| {

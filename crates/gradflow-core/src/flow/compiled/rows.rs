@@ -12,6 +12,23 @@ use faer::{Accum, MatMut, MatRef, Par};
 /// Columns per dense product when forming G's lower triangle.
 const GRAM_BLOCK: usize = 32;
 
+/// The lower triangle of Vᵀ V into `dst` by column blocks of dense products (faer's triangular
+/// product is slower at these sizes); the diagonal blocks' upper parts are written but unread.
+pub(super) fn lower_gram(v: MatRef<'_, f64>, mut dst: MatMut<'_, f64>) {
+    let k = v.ncols();
+    for c0 in (0..k).step_by(GRAM_BLOCK) {
+        let w = GRAM_BLOCK.min(k - c0);
+        matmul(
+            dst.as_mut().submatrix_mut(c0, c0, k - c0, w),
+            Accum::Replace,
+            v.transpose().subrows(c0, k - c0),
+            v.subcols(c0, w),
+            1.0,
+            Par::Seq,
+        );
+    }
+}
+
 impl Compiled {
     /// The rows ∇z_j of the pinned entries at the last gradient evaluation (one multi-column
     /// reverse pass per sample), stored per stage t as Z_t (out_t × K_t), S_t (in_t × K_t) and
@@ -225,21 +242,10 @@ impl Compiled {
                 (&mut r.m1, (&r.zt[t], st.out)),
                 (&mut r.m2, (&r.st[t], st.inp)),
             ] {
-                let v = view(&src[..rows * deep], rows, deep);
-                // The lower triangle by column blocks of dense products (faer's triangular
-                // product is slower at these sizes); the diagonal blocks' upper parts are unread.
-                let mut dst = view_mut(m, deep, deep);
-                for c0 in (0..deep).step_by(GRAM_BLOCK) {
-                    let w = GRAM_BLOCK.min(deep - c0);
-                    matmul(
-                        dst.as_mut().submatrix_mut(c0, c0, deep - c0, w),
-                        Accum::Replace,
-                        v.transpose().subrows(c0, deep - c0),
-                        v.subcols(c0, w),
-                        1.0,
-                        Par::Seq,
-                    );
-                }
+                lower_gram(
+                    view(&src[..rows * deep], rows, deep),
+                    view_mut(m, deep, deep),
+                );
             }
             let at = &r.at[t];
             for b in 0..deep {
