@@ -17,6 +17,7 @@
 //!     step or not), the lengths of uncut steps, gradients in steps vs in event handling, and
 //!     λ_max of ∇²L on the frozen pattern (power iteration on finite differences of the
 //!     field) at the window's start: DOPRI5's real stability interval is hλ ≤ 3.3, GD's ηλ ≤ 2.
+//!     `qs [T] [rtol] [width]` runs the same network at another hidden width (the sweep's 96).
 //!
 //! (k) the (q) network's field evaluation at a fixed pinned set (default 120 first-layer and 60
 //!     second-layer entries, about the late quick run's), as a ratio to the plain compiled
@@ -203,8 +204,8 @@ fn lambda_max(model: &gradflow::model::Model, data: &Dataset, theta: &[f64]) -> 
 }
 
 /// (qs): see the module docs.
-fn stiffness_trace(t_end: f64, rtol: f64) {
-    let model = presets::dnn(20, &[48, 48], 5, &Activation::leaky_relu());
+fn stiffness_trace(t_end: f64, rtol: f64, width: usize) {
+    let model = presets::dnn(20, &[width, width], 5, &Activation::leaky_relu());
     let data = Dataset::ball(100, 20, 5, 0);
     let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
     let windows = 20;
@@ -373,6 +374,7 @@ fn main() {
         stiffness_trace(
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30.0),
             rtol,
+            args.get(4).and_then(|s| s.parse().ok()).unwrap_or(48),
         );
         return;
     }

@@ -1,19 +1,18 @@
 //! The factorisation of the pinned rows' Gram matrix G = R Rᵀ (K × K, symmetric positive
 //! semi-definite) for the compiled route: a blocked Cholesky factorisation that drops dependent
-//! directions, solves G w = b, and diag(G⁻¹) on demand — all in kept buffers.
+//! directions, and solves G w = b — in kept buffers.
 //!
 //! **Dropped directions.** A pivot below 1e-12 of G's largest diagonal (NaN included) marks a
 //! pinned row that depends on the earlier ones: its constraint is implied by the others, its
-//! multiplier is 0 and (G⁻¹)_jj = ∞. With S the kept indices, the factor is the Cholesky factor
+//! multiplier is 0 (and its normal speed 0). With S the kept indices, the factor is the Cholesky factor
 //! of G_SS; dropped columns are zero, and a dropped row is replaced by a unit row, so the stored
-//! L' is L_SS ⊕ I (after a permutation) and stays invertible: solves and the inverse need no
-//! special cases, and entries of dropped indices are zeroed around them. (faer's own
+//! L' is L_SS ⊕ I (after a permutation) and stays invertible: solves need no special cases, and entries of dropped indices are zeroed around them. (faer's own
 //! factorisations stop at, or regularise, a non-positive pivot instead of dropping it.)
 //!
 //! **Blocking.** Panels of [`PANEL`] columns are factorised column by column (contiguous axpys);
 //! the trailing lower triangle is updated by dense faer products on column blocks (faer's
-//! triangular product and triangular inverse recurse to tiny blocks and were slower than the
-//! scalar code at K ≈ 100). L'⁻¹, for diag(G⁻¹), is blocked the same way. The pivots are the
+//! triangular product recurses to tiny blocks and was slower than the scalar code at K ≈ 100).
+//! The pivots are the
 //! scalar algorithm's (G_jj minus the squares of row j of L), summed in another order: the
 //! same result up to rounding.
 
@@ -42,16 +41,13 @@ pub(super) fn par_for(k: usize, par: Par) -> Par {
 /// Relative pivot below which a direction is dropped.
 pub(super) const DROP: f64 = 1e-12;
 
-/// The factor L' of a Gram matrix, its dropped directions and (lazily) L'⁻¹.
+/// The factor L' of a Gram matrix and its dropped directions.
 #[derive(Default)]
 pub(super) struct GramFactor {
     k: usize,
     /// On input to [`Self::factor`]: G's lower triangle, column-major; then L'.
     l: Vec<f64>,
     dropped: Vec<bool>,
-    /// L'⁻¹ (lower triangle, column-major), valid when `inverse_ready`.
-    linv: Vec<f64>,
-    inverse_ready: bool,
 }
 
 impl GramFactor {
@@ -59,7 +55,6 @@ impl GramFactor {
     /// `b·K + a`) before [`Self::factor`].
     pub fn matrix_mut(&mut self, k: usize) -> &mut [f64] {
         self.k = k;
-        self.inverse_ready = false;
         self.l.clear();
         self.l.resize(k * k, 0.0);
         &mut self.l
@@ -83,7 +78,6 @@ impl GramFactor {
     pub fn factor_relative_to(&mut self, top: f64, par: Par) {
         let k = self.k;
         let par = par_for(k, par);
-        self.inverse_ready = false;
         self.dropped.clear();
         self.dropped.resize(k, false);
         let a = &mut self.l;
@@ -125,11 +119,6 @@ impl GramFactor {
         &self.dropped
     }
 
-    /// L' (column-major K × K, lower triangle) of the last factorisation.
-    pub fn lower(&self) -> MatRef<'_, f64> {
-        MatRef::from_column_major_slice(&self.l, self.k, self.k)
-    }
-
     /// Solves G_SS w_S = b_S in place (b and w in the factor's order), w = 0 off S.
     pub fn solve_in_place(&self, bw: &mut [f64], par: Par) {
         let k = self.k;
@@ -143,29 +132,6 @@ impl GramFactor {
         let mut x = MatMut::from_column_major_slice_mut(bw, k, 1);
         solve_lower_triangular_in_place(l, x.as_mut(), par);
         solve_upper_triangular_in_place(l.transpose(), x, par);
-    }
-
-    /// (G_SS⁻¹)_qq for every q (∞ for a dropped direction), from L'⁻¹ (computed on the first
-    /// call after a factorisation: K³/3 flops at product rates).
-    pub fn inverse_diagonal(&mut self, par: Par, out: &mut Vec<f64>) {
-        let k = self.k;
-        let par = par_for(k, par);
-        if !self.inverse_ready {
-            invert_lower(&self.l, k, &mut self.linv, par);
-            self.inverse_ready = true;
-        }
-        out.clear();
-        out.extend((0..k).map(|q| {
-            if self.dropped[q] {
-                f64::INFINITY
-            } else {
-                // Column q of L⁻¹ (zero above the diagonal): (G⁻¹)_qq = Σ_m (L⁻¹)_mq².
-                self.linv[q * k + q..(q + 1) * k]
-                    .iter()
-                    .map(|v| v * v)
-                    .sum()
-            }
-        }));
     }
 }
 
@@ -217,43 +183,6 @@ pub(super) fn factor_columns(
         }
     }
     (smallest_kept, largest_dropped)
-}
-
-/// X = L⁻¹ for a lower-triangular, invertible L (column-major, lower triangle read), blocked
-/// like the factorisation: per block row, a forward substitution on the diagonal block (column
-/// axpys), then one dense product updates the rows below.
-fn invert_lower(l: &[f64], k: usize, x: &mut Vec<f64>, par: Par) {
-    x.clear();
-    x.resize(k * k, 0.0);
-    for q in 0..k {
-        x[q * k + q] = 1.0;
-    }
-    let mut jb = 0;
-    while jb < k {
-        let je = (jb + PANEL).min(k);
-        for c in 0..je {
-            let col = &mut x[c * k..(c + 1) * k];
-            for m in jb.max(c)..je {
-                let v = col[m] / l[m * k + m];
-                col[m] = v;
-                if v != 0.0 {
-                    for (xv, lv) in col[m + 1..je].iter_mut().zip(&l[m * k + m + 1..m * k + je]) {
-                        *xv -= v * lv;
-                    }
-                }
-            }
-        }
-        if je < k {
-            let m = k - je;
-            let lhs = MatRef::from_column_major_slice_with_stride(&l[jb * k + je..], m, je - jb, k);
-            // X[je.., 0..je] −= L[je.., jb..je] · X[jb..je, 0..je] (rows of x: disjoint views).
-            let xs = MatMut::from_column_major_slice_mut(x, k, k);
-            let (top, bottom) = xs.split_at_row_mut(je);
-            let rhs = top.as_ref().subrows(jb, je - jb).subcols(0, je);
-            matmul(bottom.subcols_mut(0, je), Accum::Add, lhs, rhs, -1.0, par);
-        }
-        jb = je;
-    }
 }
 
 #[cfg(test)]
@@ -357,7 +286,7 @@ mod tests {
                 let gvec: Vec<f64> = (0..p).map(|i| (i as f64 * 0.37).sin()).collect();
                 let b: Vec<f64> = r.iter().map(|row| dot(row, &gvec)).collect();
                 let g: Vec<f64> = (0..k * k).map(|ij| dot(&r[ij / k], &r[ij % k])).collect();
-                let (want_dropped, want_w, want_diag) = scalar_route(&g, k, &b);
+                let (want_dropped, want_w, _) = scalar_route(&g, k, &b);
                 let mut f = GramFactor::default();
                 let m = f.matrix_mut(k);
                 for c in 0..k {
@@ -375,16 +304,6 @@ mod tests {
                 let wn = want_w.iter().map(|v| v * v).sum::<f64>().sqrt();
                 for (q, (a, e)) in w.iter().zip(&want_w).enumerate() {
                     assert!((a - e).abs() <= 1e-9 * wn, "k = {k}, w[{q}]: {a} vs {e}");
-                }
-                let mut diag = Vec::new();
-                f.inverse_diagonal(Par::Seq, &mut diag);
-                for (q, (a, e)) in diag.iter().zip(&want_diag).enumerate() {
-                    let ok = if e.is_infinite() {
-                        a == e
-                    } else {
-                        (a - e).abs() <= 1e-9 * e.abs()
-                    };
-                    assert!(ok, "k = {k}, diag[{q}]: {a} vs {e}");
                 }
                 // The projection, independently: f = g − Rᵀ w is orthogonal to every row.
                 let mut proj = gvec.clone();
@@ -424,9 +343,9 @@ mod tests {
                 }
             }
             f.factor(par);
-            let mut d = Vec::new();
-            f.inverse_diagonal(par, &mut d);
-            out.push((f.dropped.clone(), d));
+            let mut w: Vec<f64> = (0..k).map(|i| (i as f64 * 0.7).cos()).collect();
+            f.solve_in_place(&mut w, par);
+            out.push((f.dropped.clone(), w));
         }
         assert_eq!(out[0].0, out[1].0);
         for (a, b) in out[0].1.iter().zip(&out[1].1) {
@@ -458,8 +377,7 @@ mod timing {
                 scalar = scalar.min(t0.elapsed().as_secs_f64());
             }
             let mut f = GramFactor::default();
-            let (mut tf, mut ts, mut ti) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
-            let mut d = Vec::new();
+            let (mut tf, mut ts) = (f64::INFINITY, f64::INFINITY);
             for _ in 0..reps {
                 let m = f.matrix_mut(k);
                 for c in 0..k {
@@ -473,18 +391,14 @@ mod timing {
                 let mut w = b.clone();
                 f.solve_in_place(&mut w, Par::Seq);
                 let t2 = Instant::now();
-                f.inverse_diagonal(Par::Seq, &mut d);
-                let t3 = Instant::now();
                 tf = tf.min((t1 - t0).as_secs_f64());
                 ts = ts.min((t2 - t1).as_secs_f64());
-                ti = ti.min((t3 - t2).as_secs_f64());
             }
             println!(
-                "K = {k}: scalar route {:.1} µs; blocked factor {:.1} µs, solve {:.1} µs, inverse diagonal {:.1} µs",
+                "K = {k}: scalar route {:.1} µs; blocked factor {:.1} µs, solve {:.1} µs",
                 1e6 * scalar,
                 1e6 * tf,
-                1e6 * ts,
-                1e6 * ti
+                1e6 * ts
             );
         }
     }

@@ -323,13 +323,33 @@ impl Compiled {
         }
     }
 
-    /// (G⁻¹)_jj for every pinned j, in `pinned` order (∞ for a dropped direction: its
-    /// constraint is implied by the others).
-    pub fn inverse_diagonal(&mut self, par: Par, out: &mut Vec<f64>) {
+    /// 1/‖∇z_j‖² = 1/G_jj for every pinned j, in `pinned` order (∞ for a direction the
+    /// factorisation dropped: its constraint is implied by the others), from the stored rows:
+    /// G_jj = Σ_t ‖z̄_t‖² (‖src_t‖² + 1) + a_t². The scale of the normal speeds (see
+    /// `system/classify.rs`).
+    pub fn inverse_row_norms(&mut self, out: &mut Vec<f64>) {
+        let k = self.rows_for.len();
         let r = &mut self.r;
-        r.fac.inverse_diagonal(par, &mut r.y);
+        r.fac.dropped_directions(&mut r.dropped);
+        r.y.clear();
+        r.y.resize(k, 0.0);
+        for (t, st) in self.plan.stages.iter().enumerate() {
+            for q in 0..r.kt[t] {
+                let sq = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>();
+                let z = sq(&r.zt[t][q * st.out..(q + 1) * st.out]);
+                let s = sq(&r.st[t][q * st.inp..(q + 1) * st.inp]);
+                let a = r.at[t][q];
+                r.y[q] += z * (s + 1.0) + a * a;
+            }
+        }
         out.clear();
-        out.extend(r.pos.iter().map(|&q| r.y[q]));
+        out.extend(r.pos.iter().map(|&q| {
+            if r.dropped.get(q).copied().unwrap_or(false) {
+                f64::INFINITY
+            } else {
+                1.0 / r.y[q]
+            }
+        }));
     }
 
     /// (R v)_j for a parameter vector v, into `out` (`pinned` order). Per stage t, an entry at
@@ -457,6 +477,8 @@ pub(super) struct Rows {
     /// Sizes of the first stage's unit blocks (internal order), and the factorisation.
     pub(super) block_sizes: Vec<usize>,
     pub(super) fac: BorderedGram,
+    /// Per internal position: its direction was dropped by the last factorisation.
+    pub(super) dropped: Vec<bool>,
     /// The first layer's parts of the factorisation, kept per pinned set.
     pub(super) first: FirstLayer,
     pub(super) y: Vec<f64>,

@@ -6,8 +6,12 @@ use super::*;
 
 impl KinkSystem<'_> {
     /// The pinned entries' normal speeds on both sides and effective slopes from the
-    /// multipliers μ, the cotangents c at σ(z_j) and diag(G⁻¹); re-installs changed slopes.
-    pub(super) fn classify(&mut self, c: &[f64], mu: &[f64], gdiag: &[f64]) {
+    /// multipliers μ, the cotangents c at σ(z_j) and `scale`, re-installing changed slopes.
+    /// The speed −(μ_j + (s − s₀) c_j) / (G⁻¹)_jj is kept with (G⁻¹)_jj replaced by `scale`_j
+    /// = 1/‖∇z_j‖² (∞ for a dependent row: speed 0), a positive factor, so every decision
+    /// (signs, the ratio of the two sides) is the exact one; magnitudes only order the
+    /// departures of one event and pace the event location's secant.
+    pub(super) fn classify(&mut self, c: &[f64], mu: &[f64], scale: &[f64]) {
         self.last.zdot_left.clear();
         self.last.zdot_right.clear();
         self.last.slopes.clear();
@@ -27,10 +31,10 @@ impl KinkSystem<'_> {
             let s0 = self.pin_slopes.get(&e).copied().unwrap_or(0.5 * (dl + dr));
             self.last.evaluated_slopes.push(s0);
             // NaN (not computed at a step's inner stage) stays NaN.
-            let gjj = if gdiag[j].is_nan() {
+            let gjj = if scale[j].is_nan() {
                 f64::NAN
             } else {
-                gdiag[j].max(f64::MIN_POSITIVE)
+                scale[j].max(f64::MIN_POSITIVE)
             };
             // ż_j as a function of its own slope s, the other pinned entries held.
             let zdot = |s: f64| -(mu[j] + (s - s0) * c[j]) / gjj;

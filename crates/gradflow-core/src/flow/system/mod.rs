@@ -34,7 +34,10 @@
 //! speed of z_j on either side with the *other* pinned entries held: by the Schur complement,
 //! ż⁻_j = −μ_j / (G⁻¹)_jj on the left piece and ż⁺_j = ż⁻_j − (d⁺_j − d⁻_j) c_j / (G⁻¹)_jj on
 //! the right. The entry slides while ż⁻_j > 0 > ż⁺_j (both sides push into the surface) and
-//! leaves towards the side that pushes away otherwise.
+//! leaves towards the side that pushes away otherwise. Only signs decide, and the ratio of the
+//! two speeds, so the solver keeps them with the positive factor (G⁻¹)_jj replaced by 1/G_jj
+//! = 1/‖∇z_j‖² (exact for a row orthogonal to the others): diag(G⁻¹) would cost a triangular
+//! inverse per evaluation (`classify.rs`).
 //!
 //! **Cost.** Two routes compute the same field. The dnn and resnet presets go through the
 //! compiled route (`compiled/`): the gradient on the engine's flat plan in two parts on
@@ -460,7 +463,7 @@ impl<'a> KinkSystem<'a> {
             cf.solve(&self.rg, &mut mu, par);
             cf.add_rows_t(&mu, out);
             if self.speeds {
-                cf.inverse_diagonal(par, &mut gdiag);
+                cf.inverse_row_norms(&mut gdiag);
             } else {
                 gdiag.resize(k, f64::NAN);
             }
@@ -477,7 +480,7 @@ impl<'a> KinkSystem<'a> {
                     *o += m * rv;
                 }
             }
-            gdiag.extend((0..k).map(|j| g_inv[j * k + j]));
+            gdiag.extend(rows.iter().map(|r| 1.0 / dot(r, r)));
             self.last.rows = rows;
             self.last.g_inv = g_inv;
         }

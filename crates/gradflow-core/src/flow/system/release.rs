@@ -9,18 +9,17 @@
 //! - the field: f' = f + ż_e · Rᵀ m, where ż_e is e's normal speed on the new side (∇L changes
 //!   with e's slope only along ∇z_e, which the projection onto P ∪ {e} removes);
 //! - the multipliers of P: μ'_j = μ_j + ż_e m_j (the coefficient on ∇z_e vanishes);
-//! - the diagonal of P's own inverse Gram matrix: (G_P⁻¹)_jj = M_jj − m_j² / m_e.
+//! - ż_e itself: −(μ_e + (d − s_e) c_e) / m_e, with s_e the slope e was evaluated with and c_e
+//!   its cotangent (the classification's speeds carry another positive scale, see
+//!   `classify.rs`).
 //!
-//! With the cotangents of P unchanged these give P's normal speeds and effective slopes as a
-//! fresh evaluation would. The cotangents and the rows of P do not depend on e's slope when no
+//! With the cotangents of P unchanged (and P's rows, hence their scales 1/‖∇z_j‖²) these give
+//! P's normal speeds and effective slopes as a fresh evaluation would. The cotangents and the rows of P do not depend on e's slope when no
 //! pinned entry of another activation layer shares e's sample and the network does not mix
 //! samples; elsewhere (or when the Gram matrix dropped a direction, or the update cancels) the
 //! caller evaluates afresh.
 
 use super::*;
-
-/// Below this share of M_jj, the downdated (G_P⁻¹)_jj has lost too many digits to cancellation.
-const CANCELLATION: f64 = 1e-8;
 
 impl KinkSystem<'_> {
     /// True when pinned entry e's slope can reach other pinned rows or cotangents: the network
@@ -61,11 +60,9 @@ impl KinkSystem<'_> {
         {
             return false;
         }
-        let zdot = if up {
-            self.last.zdot_right[je]
-        } else {
-            self.last.zdot_left[je]
-        };
+        let (left, right) = self.one_sided_slopes(e);
+        let slope_after = if up { right } else { left };
+        let numerator = self.mu[je] + (slope_after - self.last.evaluated_slopes[je]) * self.cot[je];
         // m = M e_e.
         let mut m = vec![0.0; k];
         match self.compiled.as_mut() {
@@ -77,6 +74,7 @@ impl KinkSystem<'_> {
             None => m.copy_from_slice(&self.last.g_inv[je * k..(je + 1) * k]),
         }
         let me = m[je];
+        let zdot = -numerator / me;
         if !(zdot.is_finite() && me.is_finite() && me > 0.0) {
             return false;
         }
@@ -84,11 +82,7 @@ impl KinkSystem<'_> {
         let mut gdiag = Vec::with_capacity(k - 1);
         let mut cot = Vec::with_capacity(k - 1);
         for j in (0..k).filter(|&j| j != je) {
-            let g = self.gdiag[j] - m[j] * m[j] / me;
-            if g.is_nan() || g <= CANCELLATION * self.gdiag[j] {
-                return false;
-            }
-            gdiag.push(g);
+            gdiag.push(self.gdiag[j]);
             mu.push(self.mu[j] + zdot * m[j]);
             cot.push(self.cot[j]);
         }
