@@ -378,9 +378,16 @@ impl<'s, 'a> Solver<'s, 'a> {
             let mut leaving = self.leaving(fresh);
             // The first evaluation after the pinned set changed finds the effective slopes; the
             // classification of the entries upstream of a changed slope uses cotangents
-            // evaluated with them (a second evaluation). A single tentative pin that clearly
-            // leaves is decided without it (see [`Self::decided_by_own_speeds`]).
-            if self.sys.last.slopes_updated && !self.decided_by_own_speeds(fresh, &leaving) {
+            // evaluated with them (a second evaluation) before any entry leaves on it. A
+            // single tentative pin that clearly leaves is decided without it (see
+            // [`Self::decided_by_own_speeds`]). When no entry leaves, the pattern stands
+            // without it: the field does not depend on the slopes, the new slopes are
+            // installed, and the next step's end classifies every pinned entry with them (a
+            // departure missed here is located there, from this point on).
+            if self.sys.last.slopes_updated
+                && !leaving.is_empty()
+                && !self.decided_by_own_speeds(fresh, &leaving)
+            {
                 self.sys.evaluate(theta, f)?;
                 leaving = self.leaving(fresh);
             }
@@ -400,7 +407,7 @@ impl<'s, 'a> Solver<'s, 'a> {
             departed.push((e, up));
             // The field after it leaves follows from this evaluation where e's slope reaches no
             // other pinned entry (the others are classified again from it).
-            evaluated = self.sys.release_exactly(e, up, f) && !self.sys.last.slopes_updated;
+            evaluated = self.sys.release_exactly(e, up, f);
             if self.sys.pinned.binary_search(&e).is_ok() {
                 let pos = self.sys.pinned.binary_search(&e).expect("pinned");
                 self.sys.pinned.remove(pos);
