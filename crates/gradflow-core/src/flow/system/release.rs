@@ -13,26 +13,30 @@
 //!   its cotangent (the classification's speeds carry another positive scale, see
 //!   `classify.rs`).
 //!
-//! With the cotangents of P unchanged (and P's rows, hence their scales 1/‖∇z_j‖²) these give
-//! P's normal speeds and effective slopes as a fresh evaluation would. The cotangents and the rows of P do not depend on e's slope when no
-//! pinned entry of another activation layer shares e's sample and the network does not mix
-//! samples; elsewhere (or when the Gram matrix dropped a direction, or the update cancels) the
-//! caller evaluates afresh.
+//! P's rows do not depend on e's slope unless a pinned entry of a later activation layer shares
+//! e's sample (its row runs through σ'(z_e)), or the network mixes samples: there the caller
+//! evaluates afresh, as where the Gram matrix dropped a direction. The cotangents of pinned
+//! entries of earlier layers in e's sample do depend on it (they run through e): their normal
+//! speeds are then stale, like those after an effective slope moves, and the update marks
+//! them so (`LastEval::slopes_updated`): no entry leaves on them before an evaluation.
+//! Elsewhere the result is what a fresh evaluation gives (P's scales 1/‖∇z_j‖² included).
 
 use super::*;
 
 impl KinkSystem<'_> {
-    /// True when pinned entry e's slope can reach other pinned rows or cotangents: the network
-    /// mixes samples, or a pinned entry of another activation layer shares e's sample.
-    fn slope_reaches_other_pins(&self, e: usize) -> bool {
-        if self.model.net.mixes_samples() {
-            return true;
-        }
+    /// Whether pinned entries of e's sample sit in (earlier, later) activation layers than e:
+    /// the cotangents of the earlier and the rows of the later ones run through σ'(z_e).
+    fn pinned_around(&self, e: usize) -> (bool, bool) {
         let (layer, sample) = self.entry_place(e);
-        self.pinned.iter().any(|&q| {
+        let (mut earlier, mut later) = (false, false);
+        for &q in &self.pinned {
             let (lq, sq) = self.entry_place(q);
-            q != e && sq == sample && lq != layer
-        })
+            if sq == sample {
+                earlier |= lq < layer;
+                later |= lq > layer;
+            }
+        }
+        (earlier, later)
     }
 
     /// Releases pinned entry e onto the piece above (`up`) or below its knot, given `field`, the
@@ -54,9 +58,11 @@ impl KinkSystem<'_> {
                 Some(c) => c.rows_match(&self.pinned),
                 None => self.last.rows.len() == k && self.last.g_inv.len() == k * k,
             };
+        let (stale_cotangents, rows_move) = self.pinned_around(e);
         if !evaluated_here
             || self.gdiag.iter().any(|g| !(g.is_finite() && *g > 0.0))
-            || self.slope_reaches_other_pins(e)
+            || self.model.net.mixes_samples()
+            || rows_move
         {
             return false;
         }
@@ -112,6 +118,7 @@ impl KinkSystem<'_> {
         self.last.g_inv.clear();
         self.last.field_norm = norm(field);
         self.classify(&cot, &mu, &gdiag);
+        self.last.slopes_updated |= stale_cotangents;
         self.install();
         (self.cot, self.mu, self.gdiag) = (cot, mu, gdiag);
         true
