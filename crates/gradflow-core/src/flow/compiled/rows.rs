@@ -185,6 +185,20 @@ impl Compiled {
         }
     }
 
+    /// ∂z_k/∂σ(z_e) for pinned k of a later stage than pinned e in the same sample (indices in
+    /// `pinned` order), from k's stored row: its cotangent at e's stage and unit is that factor
+    /// times σ'(z_e) = `slope_e`, the slope e was evaluated with. None where it does not apply
+    /// (or the slope is 0).
+    pub fn chain_factor(&self, k: usize, e: usize, slope_e: f64) -> Option<f64> {
+        let r = &self.r;
+        let ((te, ie, ue), (tk, ik, _)) = (*r.q_place.get(e)?, *r.q_place.get(k)?);
+        if tk <= te || ik != ie || slope_e == 0.0 {
+            return None;
+        }
+        let out = self.plan.stages[te].out;
+        Some(r.zt[te][r.pos[k] * out + ue] / slope_e)
+    }
+
     /// True when the stored rows belong to this pinned set.
     pub fn rows_match(&self, pinned: &[usize]) -> bool {
         self.rows_for == pinned

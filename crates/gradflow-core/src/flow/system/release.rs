@@ -13,13 +13,19 @@
 //!   its cotangent (the classification's speeds carry another positive scale, see
 //!   `classify.rs`).
 //!
-//! P's rows do not depend on e's slope unless a pinned entry of a later activation layer shares
-//! e's sample (its row runs through σ'(z_e)), or the network mixes samples: there the caller
-//! evaluates afresh, as where the Gram matrix dropped a direction. The cotangents of pinned
-//! entries of earlier layers in e's sample do depend on it (they run through e): their normal
-//! speeds are then stale, like those after an effective slope moves, and the update marks
-//! them so (`LastEval::slopes_updated`): no entry leaves on them before an evaluation.
-//! Elsewhere the result is what a fresh evaluation gives (P's scales 1/‖∇z_j‖² included).
+//! Where pinned entries of later activation layers share e's sample, their rows run through
+//! σ'(z_e): leaving onto slope d moves row j to ∇z_j + β_j ∇z_e, β_j = (d − s_e) ∂z_j/∂σ(z_e)
+//! (the chain factor, read from j's stored row on the compiled route). The moved rows and ∇z_e
+//! span the same space as before, so the same evaluation still answers, in that basis: with
+//! v = M (e_e − β), q = (e_e − β)ᵀ v and μ̃ = μ_e + (d − s_e) c_e − βᵀμ, ż_e = −μ̃ / q,
+//! f' = f + ż_e Rᵀ v and μ'_j = μ_j + ż_e v_j (β = 0 gives the formulas above). A release
+//! whose ż_e points back (the decision was taken at e's evaluated slope) is refused; the layer
+//! path, which keeps no chain factors, evaluates; so do networks that mix samples, and any
+//! factorisation that dropped a direction. The cotangents of pinned entries of earlier layers in
+//! e's sample run through e too: their normal speeds are then stale, like those after an
+//! effective slope moves, and the update marks them so (`LastEval::slopes_updated`): no entry
+//! leaves on them before an evaluation. The rest is what a fresh evaluation gives (P's scales
+//! 1/‖∇z_j‖² included, for moved rows from G's column e).
 
 use super::*;
 
@@ -62,36 +68,75 @@ impl KinkSystem<'_> {
         if !evaluated_here
             || self.gdiag.iter().any(|g| !(g.is_finite() && *g > 0.0))
             || self.model.net.mixes_samples()
-            || rows_move
+            || (rows_move && self.compiled.is_none())
         {
             return false;
         }
         let (left, right) = self.one_sided_slopes(e);
         let slope_after = if up { right } else { left };
-        let numerator = self.mu[je] + (slope_after - self.last.evaluated_slopes[je]) * self.cot[je];
-        // m = M e_e.
-        let mut m = vec![0.0; k];
-        match self.compiled.as_mut() {
-            Some(c) => {
-                let mut unit = vec![0.0; k];
-                unit[je] = 1.0;
-                c.solve(&unit, &mut m, crate::batch::par());
+        let slope_e = self.last.evaluated_slopes[je];
+        // β_j = (d − s_e) ∂z_j/∂σ(z_e) for pinned j of later layers in e's sample: their rows
+        // become ∇z_j + β_j ∇z_e.
+        let mut beta = vec![0.0; k];
+        if rows_move {
+            let (le, se) = self.entry_place(e);
+            let c = self.compiled.as_ref().expect("compiled route");
+            for (j, &q) in self.pinned.iter().enumerate() {
+                let (lq, sq) = self.entry_place(q);
+                if sq == se && lq > le {
+                    match c.chain_factor(j, je, slope_e) {
+                        Some(b) => beta[j] = (slope_after - slope_e) * b,
+                        None => return false,
+                    }
+                }
             }
-            None => m.copy_from_slice(&self.last.g_inv[je * k..(je + 1) * k]),
         }
-        let me = m[je];
-        let zdot = -numerator / me;
-        if !(zdot.is_finite() && me.is_finite() && me > 0.0) {
+        // v = M (e_e − β): with it, the released field and multipliers in the basis of P's
+        // moved rows (β = 0: v = M e_e).
+        let mut rhs = beta.iter().map(|b| -b).collect::<Vec<_>>();
+        rhs[je] = 1.0;
+        let mut v = vec![0.0; k];
+        match self.compiled.as_mut() {
+            Some(c) => c.solve(&rhs, &mut v, crate::batch::par()),
+            None => v.copy_from_slice(&self.last.g_inv[je * k..(je + 1) * k]),
+        }
+        let quadratic: f64 = rhs.iter().zip(&v).map(|(a, b)| a * b).sum();
+        let numerator = self.mu[je] + (slope_after - slope_e) * self.cot[je]
+            - beta.iter().zip(&self.mu).map(|(b, m)| b * m).sum::<f64>();
+        let zdot = -numerator / quadratic;
+        // With moving rows, ż_e must take e to the side decided (the decision was taken on
+        // speeds at e's evaluated slope, which the moving rows change: else evaluate).
+        if !(zdot.is_finite() && quadratic.is_finite() && quadratic > 0.0)
+            || (rows_move && (up && zdot <= 0.0 || !up && zdot >= 0.0))
+        {
             return false;
+        }
+        // P's scales 1/‖∇z_j‖², for moved rows from ‖∇z_j + β_j ∇z_e‖² (G's column e).
+        let mut column = Vec::new();
+        if rows_move {
+            let c = self.compiled.as_mut().expect("compiled route");
+            let mut unit = vec![0.0; k];
+            unit[je] = 1.0;
+            let mut row_e = vec![0.0; field.len()];
+            c.add_rows_t(&unit, &mut row_e);
+            c.rows_dot(&row_e, &mut column);
         }
         let mut mu = Vec::with_capacity(k - 1);
         let mut gdiag = Vec::with_capacity(k - 1);
         let mut cot = Vec::with_capacity(k - 1);
         for j in (0..k).filter(|&j| j != je) {
-            gdiag.push(self.gdiag[j]);
-            mu.push(self.mu[j] + zdot * m[j]);
+            let scale = if beta[j] != 0.0 {
+                let b = beta[j];
+                let norm2 = 1.0 / self.gdiag[j] + 2.0 * b * column[j] + b * b * column[je];
+                1.0 / norm2
+            } else {
+                self.gdiag[j]
+            };
+            gdiag.push(scale);
+            mu.push(self.mu[j] + zdot * v[j]);
             cot.push(self.cot[j]);
         }
+        let m = v;
         // f' = f + ż_e Rᵀ m.
         let w: Vec<f64> = m.iter().map(|v| zdot * v).collect();
         match self.compiled.as_mut() {
