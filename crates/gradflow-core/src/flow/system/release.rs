@@ -51,7 +51,7 @@ impl KinkSystem<'_> {
             && self.gdiag.len() == k
             && self.last.zdot_left.len() == k
             && self.last.evaluated_slopes.len() == k
-            && match self.compiled.as_ref() {
+            && match self.compiled.as_ref().filter(|c| !c.mixes_samples()) {
                 Some(c) => c.rows_match(&self.pinned),
                 None => self.last.rows.len() == k && self.last.g_inv.len() == k * k,
             };
@@ -68,7 +68,7 @@ impl KinkSystem<'_> {
         };
         // m = M e_e.
         let mut m = vec![0.0; k];
-        match self.compiled.as_mut() {
+        match self.compiled.as_mut().filter(|c| !c.mixes_samples()) {
             Some(c) => {
                 let mut unit = vec![0.0; k];
                 unit[je] = 1.0;
@@ -94,7 +94,7 @@ impl KinkSystem<'_> {
         }
         // f' = f + ż_e Rᵀ m.
         let w: Vec<f64> = m.iter().map(|v| zdot * v).collect();
-        match self.compiled.as_mut() {
+        match self.compiled.as_mut().filter(|c| !c.mixes_samples()) {
             Some(c) => c.add_rows_t(&w, field),
             None => {
                 for (row, &wj) in self.last.rows.iter().zip(&w) {
