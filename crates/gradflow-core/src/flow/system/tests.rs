@@ -2,6 +2,7 @@
 //! cotangents by the compiled passes with Â; rows from the layers) against the general layer
 //! path, an independent route through the same network: every quantity of an evaluation with
 //! pins in both activation layers and free entries frozen on the wrong side of their kink.
+//! Also the contract of `slopes_updated` in a network that mixes samples.
 
 use super::*;
 use crate::graph::Graph;
@@ -152,4 +153,62 @@ fn gcn_compiled_passes_equal_layer_path_leaky_relu() {
 #[test]
 fn gcn_compiled_passes_equal_layer_path_prelu() {
     compiled_equals_layer_path(&Activation::Prelu { init: 0.25 });
+}
+
+/// `slopes_updated` promises that when it is false, the evaluation's cotangents (hence normal
+/// speeds and effective slopes) already hold for the slopes installed after it. In a gcn a
+/// second-layer pin's slope reaches the first-layer pins of the neighbouring nodes: with one
+/// pin in each layer on two neighbouring nodes (not the same one), both on their kink, the
+/// first evaluation moves the second-layer slope and must say so, since evaluating again
+/// changes the first-layer pin's speeds (through its cotangent).
+#[test]
+fn gcn_downstream_slope_of_a_neighbour_is_flagged() {
+    let (model, data, mut theta) = gcn(&Activation::leaky_relu());
+    let graph = Graph::knn(&data.x, 3).expect("graph");
+    let a = graph.normalized_adjacency();
+    let i = 0;
+    let j = a
+        .row(i)
+        .map(|(j, _)| j)
+        .find(|&j| j != i)
+        .expect("a neighbour");
+    // Unit 2 of node i in the first layer, unit 1 of node j in the second.
+    let pinned = vec![i * 6 + 2, 12 * 6 + j * 5 + 1];
+    // Put both on their kink (z = 0) by moving their units' biases, layer by layer, so that
+    // no forward value depends on the pins' slopes (as in a solve, where pins sit on it).
+    let plan = crate::engine::Plan::from_model(&model).expect("a gcn plan");
+    for (stage, &e) in pinned.iter().enumerate() {
+        let mut sys = KinkSystem::new(&model, &data, LossKind::Mse, &theta, false).unwrap();
+        sys.forward_z(&theta).unwrap();
+        let st = &plan.stages[stage];
+        let unit = (e - stage * 12 * 6) % st.out;
+        theta[st.offset + st.out * st.inp + unit] -= sys.last.z[e];
+    }
+    for compiled in [true, false] {
+        let mut sys = KinkSystem::new(&model, &data, LossKind::Mse, &theta, compiled).unwrap();
+        assert_eq!(sys.is_compiled(), compiled);
+        assert!(pinned.iter().all(|&e| sys.last.z[e].abs() < 1e-14));
+        for &e in &pinned {
+            sys.pieces[e] = 0;
+        }
+        sys.pinned = pinned.clone();
+        sys.refresh();
+        let mut f = vec![0.0; theta.len()];
+        sys.evaluate(&theta, &mut f).unwrap();
+        let (flagged, speeds) = (sys.last.slopes_updated, sys.last.zdot_left.clone());
+        sys.evaluate(&theta, &mut f).unwrap();
+        let again = sys.last.zdot_left.clone();
+        let moved = (speeds[0] - again[0]).abs() / again[0].abs();
+        println!("compiled = {compiled}: flagged {flagged}, first-layer ż⁻ moved by {moved:.1e}");
+        assert!(
+            moved > 1e-8,
+            "the second-layer slope did not reach node {i}"
+        );
+        assert!(
+            flagged,
+            "compiled = {compiled}: a slope change reaching a pin went unflagged"
+        );
+        // The second-layer pin's speed is the same (its row moved only along the first pin's).
+        assert!((speeds[1] - again[1]).abs() <= 1e-8 * again[1].abs());
+    }
 }
