@@ -10,8 +10,10 @@
 //! samples, so its passes run as one part holding every sample, on the calling thread (the
 //! second part is empty); ÂX is formed once.
 //!
-//! The structured rows below assume a plan that does not mix samples; for the gcn the system
-//! takes the rows from the layer path (see [`Compiled::mixes_samples`]).
+//! The structured rows below assume a plan that does not mix samples. For the gcn, whose rows
+//! have stage blocks summed over the nodes a cotangent reaches, `graph_rows.rs` gives them as
+//! dense p-vectors by reverse passes restricted to those nodes, on the buffers of the last
+//! gradient evaluation; the system solves with them as on the layer path.
 //!
 //! **Pinned rows, structured.** The row ∇_θ z_j of an entry of sample i at stage s_j is, per
 //! stage t ≤ s_j, an outer product z̄_t ⊗ src_t(i) in W_t, z̄_t in b_t and a scalar in PReLU's
@@ -34,9 +36,11 @@
 //! solving with the blocks.
 //!
 //! Files: `part.rs` (a part's passes), `rows.rs` (rows, G, solves), `first_layer.rs` (the
-//! first layer's kept parts), `tests.rs` (against the general factorisation).
+//! first layer's kept parts), `graph_rows.rs` (dense rows of plans that mix samples),
+//! `tests.rs` (against the general factorisation).
 
 mod first_layer;
+mod graph_rows;
 mod part;
 mod rows;
 #[cfg(test)]
@@ -85,6 +89,8 @@ pub(super) struct Compiled {
     /// Pinned entries the stored rows belong to, and the rows.
     rows_for: Vec<usize>,
     r: Rows,
+    /// Buffers of the rows of plans that mix samples (`graph_rows.rs`).
+    g: graph_rows::Buffers,
 }
 
 /// The result of one compiled gradient evaluation.
@@ -164,6 +170,7 @@ impl Compiled {
                 at: vec![Vec::new(); ns],
                 ..Default::default()
             },
+            g: Default::default(),
         })
     }
 
@@ -227,7 +234,28 @@ impl Compiled {
         for (s, st) in self.plan.stages.iter().enumerate() {
             self.slope[s] = st.params(theta).2.unwrap_or(0.0);
         }
-        let cx = Ctx {
+        // The parts are taken out while the context borrows the rest.
+        let mut parts = std::mem::take(&mut self.parts);
+        let cx = self.ctx(theta, pieces, pinned);
+        let work = |part: &mut Part| {
+            part.forward(&cx);
+            if grad {
+                part.backward(&cx);
+            }
+        };
+        let [p0, p1] = &mut parts;
+        if p1.cols() == 0 || matches!(crate::batch::par(), Par::Seq) {
+            work(p0);
+            work(p1);
+        } else {
+            rayon::join(|| work(p0), || work(p1));
+        }
+        self.parts = parts;
+    }
+
+    /// What a pass reads (every field but the parts and the row buffers).
+    fn ctx<'a>(&'a self, theta: &'a [f64], pieces: &'a [u16], pinned: &'a [usize]) -> Ctx<'a> {
+        Ctx {
             plan: &self.plan,
             act: &self.act,
             x: &self.x,
@@ -245,19 +273,6 @@ impl Compiled {
             ),
             a: self.a.as_ref(),
             a_t: self.a_t.as_ref(),
-        };
-        let work = |part: &mut Part| {
-            part.forward(&cx);
-            if grad {
-                part.backward(&cx);
-            }
-        };
-        let [p0, p1] = &mut self.parts;
-        if p1.cols() == 0 || matches!(crate::batch::par(), Par::Seq) {
-            work(p0);
-            work(p1);
-        } else {
-            rayon::join(|| work(p0), || work(p1));
         }
     }
 

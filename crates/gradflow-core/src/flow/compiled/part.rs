@@ -89,7 +89,7 @@ impl Ctx<'_> {
 
     /// (σ, σ', ∂σ/∂a) of entry e at z.
     #[inline]
-    fn sigma(&self, e: usize, z: f64, a: f64) -> (f64, f64, f64) {
+    pub(super) fn sigma(&self, e: usize, z: f64, a: f64) -> (f64, f64, f64) {
         match self.pin_of[e] {
             FREE => {
                 let k = self.pieces[e] as usize;

@@ -5,9 +5,7 @@ use super::*;
 
 impl KinkSystem<'_> {
     /// Writes the current pattern into every layer's control (columns: the whole batch), or
-    /// into the compiled route's pin table. A compiled network that mixes samples (gcn) takes
-    /// its pinned rows from the layers, so it gets both, the layers' pins built with the PReLU
-    /// slopes the compiled passes remember (the same slots as the pin table).
+    /// into the compiled route's pin table.
     pub(super) fn install(&mut self) {
         if let Some(c) = self.compiled.as_ref() {
             let mut slots = std::mem::take(&mut self.slots);
@@ -34,14 +32,8 @@ impl KinkSystem<'_> {
                 c.set_pins(&self.pinned, slots.iter().copied());
             }
             self.slots = slots;
-            if !self.compiled.as_ref().is_some_and(Compiled::mixes_samples) {
-                return;
-            }
+            return;
         }
-        let remembered: Option<Vec<f64>> = self
-            .compiled
-            .as_ref()
-            .map(|c| c.remembered_slopes().collect());
         for (i, l) in self.layers.iter().enumerate() {
             let len = l.len;
             let record: Vec<usize> = self
@@ -52,10 +44,7 @@ impl KinkSystem<'_> {
                 .collect();
             let mut g = l.layer.control.lock();
             let released = self.slopes_while_released.get(i).copied().unwrap_or(0.0);
-            let a = match &remembered {
-                Some(r) => r[i],
-                None => g.as_ref().map_or(released, |s| s.slope),
-            };
+            let a = g.as_ref().map_or(released, |s| s.slope);
             let mut pieces = self.pieces[l.offset..l.offset + len].to_vec();
             let mut pins = Vec::with_capacity(record.len());
             for &local in &record {
@@ -90,8 +79,7 @@ impl KinkSystem<'_> {
     }
 
     /// PReLU's slope a at the last forward pass, per controlled activation layer in entry order
-    /// (0 for other activations; the compiled route, also when it mixes samples and the layers
-    /// hold pins too: per stage with σ, as the compiled passes saw it). The kink's one-sided
+    /// (0 for other activations; the compiled route: per stage with σ). The kink's one-sided
     /// slopes (`one_sided_slopes`) and the default slopes of new pins read it until the
     /// next forward pass, so a paused solve keeps it.
     pub fn remembered_slopes(&self) -> Vec<f64> {

@@ -45,11 +45,12 @@
 //! networks that do not mix samples one one-sample forward pass per sample holding pinned
 //! entries (of any layer and application) and a one-sample reverse pass per entry, for graph
 //! networks a full-batch pass per entry (or one restricted to the nodes it reaches,
-//! `graph_rows.rs`). The gcn preset takes both: its forward passes, gradient, pre-activations
-//! and pinned cotangents come from the compiled passes (one part, Â in the passes), its
-//! pinned rows — whose blocks are not one sample's outer products — from the layer path, as
-//! dense p-vectors with the layer path's Gram matrix and solve (so the layers' controls are
-//! installed alongside the compiled pin table). Counts of each kind are kept.
+//! `graph_rows.rs`). The gcn preset's forward passes, gradient, pre-activations and pinned
+//! cotangents come from the compiled passes (one part, Â in the passes), its pinned rows —
+//! whose stage blocks are sums over the nodes a cotangent reaches, not one sample's outer
+//! products — from support-restricted reverse passes on the compiled buffers as dense
+//! p-vectors (`compiled/graph_rows.rs`), solved with as on the layer path (its Gram matrix,
+//! pseudo-inverse and `last.rows`). Counts of each kind are kept.
 
 mod classify;
 mod controls;
@@ -168,7 +169,7 @@ pub struct KinkSystem<'a> {
     pub last: LastEval,
     grad: Vec<f64>,
     /// The compiled route (dnn/resnet/gcn presets), when the model is one and not disabled;
-    /// for the gcn ([`Compiled::mixes_samples`]) the pinned rows still come from the layers.
+    /// for the gcn ([`Compiled::mixes_samples`]) with dense rows and the layer path's solve.
     compiled: Option<Compiled>,
     /// Buffers of the compiled route: cotangents at σ(z_j), R g, μ, diag(G⁻¹).
     cot: Vec<f64>,
@@ -503,10 +504,18 @@ impl<'a> KinkSystem<'a> {
                 gdiag.resize(k, f64::NAN);
             }
         } else {
-            if self.compiled.is_none() {
-                c = self.recorded_cotangents();
-            }
-            let rows = self.pinned_rows(theta)?;
+            let rows = match self.compiled.as_mut() {
+                Some(cf) => {
+                    let mut rows = std::mem::take(&mut self.last.rows);
+                    let passes = cf.dense_rows(theta, &self.pieces, &self.pinned, &mut rows);
+                    self.counts.sparse_row_passes += passes as u64;
+                    rows
+                }
+                None => {
+                    c = self.recorded_cotangents();
+                    self.pinned_rows(theta)?
+                }
+            };
             let g_inv = gram_inverse(&rows);
             let b: Vec<f64> = rows.iter().map(|r| dot(r, &self.grad)).collect();
             mu = (0..k)

@@ -1,7 +1,8 @@
 //! The gcn on the compiled route (forward passes, gradient, pre-activations and pinned
-//! cotangents by the compiled passes with Â; rows from the layers) against the general layer
-//! path, an independent route through the same network: every quantity of an evaluation with
-//! pins in both activation layers and free entries frozen on the wrong side of their kink.
+//! cotangents by the compiled passes with Â; rows by support-restricted passes on their
+//! buffers) against the general layer path (the layers' own passes and sparse row passes), an
+//! independent route through the same network: every quantity of an evaluation with pins in
+//! both activation layers and free entries frozen on the wrong side of their kink.
 //! Also the contract of `slopes_updated` in a network that mixes samples.
 
 use super::*;
@@ -44,6 +45,8 @@ struct Seen {
     moved_loss: f64,
     moved_z: Vec<f64>,
     loss_at: f64,
+    /// Forward passes the evaluation made besides its gradient (the layer path's rows need one).
+    row_forwards: u64,
 }
 
 fn evaluate_gcn(model: &Model, data: &Dataset, theta: &[f64], compiled: bool) -> Seen {
@@ -74,7 +77,10 @@ fn evaluate_gcn(model: &Model, data: &Dataset, theta: &[f64], compiled: bool) ->
     sys.pinned = pinned;
     sys.refresh();
     let mut field = vec![0.0; theta.len()];
+    let before = sys.counts;
     sys.evaluate(theta, &mut field).expect("evaluate");
+    assert_eq!(sys.counts.sparse_row_passes - before.sparse_row_passes, 9);
+    let row_forwards = sys.counts.forwards - before.forwards;
     let (loss, z) = (sys.last.loss, sys.last.z.clone());
     let (grad, cot) = (sys.grad.clone(), sys.cot.clone());
     let (rows, zdot) = (sys.last.rows.clone(), sys.last.zdot_left.clone());
@@ -98,6 +104,7 @@ fn evaluate_gcn(model: &Model, data: &Dataset, theta: &[f64], compiled: bool) ->
         moved_loss,
         moved_z,
         loss_at,
+        row_forwards,
     }
 }
 
@@ -106,6 +113,8 @@ fn compiled_equals_layer_path(act: &Activation) {
     let c = evaluate_gcn(&model, &data, &theta, true);
     let l = evaluate_gcn(&model, &data, &theta, false);
     assert!(c.compiled && !l.compiled, "routes not as requested");
+    // The compiled rows read the gradient's buffers; the layer path's run a forward pass.
+    assert_eq!((c.row_forwards, l.row_forwards), (0, 1));
     let rows_gap = c
         .rows
         .iter()
