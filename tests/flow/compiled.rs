@@ -1,12 +1,14 @@
 //! The compiled route of the kink-aware flow (dnn and resnet presets: structured pinned rows,
-//! one multi-column reverse pass per sample, a Cholesky factorisation of their Gram matrix)
-//! against the general layer path (one one-sample reverse pass per pinned entry, an eigen
-//! pseudo-inverse), an independent route through the same mathematics:
+//! one multi-column reverse pass per sample, a Cholesky factorisation of their Gram matrix;
+//! gcn: the compiled passes with Â, the layers' rows) against the general layer path (one
+//! one-sample reverse pass per pinned entry, an eigen pseudo-inverse), an independent route
+//! through the same mathematics:
 //!
 //! - at a state with many pinned entries (several per sample, in different layers, with
 //!   effective slopes installed): the projected field, the normal speeds on both sides, the
 //!   effective slopes and the drift projection agree to rounding;
-//! - whole solves with events and sliding take the same trajectory (same events, θ(T) to 1e-9).
+//! - whole solves with events and sliding take the same trajectory (same events, θ(T) to 1e-9),
+//!   the gcn's too.
 
 use gradflow::activation::Activation;
 use gradflow::data::Dataset;
@@ -185,6 +187,29 @@ fn compiled_solve_matches_layer_solve_dnn() {
 fn compiled_solve_matches_layer_solve_resnet() {
     let model = presets::resnet(4, 2, 2, &Activation::leaky_relu());
     same_solve(&model, &Dataset::ball(10, 4, 2, 0), 10.0);
+}
+
+/// The gcn: compiled passes with Â (one part), rows from the layers' support-restricted passes.
+fn same_gcn_solve(act: &Activation) {
+    let data = Dataset::ball(10, 4, 2, 2);
+    let graph = gradflow::graph::Graph::knn(&data.x, 2).expect("graph");
+    let a_hat = std::sync::Arc::new(graph.normalized_adjacency());
+    let model = presets::gcn(a_hat, 4, &[8, 8], 2, act);
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let sys = KinkSystem::new(&model, &data, LossKind::Mse, &theta0, true).unwrap();
+    assert!(sys.is_compiled(), "the gcn takes the compiled route");
+    drop(sys);
+    same_solve(&model, &data, 10.0);
+}
+
+#[test]
+fn compiled_solve_matches_layer_solve_gcn() {
+    same_gcn_solve(&Activation::leaky_relu());
+}
+
+#[test]
+fn compiled_solve_matches_layer_solve_gcn_prelu() {
+    same_gcn_solve(&Activation::Prelu { init: 0.25 });
 }
 
 /// The progress callback sees every accepted step: t increasing to T, counts matching the outcome.

@@ -46,6 +46,15 @@ impl<T: Real> Csr<T> {
         }
     }
 
+    /// The stored entries (j, A_ij) of row i.
+    pub fn row(&self, i: usize) -> impl Iterator<Item = (usize, T)> + '_ {
+        let r = self.row_start[i]..self.row_start[i + 1];
+        self.cols[r.clone()]
+            .iter()
+            .copied()
+            .zip(self.vals[r].iter().copied())
+    }
+
     /// dst column i − first = Σ_j A_ij src column j for the columns i = first.. that `dst`
     /// holds, columns of `width` features. The source is split into the engine's column parts
     /// of `part_width` columns each: column j is column j mod part_width of

@@ -74,7 +74,7 @@ use crate::activation::Activation;
 use crate::batch::Batch;
 use crate::graph::SparseMatrix;
 use crate::loss::LossKind;
-use csr::Csr;
+pub(crate) use csr::Csr;
 use kernels::ActKind;
 
 /// A compiled network with all its buffers, for one data set (inputs, targets, loss).

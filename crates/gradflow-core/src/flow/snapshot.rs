@@ -417,6 +417,36 @@ mod tests {
         paused_solve_resumes_bit_identically(&model, &data, false);
     }
 
+    /// A gcn (Â mixes samples): the compiled passes with the layers' rows.
+    fn gcn(act: &Activation) -> (Model, Dataset) {
+        let data = Dataset::ball(10, 4, 2, 2);
+        let graph = crate::graph::Graph::knn(&data.x, 2).expect("graph");
+        let a_hat = std::sync::Arc::new(graph.normalized_adjacency());
+        (presets::gcn(a_hat, 4, &[8, 8], 2, act), data)
+    }
+
+    fn gcn_resumes_on_the_compiled_route(act: &Activation) {
+        let (model, data) = gcn(act);
+        let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+        let sys =
+            super::super::system::KinkSystem::new(&model, &data, LossKind::Mse, &theta0, true);
+        assert!(
+            sys.unwrap().is_compiled(),
+            "the gcn takes the compiled route"
+        );
+        paused_solve_resumes_bit_identically(&model, &data, true);
+    }
+
+    #[test]
+    fn paused_gcn_solve_resumes_bit_identically_compiled() {
+        gcn_resumes_on_the_compiled_route(&Activation::leaky_relu());
+    }
+
+    #[test]
+    fn paused_gcn_prelu_solve_resumes_bit_identically_compiled() {
+        gcn_resumes_on_the_compiled_route(&Activation::Prelu { init: 0.25 });
+    }
+
     #[test]
     fn paused_solve_resumes_bit_identically_siamese() {
         let combine = crate::layers::PairCombine::AbsDiff;

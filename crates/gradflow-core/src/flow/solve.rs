@@ -51,7 +51,7 @@ pub struct FlowOptions {
     pub kink_aware: bool,
     /// Give up (with an error naming this limit) after this many gradient evaluations.
     pub max_gradient_evaluations: u64,
-    /// Evaluate dnn/resnet presets by the compiled route (false: the general layer path).
+    /// Evaluate dnn/resnet/gcn presets by the compiled route (false: the general layer path).
     pub compiled: bool,
     /// Let the kink-aware solve take Bogacki–Shampine 3(2) steps (three evaluations instead of
     /// six) where kink events, not accuracy, set the step length, chosen per step by expected

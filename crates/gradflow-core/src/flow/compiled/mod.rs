@@ -5,7 +5,15 @@
 //! forward pass (one faer product per stage, then σ on the frozen piece of every entry, or the
 //! pinned entry's chosen slope) and the reverse pass on its own thread, and the two gradient
 //! contributions are summed in part order (so results do not depend on which threads ran them).
-//! The reverse pass records the cotangent at σ(z_j) of every pinned entry j.
+//! The reverse pass records the cotangent at σ(z_j) of every pinned entry j. A plan that
+//! propagates over the graph (gcn: Â before or after a stage's W, Âᵀ in the reverse pass) mixes
+//! samples, so its passes run as one part holding every sample, on the calling thread (the
+//! second part is empty); ÂX is formed once.
+//!
+//! The structured rows below assume a plan that does not mix samples. For the gcn, whose rows
+//! have stage blocks summed over the nodes a cotangent reaches, `graph_rows.rs` gives them as
+//! dense p-vectors by reverse passes restricted to those nodes, on the buffers of the last
+//! gradient evaluation; the system solves with them as on the layer path.
 //!
 //! **Pinned rows, structured.** The row ∇_θ z_j of an entry of sample i at stage s_j is, per
 //! stage t ≤ s_j, an outer product z̄_t ⊗ src_t(i) in W_t, z̄_t in b_t and a scalar in PReLU's
@@ -28,16 +36,19 @@
 //! solving with the blocks.
 //!
 //! Files: `part.rs` (a part's passes), `rows.rs` (rows, G, solves), `first_layer.rs` (the
-//! first layer's kept parts), `tests.rs` (against the general factorisation).
+//! first layer's kept parts), `graph_rows.rs` (dense rows of plans that mix samples),
+//! `tests.rs` (against the general factorisation).
 
 mod first_layer;
+mod graph_rows;
 mod part;
 mod rows;
 #[cfg(test)]
 mod tests;
 
 use crate::activation::Activation;
-use crate::engine::{Plan, Prop};
+use crate::engine::{Csr, Plan, Prop};
+use crate::graph::SparseMatrix;
 use crate::loss::LossKind;
 use faer::Par;
 use part::{Ctx, Part};
@@ -59,7 +70,11 @@ pub(super) struct PinSlot {
 pub(super) struct Compiled {
     plan: Plan,
     act: Activation,
+    /// The inputs (d × n); ÂX when the first stage propagates before W.
     x: Vec<f64>,
+    /// Â and Âᵀ when the plan propagates (the samples are then one part).
+    a: Option<Csr<f64>>,
+    a_t: Option<Csr<f64>>,
     y: Vec<f64>,
     c: f64,
     /// Global entry offset of each stage's pre-activations (stages with σ).
@@ -74,6 +89,8 @@ pub(super) struct Compiled {
     /// Pinned entries the stored rows belong to, and the rows.
     rows_for: Vec<usize>,
     r: Rows,
+    /// Buffers of the rows of plans that mix samples (`graph_rows.rs`).
+    g: graph_rows::Buffers,
 }
 
 /// The result of one compiled gradient evaluation.
@@ -82,7 +99,9 @@ pub(super) struct Evaluated {
 }
 
 impl Compiled {
-    /// The compiled evaluator for a plan that never mixes samples (dnn, resnet); None otherwise.
+    /// The compiled evaluator for `plan` on inputs x (d × n) and targets y (m × n); `a_hat` is
+    /// the graph's Â for a plan that propagates (gcn). None when n = 0, or the plan propagates
+    /// without an Â of n nodes, or a propagating stage has a residual skip.
     pub fn new(
         plan: Plan,
         act: Activation,
@@ -90,9 +109,31 @@ impl Compiled {
         y: &[f64],
         n: usize,
         loss: LossKind,
+        a_hat: Option<&SparseMatrix>,
     ) -> Option<Self> {
-        if plan.stages.iter().any(|s| s.prop != Prop::None) || n == 0 {
+        let mixes = plan.stages.iter().any(|s| s.prop != Prop::None);
+        if n == 0
+            || plan
+                .stages
+                .iter()
+                .any(|s| s.prop != Prop::None && s.residual)
+        {
             return None;
+        }
+        let (a, a_t) = match (mixes, a_hat) {
+            (false, _) => (None, None),
+            (true, Some(m)) if m.n() == n => (
+                Some(Csr::from_sparse(m, false)),
+                Some(Csr::from_sparse(m, true)),
+            ),
+            (true, _) => return None,
+        };
+        let mut x = x.to_vec();
+        if let (Some(a), Prop::Before) = (a.as_ref(), plan.stages[0].prop) {
+            // ÂX is fixed for the whole solve.
+            let mut ax = vec![0.0; x.len()];
+            a.propagate(std::slice::from_ref(&x), n, &mut ax, plan.in_dim(), 0);
+            x = ax;
         }
         let p = plan.num_params();
         let mut offsets = Vec::with_capacity(plan.stages.len());
@@ -104,7 +145,8 @@ impl Compiled {
             }
         }
         let ns = plan.stages.len();
-        let mid = n.div_ceil(2);
+        // Propagating plans: every sample in the first part, the second empty.
+        let mid = if mixes { n } else { n.div_ceil(2) };
         let parts = [Part::new(&plan, 0, mid, p), Part::new(&plan, mid, n, p)];
         let m = plan.out_dim();
         Some(Self {
@@ -112,7 +154,9 @@ impl Compiled {
             c: loss.c(n, m),
             plan,
             act,
-            x: x.to_vec(),
+            x,
+            a,
+            a_t,
             y: y.to_vec(),
             offsets,
             parts,
@@ -126,7 +170,14 @@ impl Compiled {
                 at: vec![Vec::new(); ns],
                 ..Default::default()
             },
+            g: Default::default(),
         })
+    }
+
+    /// True when the plan propagates over the graph (gcn): the samples are one part, and the
+    /// structured rows ([`Self::rows`]) do not apply.
+    pub fn mixes_samples(&self) -> bool {
+        self.a.is_some()
     }
 
     /// The controlled pre-activation entries (stages with σ, sample-major per stage).
@@ -183,7 +234,28 @@ impl Compiled {
         for (s, st) in self.plan.stages.iter().enumerate() {
             self.slope[s] = st.params(theta).2.unwrap_or(0.0);
         }
-        let cx = Ctx {
+        // The parts are taken out while the context borrows the rest.
+        let mut parts = std::mem::take(&mut self.parts);
+        let cx = self.ctx(theta, pieces, pinned);
+        let work = |part: &mut Part| {
+            part.forward(&cx);
+            if grad {
+                part.backward(&cx);
+            }
+        };
+        let [p0, p1] = &mut parts;
+        if p1.cols() == 0 || matches!(crate::batch::par(), Par::Seq) {
+            work(p0);
+            work(p1);
+        } else {
+            rayon::join(|| work(p0), || work(p1));
+        }
+        self.parts = parts;
+    }
+
+    /// What a pass reads (every field but the parts and the row buffers).
+    fn ctx<'a>(&'a self, theta: &'a [f64], pieces: &'a [u16], pinned: &'a [usize]) -> Ctx<'a> {
+        Ctx {
             plan: &self.plan,
             act: &self.act,
             x: &self.x,
@@ -199,19 +271,8 @@ impl Compiled {
                 self.act,
                 Activation::Relu | Activation::LeakyRelu { .. } | Activation::Prelu { .. }
             ),
-        };
-        let work = |part: &mut Part| {
-            part.forward(&cx);
-            if grad {
-                part.backward(&cx);
-            }
-        };
-        let [p0, p1] = &mut self.parts;
-        if matches!(crate::batch::par(), Par::Seq) {
-            work(p0);
-            work(p1);
-        } else {
-            rayon::join(|| work(p0), || work(p1));
+            a: self.a.as_ref(),
+            a_t: self.a_t.as_ref(),
         }
     }
 

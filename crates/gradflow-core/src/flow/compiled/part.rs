@@ -1,9 +1,11 @@
 //! One part of the samples on the compiled route: its buffers, and the forward and reverse
-//! passes on the frozen pattern (see the parent module's docs, **Gradient**).
+//! passes on the frozen pattern (see the parent module's docs, **Gradient**). A stage that
+//! propagates over the graph applies Â where its [`Prop`] says (before or after W) and Âᵀ in
+//! the reverse pass; such plans run as one part holding every sample.
 
 use super::{PinSlot, FREE};
 use crate::activation::Activation;
-use crate::engine::Plan;
+use crate::engine::{Csr, Plan, Prop};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
@@ -14,7 +16,12 @@ pub(super) struct Part {
     pub(super) i1: usize,
     pub(super) z: Vec<Vec<f64>>,
     pub(super) h: Vec<Vec<f64>>,
+    /// Per stage that propagates: Â src (Â before W, in × samples) or W src (Â after W,
+    /// out × samples); empty for other stages.
+    pub(super) propagated: Vec<Vec<f64>>,
     pub(super) zbar: Vec<f64>,
+    /// The reverse pass's cotangent between Â and W of a propagating stage.
+    pub(super) mid_bar: Vec<f64>,
     pub(super) hbar: Vec<f64>,
     pub(super) hbar_next: Vec<f64>,
     pub(super) grad: Vec<f64>,
@@ -38,9 +45,30 @@ pub(super) struct Ctx<'a> {
     pub(super) pinned: &'a [usize],
     /// σ is linear on each piece with its kink at 0 (ReLU, leaky ReLU, PReLU).
     pub(super) linear: bool,
+    /// Â and Âᵀ when the plan propagates over the graph.
+    pub(super) a: Option<&'a Csr<f64>>,
+    pub(super) a_t: Option<&'a Csr<f64>>,
 }
 
 impl Ctx<'_> {
+    /// Where stage s propagates as the passes see it: Â before the first stage is already in
+    /// x (ÂX is fixed), so that stage reads x like a stage without propagation.
+    pub(super) fn prop(&self, s: usize) -> Prop {
+        match self.plan.stages[s].prop {
+            Prop::Before if s == 0 => Prop::None,
+            p => p,
+        }
+    }
+
+    /// dst (width × n) = Â src (`transpose`: Âᵀ src), columns of `width` features; the
+    /// part holds every sample (plans that propagate run as one part).
+    fn propagate(&self, transpose: bool, src: &Vec<f64>, dst: &mut [f64], width: usize) {
+        let a = if transpose { self.a_t } else { self.a };
+        let a = a.expect("a plan that propagates has Â");
+        let n = dst.len() / width;
+        a.propagate(std::slice::from_ref(src), n, dst, width, 0);
+    }
+
     /// For a [`Self::linear`] σ: the factor f with σ(z) = f·z = σ'(z)·z on entry e's piece (or
     /// its pinned slope; the kink is at 0, where σ vanishes).
     #[inline(always)]
@@ -61,7 +89,7 @@ impl Ctx<'_> {
 
     /// (σ, σ', ∂σ/∂a) of entry e at z.
     #[inline]
-    fn sigma(&self, e: usize, z: f64, a: f64) -> (f64, f64, f64) {
+    pub(super) fn sigma(&self, e: usize, z: f64, a: f64) -> (f64, f64, f64) {
         match self.pin_of[e] {
             FREE => {
                 let k = self.pieces[e] as usize;
@@ -105,7 +133,18 @@ impl Part {
                 .iter()
                 .map(|s| vec![0.0; if s.act { s.out * cols } else { 0 }])
                 .collect(),
+            propagated: plan
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(t, st)| match st.prop {
+                    Prop::Before if t > 0 => vec![0.0; st.inp * cols],
+                    Prop::After => vec![0.0; st.out * cols],
+                    _ => Vec::new(),
+                })
+                .collect(),
             zbar: vec![0.0; wmax * cols],
+            mid_bar: vec![0.0; wmax * cols],
             hbar: vec![0.0; wmax * cols],
             hbar_next: vec![0.0; wmax * cols],
             grad: vec![0.0; p],
@@ -136,14 +175,45 @@ impl Part {
                 &before[s - 1]
             };
             let z = &mut self.z[s];
-            matmul(
-                view_mut(z, st.out, cols),
-                Accum::Replace,
-                MatRef::from_row_major_slice(w, st.out, st.inp),
-                view(src, st.inp, cols),
-                1.0,
-                Par::Seq,
-            );
+            let w = MatRef::from_row_major_slice(w, st.out, st.inp);
+            match cx.prop(s) {
+                Prop::None => matmul(
+                    view_mut(z, st.out, cols),
+                    Accum::Replace,
+                    w,
+                    view(src, st.inp, cols),
+                    1.0,
+                    Par::Seq,
+                ),
+                Prop::Before => {
+                    // z = W (Â h), h the previous stage's output.
+                    let p = &mut self.propagated[s];
+                    cx.propagate(false, &before[s - 1], p, st.inp);
+                    let p = view(p, st.inp, cols);
+                    matmul(
+                        view_mut(z, st.out, cols),
+                        Accum::Replace,
+                        w,
+                        p,
+                        1.0,
+                        Par::Seq,
+                    );
+                }
+                Prop::After => {
+                    // z = Â (W src).
+                    let q = &mut self.propagated[s];
+                    let src = view(src, st.inp, cols);
+                    matmul(
+                        view_mut(q, st.out, cols),
+                        Accum::Replace,
+                        w,
+                        src,
+                        1.0,
+                        Par::Seq,
+                    );
+                    cx.propagate(false, q, z, st.out);
+                }
+            }
             for zc in z.chunks_exact_mut(st.out) {
                 for (v, bv) in zc.iter_mut().zip(b) {
                     *v += bv;
@@ -235,17 +305,27 @@ impl Part {
                     }
                 }
             }
-            let src: &[f64] = if s == 0 {
-                &cx.x[self.i0 * d..self.i1 * d]
+            let prop = cx.prop(s);
+            // The source W multiplies, and the cotangent at W's output (Â after W: Âᵀ Z̄).
+            let src: &[f64] = match (s, prop) {
+                (0, _) => &cx.x[self.i0 * d..self.i1 * d],
+                (_, Prop::Before) => &self.propagated[s],
+                _ => &self.h[s - 1],
+            };
+            if prop == Prop::After {
+                cx.propagate(true, &self.zbar, &mut self.mid_bar[..len], st.out);
+            }
+            let wbar = if prop == Prop::After {
+                &self.mid_bar[..len]
             } else {
-                &self.h[s - 1]
+                &self.zbar[..len]
             };
             let (gw, gb, gslope) = st.params_mut(&mut self.grad);
             matmul(
                 MatMut::from_column_major_slice_mut(gw, st.inp, st.out),
                 Accum::Replace,
                 view(src, st.inp, cols),
-                view(&self.zbar[..len], st.out, cols).transpose(),
+                view(wbar, st.out, cols).transpose(),
                 1.0,
                 Par::Seq,
             );
@@ -262,18 +342,24 @@ impl Part {
                 if st.residual {
                     self.hbar_next[..prev].copy_from_slice(&self.hbar[..prev]);
                 }
-                matmul(
-                    view_mut(&mut self.hbar_next[..prev], st.inp, cols),
-                    if st.residual {
-                        Accum::Add
-                    } else {
-                        Accum::Replace
-                    },
-                    MatRef::from_row_major_slice(w, st.out, st.inp).transpose(),
-                    view(&self.zbar[..len], st.out, cols),
-                    1.0,
-                    Par::Seq,
-                );
+                let acc = if st.residual {
+                    Accum::Add
+                } else {
+                    Accum::Replace
+                };
+                let w_t = MatRef::from_row_major_slice(w, st.out, st.inp).transpose();
+                if prop == Prop::Before {
+                    // H̄ = Âᵀ (Wᵀ Z̄).
+                    let pbar = view_mut(&mut self.mid_bar[..prev], st.inp, cols);
+                    let wbar = view(&self.zbar[..len], st.out, cols);
+                    matmul(pbar, Accum::Replace, w_t, wbar, 1.0, Par::Seq);
+                    let (pbar, hbar) = (&self.mid_bar, &mut self.hbar_next[..prev]);
+                    cx.propagate(true, pbar, hbar, st.inp);
+                } else {
+                    let wbar = view(wbar, st.out, cols);
+                    let dst = view_mut(&mut self.hbar_next[..prev], st.inp, cols);
+                    matmul(dst, acc, w_t, wbar, 1.0, Par::Seq);
+                }
                 std::mem::swap(&mut self.hbar, &mut self.hbar_next);
             }
         }

@@ -35,6 +35,10 @@ impl Compiled {
     /// the PReLU slope parts a_t, the K_t entries of stage ≥ t first (internal order: stage
     /// descending). Returns the number of samples passed.
     pub fn rows(&mut self, theta: &[f64], pieces: &[u16], pinned: &[usize]) -> usize {
+        assert!(
+            !self.mixes_samples(),
+            "compiled rows need a plan that does not mix samples"
+        );
         let k = pinned.len();
         let ns = self.plan.stages.len();
         self.rows_for.clear();

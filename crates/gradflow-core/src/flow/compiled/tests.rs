@@ -30,7 +30,7 @@ fn system(
     let theta: Vec<f64> = (0..plan.num_params())
         .map(|_| rng.random::<f64>() - 0.5)
         .collect();
-    let mut c = Compiled::new(plan, act, &x, &y, n, LossKind::Mse).expect("compiled");
+    let mut c = Compiled::new(plan, act, &x, &y, n, LossKind::Mse, None).expect("compiled");
     let pieces: Vec<u16> = (0..c.entries()).map(|_| rng.random_range(0..2)).collect();
     let slots: Vec<PinSlot> = (0..pinned.len())
         .map(|_| PinSlot {

@@ -18,12 +18,16 @@ impl KinkSystem<'_> {
         self.last.evaluated_slopes.clear();
         let mut changed = false;
         let mut upstream_affected = false;
-        // The first (most upstream) activation layer holding a pinned entry, per sample.
+        // The first (most upstream) activation layer holding a pinned entry, per sample; over
+        // all samples when the network mixes them (a slope then reaches pinned entries of
+        // other samples upstream of it, through the propagations).
+        let mixes = self.model.net.mixes_samples();
         let mut first_layer = std::mem::take(&mut self.first_layer);
         first_layer.clear();
-        first_layer.resize(self.data.n(), usize::MAX);
+        first_layer.resize(if mixes { 1 } else { self.data.n() }, usize::MAX);
         for &e in &self.pinned {
             let (l, i) = self.entry_place(e);
+            let i = if mixes { 0 } else { i };
             first_layer[i] = first_layer[i].min(l);
         }
         for (j, &e) in self.pinned.iter().enumerate() {
@@ -53,9 +57,10 @@ impl KinkSystem<'_> {
                 if (clamped - s0).abs() > 1e-6 * (dr - dl).abs().max(f64::MIN_POSITIVE) {
                     self.pin_slopes.insert(e, clamped);
                     changed = true;
-                    // Only pinned entries upstream of e in the same sample see its slope.
+                    // Only pinned entries upstream of e (in the same sample, unless the
+                    // network mixes samples) see its slope.
                     let (le, se) = self.entry_place(e);
-                    upstream_affected |= first_layer[se] < le;
+                    upstream_affected |= first_layer[if mixes { 0 } else { se }] < le;
                 }
             }
         }

@@ -47,7 +47,13 @@
 //! path: reverse passes seeded at the pinned pre-activations through the layers' controls, for
 //! networks that do not mix samples one one-sample forward pass per sample holding pinned
 //! entries (of any layer and application) and a one-sample reverse pass per entry, for graph
-//! networks a full-batch pass per entry. Counts of each kind are kept.
+//! networks a full-batch pass per entry (or one restricted to the nodes it reaches,
+//! `graph_rows.rs`). The gcn preset's forward passes, gradient, pre-activations and pinned
+//! cotangents come from the compiled passes (one part, Â in the passes), its pinned rows —
+//! whose stage blocks are sums over the nodes a cotangent reaches, not one sample's outer
+//! products — from support-restricted reverse passes on the compiled buffers as dense
+//! p-vectors (`compiled/graph_rows.rs`), solved with as on the layer path (its Gram matrix,
+//! pseudo-inverse and `last.rows`). Counts of each kind are kept.
 
 mod classify;
 mod controls;
@@ -55,6 +61,8 @@ mod graph_rows;
 mod held;
 mod layer_path;
 mod release;
+#[cfg(test)]
+mod tests;
 
 use layer_path::{gram_inverse, probe_entries};
 
@@ -163,7 +171,8 @@ pub struct KinkSystem<'a> {
     pub counts: Counts,
     pub last: LastEval,
     grad: Vec<f64>,
-    /// The compiled route (dnn/resnet presets), when the model is one and not disabled.
+    /// The compiled route (dnn/resnet/gcn presets), when the model is one and not disabled;
+    /// for the gcn ([`Compiled::mixes_samples`]) with dense rows and the layer path's solve.
     compiled: Option<Compiled>,
     /// Buffers of the compiled route: cotangents at σ(z_j), R g, μ, diag(G⁻¹).
     cot: Vec<f64>,
@@ -185,6 +194,26 @@ pub struct KinkSystem<'a> {
     slopes_while_released: Vec<f64>,
 }
 
+/// The graph propagation Â of a network whose propagations all use the same matrix (the gcn
+/// preset); None when it has none or several.
+fn propagation_of(net: &dyn Layer) -> Option<std::sync::Arc<crate::graph::SparseMatrix>> {
+    fn walk(l: &dyn Layer, found: &mut Vec<std::sync::Arc<crate::graph::SparseMatrix>>) {
+        if let Structure::Graph(crate::layers::GraphStructure::Propagate(m)) = l.structure() {
+            found.push(m);
+        }
+        for c in l.children() {
+            walk(c, found);
+        }
+    }
+    let mut found = Vec::new();
+    walk(net, &mut found);
+    let first = found.first()?.clone();
+    found
+        .iter()
+        .all(|m| std::sync::Arc::ptr_eq(m, &first) || **m == *first)
+        .then_some(first)
+}
+
 pub(super) fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) {
     if let Structure::Elementwise(a) = l.structure() {
         out.push(a);
@@ -196,8 +225,8 @@ pub(super) fn collect<'a>(l: &'a dyn Layer, out: &mut Vec<&'a ActivationLayer>) 
 
 impl<'a> KinkSystem<'a> {
     /// Takes control of the model's activation layers; pieces start where θ puts them. With
-    /// `compiled`, a dnn or resnet preset is evaluated by the compiled route ([`Compiled`]),
-    /// checked against the layer path's pre-activations at θ.
+    /// `compiled`, a dnn, resnet or gcn preset is evaluated by the compiled route
+    /// ([`Compiled`]), checked against the layer path's pre-activations at θ.
     pub fn new(
         model: &'a Model,
         data: &'a Dataset,
@@ -276,11 +305,19 @@ impl<'a> KinkSystem<'a> {
         Ok(sys)
     }
 
-    /// The compiled route for this model, if it is a dnn/resnet preset whose compiled passes
-    /// reproduce the layer path's loss and pre-activations at θ (to 1e-10 relative).
+    /// The compiled route for this model, if it is a dnn/resnet/gcn preset whose compiled
+    /// passes reproduce the layer path's loss and pre-activations at θ (to 1e-10 relative).
     fn compile(&mut self, theta: &[f64]) -> Option<Compiled> {
         let plan = crate::engine::Plan::from_model(self.model)?;
         let n = self.data.n();
+        let a_hat = match plan
+            .stages
+            .iter()
+            .any(|s| s.prop != crate::engine::Prop::None)
+        {
+            true => Some(propagation_of(self.model.net.as_ref())?),
+            false => None,
+        };
         let mut c = Compiled::new(
             plan,
             self.model.activation.clone(),
@@ -288,6 +325,7 @@ impl<'a> KinkSystem<'a> {
             self.data.y.as_slice(),
             n,
             self.loss,
+            a_hat.as_deref(),
         )?;
         if c.entries() != self.pieces.len() {
             return None;
@@ -323,7 +361,8 @@ impl<'a> KinkSystem<'a> {
     }
 
     /// The rows ∇_θ z_j of the pinned entries at the last evaluation, in `pinned` order (the
-    /// general layer path; empty on the compiled route, which keeps them factored).
+    /// general layer path, and the gcn's compiled route; empty on the compiled route of
+    /// networks that do not mix samples, which keeps them factored).
     pub fn last_rows(&self) -> &[Vec<f64>] {
         &self.last.rows
     }
@@ -455,7 +494,7 @@ impl<'a> KinkSystem<'a> {
             std::mem::take(&mut self.gdiag),
         );
         gdiag.clear();
-        if let Some(cf) = self.compiled.as_mut() {
+        if let Some(cf) = self.compiled.as_mut().filter(|c| !c.mixes_samples()) {
             self.counts.sample_passes += cf.rows(theta, &self.pieces, &self.pinned) as u64;
             let par = crate::batch::par();
             cf.factor(par);
@@ -468,8 +507,18 @@ impl<'a> KinkSystem<'a> {
                 gdiag.resize(k, f64::NAN);
             }
         } else {
-            c = self.recorded_cotangents();
-            let rows = self.pinned_rows(theta)?;
+            let rows = match self.compiled.as_mut() {
+                Some(cf) => {
+                    let mut rows = std::mem::take(&mut self.last.rows);
+                    let passes = cf.dense_rows(theta, &self.pieces, &self.pinned, &mut rows);
+                    self.counts.sparse_row_passes += passes as u64;
+                    rows
+                }
+                None => {
+                    c = self.recorded_cotangents();
+                    self.pinned_rows(theta)?
+                }
+            };
             let g_inv = gram_inverse(&rows);
             let b: Vec<f64> = rows.iter().map(|r| dot(r, &self.grad)).collect();
             mu = (0..k)
@@ -494,7 +543,7 @@ impl<'a> KinkSystem<'a> {
     /// one Gauss–Newton step with the rows of the last evaluation (which was at θ).
     pub fn project_onto_knots(&mut self, theta: &mut [f64]) {
         let k = self.pinned.len();
-        if let Some(mut c) = self.compiled.take() {
+        if let Some(mut c) = self.compiled.take_if(|c| !c.mixes_samples()) {
             // Own buffers: μ and R g of the last evaluation stay valid (see `release.rs`).
             let (mut gap, mut w) = std::mem::take(&mut self.projection);
             gap.clear();
