@@ -190,9 +190,12 @@ pub(super) fn gram_inverse(rows: &[Vec<f64>]) -> Vec<f64> {
     let k = rows.len();
     // G = R Rᵀ by one matrix product (the K² scalar dot products of length p were most of a
     // graph network's evaluation at a few dozen pins).
+    // The rows side by side as the columns of a p × K matrix V (one contiguous copy per row:
+    // gathering them into a K × p matrix read every row with a stride), G = Vᵀ V.
     let p = rows.first().map_or(0, Vec::len);
-    let r = faer::Mat::<f64>::from_fn(k, p, |i, j| rows[i][j]);
-    let g = &r * r.transpose();
+    let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    let v = faer::MatRef::from_column_major_slice(&flat, p, k);
+    let g = v.transpose() * v;
     let Ok(eig) = g.self_adjoint_eigen(faer::Side::Lower) else {
         return vec![0.0; k * k];
     };
