@@ -3,6 +3,7 @@
 //! their kernels.
 
 use super::*;
+use crate::ntk::double_double::{two_prod, two_sum};
 
 pub(super) struct DdGram {
     pub(super) n: usize,
@@ -29,7 +30,7 @@ impl DdGram {
             n,
             hi,
             lo,
-            term: mul_up(gamma(sc.p, U_DD), sc.frob2),
+            term: mul_up(dd_gram_error_factor(sc.p), sc.frob2),
         }
     }
 
@@ -300,38 +301,68 @@ pub(super) fn dd_sub_scaled_imp(
 }
 
 /// Columns j0..j0 + LANES of the double-double Gram matrix, rows i ≥ j0, into `hi`/`lo`
-/// (LANES columns of n, column-major): each entry Σ_k of the exact products two_prod(J̃_ik,
-/// J̃_jk), added in order of k with Dd additions. Two rows at a time.
+/// (LANES columns of n, column-major). Each entry runs over k in blocks of [`GRAM_BLOCK`]:
+/// within a block the exact products two_prod(J̃_ik, J̃_jk) = h + l go into an f64 sum s by
+/// two_sum (s + h = s' + e exactly) and their errors e + l into an f64 sum c; at the block's
+/// end s and c are added into the entry's Dd sum, kept in `hi`/`lo` (step 1 of the module doc
+/// bounds the result). The blocks are the outer loop, so one block of J̃ (GRAM_BLOCK columns)
+/// stays in cache while every row pair runs over it; rows go two at a time.
 #[inline(always)]
 pub(super) fn dd_gram_block_imp(sc: &Scaled, j0: usize, hi: &mut [f64], lo: &mut [f64]) {
     let (n, n_pad, p) = (sc.n, sc.n_pad, sc.p);
-    let mut i = j0;
-    while i < n {
-        let i1 = (i + 1).min(n - 1);
-        let mut acc_hi = [[0.0f64; LANES]; 2];
-        let mut acc_lo = [[0.0f64; LANES]; 2];
-        for col in sc.data.chunks_exact(n_pad).take(p) {
-            let b: &[f64; LANES] = col[j0..j0 + LANES].try_into().unwrap();
-            let a = [col[i], col[i1]];
-            for r in 0..2 {
-                for l in 0..LANES {
-                    let s = Dd {
-                        hi: acc_hi[r][l],
-                        lo: acc_lo[r][l],
-                    } + Dd::from_product(a[r], b[l]);
-                    acc_hi[r][l] = s.hi;
-                    acc_lo[r][l] = s.lo;
+    hi.fill(0.0);
+    lo.fill(0.0);
+    for block in sc.data[..p * n_pad].chunks(GRAM_BLOCK * n_pad) {
+        let mut i = j0;
+        while i < n {
+            let i1 = (i + 1).min(n - 1);
+            let mut sum = [[0.0f64; LANES]; 2];
+            let mut err = [[0.0f64; LANES]; 2];
+            for col in block.chunks_exact(n_pad) {
+                let b: &[f64; LANES] = col[j0..j0 + LANES].try_into().unwrap();
+                let a = [col[i], col[i1]];
+                for r in 0..2 {
+                    for l in 0..LANES {
+                        let (h, low) = two_prod(a[r], b[l]);
+                        let (s, e) = two_sum(sum[r][l], h);
+                        sum[r][l] = s;
+                        err[r][l] += e + low;
+                    }
                 }
             }
-        }
-        let rows = if i1 > i { 2 } else { 1 };
-        for (r, row) in [i, i1].into_iter().enumerate().take(rows) {
-            // Lower triangle only: columns j0 + l ≤ row.
-            for l in 0..LANES.min(row + 1 - j0) {
-                hi[l * n + row] = acc_hi[r][l];
-                lo[l * n + row] = acc_lo[r][l];
+            let rows = if i1 > i { 2 } else { 1 };
+            for (r, row) in [i, i1].into_iter().enumerate().take(rows) {
+                for l in 0..LANES {
+                    let at = l * n + row;
+                    let acc = Dd {
+                        hi: hi[at],
+                        lo: lo[at],
+                    } + Dd::from_f64(sum[r][l])
+                        + Dd::from_f64(err[r][l]);
+                    (hi[at], lo[at]) = (acc.hi, acc.lo);
+                }
             }
+            i += 2;
         }
-        i += 2;
     }
+    // Lower triangle only: columns j0 + l ≤ row.
+    for l in 0..LANES {
+        for row in j0..(j0 + l).min(n) {
+            hi[l * n + row] = 0.0;
+            lo[l * n + row] = 0.0;
+        }
+    }
+}
+
+/// E_G / ‖J̃‖_F² for the blocked sums of [`dd_gram_block_imp`] over p products (step 1):
+/// γ'_{2⌈p/q⌉}·(1 + 2⁻⁴⁰) + γ_{2q−1}·(q + 1)·u·(1 + 2⁻⁴⁰), q = [`GRAM_BLOCK`].
+pub(super) fn dd_gram_error_factor(p: usize) -> f64 {
+    let grow = 1.0 + pow2(-40);
+    let blocks = p.div_ceil(GRAM_BLOCK);
+    let between = mul_up(gamma(2 * blocks, U_DD), grow);
+    let within = mul_up(
+        mul_up(gamma(2 * GRAM_BLOCK - 1, UNIT), (GRAM_BLOCK + 1) as f64),
+        mul_up(UNIT, grow),
+    );
+    add_up(between, within)
 }

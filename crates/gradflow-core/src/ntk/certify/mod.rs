@@ -16,13 +16,22 @@
 //!    f64: faer's matmul. Each entry is a sum of p products in some order, with or without FMA,
 //!    so |G̃ − G| ≤ γ_p|J̃||J̃|ᵀ (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1,
 //!    any order) and ‖G̃ − G‖ ≤ γ_p‖J̃‖_F² =: E_G.
-//!    Dd: each entry adds the exact products two_prod(J̃_ik, J̃_jk) in order of k with Dd
-//!    additions, which only satisfy |fl(x + y) − (x + y)| ≤ U(|x| + |y|). *Tree lemma:* in an
-//!    evaluation tree whose leaves are exact or carry a relative error ≤ U, whose inner nodes
-//!    are such additions, and whose leaves sit at depth ≤ D (a leaf's own rounding counted), the
-//!    result is within ((1+U)^D − 1)·Σ|leaves| ≤ γ'_D·Σ|leaves| of the exact one (induction: a
-//!    node of depth d over leaves of total size A is computed within ((1+U)^d − 1)A and is at
-//!    most (1+U)^d·A in size). Here D ≤ p: E_G = γ'_p‖J̃‖_F².
+//!    Dd: each entry is computed with Dd additions, which only satisfy |fl(x + y) − (x + y)| ≤
+//!    U(|x| + |y|). *Tree lemma:* in an evaluation tree whose leaves are exact or carry a
+//!    relative error ≤ U, whose inner nodes are such additions, and whose leaves sit at depth
+//!    ≤ D (a leaf's own rounding counted), the result is within ((1+U)^D − 1)·Σ|leaves| ≤
+//!    γ'_D·Σ|leaves| of the exact one (induction: a node of depth d over leaves of total size A
+//!    is computed within ((1+U)^d − 1)A and is at most (1+U)^d·A in size). The p products
+//!    x_k = J̃_ik·J̃_jk are taken in blocks of q = [`GRAM_BLOCK`] consecutive k. In a block, in
+//!    f64: h_k + l_k = x_k exactly (two_prod, |l_k| ≤ u|h_k| ≤ u(1+u)|x_k|);
+//!    s_{k−1} + h_k = s_k + e_k exactly (two_sum, |e_k| ≤ u|s_k|); c ← fl(c + fl(e_k + l_k)).
+//!    So Σ_block x_k = s_q + C_q exactly with C_q = Σ(e_k + l_k); |s_k| ≤ (1+u)^(q+1)·Σ_block|x|
+//!    gives Σ(|e_k| + |l_k|) ≤ (q + 1)u(1+u)^(q+1)·Σ_block|x|, and c, a sum of 2q terms, is
+//!    within γ_{2q−1} of that of C_q (Higham §4.2, any order). The block's s and c are then
+//!    added, as two exact leaves, into the entry's running Dd sum: ⌈p/q⌉ blocks, depth
+//!    D ≤ 2⌈p/q⌉, leaves of total size ≤ (1+u)^(q+1)(1 + 2(q + 1)u)·Σ|x| ≤ (1 + 2⁻⁴⁰)·Σ|x|
+//!    (q ≤ 10³). So |G̃ − G| ≤ β|J̃||J̃|ᵀ entrywise, β = γ'_{2⌈p/q⌉}(1 + 2⁻⁴⁰) +
+//!    γ_{2q−1}(q + 1)u(1 + 2⁻⁴⁰) (≈ (2p/q + q²/32)·U), and E_G = β‖J̃‖_F².
 //! 2. *Shift.* B = fl(G̃ − s'I) changes the diagonal only, so D := B − (G̃ − s'I) is diagonal:
 //!    |d_jj| ≤ u|b_jj| (f64: one rounding, relative to its result) or ≤ U(|g̃_jj| + s') (Dd).
 //!    E_D = the largest of those.
@@ -68,8 +77,9 @@
 //! Dd follows when f64's floor exceeds 1% of the estimate (f64 may then have failed, or lost
 //! over 1% of its bound, to rounding); below that, f64 resolves λ_min to within a few percent of
 //! the shifts and Dd could not do materially better. The larger bound wins. Dd resolves λ_min
-//! down to about (p + 2n)U‖J̃‖_F²; its Gram is n²p/2 exact products and Dd additions, run on
-//! rayon over blocks of 8 columns (two rows at a time, so 16 sums are in flight), and its
+//! down to about (2p/q + q²/32 + 2n)U‖J̃‖_F²; its Gram is n²p/2 exact products summed as in
+//! step 1, run on rayon over blocks of 8 columns (two rows at a time, so 16 sums are in
+//! flight), and its
 //! Cholesky n³/6 Dd multiply-subtracts, parallel over trailing columns.
 
 use super::double_double::{Dd, U as UNIT, U_DD};
@@ -124,6 +134,8 @@ const MIN_PIVOT: f64 = pow2(-900);
 const MARGIN: f64 = 1.0 + 1.0 / (1u64 << 20) as f64;
 /// Columns per block of the double-double Gram kernel.
 const LANES: usize = 8;
+/// Products per f64 block of the double-double Gram's sums (q in step 1).
+const GRAM_BLOCK: usize = 32;
 
 /// j: the computed Jacobian J̃ (rows = nm outputs, cols = p params; nm ≤ p expected, else
 /// refuse with a reason).

@@ -440,7 +440,8 @@ fn f64_budget_terms_bound_the_measured_errors() {
     );
 }
 
-/// The same for double-double: the Gram's error against γ'_p|J̃||J̃|ᵀ and E_G, the shift's
+/// The same for double-double: the Gram's error against β|J̃||J̃|ᵀ (step 1's blocked sums, β
+/// ≪ γ'_p) and E_G, the shift's
 /// against E_D, and ΔB = LLᵀ − B (products of double-doubles expanded exactly) against E_C.
 #[test]
 fn double_double_budget_terms_bound_the_measured_errors() {
@@ -448,7 +449,8 @@ fn double_double_budget_terms_bound_the_measured_errors() {
     let j = test_jacobian(n, p, 14);
     let sc = Scaled::new(j.as_ref()).unwrap();
     let gram = DdGram::new(&sc);
-    let gp = gamma(p, U_DD);
+    let gp = dd_gram_error_factor(p);
+    assert!(gp < gamma(p, U_DD) / 4.0, "β = {gp:e}");
     let mut gram_f2 = 0.0;
     for jj in 0..n {
         for i in jj..n {
