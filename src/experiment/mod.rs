@@ -8,9 +8,11 @@
 //! kink-aware flow solver to the GD horizon lr·epochs instead ([`as_flow`]);
 //! [`reproduce_ablations`] runs sweeps given as they are (shrunk ones in the tests).
 //!
-//! Small runs go in parallel, one per thread of the rayon pool, with faer and the engine
-//! single-threaded inside (the engine still cuts their samples for the whole pool, so they
-//! compute what they would unpacked); large runs go one after another on every thread.
+//! Small runs go in parallel, one per thread of the rayon pool, from one queue taken longest
+//! first (the threshold ablation's points at its end, so they fill the threads beside the last
+//! long runs), with faer and the engine single-threaded inside (the engine still cuts their
+//! samples for the whole pool, so they compute what they would unpacked); large runs go one
+//! after another on every thread.
 
 pub mod ablations;
 pub mod slurm;
@@ -38,7 +40,6 @@ pub const PACK_WORK_PER_EPOCH: f64 = 2e8;
 use crate::error::{Error, Result};
 use crate::run::{self, RunOptions, RunSummary};
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -212,41 +213,21 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<ReproduceIndex> {
         })
         .collect::<Result<_>>()?;
     set_precision(&mut ablations, opts.precision);
-    let mut index = reproduce_ablations(opts, ablations)?;
-    if with_threshold {
-        let bar = progress_bar(opts.progress, "threshold");
-        let record = threshold::threshold_ablation(
-            opts.scale,
-            opts.threshold_seeds,
-            &opts.out,
-            opts.shard,
-            &bar,
-        )?;
-        bar.finish_and_clear();
-        index.threshold = Some(record);
-        index.save(&opts.out)?;
-    }
-    Ok(index)
+    let threshold = with_threshold.then(|| ThresholdWork {
+        seeds: opts.threshold_seeds,
+        jobs: threshold::threshold_jobs(opts.scale, opts.threshold_seeds, opts.shard),
+    });
+    run_queued(opts, ablations, threshold)
+}
+
+/// The threshold ablation's points, run in the same queue as the sweeps' runs.
+struct ThresholdWork {
+    seeds: u64,
+    jobs: Vec<threshold::ThresholdJob>,
 }
 
 /// The name `--only` takes for the threshold ablation ([`threshold`]).
 pub const THRESHOLD: &str = "threshold";
-
-/// A progress bar over a count of jobs (hidden unless asked for).
-fn progress_bar(show: bool, what: &str) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "[{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what} ETA {{eta}} {{msg}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
 
 /// Runs (or resumes) the given sweeps as [`reproduce`] does (`opts.only`, `opts.scale`'s sizes
 /// and `opts.solver` are not applied again: the sweeps are taken as they are) and writes
@@ -254,6 +235,17 @@ fn progress_bar(show: bool, what: &str) -> ProgressBar {
 pub fn reproduce_ablations(
     opts: &ReproduceOptions,
     ablations: Vec<Ablation>,
+) -> Result<ReproduceIndex> {
+    run_queued(opts, ablations, None)
+}
+
+/// Runs a share of the machine: the small runs (and the threshold ablation's points) from one
+/// queue, longest first, one per thread of the pool; then the large runs one after another on
+/// every thread.
+fn run_queued(
+    opts: &ReproduceOptions,
+    ablations: Vec<Ablation>,
+    threshold: Option<ThresholdWork>,
 ) -> Result<ReproduceIndex> {
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let wall = std::time::Instant::now();
@@ -269,15 +261,21 @@ pub fn reproduce_ablations(
             k += 1;
         }
     }
+    let threshold_count = threshold.as_ref().map_or(0, |t| t.jobs.len());
     let bar = if opts.progress {
-        ProgressBar::new(jobs.len() as u64)
+        ProgressBar::new((jobs.len() + threshold_count) as u64)
     } else {
         ProgressBar::hidden()
     };
+    let what = if threshold_count > 0 {
+        "runs and threshold points"
+    } else {
+        "runs"
+    };
     bar.set_style(
-        ProgressStyle::with_template(
-            "[{elapsed_precise}] {wide_bar} {pos}/{len} runs ETA {eta} {msg}",
-        )
+        ProgressStyle::with_template(&format!(
+            "[{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {what} ETA {{eta}} {{msg}}"
+        ))
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let results: Mutex<Vec<(usize, RunRecord)>> = Mutex::new(Vec::new());
@@ -339,18 +337,54 @@ pub fn reproduce_ablations(
     };
     // Runs whose epochs are too small to keep the pool's threads busy (a fork-join per epoch
     // costs more than it gains) are packed one per thread: the quick scale, and at paper scale
-    // the narrowest networks (6·n·p ≤ PACK_WORK_PER_EPOCH).
-    let small = |s: &RunSpec| {
-        run::prepare(&s.config)
-            .is_ok_and(|p| 6.0 * (p.data.n() * p.model.p()) as f64 <= PACK_WORK_PER_EPOCH)
+    // the narrowest networks (6·n·p ≤ PACK_WORK_PER_EPOCH). They go longest first (by
+    // n·p·epochs), so the largest start at once and the small ones fill the threads around
+    // them; the threshold ablation's points come last.
+    let work = |s: &RunSpec| {
+        run::prepare(&s.config).ok().map(|p| {
+            let epoch = (p.data.n() * p.model.p()) as f64;
+            (epoch, epoch * s.config.train.epochs.max(1) as f64)
+        })
     };
-    let (par_jobs, seq_jobs): (Vec<_>, Vec<_>) = jobs.iter().partition(|(_, s)| small(s));
+    let mut packed: Vec<(f64, QueueItem)> = Vec::new();
+    let mut seq_jobs = Vec::new();
+    for job in &jobs {
+        match work(job.1) {
+            Some((epoch, total)) if 6.0 * epoch <= PACK_WORK_PER_EPOCH => {
+                packed.push((total, QueueItem::Run(*job)))
+            }
+            _ => seq_jobs.push(*job),
+        }
+    }
+    packed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut packed: Vec<QueueItem> = packed.into_iter().map(|(_, item)| item).collect();
+    packed.extend((0..threshold_count).map(QueueItem::ThresholdPoint));
+    let threshold_points: Mutex<Vec<Option<Result<ThresholdPoint>>>> =
+        Mutex::new((0..threshold_count).map(|_| None).collect());
+    let threshold_seconds = Mutex::new(0.0f64);
+    let do_point = |k: usize| {
+        let Some(t) = threshold.as_ref() else { return };
+        if crate::interrupt::requested() {
+            bar.inc(1);
+            return;
+        }
+        let job = &t.jobs[k];
+        bar.set_message(format!("threshold {} {} seed {}", job.0, job.1, job.2));
+        let clock = std::time::Instant::now();
+        let point = threshold::threshold_point(job);
+        *threshold_seconds.lock().unwrap() += clock.elapsed().as_secs_f64();
+        threshold_points.lock().unwrap()[k] = Some(point);
+        bar.inc(1);
+    };
     let mut packed_wall = 0.0;
-    if !par_jobs.is_empty() {
+    if !packed.is_empty() {
         let old = faer::get_global_parallelism();
         faer::set_global_parallelism(faer::Par::Seq);
         let clock = std::time::Instant::now();
-        par_jobs.par_iter().for_each(do_one);
+        run_in_order(&packed, |item| match item {
+            QueueItem::Run(job) => do_one(job),
+            QueueItem::ThresholdPoint(k) => do_point(*k),
+        });
         packed_wall = clock.elapsed().as_secs_f64();
         faer::set_global_parallelism(old);
     }
@@ -390,13 +424,14 @@ pub fn reproduce_ablations(
         rayon::current_num_threads(),
         wall_seconds,
         packed_wall,
+        threshold_seconds.into_inner().unwrap(),
     );
     let index = ReproduceIndex {
         timing: Some(timing),
         ..index
     };
-    index.save(&opts.out)?;
     if crate::interrupt::requested() {
+        index.save(&opts.out)?;
         return Err(Error::Interrupted(format!(
             "interrupted: finished runs are kept and unfinished ones checkpointed in {}; \
              run the same `gradflow reproduce` command again to resume",
@@ -404,13 +439,63 @@ pub fn reproduce_ablations(
         )));
     }
     if !errors.is_empty() {
+        index.save(&opts.out)?;
         return Err(Error::Invalid(format!(
             "{} run(s) failed:\n  {}",
             errors.len(),
             errors.join("\n  ")
         )));
     }
+    let index = match threshold {
+        Some(t) => {
+            let points = threshold_points.into_inner().unwrap();
+            let points = points
+                .into_iter()
+                .map(|p| {
+                    p.unwrap_or_else(|| {
+                        Err(Error::Invalid("threshold: a point was not run".into()))
+                    })
+                })
+                .collect();
+            ReproduceIndex {
+                threshold: Some(threshold::finish_threshold(
+                    &t.jobs, points, t.seeds, &opts.out,
+                )?),
+                ..index
+            }
+        }
+        None => index,
+    };
+    index.save(&opts.out)?;
     Ok(index)
+}
+
+/// One item of the packed queue: a run (sweep index, spec) or a threshold point (its index).
+#[derive(Clone, Copy)]
+enum QueueItem<'a> {
+    Run((usize, &'a RunSpec)),
+    ThresholdPoint(usize),
+}
+
+/// Calls `work` on every item, one item per thread of the rayon pool at a time, taking them in
+/// the order given: each thread takes the next item when it finishes one. (A parallel
+/// iterator splits the list in halves instead, so the two longest items could end up one
+/// after the other on the same thread.) Nested parallel work inside an item runs on the pool
+/// as usual, so a thread left without items helps the last ones.
+fn run_in_order<T: Sync>(items: &[T], work: impl Fn(&T) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = rayon::current_num_threads().min(items.len());
+    rayon::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|_| {
+                while let Some(item) =
+                    items.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    work(item);
+                }
+            });
+        }
+    });
 }
 
 /// Joins shard outputs into one index in `out` (run directories are referenced, not copied).
@@ -465,4 +550,46 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<ReproduceIndex> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     m.save(out)?;
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_in_order;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// On a pool of two threads the first two items run at the same time (each waits, up to
+    /// 20 s, for the other to start: on one thread one after the other, neither would see the
+    /// other), and every item runs exactly once.
+    #[test]
+    fn the_first_items_start_together_and_every_item_runs_once() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let items: Vec<usize> = (0..9).collect();
+        let started = AtomicUsize::new(0);
+        let met = Mutex::new(Vec::new());
+        let ran = Mutex::new(Vec::new());
+        pool.install(|| {
+            run_in_order(&items, |&i| {
+                if i < 2 {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let clock = Instant::now();
+                    while started.load(Ordering::SeqCst) < 2 && clock.elapsed().as_secs() < 20 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    met.lock()
+                        .unwrap()
+                        .push(started.load(Ordering::SeqCst) >= 2);
+                }
+                ran.lock().unwrap().push(i);
+            })
+        });
+        assert_eq!(*met.lock().unwrap(), vec![true, true]);
+        let mut ran = ran.into_inner().unwrap();
+        ran.sort_unstable();
+        assert_eq!(ran, items);
+    }
 }

@@ -98,8 +98,23 @@ impl ThresholdRecord {
     }
 }
 
-/// Runs the threshold ablation (this shard's share of it) and writes the witnesses of the
-/// smallest counterexample per architecture under `out/threshold/`.
+/// One initialisation of the threshold ablation still to be measured: architecture, width or
+/// depth, seed, and its resolved config.
+pub type ThresholdJob = (String, usize, u64, crate::config::Config);
+
+/// This shard's share of the threshold ablation's initialisations, in a fixed order.
+pub fn threshold_jobs(scale: Scale, seeds: u64, shard: Option<super::Shard>) -> Vec<ThresholdJob> {
+    threshold_configs(scale, seeds)
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| shard.is_none_or(|s| k % s.count == s.index))
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// Runs the threshold ablation (this shard's share of it) on the pool, and writes the
+/// witnesses of the smallest counterexample per architecture under `out/threshold/`.
+/// (`reproduce` runs the same points in its own queue, beside the training runs.)
 pub fn threshold_ablation(
     scale: Scale,
     seeds: u64,
@@ -107,60 +122,73 @@ pub fn threshold_ablation(
     shard: Option<super::Shard>,
     bar: &indicatif::ProgressBar,
 ) -> Result<ThresholdRecord> {
-    let configs: Vec<_> = threshold_configs(scale, seeds)
-        .into_iter()
-        .enumerate()
-        .filter(|(k, _)| shard.is_none_or(|s| k % s.count == s.index))
-        .map(|(_, c)| c)
-        .collect();
-    bar.set_length(bar.length().unwrap_or(0) + configs.len() as u64);
+    let jobs = threshold_jobs(scale, seeds, shard);
+    bar.set_length(bar.length().unwrap_or(0) + jobs.len() as u64);
     let old = faer::get_global_parallelism();
     faer::set_global_parallelism(faer::Par::Seq);
-    let points: Vec<Result<ThresholdPoint>> = configs
+    let points: Vec<Result<ThresholdPoint>> = jobs
         .par_iter()
-        .map(|(arch, value, seed, config)| {
-            bar.set_message(format!("threshold {arch} {value} seed {seed}"));
-            let prep = run::prepare(config)?;
-            let (model, x) = (&prep.model, &prep.data.x);
-            let rank = analyse_jacobian(jacobian(model, &prep.theta0, x).as_ref(), &[]);
-            let (p, nm) = (model.p(), prep.nm());
-            let persistent = (rank.exact_deficient && p >= nm).then(|| {
-                perturbation_persistence(
-                    model,
-                    &prep.theta0,
-                    x,
-                    PERSISTENCE_REL,
-                    PERSISTENCE_DRAWS,
-                    *seed,
-                )
-                .persistent
-            });
-            let constant_units = crate::ntk::activation_patterns(model, &prep.theta0, x)
-                .iter()
-                .map(|a| a.constant_units)
-                .sum();
+        .map(|job| {
+            bar.set_message(format!("threshold {} {} seed {}", job.0, job.1, job.2));
+            let point = threshold_point(job);
             bar.inc(1);
-            Ok(ThresholdPoint {
-                arch: arch.clone(),
-                value: *value,
-                seed: *seed,
-                p,
-                nm,
-                p_over_nm: p as f64 / nm as f64,
-                rank: rank.rank,
-                rank_full: rank.full,
-                rank_gap: rank.gap,
-                exact_deficient: rank.exact_deficient,
-                persistent,
-                counterexample: persistent == Some(true),
-                lambda_min: rank.lambda_min,
-                lambda_max: rank.sigma_max * rank.sigma_max,
-                constant_units,
-                witness: None,
-            })
+            point
         })
         .collect();
     faer::set_global_parallelism(old);
+    finish_threshold(&jobs, points, seeds, out)
+}
+
+/// J's singular values, rank and (when exactly deficient with p ≥ nm) the persistence of
+/// the deficiency at one initialisation θ(0). Single-threaded faer is the caller's choice.
+pub fn threshold_point((arch, value, seed, config): &ThresholdJob) -> Result<ThresholdPoint> {
+    let prep = run::prepare(config)?;
+    let (model, x) = (&prep.model, &prep.data.x);
+    let rank = analyse_jacobian(jacobian(model, &prep.theta0, x).as_ref(), &[]);
+    let (p, nm) = (model.p(), prep.nm());
+    let persistent = (rank.exact_deficient && p >= nm).then(|| {
+        perturbation_persistence(
+            model,
+            &prep.theta0,
+            x,
+            PERSISTENCE_REL,
+            PERSISTENCE_DRAWS,
+            *seed,
+        )
+        .persistent
+    });
+    let constant_units = crate::ntk::activation_patterns(model, &prep.theta0, x)
+        .iter()
+        .map(|a| a.constant_units)
+        .sum();
+    Ok(ThresholdPoint {
+        arch: arch.clone(),
+        value: *value,
+        seed: *seed,
+        p,
+        nm,
+        p_over_nm: p as f64 / nm as f64,
+        rank: rank.rank,
+        rank_full: rank.full,
+        rank_gap: rank.gap,
+        exact_deficient: rank.exact_deficient,
+        persistent,
+        counterexample: persistent == Some(true),
+        lambda_min: rank.lambda_min,
+        lambda_max: rank.sigma_max * rank.sigma_max,
+        constant_units,
+        witness: None,
+    })
+}
+
+/// The record from the measured points (in the order of `jobs`), with a witness directory for
+/// the smallest counterexample of each architecture.
+pub fn finish_threshold(
+    jobs: &[ThresholdJob],
+    points: Vec<Result<ThresholdPoint>>,
+    seeds: u64,
+    out: &Path,
+) -> Result<ThresholdRecord> {
     let mut points = points.into_iter().collect::<Result<Vec<_>>>()?;
     // A witness for the smallest counterexample of each architecture.
     for arch in super::ABLATIONS {
@@ -177,7 +205,7 @@ pub fn threshold_ablation(
             pt.value,
             pt.seed
         ));
-        let (_, _, _, config) = configs
+        let (_, _, _, config) = jobs
             .iter()
             .find(|(a, v, s, _)| a == arch && *v == pt.value && *s == pt.seed)
             .ok_or_else(|| Error::Invalid("threshold: lost a configuration".into()))?;

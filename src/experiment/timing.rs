@@ -89,7 +89,8 @@ pub struct ReproduceTiming {
 
 impl ReproduceTiming {
     /// Totals over `summaries`, on `cores` cores (the rayon pool's threads, as for the peak);
-    /// `packed_wall` is the wall-clock seconds of this invocation's packed phase (0 if none ran).
+    /// `packed_wall` is the wall-clock seconds of this invocation's packed phase (0 if none ran)
+    /// and `packed_other` the seconds other work (the threshold ablation's points) spent in it.
     pub fn of<'a>(
         summaries: impl Iterator<Item = &'a RunSummary>,
         peak_gflops: f64,
@@ -97,6 +98,7 @@ impl ReproduceTiming {
         cores: usize,
         wall_seconds: f64,
         packed_wall: f64,
+        packed_other: f64,
     ) -> Self {
         let mut t = Self {
             peak_gflops,
@@ -132,7 +134,7 @@ impl ReproduceTiming {
             t.ntk_checkpoints += s.ntk_checkpoints;
         }
         if packed_total > 0.0 {
-            let by_wall = packed_wall * packed_train / packed_total;
+            let by_wall = packed_wall * packed_train / (packed_total + packed_other);
             t.machine_seconds_training += packed_share.max(by_wall);
         }
         t.seconds_at_peak = t.training_work_flop / (peak_gflops * 1e9);
@@ -212,7 +214,7 @@ mod tests {
             timed("f64", 9.0, 9.0, 9, 9e11), // another precision: not counted
             summary(10, 20, 0.0, 1, 6, 0.5), // no timing record
         ];
-        let t = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 0.0);
+        let t = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 0.0, 0.0);
         assert_eq!(t.runs, 2);
         assert_eq!(t.training_work_flop, 8e11);
         assert_eq!(t.seconds_training, 6.0);
@@ -228,7 +230,7 @@ mod tests {
             timed("f32", 2.0, 1.0, 3, 3e11),
             timed_on("f32", 4.0, 0.5, 2, 5e11, 1),
         ];
-        let packed = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 0.0);
+        let packed = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 0.0, 0.0);
         assert_eq!(packed.seconds_training, 6.0);
         assert_eq!(packed.machine_seconds_training, 4.0);
         assert!((packed.ratio_to_peak.unwrap() - 1.0).abs() < 1e-12);
@@ -239,12 +241,16 @@ mod tests {
         );
         // The packed phase took 3 s of wall clock (a core idle part of it) and the packed run
         // spent 4.5 s (4 training + 0.5 NTK): it is charged 3 × 4 / 4.5 s instead of 2.
-        let walled = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 3.0);
+        let walled = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 3.0, 0.0);
         assert!((walled.machine_seconds_training - (2.0 + 3.0 * 4.0 / 4.5)).abs() < 1e-12);
         // A wall clock shorter than the share (runs read back from an earlier invocation):
         // the share stands.
-        let short = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 1.0);
+        let short = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 1.0, 0.0);
         assert_eq!(short.machine_seconds_training, 4.0);
+        // 6 s of packed wall clock, 7.5 s of it the threshold ablation's points beside the run:
+        // the run is charged 6 × 4 / (4.5 + 7.5) = 2 s (its share), not 6 × 4 / 4.5.
+        let shared = ReproduceTiming::of(runs.iter(), 200.0, Precision::F32, 2, 7.5, 6.0, 7.5);
+        assert!((shared.machine_seconds_training - (2.0 + 2.0)).abs() < 1e-12);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod commands;
 mod flow_resume;
 mod report;
 mod reproduce_no_ntk;
+mod reproduce_threshold;
 mod resume;
 mod slurm;
 mod verdicts;
