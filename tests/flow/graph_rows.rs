@@ -32,7 +32,7 @@ fn rows_and_field(sparse: bool, act: &Activation) -> (Vec<Vec<f64>>, Vec<f64>, u
     sys.evaluate(&theta, &mut f).expect("evaluate");
     let c = sys.counts;
     (
-        sys.last_rows().to_vec(),
+        sys.last_rows().to_vecs(),
         f,
         c.sparse_row_passes,
         c.seeded_full_passes,

@@ -206,7 +206,7 @@ fn pinned_rows_of_both_applications_match_finite_differences() {
         sys.refresh();
         let mut f = vec![0.0; theta.len()];
         sys.evaluate(&theta, &mut f).expect("evaluate");
-        let rows = sys.last_rows().to_vec();
+        let rows = sys.last_rows().to_vecs();
         assert_eq!(rows.len(), pinned.len());
         drop(sys);
 

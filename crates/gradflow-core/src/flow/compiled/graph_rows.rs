@@ -123,18 +123,14 @@ impl Compiled {
         theta: &[f64],
         pieces: &[u16],
         pinned: &[usize],
-        rows: &mut Vec<Vec<f64>>,
+        rows: &mut crate::flow::system::Rows,
     ) -> usize {
         assert!(
             self.mixes_samples(),
             "dense rows are for plans that mix samples"
         );
         let p = self.plan.num_params();
-        rows.resize_with(pinned.len(), Vec::new);
-        for r in rows.iter_mut() {
-            r.clear();
-            r.resize(p, 0.0);
-        }
+        rows.reset(pinned.len(), p);
         let n = self.parts[0].cols();
         let wmax = self.plan.max_width();
         let mut b = std::mem::take(&mut self.g);

@@ -326,16 +326,16 @@ impl RowNode<'_> {
 /// The rows of `seeds` (controlled layer, node, unit), one per seed, into `rows` (each zeroed
 /// by the caller, length p): one whole-batch forward pass, then a support-restricted reverse
 /// pass per seed. `out_width` is the network's output width.
-pub(super) fn sparse_rows(
+pub(super) fn sparse_rows<'r>(
     net: &RowNode<'_>,
     theta: &[f64],
     x: &Batch,
     out_width: usize,
     seeds: &[(usize, usize, usize)],
-    rows: &mut [Vec<f64>],
+    rows: impl Iterator<Item = &'r mut [f64]>,
 ) {
     let (_, trace) = net.forward(theta, x);
-    for (&seed, row) in seeds.iter().zip(rows.iter_mut()) {
+    for (&seed, row) in seeds.iter().zip(rows) {
         net.backward(theta, &trace, SparseCot::empty(out_width), seed, row);
     }
 }

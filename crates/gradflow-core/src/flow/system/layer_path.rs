@@ -1,6 +1,6 @@
 //! The general layer path's share of the field: pre-activations gathered from the controls, the
-//! recorded cotangents, the pinned rows ∇z_j by seeded reverse passes, the entry probe, and
-//! G⁻¹ by a scalar Cholesky factorisation (K is small on this path).
+//! recorded cotangents, the pinned rows ∇z_j by seeded reverse passes, and the entry probe
+//! (the rows' projection is `dense.rs`).
 
 use super::graph_rows;
 use super::*;
@@ -30,11 +30,11 @@ impl KinkSystem<'_> {
         c
     }
 
-    /// ∇_θ z_j for every pinned entry j (seeded reverse passes).
-    pub(super) fn pinned_rows(&mut self, theta: &[f64]) -> Result<Vec<Vec<f64>>> {
+    /// ∇_θ z_j for every pinned entry j into `rows` (seeded reverse passes).
+    pub(super) fn pinned_rows(&mut self, theta: &[f64], rows: &mut Rows) -> Result<()> {
         let p = self.model.p();
         let m = self.model.out_dim();
-        let mut rows = vec![vec![0.0; p]; self.pinned.len()];
+        rows.reset(self.pinned.len(), p);
         let per_sample = !self.model.net.mixes_samples();
         if let Some(net) = self.graph_rows.as_ref().filter(|_| self.sparse_graph_rows) {
             let seeds: Vec<(usize, usize, usize)> = self
@@ -53,7 +53,7 @@ impl KinkSystem<'_> {
                 st.columns = None;
                 st.seeds.clear();
             }
-            graph_rows::sparse_rows(net, theta, &self.data.x, m, &seeds, &mut rows);
+            graph_rows::sparse_rows(net, theta, &self.data.x, m, &seeds, rows.iter_mut());
             self.counts.sparse_row_passes += seeds.len() as u64;
             self.counts.forwards += 1;
             for l in &self.layers {
@@ -61,7 +61,7 @@ impl KinkSystem<'_> {
                 let st = g.as_mut().expect("control installed");
                 st.calls = 0;
             }
-            return Ok(rows);
+            return Ok(());
         }
         let set =
             |layers: &[Controlled], columns: Option<Vec<usize>>, seed: Option<(usize, usize)>| {
@@ -109,7 +109,7 @@ impl KinkSystem<'_> {
                     cols.clone(),
                     Some((li, e - self.layers[li].offset)),
                 );
-                self.model.vjp(theta, &xs, &ev, &zero, &mut rows[j]);
+                self.model.vjp(theta, &xs, &ev, &zero, rows.row_mut(j));
                 if per_sample {
                     self.counts.sample_passes += 1;
                 } else {
@@ -125,7 +125,7 @@ impl KinkSystem<'_> {
             st.record_z = true;
             st.calls = 0;
         }
-        Ok(rows)
+        Ok(())
     }
 }
 
@@ -182,36 +182,4 @@ fn check_one_call(layer: &ActivationLayer, st: &ControlState, len: usize) -> Res
          solver = \"gd\" for this architecture",
         layer.describe(),
     )))
-}
-
-/// (R Rᵀ)⁻¹ (row-major K × K) by a symmetric eigen-decomposition; directions with eigenvalues
-/// below 1e-12 of the largest are dropped (pseudo-inverse), so dependent pins do not blow up.
-pub(super) fn gram_inverse(rows: &[Vec<f64>]) -> Vec<f64> {
-    let k = rows.len();
-    // G = R Rᵀ by one matrix product (the K² scalar dot products of length p were most of a
-    // graph network's evaluation at a few dozen pins).
-    // The rows side by side as the columns of a p × K matrix V (one contiguous copy per row:
-    // gathering them into a K × p matrix read every row with a stride), G = Vᵀ V.
-    let p = rows.first().map_or(0, Vec::len);
-    let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-    let v = faer::MatRef::from_column_major_slice(&flat, p, k);
-    let g = v.transpose() * v;
-    let Ok(eig) = g.self_adjoint_eigen(faer::Side::Lower) else {
-        return vec![0.0; k * k];
-    };
-    let (u, s) = (eig.U(), eig.S());
-    let top = (0..k).map(|i| s[i]).fold(0.0f64, f64::max);
-    let mut inv = vec![0.0; k * k];
-    for l in 0..k {
-        let lam = s[l];
-        if lam <= 1e-12 * top {
-            continue;
-        }
-        for i in 0..k {
-            for j in 0..k {
-                inv[i * k + j] += u[(i, l)] * u[(j, l)] / lam;
-            }
-        }
-    }
-    inv
 }

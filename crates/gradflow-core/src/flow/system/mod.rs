@@ -52,11 +52,13 @@
 //! cotangents come from the compiled passes (one part, Â in the passes), its pinned rows —
 //! whose stage blocks are sums over the nodes a cotangent reaches, not one sample's outer
 //! products — from support-restricted reverse passes on the compiled buffers as dense
-//! p-vectors (`compiled/graph_rows.rs`), solved with as on the layer path (its Gram matrix,
-//! pseudo-inverse and `last.rows`). Counts of each kind are kept.
+//! p-vectors (`compiled/graph_rows.rs`), solved as on the layer path (`dense.rs`: the rows in
+//! one kept buffer, their Gram matrix, pseudo-inverse and `last.rows`). Counts of each kind are
+//! kept.
 
 mod classify;
 mod controls;
+mod dense;
 mod graph_rows;
 mod held;
 mod layer_path;
@@ -64,7 +66,8 @@ mod release;
 #[cfg(test)]
 mod tests;
 
-use layer_path::{gram_inverse, probe_entries};
+pub use dense::Rows;
+use layer_path::probe_entries;
 
 use super::compiled::{Compiled, PinSlot};
 use super::dopri::Field;
@@ -125,7 +128,7 @@ pub struct LastEval {
     /// this evaluation hold for these slopes).
     pub evaluated_slopes: Vec<f64>,
     /// Rows ∇z_j and G⁻¹ at the last evaluation (for the drift projection).
-    pub(super) rows: Vec<Vec<f64>>,
+    pub(super) rows: Rows,
     pub(super) g_inv: Vec<f64>,
 }
 
@@ -181,8 +184,10 @@ pub struct KinkSystem<'a> {
     gdiag: Vec<f64>,
     slots: Vec<PinSlot>,
     first_layer: Vec<usize>,
-    /// Buffers of [`Self::project_onto_knots`] on the compiled route: z_P − b_P and G⁻¹ of it.
+    /// Buffers of [`Self::project_onto_knots`]: z_P − b_P and G⁻¹ of it.
     projection: (Vec<f64>, Vec<f64>),
+    /// Buffers of the dense rows' projection (`dense.rs`).
+    dense: dense::Workspace,
     /// Compute the normal speeds (diag(G⁻¹)) at the next evaluation (see [`Field::eval_stage`]).
     speeds: bool,
     /// Graph networks: the network as the support-restricted row pass reads it, and whether to
@@ -267,6 +272,7 @@ impl<'a> KinkSystem<'a> {
             slots: Vec::new(),
             first_layer: Vec::new(),
             projection: Default::default(),
+            dense: Default::default(),
             speeds: true,
             graph_rows: None,
             sparse_graph_rows: true,
@@ -363,7 +369,7 @@ impl<'a> KinkSystem<'a> {
     /// The rows ∇_θ z_j of the pinned entries at the last evaluation, in `pinned` order (the
     /// general layer path, and the gcn's compiled route; empty on the compiled route of
     /// networks that do not mix samples, which keeps them factored).
-    pub fn last_rows(&self) -> &[Vec<f64>] {
+    pub fn last_rows(&self) -> &Rows {
         &self.last.rows
     }
 
@@ -507,31 +513,34 @@ impl<'a> KinkSystem<'a> {
                 gdiag.resize(k, f64::NAN);
             }
         } else {
-            let rows = match self.compiled.as_mut() {
+            match self.compiled.as_mut() {
                 Some(cf) => {
-                    let mut rows = std::mem::take(&mut self.last.rows);
-                    let passes = cf.dense_rows(theta, &self.pieces, &self.pinned, &mut rows);
+                    let rows = &mut self.last.rows;
+                    let passes = cf.dense_rows(theta, &self.pieces, &self.pinned, rows);
                     self.counts.sparse_row_passes += passes as u64;
-                    rows
                 }
                 None => {
                     c = self.recorded_cotangents();
-                    self.pinned_rows(theta)?
-                }
-            };
-            let g_inv = gram_inverse(&rows);
-            let b: Vec<f64> = rows.iter().map(|r| dot(r, &self.grad)).collect();
-            mu = (0..k)
-                .map(|i| (0..k).map(|j| g_inv[i * k + j] * b[j]).sum())
-                .collect();
-            for (r, &m) in rows.iter().zip(&mu) {
-                for (o, rv) in out.iter_mut().zip(r) {
-                    *o += m * rv;
+                    let mut rows = std::mem::take(&mut self.last.rows);
+                    let filled = self.pinned_rows(theta, &mut rows);
+                    self.last.rows = rows;
+                    filled?;
                 }
             }
-            gdiag.extend(rows.iter().map(|r| 1.0 / dot(r, r)));
-            self.last.rows = rows;
-            self.last.g_inv = g_inv;
+            let solved = dense::Projected {
+                g_inv: &mut self.last.g_inv,
+                mu: &mut mu,
+                scale: &mut gdiag,
+            };
+            let par = crate::batch::par();
+            dense::project(
+                &self.last.rows,
+                &self.grad,
+                out,
+                &mut self.dense,
+                par,
+                solved,
+            );
         }
         self.last.field_norm = norm(out);
         self.classify(&c, &mu, &gdiag);
@@ -566,17 +575,18 @@ impl<'a> KinkSystem<'a> {
         if k == 0 || self.last.rows.len() != k {
             return;
         }
-        let r: Vec<f64> = self
-            .pinned
-            .iter()
-            .map(|&e| self.last.z[e] - self.knot_of(e))
-            .collect();
-        for i in 0..k {
-            let w: f64 = (0..k).map(|j| self.last.g_inv[i * k + j] * r[j]).sum();
-            for (t, rv) in theta.iter_mut().zip(&self.last.rows[i]) {
-                *t -= w * rv;
-            }
-        }
+        let (mut gap, mut w) = std::mem::take(&mut self.projection);
+        gap.clear();
+        gap.extend(
+            self.pinned
+                .iter()
+                .map(|&e| self.last.z[e] - self.knot_of(e)),
+        );
+        let g_inv = &self.last.g_inv;
+        w.clear();
+        w.extend((0..k).map(|i| -(0..k).map(|j| g_inv[i * k + j] * gap[j]).sum::<f64>()));
+        self.last.rows.add_transposed(&w, theta);
+        self.projection = (gap, w);
     }
 }
 
@@ -600,8 +610,24 @@ impl Drop for KinkSystem<'_> {
     }
 }
 
+/// Σ a_i b_i with eight independent partial sums (the compiler vectorises them; one running
+/// sum is a chain of dependent additions).
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    debug_assert_eq!(a.len(), b.len());
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut acc = [0.0; 8];
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 fn norm(a: &[f64]) -> f64 {

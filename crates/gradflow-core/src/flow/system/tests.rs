@@ -83,7 +83,7 @@ fn evaluate_gcn(model: &Model, data: &Dataset, theta: &[f64], compiled: bool) ->
     let row_forwards = sys.counts.forwards - before.forwards;
     let (loss, z) = (sys.last.loss, sys.last.z.clone());
     let (grad, cot) = (sys.grad.clone(), sys.cot.clone());
-    let (rows, zdot) = (sys.last.rows.clone(), sys.last.zdot_left.clone());
+    let (rows, zdot) = (sys.last.rows.to_vecs(), sys.last.zdot_left.clone());
     let moved: Vec<f64> = theta
         .iter()
         .enumerate()
