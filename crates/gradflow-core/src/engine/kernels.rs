@@ -2,7 +2,7 @@
 //! sample-major in `rows.rs` (the kernels taking `sample_major` dispatch to it):
 //! fused bias + activation (+ residual skip) forward, fused activation backward with bias and
 //! PReLU-slope cotangents, the loss and its cotangent, the column parts and their fork-join, and
-//! the `axpy` of graph propagation (`csr.rs`).
+//! the weighted column sums of graph propagation (`csr.rs`).
 //!
 //! Every kernel is sequential over the columns it is given; the engine splits the n columns
 //! into its [`super::Parts`] ([`part_cols`]) and runs them on the rayon pool's threads with
@@ -471,11 +471,39 @@ pub(super) fn pack_bits<T: Real>(z: &[T], words: &mut [u64], above: impl Fn(T) -
     }
 }
 
+/// Features a [`weighted_sum`] holds in registers at a time.
+const SUM_BLOCK: usize = 16;
+
 wide! {
-/// y += a·x.
-pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o += a * v;
+/// dst (+)= Σ_q a_q x_q over `terms` (a_q, x_q), each x_q at least dst's length; with `add`
+/// onto dst's values, else onto 0. Per element the terms are added in order, one product at a
+/// time (the sums a term-by-term y += a·x gives, bit for bit), but a block of
+/// [`SUM_BLOCK`] features at a time in registers: dst is read and written once, not once per
+/// term.
+pub fn weighted_sum<T: Real>(dst: &mut [T], terms: &[(T, &[T])], add: bool) {
+    let full = dst.len() / SUM_BLOCK * SUM_BLOCK;
+    let mut blocks = dst.chunks_exact_mut(SUM_BLOCK);
+    for (b, d) in blocks.by_ref().enumerate() {
+        let d: &mut [T; SUM_BLOCK] = d.try_into().expect("a whole block");
+        let mut acc = if add { *d } else { [T::default(); SUM_BLOCK] };
+        for &(a, x) in terms {
+            let x: &[T; SUM_BLOCK] = x[b * SUM_BLOCK..(b + 1) * SUM_BLOCK]
+                .try_into()
+                .expect("a whole block");
+            for l in 0..SUM_BLOCK {
+                acc[l] += a * x[l];
+            }
+        }
+        *d = acc;
+    }
+    let d = blocks.into_remainder();
+    if !add {
+        d.iter_mut().for_each(|v| *v = T::default());
+    }
+    for &(a, x) in terms {
+        for (o, &v) in d.iter_mut().zip(&x[full..]) {
+            *o += a * v;
+        }
     }
 }
 }
