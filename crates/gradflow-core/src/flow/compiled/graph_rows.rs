@@ -9,7 +9,7 @@
 //! reverse pass restricted to the support (the other columns are exact zeros).
 
 use super::part::Ctx;
-use super::Compiled;
+use super::{Compiled, FREE};
 use crate::engine::Prop;
 
 /// Per-node cotangents with their support: `vals` holds `width` values per node (zero off
@@ -183,9 +183,12 @@ impl Compiled {
             } else {
                 input_part(&mut b.hbar, wbar, w, st.inp);
             }
-            // Z̄ of stage t − 1 = H̄ ⊙ σ'(z), and PReLU's slope part Σ H̄ ⊙ ∂σ/∂a.
+            // Z̄ of stage t − 1 = H̄ ⊙ σ'(z), and PReLU's slope part Σ H̄ ⊙ ∂σ/∂a (for a
+            // σ linear on each piece, σ' is the piece's slope and ∂σ/∂a is z on PReLU's
+            // negative piece, as in the gradient's reverse pass).
             let prev = &self.plan.stages[t - 1];
             let a = prev.params(theta).2.unwrap_or(0.0);
+            let sl = cx.slopes(a);
             let off = cx.offsets[t - 1];
             let z = &part.z[t - 1];
             b.zbar.restart(prev.out);
@@ -194,10 +197,21 @@ impl Compiled {
                 let e0 = off + j * prev.out;
                 let zj = &z[j * prev.out..(j + 1) * prev.out];
                 let dst = b.zbar.at(j);
-                for (v, (d, &hv)) in dst.iter_mut().zip(b.hbar.col(j)).enumerate() {
-                    let (_, dv, da) = cx.sigma(e0 + v, zj[v], a);
-                    ga += hv * da;
-                    *d = hv * dv;
+                let pairs = dst.iter_mut().zip(b.hbar.col(j)).enumerate();
+                if cx.linear {
+                    for (v, (d, &hv)) in pairs {
+                        let e = e0 + v;
+                        *d = hv * cx.factor(e, &sl);
+                        if prev.prelu && cx.pin_of[e] == FREE && cx.pieces[e] == 0 {
+                            ga += hv * zj[v];
+                        }
+                    }
+                } else {
+                    for (v, (d, &hv)) in pairs {
+                        let (_, dv, da) = cx.sigma(e0 + v, zj[v], a);
+                        ga += hv * da;
+                        *d = hv * dv;
+                    }
                 }
             }
             if let (_, _, Some(g)) = prev.params_mut(row) {

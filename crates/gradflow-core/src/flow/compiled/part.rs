@@ -72,7 +72,7 @@ impl Ctx<'_> {
     /// For a [`Self::linear`] σ: the factor f with σ(z) = f·z = σ'(z)·z on entry e's piece (or
     /// its pinned slope; the kink is at 0, where σ vanishes).
     #[inline(always)]
-    fn factor(&self, e: usize, slopes: &[f64; 2]) -> f64 {
+    pub(super) fn factor(&self, e: usize, slopes: &[f64; 2]) -> f64 {
         match self.pin_of[e] {
             FREE => slopes[(self.pieces[e] as usize).min(1)],
             j => self.pins[j as usize].slope,
@@ -80,7 +80,7 @@ impl Ctx<'_> {
     }
 
     /// σ's slopes left and right of 0 for a [`Self::linear`] σ.
-    fn slopes(&self, a: f64) -> [f64; 2] {
+    pub(super) fn slopes(&self, a: f64) -> [f64; 2] {
         [
             self.act.piece_derivative(0, -1.0, a),
             self.act.piece_derivative(1, 1.0, a),
