@@ -128,7 +128,7 @@ impl EvalBits {
             zdot_right: to_bits(&l.zdot_right),
             slopes: to_bits(&l.slopes),
             slopes_updated: l.slopes_updated,
-            rows: l.rows.iter().map(|r| to_bits(r)).collect(),
+            rows: l.rows.iter().map(to_bits).collect(),
             g_inv: to_bits(&l.g_inv),
         }
     }

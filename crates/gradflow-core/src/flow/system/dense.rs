@@ -2,7 +2,7 @@
 //! and the field's projection onto their complement: the rows in one contiguous buffer kept
 //! between evaluations, their Gram matrix G = R Rᵀ by one (lower-triangular) matrix product,
 //! its pseudo-inverse by a symmetric eigendecomposition, R g and Rᵀ μ by matrix–vector
-//! products, and the scales 1/‖∇z_j‖² from G's diagonal.
+//! products, and the scales 1/‖∇z_j‖² from G's diagonal. Also the field's norm.
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
@@ -210,6 +210,31 @@ pub(super) fn gram_inverse(rows: &Rows, gram: &mut Vec<f64>, inv: &mut Vec<f64>,
             }
         }
     }
+}
+
+/// Σ a_i b_i with eight independent partial sums (the compiler vectorises them; one running
+/// sum is a chain of dependent additions).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut acc = [0.0; 8];
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// The Euclidean norm.
+pub(super) fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ mod release;
 #[cfg(test)]
 mod tests;
 
+use dense::norm;
 pub use dense::Rows;
 use layer_path::probe_entries;
 
@@ -608,28 +609,4 @@ impl Drop for KinkSystem<'_> {
     fn drop(&mut self) {
         self.uninstall();
     }
-}
-
-/// Σ a_i b_i with eight independent partial sums (the compiler vectorises them; one running
-/// sum is a chain of dependent additions).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    debug_assert_eq!(a.len(), b.len());
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    let mut acc = [0.0; 8];
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
-fn norm(a: &[f64]) -> f64 {
-    dot(a, a).sqrt()
 }
