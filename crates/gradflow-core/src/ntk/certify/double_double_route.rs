@@ -1,9 +1,8 @@
-//! The double-double route of the certificate ([`super`]): the exact-product Gram matrix,
+//! The double-double route of the certificate ([`super`]): the compensated Gram matrix,
 //! the Cholesky with its self-checked square roots and reciprocals, and the FMA builds of
-//! their kernels.
+//! their kernels (the Gram's in [`gram`]).
 
 use super::*;
-use crate::ntk::double_double::{two_prod, two_sum};
 
 pub(super) struct DdGram {
     pub(super) n: usize,
@@ -16,18 +15,9 @@ pub(super) struct DdGram {
 
 impl DdGram {
     pub(super) fn new(sc: &Scaled) -> Self {
-        let n = sc.n;
-        let blocks = n.div_ceil(LANES);
-        let mut hi = vec![0.0; blocks * LANES * n];
-        let mut lo = vec![0.0; blocks * LANES * n];
-        hi.par_chunks_mut(LANES * n)
-            .zip(lo.par_chunks_mut(LANES * n))
-            .enumerate()
-            .for_each(|(b, (h, l))| dd_gram_block(sc, b * LANES, h, l));
-        hi.truncate(n * n);
-        lo.truncate(n * n);
+        let (hi, lo) = dd_gram(sc);
         Self {
-            n,
+            n: sc.n,
             hi,
             lo,
             term: mul_up(dd_gram_error_factor(sc.p), sc.frob2),
@@ -261,12 +251,6 @@ with_fma!(
     dd_sub_scaled_imp,
     (c_hi: &mut [f64], c_lo: &mut [f64], a_hi: &[f64], a_lo: &[f64], s: Dd)
 );
-with_fma!(
-    dd_gram_block,
-    dd_gram_block_imp,
-    (sc: &Scaled, j0: usize, hi: &mut [f64], lo: &mut [f64])
-);
-
 /// x ← x·s, element-wise.
 #[inline(always)]
 pub(super) fn dd_scale_imp(hi: &mut [f64], lo: &mut [f64], s: Dd) {
@@ -300,69 +284,7 @@ pub(super) fn dd_sub_scaled_imp(
     }
 }
 
-/// Columns j0..j0 + LANES of the double-double Gram matrix, rows i ≥ j0, into `hi`/`lo`
-/// (LANES columns of n, column-major). Each entry runs over k in blocks of [`GRAM_BLOCK`]:
-/// within a block the exact products two_prod(J̃_ik, J̃_jk) = h + l go into an f64 sum s by
-/// two_sum (s + h = s' + e exactly) and their errors e + l into an f64 sum c; at the block's
-/// end s and c are added into the entry's Dd sum, kept in `hi`/`lo` (step 1 of the module doc
-/// bounds the result). The blocks are the outer loop, so one block of J̃ (GRAM_BLOCK columns)
-/// stays in cache while every row pair runs over it; rows go two at a time.
-#[inline(always)]
-pub(super) fn dd_gram_block_imp(sc: &Scaled, j0: usize, hi: &mut [f64], lo: &mut [f64]) {
-    let (n, n_pad, p) = (sc.n, sc.n_pad, sc.p);
-    hi.fill(0.0);
-    lo.fill(0.0);
-    for block in sc.data[..p * n_pad].chunks(GRAM_BLOCK * n_pad) {
-        let mut i = j0;
-        while i < n {
-            let i1 = (i + 1).min(n - 1);
-            let mut sum = [[0.0f64; LANES]; 2];
-            let mut err = [[0.0f64; LANES]; 2];
-            for col in block.chunks_exact(n_pad) {
-                let b: &[f64; LANES] = col[j0..j0 + LANES].try_into().unwrap();
-                let a = [col[i], col[i1]];
-                for r in 0..2 {
-                    for l in 0..LANES {
-                        let (h, low) = two_prod(a[r], b[l]);
-                        let (s, e) = two_sum(sum[r][l], h);
-                        sum[r][l] = s;
-                        err[r][l] += e + low;
-                    }
-                }
-            }
-            let rows = if i1 > i { 2 } else { 1 };
-            for (r, row) in [i, i1].into_iter().enumerate().take(rows) {
-                for l in 0..LANES {
-                    let at = l * n + row;
-                    let acc = Dd {
-                        hi: hi[at],
-                        lo: lo[at],
-                    } + Dd::from_f64(sum[r][l])
-                        + Dd::from_f64(err[r][l]);
-                    (hi[at], lo[at]) = (acc.hi, acc.lo);
-                }
-            }
-            i += 2;
-        }
-    }
-    // Lower triangle only: columns j0 + l ≤ row.
-    for l in 0..LANES {
-        for row in j0..(j0 + l).min(n) {
-            hi[l * n + row] = 0.0;
-            lo[l * n + row] = 0.0;
-        }
-    }
-}
-
-/// E_G / ‖J̃‖_F² for the blocked sums of [`dd_gram_block_imp`] over p products (step 1):
-/// γ'_{2⌈p/q⌉}·(1 + 2⁻⁴⁰) + γ_{2q−1}·(q + 1)·u·(1 + 2⁻⁴⁰), q = [`GRAM_BLOCK`].
-pub(super) fn dd_gram_error_factor(p: usize) -> f64 {
-    let grow = 1.0 + pow2(-40);
-    let blocks = p.div_ceil(GRAM_BLOCK);
-    let between = mul_up(gamma(2 * blocks, U_DD), grow);
-    let within = mul_up(
-        mul_up(gamma(2 * GRAM_BLOCK - 1, UNIT), (GRAM_BLOCK + 1) as f64),
-        mul_up(UNIT, grow),
-    );
-    add_up(between, within)
-}
+mod gram;
+pub(super) use gram::{dd_gram, dd_gram_error_factor};
+#[cfg(test)]
+pub(super) use gram::{dd_gram_tile, dd_gram_tile_imp, dd_gram_with};

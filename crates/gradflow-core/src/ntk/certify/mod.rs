@@ -22,16 +22,28 @@
 //!    ≤ D (a leaf's own rounding counted), the result is within ((1+U)^D − 1)·Σ|leaves| ≤
 //!    γ'_D·Σ|leaves| of the exact one (induction: a node of depth d over leaves of total size A
 //!    is computed within ((1+U)^d − 1)A and is at most (1+U)^d·A in size). The p products
-//!    x_k = J̃_ik·J̃_jk are taken in blocks of q = [`GRAM_BLOCK`] consecutive k. In a block, in
-//!    f64: h_k + l_k = x_k exactly (two_prod, |l_k| ≤ u|h_k| ≤ u(1+u)|x_k|);
-//!    s_{k−1} + h_k = s_k + e_k exactly (two_sum, |e_k| ≤ u|s_k|); c ← fl(c + fl(e_k + l_k)).
-//!    So Σ_block x_k = s_q + C_q exactly with C_q = Σ(e_k + l_k); |s_k| ≤ (1+u)^(q+1)·Σ_block|x|
-//!    gives Σ(|e_k| + |l_k|) ≤ (q + 1)u(1+u)^(q+1)·Σ_block|x|, and c, a sum of 2q terms, is
-//!    within γ_{2q−1} of that of C_q (Higham §4.2, any order). The block's s and c are then
-//!    added, as two exact leaves, into the entry's running Dd sum: ⌈p/q⌉ blocks, depth
-//!    D ≤ 2⌈p/q⌉, leaves of total size ≤ (1+u)^(q+1)(1 + 2(q + 1)u)·Σ|x| ≤ (1 + 2⁻⁴⁰)·Σ|x|
-//!    (q ≤ 10³). So |G̃ − G| ≤ β|J̃||J̃|ᵀ entrywise, β = γ'_{2⌈p/q⌉}(1 + 2⁻⁴⁰) +
-//!    γ_{2q−1}(q + 1)u(1 + 2⁻⁴⁰) (≈ (2p/q + q²/32)·U), and E_G = β‖J̃‖_F².
+//!    x_k = J̃_ik·J̃_jk are taken in blocks of q' ≤ q = [`GRAM_BLOCK`] consecutive k
+//!    (q ≤ 2¹⁰), each summed in f64 as follows, in this order for every entry on every path.
+//!    (a) *Magnitude.* Ŝ = Σ|J̃_ik|·|J̃_jk| by fma, in any order; as the terms are ≥ 0, each
+//!    rounding loses at most a factor (1 − u), so Σ|x| ≤ (1 − u)^(−q)·Ŝ and
+//!    Ŝ ≤ (1 + u)^q·Σ|x| (underflow: step 4). y = fl(Ŝ·m), m = 1 + 2⁻²⁰, and
+//!    σ = max(4·2^⌊log₂ y⌋, 2⁻¹⁰⁰⁰), a power of two (2^⌊log₂ y⌋ read as 0 for subnormal y).
+//!    Then σ > 2y ≥ 2m(1 − u)Ŝ, so Σ|x| ≤ σ/(2m(1 − u)^(q+1)) ≤ σ/2 − 2⁻²²σ (if y is
+//!    subnormal, Σ|x| < 2⁻¹⁰²¹ ≪ σ/2), and unless σ = 2⁻¹⁰⁰⁰, σ ≤ 4y ≤ 4(1 + 2⁻¹⁹)·Σ|x|.
+//!    (b) *Pinned sum.* T_0 = 1.5σ, T_k = fma(J̃_ik, J̃_jk, T_{k−1}) = fl(T_{k−1} + x_k),
+//!    d_k = fl(T_k − T_{k−1}), t_k = fma(J̃_ik, J̃_jk, −d_k) = fl(x_k − d_k), c = Σ t_k
+//!    (f64, left to right). By induction every T_k lies in [σ, 2σ] with
+//!    |T_k − 1.5σ| ≤ Σ_{≤k}|x| + kuσ < σ/2: T_{k−1} + x_k lies strictly inside [σ, 2σ], whose
+//!    floats are spaced 2uσ, so rounding it moves it by ≤ uσ and keeps it there. So d_k is
+//!    exact (Sterbenz), |x_k − d_k| ≤ uσ, |t_k − (x_k − d_k)| ≤ u²σ, |t_k| ≤ uσ, and
+//!    |c − Σt| ≤ γ_{q−1}·q·uσ (Higham §4.2). With s = fl(T_{q'} − 1.5σ) = Σd_k (exact,
+//!    Sterbenz) and Σx = s + Σ(x_k − d_k): |s + c − Σ_block x| ≤ q²u²σ(1 + 2⁻³⁹) ≤
+//!    (q²/16)(1 + 2⁻¹⁸)·U·Σ_block|x| (U = 64u²) unless σ = 2⁻¹⁰⁰⁰ (step 4).
+//!    (c) *Between blocks.* The block's leaf is the Dd number two_sum(s, c), exactly s + c,
+//!    added into the entry's running Dd sum (from 0): ⌈p/q⌉ leaves at depth D ≤ ⌈p/q⌉, of total
+//!    size ≤ (1 + 2⁻⁸⁰)·Σ|x|. So |G̃ − G| ≤ β|J̃||J̃|ᵀ entrywise with
+//!    β = γ'_{⌈p/q⌉}(1 + 2⁻⁴⁰) + (q²/16)(1 + 2⁻¹⁶)U (≈ (p/q + q²/16)·U,
+//!    [`double_double_route::dd_gram_error_factor`]), and E_G = β‖J̃‖_F².
 //! 2. *Shift.* B = fl(G̃ − s'I) changes the diagonal only, so D := B − (G̃ − s'I) is diagonal:
 //!    |d_jj| ≤ u|b_jj| (f64: one rounding, relative to its result) or ≤ U(|g̃_jj| + s') (Dd).
 //!    E_D = the largest of those.
@@ -54,9 +66,12 @@
 //! 4. *Underflow.* Steps 1–3 assume none. A product (or fma, division) that rounds into the
 //!    subnormal range commits an absolute error ≤ 2⁻¹⁰⁷⁵ on top; sums never do (they are exact
 //!    there). After the scaling |g_ij| ≤ p and |l_ij| ≤ √p·(1 + ĝ); an entry of G̃ takes at most
-//!    p such errors, one of ΔB at most 3n (inner products) plus 3 multiplied by l_jj (division),
-//!    each grown by at most a factor 2 on the way. So ‖·‖ of their sum is below
-//!    E_U = n(p + n + √p + 2)·2⁻¹⁰⁷⁰ (with room). The pivot floor 2⁻⁹⁰⁰ keeps 1/l_jj ≤ 2⁴⁵⁰,
+//!    p such errors (in the Dd Gram only t_k can be subnormal: T_k ≥ σ ≥ 2⁻¹⁰⁰⁰; Ŝ's only
+//!    choose σ, and (a) holds with them, as σ ≥ 2⁻¹⁰⁰⁰ dwarfs q·2⁻¹⁰⁷⁴), one of ΔB at most 3n
+//!    (inner products) plus 3 multiplied by l_jj (division), each grown by at most a factor 2
+//!    on the way. A Dd Gram block with σ = 2⁻¹⁰⁰⁰ is within q²u²·2⁻⁹⁹⁹ instead, itself and
+//!    through the Dd sum: ≤ p·2⁻¹⁰⁹⁵ per entry. So ‖·‖ of their sum is below
+//!    E_U = n(p + n + √p + 2)·2⁻¹⁰⁷⁰ (with room: the Gram needs n·p·(2⁻¹⁰⁷⁴ + 2⁻¹⁰⁹⁵)). The pivot floor 2⁻⁹⁰⁰ keeps 1/l_jj ≤ 2⁴⁵⁰,
 //!    so the Dd reciprocals and ρ_j, τ_j (which carry a 2⁻¹⁰⁷⁰ term for the same reason) are
 //!    evaluated far from both ends of the range.
 //! 5. *Conclusion.* G − s'I = LLᵀ − ΔB − D − (G̃ − G) with LLᵀ ⪰ 0, so
@@ -77,10 +92,10 @@
 //! Dd follows when f64's floor exceeds 1% of the estimate (f64 may then have failed, or lost
 //! over 1% of its bound, to rounding); below that, f64 resolves λ_min to within a few percent of
 //! the shifts and Dd could not do materially better. The larger bound wins. Dd resolves λ_min
-//! down to about (2p/q + q²/32 + 2n)U‖J̃‖_F²; its Gram is n²p/2 exact products summed as in
-//! step 1, run on rayon over blocks of 8 columns (two rows at a time, so 16 sums are in
-//! flight), and its
-//! Cholesky n³/6 Dd multiply-subtracts, parallel over trailing columns.
+//! down to about (p/q + q²/16 + 2n)U‖J̃‖_F²; its Gram is n²p/2 products summed as in step 1
+//! (five f64 operations each, vectorised over 8 columns and 4 rows, on rayon over tiles of 8
+//! columns, a few blocks of columns of J̃ at a time so they stay in cache), and its Cholesky
+//! n³/6 Dd multiply-subtracts, parallel over trailing columns.
 
 use super::double_double::{Dd, U as UNIT, U_DD};
 use faer::linalg::matmul::matmul;
@@ -132,7 +147,7 @@ const SHIFTS: [f64; 4] = [0.9, 0.75, 0.5, 0.25];
 const MIN_PIVOT: f64 = pow2(-900);
 /// 1 + 2⁻²⁰: the margin on the total budget.
 const MARGIN: f64 = 1.0 + 1.0 / (1u64 << 20) as f64;
-/// Columns per block of the double-double Gram kernel.
+/// Columns per tile of the double-double Gram kernel (its SIMD lanes).
 const LANES: usize = 8;
 /// Products per f64 block of the double-double Gram's sums (q in step 1).
 const GRAM_BLOCK: usize = 32;

@@ -515,6 +515,72 @@ fn double_double_budget_terms_bound_the_measured_errors() {
     );
 }
 
+/// The double-double Gram's kernel against exact sums on hard inputs, its portable build
+/// against the FMA/AVX2 one, and a planted error caught: entries within β|J̃||J̃|ᵀ (plus step
+/// 4's underflow allowance) for rows spanning 2⁴⁵⁰ in size, rows that cancel to exactly zero,
+/// a row of zeros, p not a multiple of the block and n not a multiple of the lanes; and the
+/// kernel without its compensation c exceeds β (so the check can fail).
+#[test]
+fn double_double_gram_kernel_on_hard_inputs() {
+    let (n, p) = (11, 3 * GRAM_BLOCK + 7);
+    let mut rng = StdRng::seed_from_u64(15);
+    let mut j = Mat::from_fn(n, p, |i, _| {
+        let g: f64 = StandardNormal.sample(&mut rng);
+        g * 2f64.powi(-45 * i as i32)
+    });
+    for k in 0..p {
+        // Row 3 = −row 2 in its first half (partial cancellation against row 2 exactly),
+        // row 4 zero, row 5 alternating ±2⁻⁵ but for its last (zero) entry and row 6 all
+        // ones, so their entry is an exact zero summed from 102 terms of one size.
+        j[(3, k)] = if k < p / 2 { -j[(2, k)] } else { j[(3, k)] };
+        j[(4, k)] = 0.0;
+        j[(5, k)] = if k + 1 == p {
+            0.0
+        } else if k % 2 == 0 {
+            pow2(-5)
+        } else {
+            -pow2(-5)
+        };
+        j[(6, k)] = 1.0;
+    }
+    let sc = Scaled::new(j.as_ref()).unwrap();
+    let beta = dd_gram_error_factor(p);
+    let allowance = p as f64 * (pow2(-1074) + pow2(-1095));
+    let check = |hi: &[f64], lo: &[f64]| -> (usize, f64) {
+        let (mut violations, mut worst) = (0, 0.0f64);
+        for jj in 0..n {
+            for i in jj..n {
+                let mut e = exact_gram(&sc, i, jj);
+                e.add(-hi[jj * n + i]);
+                e.add(-lo[jj * n + i]);
+                let bound = beta * abs_gram(&sc, i, jj) + allowance;
+                let err = size(&e);
+                if err > bound {
+                    violations += 1;
+                }
+                if bound > 0.0 {
+                    worst = worst.max(err / bound);
+                }
+            }
+        }
+        (violations, worst)
+    };
+    let (hi, lo) = dd_gram(&sc);
+    let (violations, worst) = check(&hi, &lo);
+    assert_eq!(violations, 0, "worst error / bound {worst}");
+    // The exactly cancelling entries are exactly zero.
+    assert_eq!((hi[5 * n + 6], lo[5 * n + 6]), (0.0, 0.0));
+    assert!(hi[4 * n + 4] == 0.0 && hi[2 * n + 3] != 0.0);
+    let (phi, plo) = dd_gram_with(&sc, dd_gram_tile_imp::<true>);
+    assert!(phi == hi && plo == lo, "portable and FMA builds differ");
+    let (bhi, blo) = dd_gram_with(&sc, dd_gram_tile::<false>);
+    let (violations, worst) = check(&bhi, &blo);
+    assert!(
+        violations > 0 && worst > 1e6,
+        "the uncompensated kernel stayed within β: {violations}, {worst}"
+    );
+}
+
 /// The double-double reciprocal and square root are accurate to a few u², and the residual
 /// bounds ρ, τ hold, checked exactly, both for them and for plain f64 approximations (whose
 /// residuals, ~u, dwarf the terms for the residuals' own evaluation).
