@@ -64,7 +64,7 @@ enum Command {
     /// Reproduce the paper's Section 4: DNN, ResNet and GCN sweeps across p = nm, with verdicts,
     /// plots and a report. Re-running the same command resumes: finished runs are kept.
     Reproduce {
-        /// quick (about two minutes on 2 cores) or paper (the paper's sizes).
+        /// quick (about six minutes on 2 cores by the flow, two by GD) or paper (the paper's sizes).
         #[arg(long, default_value = "quick")]
         scale: String,
         /// Run only these ablations (repeat or comma-separate): dnn, resnet, gcn, threshold
@@ -77,7 +77,7 @@ enum Command {
         /// Repeat every run over seeds 0..N.
         #[arg(long, default_value_t = 1)]
         seeds: u64,
-        /// Output directory (default: runs/reproduce-<scale>).
+        /// Output directory (default: runs/reproduce-<scale>-flow for the flow, runs/reproduce-<scale> for GD).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Run only slice i of N (e.g. `--shard $SLURM_ARRAY_TASK_ID/8`); join with `gradflow merge`.
@@ -90,10 +90,12 @@ enum Command {
         /// other presets train in f64; NTK spectra are always f64).
         #[arg(long, default_value = "f64")]
         precision: String,
-        /// gd (the paper's experiments) or flow: every run integrated by the kink-aware
-        /// gradient-flow solver to t = lr·epochs instead (default --out runs/reproduce-<scale>-flow).
-        #[arg(long, default_value = "gd", value_parser = ["gd", "flow"])]
-        solver: String,
+        /// flow: every run integrated by the kink-aware gradient-flow solver to t = lr·epochs,
+        /// the dynamics the theorem is about (--out defaults to runs/reproduce-<scale>-flow); gd:
+        /// the paper's gradient descent. Default: flow at quick scale in f64; gd at paper scale
+        /// (the flow takes weeks a run at those sizes) or with --precision f32.
+        #[arg(long, value_parser = ["gd", "flow"])]
+        solver: Option<String>,
         /// Epochs between NTK λ_min checkpoints in every run, replacing the sweep's own spacing
         /// (0 = only at the start and the end). Paper-scale checkpoints are matrix-free solves on
         /// nm = 50,000: fewer of them shortens a paper-scale reproduce by hours.
@@ -179,6 +181,9 @@ fn dispatch(cmd: Command) -> Result<()> {
             threshold_seeds,
             emit_slurm,
         } => {
+            let defaulted = solver.is_none();
+            let solver = solver
+                .unwrap_or_else(|| commands::reproduce::default_solver(&scale, &precision).into());
             let out = out.unwrap_or_else(|| {
                 let suffix = if solver == "flow" { "-flow" } else { "" };
                 PathBuf::from("runs").join(format!("reproduce-{scale}{suffix}"))
@@ -214,7 +219,14 @@ fn dispatch(cmd: Command) -> Result<()> {
                 Some(out),
                 shard.as_deref(),
                 quiet,
-                (&precision, &solver, ntk_every, no_ntk, threshold_seeds),
+                (
+                    &precision,
+                    &solver,
+                    defaulted,
+                    ntk_every,
+                    no_ntk,
+                    threshold_seeds,
+                ),
             )
         }
         Command::Report { dir } => report(&dir),

@@ -31,6 +31,21 @@ pub(crate) fn emit_slurm_job(args: Vec<String>, shards: usize, out: PathBuf) -> 
     Ok(())
 }
 
+/// `--solver`'s default for `--scale` and `--precision` ([`Scale::default_solver`]); "gd" when
+/// either is invalid (the error comes when they are parsed).
+pub(crate) fn default_solver(scale: &str, precision: &str) -> &'static str {
+    use gradflow::config::{Precision, Solver};
+    let precision = if precision == "f32" {
+        Precision::F32
+    } else {
+        Precision::F64
+    };
+    match Scale::parse(scale).map(|s| s.default_solver(precision)) {
+        Ok(Solver::Flow) => "flow",
+        _ => "gd",
+    }
+}
+
 pub(crate) fn reproduce(
     scale: &str,
     only: Vec<String>,
@@ -38,7 +53,14 @@ pub(crate) fn reproduce(
     out: Option<PathBuf>,
     shard: Option<&str>,
     quiet: bool,
-    (precision, solver, ntk_every, no_ntk, threshold_seeds): (&str, &str, Option<usize>, bool, u64),
+    (precision, solver, defaulted, ntk_every, no_ntk, threshold_seeds): (
+        &str,
+        &str,
+        bool,
+        Option<usize>,
+        bool,
+        u64,
+    ),
 ) -> Result<()> {
     let scale = Scale::parse(scale)?;
     let precision = match precision {
@@ -72,14 +94,19 @@ pub(crate) fn reproduce(
     let out = out.unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("reproduce-{}{suffix}", scale.name()))
     });
+    let by = match (solver, defaulted) {
+        (gradflow::config::Solver::Flow, true) => {
+            " by the gradient-flow solver (the default at quick scale; --solver gd runs GD)"
+        }
+        (gradflow::config::Solver::Flow, false) => " by the gradient-flow solver",
+        (gradflow::config::Solver::Gd, true) if scale == Scale::Paper => {
+            " by GD, the paper's method (the flow takes weeks a run at this size)"
+        }
+        (gradflow::config::Solver::Gd, _) => " by GD",
+    };
     eprintln!(
-        "reproducing Section 4 at {} scale{} → {}",
+        "reproducing Section 4 at {} scale{by} → {}",
         scale.name(),
-        if suffix.is_empty() {
-            ""
-        } else {
-            " by the gradient-flow solver"
-        },
         out.display()
     );
     let opts = ReproduceOptions {

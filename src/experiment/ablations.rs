@@ -38,6 +38,16 @@ impl Scale {
             ))),
         }
     }
+    /// The solver `reproduce` runs when none is asked for: the gradient flow (what Theorem 3.1
+    /// is about) at quick scale in f64; GD at paper scale, where one flow run takes weeks
+    /// (events cut nearly every step), and in f32, which only GD trains in.
+    pub fn default_solver(self, precision: crate::config::Precision) -> crate::config::Solver {
+        use crate::config::{Precision, Solver};
+        match (self, precision) {
+            (Self::Quick, Precision::F64) => Solver::Flow,
+            _ => Solver::Gd,
+        }
+    }
     pub fn name(&self) -> &'static str {
         match self {
             Self::Quick => "quick",

@@ -95,6 +95,34 @@ fn emitted_slurm_scripts_run_the_shards_and_merge_them() {
     assert_eq!(unique, expected);
 }
 
+/// Without `--solver` the job runs the flow at quick scale and GD at paper scale (the flow
+/// takes weeks a run there), and says so in the shards' command line.
+#[test]
+fn emitted_jobs_carry_the_scales_default_solver() {
+    let tmp = TempDir::new("cli-slurm-solver");
+    for (scale, solver) in [("quick", "flow"), ("paper", "gd")] {
+        let out = tmp.join(scale);
+        gradflow(
+            tmp.path(),
+            [
+                "reproduce",
+                "--scale",
+                scale,
+                "--emit-slurm",
+                "2",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        let script = std::fs::read_to_string(out.join("slurm").join("shards.sbatch")).unwrap();
+        assert!(
+            script.contains(&format!("--solver {solver}")),
+            "{scale}: {script}"
+        );
+    }
+}
+
 #[test]
 fn emit_slurm_refuses_zero_shards_and_bad_options_before_writing() {
     let tmp = TempDir::new("cli-slurm-bad");

@@ -173,6 +173,7 @@ fn _gradflow(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::CoreModel>()?;
     m.add_function(wrap_pyfunction!(runs::train, m)?)?;
     m.add_function(wrap_pyfunction!(runs::reproduce, m)?)?;
+    m.add_function(wrap_pyfunction!(runs::default_solver, m)?)?;
     m.add_function(wrap_pyfunction!(runs::read_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(runs::build_report, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;

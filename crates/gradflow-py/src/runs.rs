@@ -115,11 +115,27 @@ fn read_summary(dir: &Path) -> Result<run::RunSummary, Error> {
     serde_json::from_str(&text).map_err(|e| Error::input(&path, e.to_string()))
 }
 
+/// The solver `reproduce` runs at `scale` and `precision` when none is given: "flow" at quick
+/// scale in f64, else "gd" ([`Scale::default_solver`]).
+#[pyfunction]
+pub fn default_solver(scale: &str, precision: &str) -> PyResult<&'static str> {
+    let scale = Scale::parse(scale).map_err(to_py)?;
+    let precision = if precision == "f32" {
+        Precision::F32
+    } else {
+        Precision::F64
+    };
+    Ok(match scale.default_solver(precision) {
+        Solver::Flow => "flow",
+        Solver::Gd => "gd",
+    })
+}
+
 /// The paper's Section 4 (`gradflow reproduce`), written to `out` with its report; returns
 /// `reproduce.json`'s text. Ctrl-C stops it as on the command line (finished runs kept, the
 /// same call resumes).
 #[pyfunction]
-#[pyo3(signature = (scale, only, out, seeds=1, shard=None, solver="gd", precision="f64", ntk_every=None, no_ntk=false, threshold_seeds=20, progress=false))]
+#[pyo3(signature = (scale, only, out, seeds=1, shard=None, solver=None, precision="f64", ntk_every=None, no_ntk=false, threshold_seeds=20, progress=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn reproduce(
     py: Python<'_>,
@@ -128,7 +144,7 @@ pub fn reproduce(
     out: &str,
     seeds: u64,
     shard: Option<&str>,
-    solver: &str,
+    solver: Option<&str>,
     precision: &str,
     ntk_every: Option<usize>,
     no_ntk: bool,
@@ -136,21 +152,22 @@ pub fn reproduce(
     progress: bool,
 ) -> PyResult<String> {
     let scale = Scale::parse(scale).map_err(to_py)?;
-    let solver = match solver {
-        "gd" => Solver::Gd,
-        "flow" => Solver::Flow,
-        other => {
-            return Err(to_py(Error::Invalid(format!(
-                "solver `{other}`: choose \"gd\" or \"flow\""
-            ))))
-        }
-    };
     let precision = match precision {
         "f64" => Precision::F64,
         "f32" => Precision::F32,
         other => {
             return Err(to_py(Error::Invalid(format!(
                 "precision `{other}`: choose \"f64\" or \"f32\" (f32 trains the dnn, resnet and gcn runs in f32)"
+            ))))
+        }
+    };
+    let solver = match solver {
+        None => scale.default_solver(precision),
+        Some("gd") => Solver::Gd,
+        Some("flow") => Solver::Flow,
+        Some(other) => {
+            return Err(to_py(Error::Invalid(format!(
+                "solver `{other}`: choose \"gd\" or \"flow\" (or leave it out: flow at quick scale, gd at paper scale)"
             ))))
         }
     };

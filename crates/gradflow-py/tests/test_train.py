@@ -150,9 +150,19 @@ def test_reproduce_with_shards_returns_the_cluster_commands_without_running(tmp_
     for i, c in enumerate(commands[:3]):
         assert c.startswith("gradflow reproduce --scale paper ")
         assert f"--shard {i}/3" in c and f"--out {out / f'shard-{i}'}" in c and "--only dnn,resnet" in c
+        # Paper scale defaults to GD (one flow run there takes weeks).
+        assert "--solver gd" in c
     assert commands[3] == "gradflow merge " + " ".join(str(out / f"shard-{i}") for i in range(3)) + f" --out {out}"
     with pytest.raises(ValueError, match="shards = 0"):
         gradflow.reproduce(shards=0)
+    # Quick scale defaults to the flow, f32 to GD; an explicit solver wins.
+    quick = gradflow.reproduce(only=["dnn"], out=tmp_path / "quick", shards=2)
+    assert all("--solver flow" in c for c in quick[:2])
+    f32 = gradflow.reproduce(only=["dnn"], precision="f32", out=tmp_path / "f32", shards=2)
+    assert all("--solver gd" in c for c in f32[:2])
+    gd = gradflow.reproduce(only=["dnn"], solver="gd", out=tmp_path / "gd", shards=2)
+    assert all("--solver gd" in c for c in gd[:2])
+    assert gradflow.reproduce(only=["dnn"], shards=1)[0].endswith("--out runs/reproduce-quick-flow/shard-0")
 
 
 def test_a_torch_module_trains_by_gd_as_torch_does_and_by_the_flow(tmp_path):

@@ -11,10 +11,13 @@ use super::*;
 fn reproduce_dnn_verdicts_follow_p_vs_nm_and_rerun_resumes() {
     let tmp = TempDir::new("cli-reproduce");
     let out = tmp.join("rep");
+    // GD, so the whole sweep takes seconds (the flow's w = 96 run alone takes minutes).
     let args = [
         "reproduce".as_ref(),
         "--only".as_ref(),
         "dnn".as_ref(),
+        "--solver".as_ref(),
+        "gd".as_ref(),
         "--out".as_ref(),
         out.as_os_str(),
         "--quiet".as_ref(),
@@ -123,7 +126,7 @@ fn reproduce_dnn_verdicts_follow_p_vs_nm_and_rerun_resumes() {
 fn resumed_reproduce_index_is_identical_to_the_first() {
     let tmp = TempDir::new("cli-reproduce-roundtrip");
     let out = tmp.join("rep");
-    // Shard 0 of 6 is the single run w=6 (about 4 s).
+    // Shard 0 of 6 is the single run w=6 (a few seconds), by the default solver: the flow.
     let args = [
         "reproduce".as_ref(),
         "--only".as_ref(),
@@ -134,8 +137,17 @@ fn resumed_reproduce_index_is_identical_to_the_first() {
         out.as_os_str(),
         "--quiet".as_ref(),
     ];
-    gradflow(tmp.path(), args).ok();
+    let run = gradflow(tmp.path(), args).ok();
+    assert!(
+        run.stderr
+            .contains("by the gradient-flow solver (the default at quick scale"),
+        "{}",
+        run.describe()
+    );
     let first = std::fs::read_to_string(out.join("reproduce.json")).unwrap();
+    let index: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let summary = &index["ablations"][0]["runs"][0]["summary"];
+    assert_eq!(summary["solver"], "flow", "{summary}");
     gradflow(tmp.path(), args).ok();
     let second = std::fs::read_to_string(out.join("reproduce.json")).unwrap();
     let diff: Vec<(&str, &str)> = first

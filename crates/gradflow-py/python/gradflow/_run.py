@@ -130,15 +130,22 @@ class Run:
         return out
 
 
-def reproduce(scale="quick", only=None, out=None, shards=None, *, seeds=1, solver="gd",
+def reproduce(scale="quick", only=None, out=None, shards=None, *, seeds=1, solver=None,
               precision="f64", ntk_every=None, no_ntk=False, threshold_seeds=20, progress=False):
     """The paper's Section 4 (`gradflow reproduce`): writes `out` (default
-    runs/reproduce-<scale>) with its report and returns reproduce.json as a dict.
+    runs/reproduce-<scale>, with -flow appended for the flow) with its report and returns
+    reproduce.json as a dict.
+
+    `solver` is "flow" (the gradient flow the theorem is about) or "gd" (the paper's GD); left
+    out, it is "flow" at quick scale in f64 and "gd" at paper scale, where one flow run takes
+    weeks.
 
     With `shards=N` nothing runs: the N `gradflow reproduce --shard i/N` commands (one per
     cluster job) and the `gradflow merge` command that joins them are returned as a list.
     """
     only = [only] if isinstance(only, str) else list(only or [])
+    if solver is None:
+        solver = _gradflow.default_solver(scale, precision)
     suffix = "-flow" if solver == "flow" else ""
     out = os.fspath(out) if out is not None else os.path.join("runs", f"reproduce-{scale}{suffix}")
     if shards is not None:
