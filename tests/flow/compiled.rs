@@ -239,3 +239,46 @@ fn progress_follows_accepted_steps_to_the_end() {
     assert_eq!(last.gradient_evaluations, out.counts.gradients);
     assert!(seen.iter().any(|p| p.pinned > 0), "no pinned entries seen");
 }
+
+/// A solve called from outside the pool runs on one of its workers (so its passes' joins keep
+/// one half on that thread instead of blocking the caller), and takes the same trajectory, bit
+/// for bit, as the same solve on a one-thread pool (the passes' two parts are summed in the
+/// same order whichever thread runs them).
+#[test]
+fn the_solve_runs_on_a_pool_worker_and_matches_a_one_thread_pool() {
+    let model = presets::dnn(4, &[12, 12], 2, &Activation::leaky_relu());
+    let data = Dataset::ball(10, 4, 2, 3);
+    let theta0 = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let opts = FlowOptions::new(2.0, 1e-9, 1e-11, 5, LossKind::Mse);
+    assert!(
+        rayon::current_thread_index().is_none(),
+        "the test thread is not a worker"
+    );
+    let solve = || {
+        let mut th = theta0.clone();
+        let mut workers = Vec::new();
+        let out = gradient_flow(&model, &data, &mut th, &opts, |_, _| {
+            workers.push(rayon::current_thread_index());
+            Control::Continue
+        })
+        .unwrap();
+        (out.events.crossings, workers, th)
+    };
+    let (crossings, workers, theta) = solve();
+    assert!(crossings > 0, "no kink crossed");
+    assert!(
+        !workers.is_empty() && workers.iter().all(Option::is_some),
+        "{workers:?}"
+    );
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let (crossings_one, _, theta_one) = one.install(solve);
+    assert_eq!(crossings_one, crossings);
+    assert!(
+        theta_one == theta,
+        "θ(T) differs: {}",
+        rel(&theta_one, &theta)
+    );
+}

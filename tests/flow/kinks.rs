@@ -51,7 +51,7 @@ fn solve(
     data: &Dataset,
     theta0: &[f64],
     opts: &FlowOptions,
-    mut stop_at: impl FnMut(&gradflow::flow::FlowRecord) -> bool,
+    mut stop_at: impl FnMut(&gradflow::flow::FlowRecord) -> bool + Send,
 ) -> (FlowOutcome, Vec<Rec>, Vec<f64>) {
     let mut th = theta0.to_vec();
     let mut recs = Vec::new();

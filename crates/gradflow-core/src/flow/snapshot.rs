@@ -307,7 +307,7 @@ mod tests {
         theta: &mut [f64],
         opts: &FlowOptions,
         resume: Option<&FlowSnapshot>,
-        mut pause: impl FnMut(&FlowProgress) -> bool,
+        mut pause: impl FnMut(&FlowProgress) -> bool + Send,
     ) -> (Vec<Row>, crate::flow::FlowOutcome) {
         let mut rows = Vec::new();
         let observe = |r: &FlowRecord, th: &[f64]| {

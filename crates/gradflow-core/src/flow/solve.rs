@@ -174,12 +174,14 @@ pub struct FlowProgress {
 
 /// Solves dθ/dt = −∇L(θ) on [0, T] from θ (updated in place to θ(T)), calling
 /// `observe(record, θ(t))` at every output time; `Control::Stop` ends the solve there.
+/// The kink-aware solve runs on a worker of rayon's pool (hence `Send` callbacks): called from
+/// outside it, the caller waits once instead of at every pass.
 pub fn gradient_flow(
     model: &Model,
     data: &Dataset,
     theta: &mut [f64],
     opts: &FlowOptions,
-    observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
+    observe: impl FnMut(&FlowRecord, &[f64]) -> Control + Send,
 ) -> Result<FlowOutcome> {
     gradient_flow_with_progress(model, data, theta, opts, observe, &mut |_| {})
 }
@@ -191,8 +193,8 @@ pub fn gradient_flow_with_progress(
     data: &Dataset,
     theta: &mut [f64],
     opts: &FlowOptions,
-    observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
-    progress: &mut dyn FnMut(&FlowProgress),
+    observe: impl FnMut(&FlowRecord, &[f64]) -> Control + Send,
+    progress: &mut (dyn FnMut(&FlowProgress) + Send),
 ) -> Result<FlowOutcome> {
     let mut report = |p: &FlowProgress| {
         progress(p);
@@ -213,8 +215,8 @@ pub fn gradient_flow_from(
     theta: &mut [f64],
     opts: &FlowOptions,
     resume: Option<&FlowSnapshot>,
-    mut observe: impl FnMut(&FlowRecord, &[f64]) -> Control,
-    progress: &mut dyn FnMut(&FlowProgress) -> Control,
+    mut observe: impl FnMut(&FlowRecord, &[f64]) -> Control + Send,
+    progress: &mut (dyn FnMut(&FlowProgress) -> Control + Send),
 ) -> Result<FlowOutcome> {
     validate(opts)?;
     let can_pause = resumable(model, opts);
@@ -239,14 +241,18 @@ pub fn gradient_flow_from(
             observe(rec, th)
         });
     }
-    let mut sys = KinkSystem::new(model, data, opts.loss, theta, opts.compiled)?;
-    let mut ignore_pause = |p: &FlowProgress| match progress(p) {
-        Control::Pause if !can_pause => Control::Continue,
-        c => c,
-    };
-    let result = Solver::new(&mut sys, opts).run(theta, resume, observe, &mut ignore_pause);
-    sys.uninstall();
-    result
+    // On a worker of the pool, so the passes' rayon::join run one half here and leave the
+    // other to be stolen, instead of injecting both from outside and blocking this thread.
+    rayon::scope(|_| {
+        let mut sys = KinkSystem::new(model, data, opts.loss, theta, opts.compiled)?;
+        let mut ignore_pause = |p: &FlowProgress| match progress(p) {
+            Control::Pause if !can_pause => Control::Continue,
+            c => c,
+        };
+        let result = Solver::new(&mut sys, opts).run(theta, resume, observe, &mut ignore_pause);
+        sys.uninstall();
+        result
+    })
 }
 
 fn validate(opts: &FlowOptions) -> Result<()> {
