@@ -64,7 +64,7 @@ enum Command {
     /// Reproduce the paper's Section 4: DNN, ResNet and GCN sweeps across p = nm, with verdicts,
     /// plots and a report. Re-running the same command resumes: finished runs are kept.
     Reproduce {
-        /// quick (about six minutes on 2 cores by the flow, two by GD) or paper (the paper's sizes).
+        /// quick (about 2.5 minutes on 2 idle cores by the flow, one by GD) or paper (the paper's sizes).
         #[arg(long, default_value = "quick")]
         scale: String,
         /// Run only these ablations (repeat or comma-separate): dnn, resnet, gcn, threshold
