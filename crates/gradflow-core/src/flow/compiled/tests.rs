@@ -2,7 +2,7 @@
 //! to parameter vectors and factorised by [`BorderedGram::factor`] in the same order (which
 //! forms L_CA and the Schur complement by products), and the projection against the scalar
 //! Cholesky route of `gram.rs` in the pinned order; and the first layer's kept parts against
-//! fresh ones, at a new θ and across the drop threshold.
+//! fresh ones, at a new θ, across the drop threshold and along random pin/release sequences.
 
 use super::first_layer::{FirstLayer, Shape};
 use super::{Compiled, PinSlot};
@@ -266,4 +266,66 @@ fn time_first_layer_rebuild() {
             1e3 * best[1]
         );
     }
+}
+
+/// A long random sequence of pins and releases (one entry at a time, as events change the
+/// pinned set) with θ moving between them, on one kept system: at every step its answers (w and
+/// the speeds' scales) equal a fresh system's at the same set and θ, bit for bit, so nothing the
+/// system keeps across sets or θ (the first layer's parts, the row buffers) goes stale.
+#[test]
+fn kept_system_equals_a_fresh_one_along_random_pin_release_sequences() {
+    let (d, w1, w2, n) = (4, 6, 5, 24);
+    let entries = n * (w1 + w2);
+    let slots = |pinned: &[usize]| -> Vec<PinSlot> {
+        pinned
+            .iter()
+            .map(|&e| PinSlot {
+                knot: 0.0,
+                left_piece: 0,
+                slope: 0.05 + 0.9 * ((e * 7919) % 101) as f64 / 101.0,
+            })
+            .collect()
+    };
+    let (mut kept, mut theta, pieces) = system(d, [w1, w2], n, &[], 11);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let mut pinned: Vec<usize> = Vec::new();
+    let (mut pins, mut releases, mut largest, mut kept_sets) = (0, 0, 0, 0);
+    for step in 0..180 {
+        // Mostly pins while few are pinned, then as many releases; a few first-layer units
+        // pinned on many samples so their blocks drop directions.
+        // One step in five keeps the set (θ still moves: the kept parts are reused).
+        let keep = rng.random::<f64>() < 0.2;
+        let pin = pinned.len() < 8 || (pinned.len() < 60 && rng.random::<f64>() < 0.62);
+        if keep && !pinned.is_empty() {
+            kept_sets += 1;
+        } else if pin {
+            let e = if rng.random::<f64>() < 0.3 {
+                rng.random_range(0..n) * w1
+            } else {
+                rng.random_range(0..entries)
+            };
+            if let Err(at) = pinned.binary_search(&e) {
+                pinned.insert(at, e);
+                pins += 1;
+            }
+        } else {
+            pinned.remove(rng.random_range(0..pinned.len()));
+            releases += 1;
+        }
+        largest = largest.max(pinned.len());
+        for t in theta.iter_mut() {
+            *t += 1e-3 * (rng.random::<f64>() - 0.5);
+        }
+        kept.set_pins(&pinned, slots(&pinned).into_iter());
+        let [_, w_kept, scale_kept] = solve_at(&mut kept, &theta, &pieces, &pinned);
+        let (mut fresh, _, _) = system(d, [w1, w2], n, &[], 11);
+        fresh.set_pins(&pinned, slots(&pinned).into_iter());
+        let [_, w_fresh, scale_fresh] = solve_at(&mut fresh, &theta, &pieces, &pinned);
+        assert_eq!(w_kept, w_fresh, "step {step}, {} pinned", pinned.len());
+        assert_eq!(scale_kept, scale_fresh, "step {step}");
+    }
+    assert!(
+        pins > 60 && releases > 40 && largest >= 25 && kept_sets > 20,
+        "{pins} {releases} {largest} {kept_sets}"
+    );
 }
