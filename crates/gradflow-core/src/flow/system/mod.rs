@@ -553,29 +553,7 @@ impl<'a> KinkSystem<'a> {
     /// one Gauss–Newton step with the rows of the last evaluation (which was at θ).
     pub fn project_onto_knots(&mut self, theta: &mut [f64]) {
         let k = self.pinned.len();
-        if let Some(mut c) = self.compiled.take_if(|c| !c.mixes_samples()) {
-            // Own buffers: μ and R g of the last evaluation stay valid (see `release.rs`).
-            let (mut gap, mut w) = std::mem::take(&mut self.projection);
-            gap.clear();
-            gap.extend(
-                self.pinned
-                    .iter()
-                    .map(|&e| self.last.z[e] - self.knot_of(e)),
-            );
-            if k > 0 && c.rows_match(&self.pinned) {
-                c.solve(&gap, &mut w, crate::batch::par());
-                for m in w.iter_mut() {
-                    *m = -*m;
-                }
-                c.add_rows_t(&w, theta);
-            }
-            self.projection = (gap, w);
-            self.compiled = Some(c);
-            return;
-        }
-        if k == 0 || self.last.rows.len() != k {
-            return;
-        }
+        // Own buffers: μ and R g of the last evaluation stay valid (see `release.rs`).
         let (mut gap, mut w) = std::mem::take(&mut self.projection);
         gap.clear();
         gap.extend(
@@ -583,10 +561,21 @@ impl<'a> KinkSystem<'a> {
                 .iter()
                 .map(|&e| self.last.z[e] - self.knot_of(e)),
         );
-        let g_inv = &self.last.g_inv;
-        w.clear();
-        w.extend((0..k).map(|i| -(0..k).map(|j| g_inv[i * k + j] * gap[j]).sum::<f64>()));
-        self.last.rows.add_transposed(&w, theta);
+        if let Some(mut c) = self.compiled.take_if(|c| !c.mixes_samples()) {
+            if k > 0 && c.rows_match(&self.pinned) {
+                c.solve(&gap, &mut w, crate::batch::par());
+                for m in w.iter_mut() {
+                    *m = -*m;
+                }
+                c.add_rows_t(&w, theta);
+            }
+            self.compiled = Some(c);
+        } else if k > 0 && self.last.rows.len() == k {
+            let g_inv = &self.last.g_inv;
+            w.clear();
+            w.extend((0..k).map(|i| -(0..k).map(|j| g_inv[i * k + j] * gap[j]).sum::<f64>()));
+            self.last.rows.add_transposed(&w, theta);
+        }
         self.projection = (gap, w);
     }
 }
