@@ -45,7 +45,9 @@ pub(super) fn write_gd_run(
     ck.kernel_view_seconds += seconds;
     let mut theta = std::mem::take(&mut ck.theta);
     let mut gd_state = std::mem::take(&mut ck.gd);
-    let outcome =
+    // On a worker of the pool (as the flow solve): the engine's joins then keep one half on
+    // this thread instead of blocking the caller at every epoch.
+    let outcome = rayon::scope(|_| {
         gradient_descent_from(model, data, &mut theta, &gd, &mut gd_state, |rec, theta| {
             let last = rec.epoch == gd.epochs;
             ck.series_t.push(rec.t);
@@ -87,7 +89,8 @@ pub(super) fn write_gd_run(
                 return Control::Pause;
             }
             Control::Continue
-        });
+        })
+    });
     bar.finish_and_clear();
     writer.flush()?;
     if let Some(e) = io_error {
