@@ -227,8 +227,8 @@ pub(super) fn has_fma() -> bool {
 /// crate is built for baseline x86-64, where `mul_add` is a library call). Same results on
 /// every path: the operations are the same, `mul_add` is fused on each.
 macro_rules! with_fma {
-    ($name:ident, $imp:ident, ($($arg:ident: $ty:ty),*)) => {
-        pub(super) fn $name($($arg: $ty),*) {
+    ($vis:vis $name:ident, $imp:ident, ($($arg:ident: $ty:ty),*)) => {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "fma,avx2")]
@@ -245,9 +245,9 @@ macro_rules! with_fma {
     };
 }
 
-with_fma!(dd_scale, dd_scale_imp, (hi: &mut [f64], lo: &mut [f64], s: Dd));
+with_fma!(pub(super) dd_scale, dd_scale_imp, (hi: &mut [f64], lo: &mut [f64], s: Dd));
 with_fma!(
-    dd_sub_scaled,
+    pub(super) dd_sub_scaled,
     dd_sub_scaled_imp,
     (c_hi: &mut [f64], c_lo: &mut [f64], a_hi: &[f64], a_lo: &[f64], s: Dd)
 );

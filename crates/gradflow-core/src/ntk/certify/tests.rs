@@ -571,9 +571,9 @@ fn double_double_gram_kernel_on_hard_inputs() {
     // The exactly cancelling entries are exactly zero.
     assert_eq!((hi[5 * n + 6], lo[5 * n + 6]), (0.0, 0.0));
     assert!(hi[4 * n + 4] == 0.0 && hi[2 * n + 3] != 0.0);
-    let (phi, plo) = dd_gram_with(&sc, dd_gram_tile_imp::<true>);
+    let (phi, plo) = dd_gram_with(&sc, dd_gram_tile_imp, true);
     assert!(phi == hi && plo == lo, "portable and FMA builds differ");
-    let (bhi, blo) = dd_gram_with(&sc, dd_gram_tile::<false>);
+    let (bhi, blo) = dd_gram_with(&sc, dd_gram_tile, false);
     let (violations, worst) = check(&bhi, &blo);
     assert!(
         violations > 0 && worst > 1e6,

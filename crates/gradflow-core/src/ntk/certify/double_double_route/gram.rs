@@ -18,16 +18,22 @@ const EXPONENT_BITS: u64 = 0x7ff0_0000_0000_0000;
 
 /// G̃ (lower triangle; the upper one is zero), hi and lo parts, n × n column-major.
 pub(in super::super) fn dd_gram(sc: &Scaled) -> (Vec<f64>, Vec<f64>) {
-    dd_gram_with(sc, dd_gram_tile::<true>)
+    dd_gram_with(sc, dd_gram_tile, true)
 }
 
-/// One tile's kernel: (J̃, its columns `data` and their absolute values, j0, the tile's sums).
-pub(in super::super) type TileKernel = fn(&Scaled, &[f64], &[f64], usize, &mut [f64], &mut [f64]);
+/// One tile's kernel: (J̃, its columns `data` and their absolute values, j0, the tile's sums,
+/// whether each block's compensation c is added).
+pub(in super::super) type TileKernel =
+    fn(&Scaled, &[f64], &[f64], usize, &mut [f64], &mut [f64], bool);
 
-/// [`dd_gram`] with another kernel: the tests run the portable build
-/// (`dd_gram_tile_imp::<true>`) and a planted error (`dd_gram_tile::<false>`, which drops
-/// each block's compensation c).
-pub(in super::super) fn dd_gram_with(sc: &Scaled, kernel: TileKernel) -> (Vec<f64>, Vec<f64>) {
+/// [`dd_gram`] with another kernel or without the compensation: the tests run the portable
+/// build (`dd_gram_tile_imp`) and a planted error (`compensate = false`, which drops each
+/// block's compensation c).
+pub(in super::super) fn dd_gram_with(
+    sc: &Scaled,
+    kernel: TileKernel,
+    compensate: bool,
+) -> (Vec<f64>, Vec<f64>) {
     let (n, n_pad, p) = (sc.n, sc.n_pad, sc.p);
     // Per tile of LANES columns j0.., rows j0..n: LANES entries per row, row after row.
     let mut tiles: Vec<(Vec<f64>, Vec<f64>)> = (0..n.div_ceil(LANES))
@@ -46,7 +52,7 @@ pub(in super::super) fn dd_gram_with(sc: &Scaled, kernel: TileKernel) -> (Vec<f6
         tiles
             .par_iter_mut()
             .enumerate()
-            .for_each(|(t, (h, l))| kernel(sc, chunk, abs, t * LANES, h, l));
+            .for_each(|(t, (h, l))| kernel(sc, chunk, abs, t * LANES, h, l, compensate));
     }
     let mut hi = vec![0.0; n * n];
     let mut lo = vec![0.0; n * n];
@@ -64,36 +70,19 @@ pub(in super::super) fn dd_gram_with(sc: &Scaled, kernel: TileKernel) -> (Vec<f6
     (hi, lo)
 }
 
-/// [`dd_gram_tile_imp`] compiled with FMA and AVX2 when the CPU has them (as `with_fma!`;
-/// the same operations, so the same results, on every path).
-pub(in super::super) fn dd_gram_tile<const COMPENSATE: bool>(
-    sc: &Scaled,
-    data: &[f64],
-    abs: &[f64],
-    j0: usize,
-    acc_hi: &mut [f64],
-    acc_lo: &mut [f64],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "fma,avx2")]
-        unsafe fn fast<const C: bool>(
-            sc: &Scaled,
-            data: &[f64],
-            abs: &[f64],
-            j0: usize,
-            acc_hi: &mut [f64],
-            acc_lo: &mut [f64],
-        ) {
-            dd_gram_tile_imp::<C>(sc, data, abs, j0, acc_hi, acc_lo)
-        }
-        if has_fma() {
-            // SAFETY: the CPU has FMA and AVX2 (checked just above).
-            return unsafe { fast::<COMPENSATE>(sc, data, abs, j0, acc_hi, acc_lo) };
-        }
-    }
-    dd_gram_tile_imp::<COMPENSATE>(sc, data, abs, j0, acc_hi, acc_lo)
-}
+with_fma!(
+    pub(in super::super) dd_gram_tile,
+    dd_gram_tile_imp,
+    (
+        sc: &Scaled,
+        data: &[f64],
+        abs: &[f64],
+        j0: usize,
+        acc_hi: &mut [f64],
+        acc_lo: &mut [f64],
+        compensate: bool
+    )
+);
 
 /// 1.5σ for a block whose products have computed Σ|x| = `sum_abs` (step 1): σ = max(4F,
 /// 2⁻¹⁰⁰⁰) with F = 2^⌊log₂ y⌋ (0 for subnormal y), y = fl(sum_abs·m); so σ > 2·y and σ ≤ 4y
@@ -113,13 +102,14 @@ fn block_start(sum_abs: f64) -> f64 {
 /// T' = fma(a, b, T), d = T' − T (exact), c += fma(a, b, −d), T = T'; at the block's end
 /// (s, c) with s = T − 1.5σ become one exact Dd leaf two_sum(s, c) added into the entry's sum.
 #[inline(always)]
-pub(in super::super) fn dd_gram_tile_imp<const COMPENSATE: bool>(
+pub(in super::super) fn dd_gram_tile_imp(
     sc: &Scaled,
     data: &[f64],
     abs: &[f64],
     j0: usize,
     acc_hi: &mut [f64],
     acc_lo: &mut [f64],
+    compensate: bool,
 ) {
     let (n, n_pad) = (sc.n, sc.n_pad);
     let lanes = j0..j0 + LANES;
@@ -170,7 +160,7 @@ pub(in super::super) fn dd_gram_tile_imp<const COMPENSATE: bool>(
                     let at = (row - j0) * LANES;
                     let (ah, al) = (&mut acc_hi[at..at + LANES], &mut acc_lo[at..at + LANES]);
                     for l in 0..LANES {
-                        let comp = if COMPENSATE { c[r][l] } else { 0.0 };
+                        let comp = if compensate { c[r][l] } else { 0.0 };
                         let (hi, lo) = two_sum(t[r][l] - t0[r][l], comp);
                         let acc = Dd {
                             hi: ah[l],
