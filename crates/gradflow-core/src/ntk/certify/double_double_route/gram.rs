@@ -70,6 +70,8 @@ pub(in super::super) fn dd_gram_with(
     (hi, lo)
 }
 
+// dd_gram_tile: [`dd_gram_tile_imp`] compiled with FMA and AVX2 when the CPU has them (the
+// same operations, so the same results, on every path).
 with_fma!(
     pub(in super::super) dd_gram_tile,
     dd_gram_tile_imp,
