@@ -118,9 +118,14 @@ impl Checkpoint {
             ..opts.clone()
         };
         let (model, x) = (&prep.model, &prep.data.x);
-        // Where entries slide, the kernel of the sliding (Filippov) field.
+        // Where entries slide (or, along the flow, rest on a kink), the kernel of the Filippov
+        // field.
         let kind = prep.config.train.loss;
-        let mut s = crate::flow::filippov_ntk(model, &prep.data, kind, theta, sliding, &opts)?;
+        let mut s = if gd_step.is_none() {
+            crate::flow::flow_ntk(model, &prep.data, kind, theta, sliding, &opts)?
+        } else {
+            crate::flow::filippov_ntk(model, &prep.data, kind, theta, sliding, &opts)?
+        };
         if self.ntk_first.is_none() && s.jacobian.is_exact_deficient() && s.p >= s.dim {
             // Is the deficiency of J(θ(0)) a property of an open set of θ, or a coincidence?
             s.jacobian.persistence = Some(ntk::rank::perturbation_persistence(

@@ -13,7 +13,7 @@
 use gradflow::activation::Activation;
 use gradflow::data::Dataset;
 use gradflow::flow::system::KinkSystem;
-use gradflow::flow::{filippov_ntk, gradient_flow, FlowOptions};
+use gradflow::flow::{filippov_ntk, flow_ntk, gradient_flow, FlowOptions};
 use gradflow::init::{init_params, InitScheme};
 use gradflow::loss::LossKind;
 use gradflow::model::Model;
@@ -225,4 +225,89 @@ fn timing_filippov_checkpoint_quick_dnn_w96() {
          (λ_min {:.4e}, {:?})",
         plain.lambda_min, plain.jacobian.certificate, held.lambda_min, held.jacobian.certificate
     );
+}
+
+/// A ReLU unit that died exactly on its kink: negative on every sample but one, where its
+/// pre-activation is 0 to rounding. Its dead side moves it at zero speed (no sample feeds its
+/// weights), so the flow keeps it there unpinned. The ordinary certificate cannot tell its piece;
+/// at a point of the flow it is held as dormant, with the dead side's slope, and the kernel is
+/// certified and equals the one with the unit plainly dead (bias lowered by 1e-9: the same J).
+/// A unit on its kink on one sample but alive on others is not dormant (its held slope lies
+/// strictly between the sides) and stays uncertain.
+#[test]
+fn a_relu_unit_dead_on_its_kink_is_held_and_certified() {
+    let model = presets::dnn(4, &[8, 8], 2, &Activation::Relu);
+    let data = Dataset::ball(10, 4, 2, 0);
+    let mut theta = init_params(&model.param_specs(), &InitScheme::Torch, 0);
+    let (d, w) = (4, 8);
+    let bias = w * d;
+    let x = |i: usize| data.x.col(i).to_vec();
+    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let s = (0..10)
+        .max_by(|&a, &b| norm(&x(a)).total_cmp(&norm(&x(b))))
+        .unwrap();
+    let xs = x(s);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+    // Unit 0: w = x_s/|x_s|, b = −w·x_s: z_i = w·x_i − |x_s| < 0 for i ≠ s, z_s ≈ 0.
+    let u0: Vec<f64> = xs.iter().map(|a| a / norm(&xs)).collect();
+    theta[..d].copy_from_slice(&u0);
+    theta[bias] = -dot(&u0, &xs);
+    // Unit 1: its own weights, b = −w·x_s: on its kink at sample s, alive elsewhere.
+    theta[bias + 1] = -dot(&theta[d..2 * d], &xs);
+    let z = |th: &[f64], u: usize, i: usize| dot(&th[u * d..(u + 1) * d], &x(i)) + th[bias + u];
+    assert!((0..10).all(|i| i == s || z(&theta, 0, i) < -1e-3));
+    assert!((0..10).any(|i| z(&theta, 1, i) > 1e-3));
+    let dormant = s * w;
+
+    let mut sys = KinkSystem::new(&model, &data, LossKind::Mse, &theta, true).unwrap();
+    let held = sys.with_dormant(&theta, &[]).unwrap();
+    drop(sys);
+    assert_eq!(
+        held,
+        vec![(dormant, 0)],
+        "unit 1 at sample {s} is not dormant"
+    );
+
+    let opts = NtkOptions::default();
+    let plain = ntk::ntk_spectrum(&model, &theta, &data.x, &opts).unwrap();
+    let reason = plain.jacobian.certificate.clone().unwrap_or_default();
+    assert!(
+        plain.jacobian.lambda_min_lower.is_none() && reason.contains("piece is uncertain"),
+        "{reason}"
+    );
+    // At θ unit 1 still sits on its kink on sample s, and only it blocks the certificate; moved
+    // off by 1e-6 (to its alive side), only the dormant unit 0 is left on a kink.
+    let at_flow = flow_ntk(&model, &data, LossKind::Mse, &theta, &[], &opts).unwrap();
+    let reason = at_flow.jacobian.certificate.clone().unwrap_or_default();
+    assert!(
+        at_flow.jacobian.lambda_min_lower.is_none()
+            && reason.contains(&format!("sample {s}, unit 1:")),
+        "{reason}"
+    );
+    let mut moved = theta.clone();
+    moved[bias + 1] += 1e-6;
+    let held = KinkSystem::new(&model, &data, LossKind::Mse, &moved, true)
+        .unwrap()
+        .with_dormant(&moved, &[])
+        .unwrap();
+    assert_eq!(held, vec![(dormant, 0)]);
+    let at_flow = flow_ntk(&model, &data, LossKind::Mse, &moved, &[], &opts).unwrap();
+    let lower = at_flow.jacobian.lambda_min_lower;
+    assert!(
+        lower.is_some_and(|l| l > 0.0),
+        "{:?}",
+        at_flow.jacobian.certificate
+    );
+    let mut dead = moved.clone();
+    dead[bias] -= 1e-9;
+    let plain_dead = ntk::ntk_spectrum(&model, &dead, &data.x, &opts).unwrap();
+    assert!(plain_dead.jacobian.lambda_min_lower.is_some());
+    let rel = (at_flow.lambda_min - plain_dead.lambda_min).abs() / plain_dead.lambda_min;
+    assert!(
+        rel < 1e-10,
+        "λ_min {} vs {} ({rel:e})",
+        at_flow.lambda_min,
+        plain_dead.lambda_min
+    );
+    assert!(lower.unwrap() <= at_flow.lambda_min);
 }

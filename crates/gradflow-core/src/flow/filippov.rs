@@ -5,7 +5,8 @@
 //! whether the loss keeps falling there is H_eff = J_eff J_effᵀ, not the one-sided H that f64
 //! rounding would pick for an entry sitting 1e-17 from its kink (whose piece no certificate can
 //! fix). [`filippov_ntk`] forms J_eff, its rounding bound (held entries are fixed linear pieces)
-//! and H_eff's spectrum and certificate.
+//! and H_eff's spectrum and certificate; [`flow_ntk`] also holds the entries the flow keeps on a
+//! kink without pinning them (a ReLU unit dead exactly on its kink).
 
 use super::system::KinkSystem;
 use crate::data::Dataset;
@@ -63,4 +64,23 @@ pub fn filippov_ntk(
         opts,
         sliding.len(),
     ))
+}
+
+/// The NTK summary at a point of the flow: [`filippov_ntk`] with the `sliding` entries and the
+/// dormant ones ([`KinkSystem::with_dormant`]: free on a kink the flow does not leave, e.g. a
+/// ReLU unit that died exactly on it, whose piece f64 could not decide) held on their kinks.
+/// Over the memory budget, [`filippov_ntk`] as it is.
+pub fn flow_ntk(
+    model: &Model,
+    data: &Dataset,
+    loss: LossKind,
+    theta: &[f64],
+    sliding: &[(usize, u16)],
+    opts: &NtkOptions,
+) -> Result<NtkSummary> {
+    if ntk::jacobian_bytes(model, data.x.n()) > opts.memory_budget_bytes {
+        return filippov_ntk(model, data, loss, theta, sliding, opts);
+    }
+    let held = KinkSystem::new(model, data, loss, theta, true)?.with_dormant(theta, sliding)?;
+    filippov_ntk(model, data, loss, theta, &held, opts)
 }

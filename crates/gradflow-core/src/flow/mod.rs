@@ -38,7 +38,7 @@ mod snapshot;
 pub mod solve;
 pub mod system;
 
-pub use filippov::filippov_ntk;
+pub use filippov::{filippov_ntk, flow_ntk};
 pub use snapshot::{resumable, FlowSnapshot, Position};
 pub use solve::{
     gradient_flow, gradient_flow_from, gradient_flow_with_progress, EventSummary, FlowOptions,

@@ -7,6 +7,10 @@
 use super::*;
 use faer::Mat;
 
+/// How close to a knot, relative to its layer's largest |z|, a free entry must be to be tested
+/// for dormancy ([`KinkSystem::with_dormant`]).
+pub const DORMANT_TOL: f64 = 1e-10;
+
 impl KinkSystem<'_> {
     /// Holds `sliding` entries (global entry, piece left of its knot) on their kinks at θ, the
     /// others on the pieces θ puts them, and evaluates the field until the effective slopes
@@ -68,6 +72,67 @@ impl KinkSystem<'_> {
         Err(Error::Invalid(
             "the sliding entries' effective slopes did not settle".into(),
         ))
+    }
+
+    /// `sliding` plus the *dormant* entries at θ, as [`Self::hold`] takes them: free entries on
+    /// a kink (within [`DORMANT_TOL`] of their layer's largest |z|) that their own piece moves at
+    /// zero speed, so the flow stays on the kink without the solver pinning them (sliding needs
+    /// both sides to push towards it strictly). A ReLU unit that dies exactly on its kink is one:
+    /// its dead side has ż = 0. Held, such an entry's effective slope is that side's σ', so J_eff
+    /// is the Jacobian of the field the flow follows; an entry merely crossing its kink at θ
+    /// takes a slope strictly between the sides and stays free (on the piece θ puts it).
+    /// Call on a fresh system (its pre-activations are θ's).
+    pub fn with_dormant(
+        &mut self,
+        theta: &[f64],
+        sliding: &[(usize, u16)],
+    ) -> Result<Vec<(usize, u16)>> {
+        let mut held: Vec<usize> = sliding.iter().map(|h| h.0).collect();
+        held.sort_unstable();
+        let mut candidates = Vec::new();
+        for l in &self.layers {
+            let z = &self.last.z[l.offset..l.offset + l.len];
+            let scale = z.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (j, &zj) in z.iter().enumerate() {
+                let e = l.offset + j;
+                let near = l
+                    .knots
+                    .iter()
+                    .position(|&b| (zj - b).abs() <= DORMANT_TOL * scale.max(b.abs()));
+                if let (Some(k), Err(_)) = (near, held.binary_search(&e)) {
+                    candidates.push((e, k as u16));
+                }
+            }
+        }
+        let pieces = self.pieces.clone();
+        while !candidates.is_empty() {
+            // Entries dropped in an earlier round go back to the pieces θ puts them on.
+            self.pieces.copy_from_slice(&pieces);
+            let mut all = sliding.to_vec();
+            all.extend_from_slice(&candidates);
+            let Ok(slopes) = self.hold(theta, &all) else {
+                break;
+            };
+            let one_sided = |sys: &Self, e: usize| {
+                let j = sys.pinned.binary_search(&e).expect("held");
+                let (dl, dr) = sys.one_sided_slopes(e);
+                let tol = 1e-9 * (dr - dl).abs().max(f64::MIN_POSITIVE);
+                (slopes[j] - dl).abs() <= tol || (slopes[j] - dr).abs() <= tol
+            };
+            let dormant: Vec<(usize, u16)> = candidates
+                .iter()
+                .copied()
+                .filter(|&(e, _)| one_sided(self, e))
+                .collect();
+            if dormant.len() == candidates.len() {
+                all.sort_unstable();
+                return Ok(all);
+            }
+            candidates = dormant;
+        }
+        // No dormant entry: the pieces θ puts them on, and the sliding entries alone.
+        self.pieces.copy_from_slice(&pieces);
+        Ok(sliding.to_vec())
     }
 
     /// J = ∂u/∂θ (nm × p, row i·m + a) under the installed pattern: per sample one one-sample
